@@ -1,0 +1,91 @@
+"""pemn-compress: tiny `.pemn` models from binary masks over fixed pseudo-random weights.
+
+    import pemn_compress as pemn
+    model = pemn.create_model("convmixer_64_4", in_chans=1)
+    pemn.mask_(model, pemn.MaskConfig(density=0.5, strategy="onelayer"))
+    ...train the scores...
+    pemn.save(model, "model.pemn")
+    deployed = pemn.load("model.pemn", device="auto")
+
+Torch-dependent names are imported on first use, so ``import pemn_compress`` and the file reader
+stay usable (and quick) without touching torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._version import __version__
+from .config import MaskConfig
+from .errors import (
+    CheckpointError,
+    ChecksumError,
+    ConfigError,
+    ContainerError,
+    DataError,
+    DataNotFoundError,
+    FormatError,
+    HeaderError,
+    LimitError,
+    MissingKeyError,
+    ModelError,
+    PemnError,
+    ShapeError,
+    TrustError,
+    UnknownModelError,
+    VersionError,
+)
+
+# public name -> module that defines it (imported lazily)
+_LAZY = {
+    "Callback": ".train",
+    "TrainConfig": ".train",
+    "Trainer": ".train",
+    "create_model": ".models",
+    "evaluate": ".train",
+    "get_dataset": ".data",
+    "list_models": ".models",
+    "load": ".api",
+    "mask_": ".surgery",
+    "masked_layers": ".surgery",
+    "materialize": ".surgery",
+    "read_pemn": ".fileformat.reader",
+    "register_model": ".models",
+    "save": ".api",
+}
+
+__all__ = sorted(
+    [
+        "CheckpointError",
+        "ChecksumError",
+        "ConfigError",
+        "ContainerError",
+        "DataError",
+        "DataNotFoundError",
+        "FormatError",
+        "HeaderError",
+        "LimitError",
+        "MaskConfig",
+        "MissingKeyError",
+        "ModelError",
+        "PemnError",
+        "ShapeError",
+        "TrustError",
+        "UnknownModelError",
+        "VersionError",
+        "__version__",
+        *_LAZY,
+    ]
+)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pemn_compress' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

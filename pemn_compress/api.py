@@ -1,0 +1,183 @@
+"""``save`` and ``load``: the glue between masked models and `.pemn` files.
+
+``load(path)`` validates the whole file, rebuilds the architecture (zoo reference, a caller's
+skeleton, or — only with ``trust_code=True`` — an imported factory), checks every layer name and shape
+against the file before any weight is built, regenerates the weights bit-exactly, verifies their
+fingerprint and returns an eval-mode module with plain dense weights (``masked=False``) or the
+masked, trainable form (``masked=True``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ModelError, ShapeError, TrustError
+from .fileformat.constants import DENSE_PREFIX, VALUES_PREFIX
+from .fileformat.reader import DEFAULT_MAX_WEIGHTS, PemnFile, decode_masks, decode_weights, read_pemn, verify_fingerprint
+from .fileformat.writer import save
+from .surgery import mask_, maskable_layers, masked_layers
+
+__all__ = ["build_architecture", "load", "resolve_device", "save"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` (or None) is CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' was requested but CUDA is not available (use device='cpu' or 'auto')")
+    return device
+
+
+def build_architecture(arch: dict, *, trust_code: bool = False) -> nn.Module:
+    """Rebuild the module an architecture reference names. Imports user code only with trust_code."""
+    kind = arch.get("kind")
+    if kind == "registry":
+        from .models import create_model
+
+        kwargs = arch.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise ModelError("architecture.kwargs must be an object")
+        return create_model(arch.get("name"), **kwargs)
+    if kind == "import":
+        target = arch.get("target", "")
+        if not trust_code:
+            raise TrustError(
+                f"the file's architecture is built by importing {target!r}, which runs code; "
+                "pass trust_code=True only if you trust the file, or pass model=<skeleton>"
+            )
+        module_name, _, func_name = str(target).partition(":")
+        if not module_name or not func_name:
+            raise ModelError(f"architecture.target must be 'module:function', found {target!r}")
+        factory = getattr(importlib.import_module(module_name), func_name)
+        return factory(**arch.get("kwargs", {}))
+    raise ModelError("the file carries no architecture reference: pass model=<an nn.Module with the same layers>")
+
+
+def _check_layers(pf: PemnFile, skeleton: nn.Module) -> dict[str, nn.Module]:
+    """Map file layers onto the skeleton's maskable layers; names, types and shapes must agree."""
+    available = dict(maskable_layers(skeleton))
+    found = {}
+    for layer in pf.layers:
+        name = layer["name"]
+        module = available.get(name)
+        if module is None:
+            raise ModelError(f"layer {name!r} of the file does not exist (or is not Linear/Conv) in the model")
+        if type(module).__name__ != layer["type"] and not any(c.__name__ == layer["type"] for c in type(module).__mro__):
+            raise ModelError(f"layer {name!r}: file has a {layer['type']}, model has a {type(module).__name__}")
+        if list(module.weight.shape) != layer["shape"]:
+            raise ShapeError(f"layer {name!r}: file shape {layer['shape']}, model shape {list(module.weight.shape)}")
+        found[name] = module
+    return found
+
+
+def _dense_state(pf: PemnFile, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    entries = pf.header["dense"]["tensors"]
+    missing = sorted(set(expected) - set(entries))
+    unexpected = sorted(set(entries) - set(expected))
+    if missing or unexpected:
+        raise ModelError(f"dense parameters differ from the model: missing in file {missing[:8]}, not in model {unexpected[:8]}")
+    state = {}
+    for key, ref in expected.items():
+        array = pf.tensors[DENSE_PREFIX + key]
+        if list(array.shape) != list(ref.shape):
+            raise ShapeError(f"dense tensor {key!r}: file shape {list(array.shape)}, model shape {list(ref.shape)}")
+        state[key] = torch.from_numpy(np.array(array)).to(ref.dtype)
+    return state
+
+
+def _unfold_batchnorm(model: nn.Module, folded: list[str], state: dict[str, torch.Tensor]) -> None:
+    """Folded BatchNorm: weight/bias hold scale/shift; stats become (0, 1) and eps 0 so eval is x*scale+shift."""
+    for name in folded:
+        module = model.get_submodule(name) if name else model
+        if not isinstance(module, nn.modules.batchnorm._BatchNorm):
+            raise ModelError(f"folded BatchNorm {name!r} is not a BatchNorm module in the model")
+        prefix = f"{name}." if name else ""
+        state[prefix + "running_mean"] = torch.zeros_like(module.running_mean)
+        state[prefix + "running_var"] = torch.ones_like(module.running_var)
+        if module.num_batches_tracked is not None:
+            state[prefix + "num_batches_tracked"] = torch.zeros_like(module.num_batches_tracked)
+        module.eps = 0.0
+
+
+def load(
+    path: str | os.PathLike | bytes,
+    device: str | torch.device | None = "auto",
+    dtype: torch.dtype | None = None,
+    model: nn.Module | None = None,
+    trust_code: bool = False,
+    masked: bool = False,
+    *,
+    verify: bool = True,
+    max_weights: int = DEFAULT_MAX_WEIGHTS,
+) -> nn.Module:
+    """Load a `.pemn` file as a runnable module.
+
+    device: "auto" (CUDA when present), "cuda", "cpu" or a torch.device.
+    dtype: cast floating parameters after loading (e.g. torch.float16); None keeps float32.
+    model: a skeleton with the same layer names and shapes (required when the file names no zoo model).
+    trust_code: allow an architecture reference that imports code ("module:function").
+    masked: return the masked, trainable form (scores reproduce the stored masks) instead of dense weights.
+    verify: check the regenerated weights against the file's fingerprint.
+    """
+    target = resolve_device(device)
+    pf = read_pemn(path, max_weights=max_weights)
+    skeleton = model if model is not None else build_architecture(pf.header["architecture"], trust_code=trust_code)
+    layers = _check_layers(pf, skeleton)
+    folded = pf.header["dense"]["folded_batchnorm"]
+    masks = decode_masks(pf)
+    weights = decode_weights(pf, masks)
+    if verify:
+        verify_fingerprint(pf, weights)
+    if masked:
+        if folded:
+            raise ModelError("this file stores BatchNorm folded for deployment; it cannot be loaded in trainable form")
+        mask_(skeleton, pf.config, filter_fn=lambda module, name: name in layers)
+        if skeleton.pemn_plan.layers != pf.plan.layers:
+            raise ModelError("the model's layer order differs from the file's: the value plan would not match")
+        _restore_masked(pf, skeleton, masks)
+        expected = {k: v for k, v in skeleton.state_dict().items() if not k.endswith(".scores") and ".value_bank." not in f".{k}"}
+    else:
+        with torch.no_grad():
+            for name, module in layers.items():
+                module.weight = nn.Parameter(torch.from_numpy(weights[name]), requires_grad=module.weight.requires_grad)
+        weight_keys = {f"{name}.weight" for name in layers}
+        expected = {k: v for k, v in skeleton.state_dict().items() if k not in weight_keys}
+        if folded:
+            expected = {k: v for k, v in expected.items() if not any(k == f"{n}.{s}" if n else k == s for n in folded for s in ("running_mean", "running_var", "num_batches_tracked"))}
+    state = _dense_state(pf, expected)
+    _unfold_batchnorm(skeleton, folded, state)
+    skeleton.load_state_dict(state, strict=False)
+    skeleton.pemn_file_header = pf.header
+    skeleton = skeleton.to(target)
+    if dtype is not None:
+        skeleton = skeleton.to(dtype)
+    return skeleton.eval()
+
+
+def _restore_masked(pf: PemnFile, model: nn.Module, masks: dict[str, np.ndarray]) -> None:
+    """Scores that reproduce the stored masks (kept: 1 + small seeded noise; dropped: below 1)."""
+    generator = torch.Generator().manual_seed(pf.config.seed)
+    by_name = dict(masked_layers(model))
+    for layer in pf.layers:
+        module = by_name[layer["name"]]
+        keep = torch.from_numpy(masks[layer["name"]])
+        noise = torch.rand(keep.shape, generator=generator) * 0.5
+        with torch.no_grad():
+            module.scores.copy_(torch.where(keep, 1.0 + noise, noise))
+        module.kept = int(keep.sum())
+    for spec, bank in zip(pf.plan.banks, model.pemn_values):
+        name = f"{VALUES_PREFIX}{spec.index}"
+        if name in pf.tensors:
+            with torch.no_grad():
+                bank.unit.copy_(torch.from_numpy(np.array(pf.tensors[name])))
+                if bank.table is not None:
+                    from .strategies import bank_index_map
+
+                    bank.table.copy_(bank.unit[bank_index_map(pf.plan, spec, device=bank.unit.device)])

@@ -1,0 +1,86 @@
+"""``MaskConfig``: every choice that defines a PEMN network besides its architecture.
+
+A config is a frozen dataclass validated in ``__post_init__`` and serialized as plain JSON (no
+pickle), so the same object drives training, is written into the `.pemn` header and rebuilds the
+network at load time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+__all__ = ["MaskConfig", "STRATEGIES", "RP_MODES"]
+
+STRATEGIES = ("dense", "onelayer", "mp", "rp")
+RP_MODES = ("copy", "rand")
+_DISTRIBUTIONS = ("normal", "signed_constant", "uniform")  # mirrors rng.DISTRIBUTIONS
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """How a model is turned into a PEMN network.
+
+    Fields are grouped as: what the masks keep, where the fixed values come from, and what stays
+    dense and trainable.
+    """
+
+    density: float = 0.5  # fraction of each masked layer's weights the mask keeps (the paper's k)
+    strategy: str = "onelayer"  # value source: dense | onelayer | mp | rp (DESIGN.md section 2)
+    ratio: float | None = None  # rp only: the vector has int(N_max * ratio) + 1 values
+    rp_mode: str = "copy"  # rp only: tile the vector (copy) or tile then permute with a seeded permutation (rand)
+    distribution: str = "normal"  # unit values: normal (Irwin-Hall(4)), signed_constant (+-1), uniform
+    rescale: bool = True  # each layer scaled to its own Kaiming fan-in std; False reproduces the paper's mp/rp
+    seed: int = 0  # one seed for the values, the permutation and the score initialization
+    learn_values: bool = False  # rp/mp: the unique values become trainable (stored in the file anyway)
+    train_norm: bool = True  # BatchNorm/LayerNorm/GroupNorm affine parameters are trained (paper: yes)
+    train_bias: bool = True  # biases of masked layers are trained
+    train_other: bool = True  # every other parameter that is not masked (embeddings, unmasked layers)
+    version: int = 1  # bumped when a field changes meaning
+
+    def __post_init__(self) -> None:
+        if isinstance(self.density, bool) or not isinstance(self.density, (int, float)):
+            raise ConfigError(f"density must be a number in (0, 1], found {self.density!r}")
+        if not (0.0 < float(self.density) <= 1.0) or math.isnan(self.density):
+            raise ConfigError(f"density must be in (0, 1] (the fraction of weights kept), found {self.density}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}; found {self.strategy!r}")
+        if self.strategy == "rp":
+            if self.ratio is None:
+                raise ConfigError("strategy 'rp' needs a ratio in (0, 1], for example ratio=1e-3")
+            if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not (0.0 < self.ratio <= 1.0):
+                raise ConfigError(f"ratio must be in (0, 1], found {self.ratio!r}")
+        elif self.ratio is not None:
+            raise ConfigError(f"ratio applies to strategy 'rp' only; found ratio={self.ratio} with strategy {self.strategy!r}")
+        if self.rp_mode not in RP_MODES:
+            raise ConfigError(f"rp_mode must be one of {', '.join(RP_MODES)}; found {self.rp_mode!r}")
+        if self.distribution not in _DISTRIBUTIONS:
+            raise ConfigError(f"distribution must be one of {', '.join(_DISTRIBUTIONS)}; found {self.distribution!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (0 <= self.seed < 1 << 63):
+            raise ConfigError(f"seed must be an integer in [0, 2**63), found {self.seed!r}")
+        for flag in ("rescale", "learn_values", "train_norm", "train_bias", "train_other"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, found {getattr(self, flag)!r}")
+        if self.learn_values and self.strategy not in ("mp", "rp"):
+            raise ConfigError("learn_values applies to strategies 'mp' and 'rp' (the ones with one small shared vector)")
+        if self.version != 1:
+            raise ConfigError(f"MaskConfig version {self.version} is not supported (this library writes version 1)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MaskConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"a MaskConfig must be a JSON object, found {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown MaskConfig field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **changes) -> "MaskConfig":
+        return dataclasses.replace(self, **changes)

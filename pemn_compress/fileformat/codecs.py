@@ -1,0 +1,163 @@
+"""Mask codecs: ``raw`` packed bits and ``rice`` (Golomb-Rice coded gaps) for densities away from 0.5.
+
+raw
+    Bit ``i`` of the flattened (C-order) mask is bit ``7 - i % 8`` of byte ``i // 8`` (most
+    significant bit first, as ``numpy.packbits``); the ``ceil(n / 8) * 8 - n`` padding bits are 0.
+
+rice (parameters ``k`` and ``invert``)
+    Let ``x = mask XOR invert`` and ``p_0 < ... < p_{m-1}`` the positions of its ones (``m`` is the
+    layer's ``ones`` count of ``x``). Each gap ``g_j = p_j - p_{j-1} - 1`` (``p_{-1} = -1``) is written
+    as ``g_j >> k`` one-bits, a zero-bit, then the low ``k`` bits of ``g_j``, most significant first.
+    The bit stream is packed like raw and padded with zero-bits. For a Bernoulli mask the gaps are
+    geometric, for which Golomb codes are optimal; the writer picks the ``k`` with the fewest bytes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import HeaderError, ShapeError
+from .constants import MAX_RICE_K
+
+__all__ = ["choose_codec", "decode_mask", "encode_mask", "rice_encode", "rice_decode", "rice_size_bits"]
+
+
+def raw_encode(mask: np.ndarray) -> np.ndarray:
+    return np.packbits(mask.reshape(-1).astype(np.uint8))
+
+
+def raw_decode(data: np.ndarray, n: int, name: str) -> np.ndarray:
+    expected = (n + 7) // 8
+    if data.size != expected:
+        raise ShapeError(f"mask of layer {name!r}: raw codec needs {expected} bytes for {n} weights, found {data.size}")
+    bits = np.unpackbits(data, count=n).astype(bool)
+    if n % 8 and np.unpackbits(data[-1:])[n % 8 :].any():
+        raise ShapeError(f"mask of layer {name!r}: padding bits after weight {n} must be zero")
+    return bits
+
+
+def _gaps(x: np.ndarray) -> np.ndarray:
+    ones = np.flatnonzero(x)
+    return np.diff(ones, prepend=-1) - 1  # (m,)
+
+
+def rice_size_bits(gaps: np.ndarray, k: int) -> int:
+    return int((gaps >> k).sum()) + gaps.size * (k + 1)
+
+
+def rice_encode(x: np.ndarray, k: int) -> np.ndarray:
+    """Golomb-Rice code of the gaps between the ones of the boolean vector ``x``."""
+    gaps = _gaps(x.reshape(-1))
+    q = gaps >> k
+    lengths = q + 1 + k  # bits of each codeword
+    total = int(lengths.sum())
+    bits = np.zeros(total, dtype=np.uint8)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    # unary part: q ones starting at each codeword start
+    if q.sum():
+        run_starts = np.repeat(starts, q)
+        within = np.arange(run_starts.size) - np.repeat(np.cumsum(q) - q, q)
+        bits[run_starts + within] = 1
+    # the terminating zero is already 0; remainder bits, most significant first
+    for b in range(k):
+        bits[starts + q + 1 + b] = (gaps >> (k - 1 - b)) & 1
+    return np.packbits(bits)
+
+
+def rice_decode(data: np.ndarray, n: int, ones: int, k: int, name: str) -> np.ndarray:
+    """Inverse of ``rice_encode`` for a vector of ``n`` bits with ``ones`` ones; strict about bounds.
+
+    Vectorized: codeword ``j + 1`` starts at ``f(s_j) = next_zero(s_j) + 1 + k``, so all starts are
+    ``f^j(0)``, found for every ``j`` at once by binary lifting (O(L log m) array work, no Python loop
+    per codeword). Work and memory are bounded by the stream length, never by header claims.
+    """
+    if not (0 <= k <= MAX_RICE_K):
+        raise HeaderError(f"layer {name!r}: rice parameter k must be in [0, {MAX_RICE_K}], found {k}")
+    if not (0 <= ones <= n):
+        raise HeaderError(f"layer {name!r}: ones must be in [0, {n}], found {ones}")
+    bits = np.unpackbits(data)
+    length = bits.size
+    if ones * (k + 1) > length:  # each codeword has at least k + 1 bits
+        raise ShapeError(f"mask of layer {name!r}: {ones} rice codewords need at least {ones * (k + 1)} bits, found {length}")
+    out = np.zeros(n, dtype=bool)
+    if ones == 0:
+        if bits.any() or data.size:
+            raise ShapeError(f"mask of layer {name!r}: an empty rice stream must have no bytes, found {data.size}")
+        return out
+    sink = length + 1  # absorbing state: "stream ended inside a codeword"
+    # next_zero[i]: first zero-bit at or after i (length when none), for i in [0, length]
+    zero_at = np.flatnonzero(bits == 0)
+    next_zero = np.full(length + 1, length, dtype=np.int64)
+    idx = np.searchsorted(zero_at, np.arange(length + 1))
+    has = idx < zero_at.size
+    next_zero[has] = zero_at[idx[has]]
+    step = np.full(length + 2, sink, dtype=np.int64)
+    ends = next_zero + 1 + k  # where the next codeword starts
+    ok = (next_zero < length) & (ends <= length)
+    step[: length + 1][ok] = ends[ok]
+    starts = np.zeros(ones + 1, dtype=np.int64)  # starts[j] = f^j(0); starts[ones] = end of stream
+    j = np.arange(ones + 1)
+    table = step
+    for t in range(int(ones).bit_length()):
+        sel = ((j >> t) & 1).astype(bool)
+        starts[sel] = table[starts[sel]]
+        table = table[table]
+    if (starts == sink).any():
+        raise ShapeError(f"mask of layer {name!r}: rice stream ends inside one of its {ones} codewords")
+    cursor = int(starts[-1])
+    if (length + 7) // 8 != (cursor + 7) // 8 + 0 or bits[cursor:].any():
+        raise ShapeError(f"mask of layer {name!r}: rice stream has {length - cursor} bits after its last codeword (expected zero padding below one byte)")
+    s = starts[:-1]
+    z = next_zero[s]
+    gaps = (z - s) << k
+    for b in range(k):
+        gaps |= bits[z + 1 + b].astype(np.int64) << (k - 1 - b)
+    positions = np.cumsum(gaps + 1) - 1
+    if positions[-1] >= n:
+        raise ShapeError(f"mask of layer {name!r}: rice codewords point past weight {n}")
+    out[positions] = True
+    return out
+
+
+def choose_codec(mask: np.ndarray) -> dict:
+    """The smallest encoding of ``mask``: {"codec", "rice_k", "invert", "ones", "data"}."""
+    flat = mask.reshape(-1).astype(bool)
+    n = flat.size
+    ones = int(flat.sum())
+    best = {"codec": "raw", "rice_k": None, "invert": False, "ones": ones, "data": raw_encode(flat)}
+    invert = ones > n - ones
+    x = ~flat if invert else flat
+    gaps = _gaps(x)
+    if gaps.size:
+        sizes = {k: rice_size_bits(gaps, k) for k in range(0, min(MAX_RICE_K, max(1, int(math.log2(n + 1)))) + 1)}
+        k = min(sizes, key=lambda key: (sizes[key], key))
+        if (sizes[k] + 7) // 8 < best["data"].size:
+            best = {"codec": "rice", "rice_k": k, "invert": bool(invert), "ones": int(x.sum()), "data": rice_encode(x, k)}
+    return best
+
+
+def encode_mask(mask: np.ndarray, codec: str | None = None) -> dict:
+    if codec in (None, "auto"):
+        return choose_codec(mask)
+    flat = mask.reshape(-1).astype(bool)
+    if codec == "raw":
+        return {"codec": "raw", "rice_k": None, "invert": False, "ones": int(flat.sum()), "data": raw_encode(flat)}
+    raise HeaderError(f"unknown mask codec {codec!r}")
+
+
+def decode_mask(data: np.ndarray, n: int, entry: dict, name: str) -> np.ndarray:
+    """Decode one layer's mask (flat boolean of ``n`` entries) from its header ``entry``."""
+    codec = entry.get("codec")
+    if data.dtype != np.uint8 or data.ndim != 1:
+        raise ShapeError(f"mask of layer {name!r}: expected a 1-D uint8 tensor, found {data.dtype} with {data.ndim} dims")
+    if codec == "raw":
+        bits = raw_decode(data, n, name)
+        if bits.sum() != entry.get("ones"):
+            raise ShapeError(f"mask of layer {name!r}: header says {entry.get('ones')} kept weights, mask has {int(bits.sum())}")
+        return bits
+    if codec == "rice":
+        bits = rice_decode(data, n, int(entry["ones"]), int(entry["rice_k"]), name)
+        return ~bits if entry.get("invert") else bits
+    raise HeaderError(f"layer {name!r}: unknown mask codec {codec!r}; expected one of raw, rice")

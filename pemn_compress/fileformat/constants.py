@@ -1,0 +1,38 @@
+"""Names and limits of the `.pemn` v1 format, spelled as in formats/pemn-v1.md."""
+
+from __future__ import annotations
+
+FORMAT_NAME = "pemn"
+FORMAT_VERSION = 1  # bumped only for structural changes (see the spec's versioning policy)
+
+# __metadata__ keys (safetensors metadata is a flat string -> string map)
+KEY_FORMAT = "format"  # "pemn"
+KEY_VERSION = "pemn.version"  # decimal string, "1"
+KEY_HEADER = "pemn.header"  # the PEMN header: canonical JSON (sorted keys, no spaces)
+KEY_HEADER_SHA256 = "pemn.header_sha256"  # hex SHA-256 of the UTF-8 bytes of KEY_HEADER's value
+
+# tensor name prefixes
+MASK_PREFIX = "mask."  # packed or entropy-coded mask bits of one masked layer (uint8)
+DENSE_PREFIX = "dense."  # a dense leftover: one state-dict entry (BatchNorm, biases, ...)
+VALUES_PREFIX = "values."  # an explicitly stored value vector of one bank (float32)
+
+GENERATOR = "philox4x32-10"
+CODECS = ("raw", "rice")
+DENSE_DTYPES = ("float32", "float16")
+ARCH_KINDS = ("registry", "import", "none")
+CHECKSUM_ALGORITHM = "sha256"
+
+# safetensors dtype names <-> numpy
+ST_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": None,
+    "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+    "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+}
+
+# limits that bound what a hostile file can make a reader do
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
+MAX_TENSORS = 100_000
+MAX_NDIM = 8
+MAX_LAYER_WEIGHTS = 1 << 34  # 16 G weights in one layer: beyond any sane model
+MAX_TOTAL_WEIGHTS = 1 << 36  # across all masked layers
+MAX_RICE_K = 40

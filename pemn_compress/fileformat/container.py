@@ -1,0 +1,130 @@
+"""The safetensors container, written and read by hand so that both are deterministic and strict.
+
+Layout (safetensors): 8-byte little-endian header length N, N bytes of JSON (padded with spaces to a
+multiple of 8), then the data buffer. Every tensor entry has ``dtype``, ``shape`` and
+``data_offsets`` [begin, end) into the buffer; entries must tile the buffer exactly (no holes, no
+overlap). The writer orders tensors by descending item size then name and serializes JSON with
+sorted keys, so the same tensors and metadata always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ContainerError, LimitError
+from .constants import MAX_HEADER_BYTES, MAX_NDIM, MAX_TENSORS, ST_DTYPES
+
+__all__ = ["atomic_write", "decode_container", "encode_container"]
+
+_NUMPY_TO_ST = {np.dtype(v).str if v else None: k for k, v in ST_DTYPES.items() if v}
+_NUMPY_TO_ST[np.dtype("u1").str] = "U8"
+_NUMPY_TO_ST[np.dtype("i1").str] = "I8"
+_NUMPY_TO_ST[np.dtype("?").str] = "BOOL"
+
+
+def _st_dtype(array: np.ndarray) -> str:
+    key = array.dtype.newbyteorder("<").str if array.dtype.byteorder not in ("|",) else array.dtype.str
+    if key not in _NUMPY_TO_ST:
+        raise ContainerError(f"cannot store dtype {array.dtype} in a safetensors container")
+    return _NUMPY_TO_ST[key]
+
+
+def encode_container(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """Serialize numpy arrays and string metadata to safetensors bytes, deterministically."""
+    order = sorted(tensors, key=lambda name: (-tensors[name].dtype.itemsize, name))
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for name in order:
+        array = np.asarray(tensors[name]).copy(order="C")  # keeps 0-d shapes, unlike ascontiguousarray
+        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _st_dtype(array), "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":"), sort_keys=False, ensure_ascii=True).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+
+
+def decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parse and validate safetensors bytes; return read-only numpy views and the metadata."""
+    blob = memoryview(blob)
+    if len(blob) < 8:
+        raise ContainerError(f"file is {len(blob)} bytes: too short for a safetensors header length (8 bytes)")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if n > MAX_HEADER_BYTES:
+        raise LimitError(f"safetensors header claims {n} bytes; the limit is {MAX_HEADER_BYTES}")
+    if 8 + n > len(blob):
+        raise ContainerError(f"safetensors header claims {n} bytes but the file has only {len(blob) - 8} after the length")
+    try:
+        header = json.loads(bytes(blob[8 : 8 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContainerError(f"safetensors header is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ContainerError(f"safetensors header must be a JSON object, found {type(header).__name__}")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ContainerError("safetensors __metadata__ must map strings to strings")
+    if len(header) > MAX_TENSORS:
+        raise LimitError(f"file declares {len(header)} tensors; the limit is {MAX_TENSORS}")
+    buffer = blob[8 + n :]
+    spans, tensors = [], {}
+    for name, info in header.items():
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise ContainerError(f"tensor {name!r}: entry must have exactly dtype, shape and data_offsets")
+        dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype_name not in ST_DTYPES or ST_DTYPES[dtype_name] is None:
+            raise ContainerError(f"tensor {name!r}: unsupported dtype {dtype_name!r}")
+        if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+            raise ContainerError(f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} non-negative integers, found {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise ContainerError(f"tensor {name!r}: data_offsets must be two integers, found {offsets!r}")
+        begin, end = offsets
+        dtype = np.dtype(ST_DTYPES[dtype_name])
+        expected = math.prod(shape) * dtype.itemsize
+        if not (0 <= begin <= end <= len(buffer)):
+            raise ContainerError(f"tensor {name!r}: data_offsets {offsets} outside the {len(buffer)}-byte data buffer")
+        if end - begin != expected:
+            raise ContainerError(f"tensor {name!r}: {end - begin} bytes of data for shape {shape} {dtype_name} (expected {expected})")
+        spans.append((begin, end, name))
+        tensors[name] = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(shape)
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            kind = "overlaps the previous tensor" if begin < position else f"leaves a hole at byte {position}"
+            raise ContainerError(f"tensor {name!r} {kind}: the data buffer must be tiled exactly")
+        position = end
+    if position != len(buffer):
+        raise ContainerError(f"data buffer has {len(buffer) - position} trailing bytes not owned by any tensor")
+    return tensors, metadata
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    Readers see either the old file or the complete new one, never a partial file; on any error the
+    temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
