@@ -162,6 +162,7 @@ def _bits(x) -> np.ndarray:
 def test_numpy_and_torch_cpu_identical_across_chunks(distribution, monkeypatch):
     unchunked = rng.unit_values(7, 3, 2500, distribution)
     monkeypatch.setattr(rng, "_CHUNK", 1000)
+    monkeypatch.setattr(rng, "_NUMPY_CHUNK", 700)
     np_vals = rng.unit_values(7, 3, 2500, distribution, kernel="numpy")
     t_vals = rng.unit_values(7, 3, 2500, distribution, device="cpu", kernel="torch")
     assert isinstance(t_vals, torch.Tensor) and t_vals.dtype == torch.float32 and t_vals.device.type == "cpu"
@@ -275,6 +276,7 @@ def test_permutation_numpy_equals_torch_including_ties(monkeypatch):
     assert p_t.dtype == torch.int64
     np.testing.assert_array_equal(p_np, p_t.numpy())
     monkeypatch.setattr(rng, "_CHUNK", 7_000)  # chunking does not change the permutation
+    monkeypatch.setattr(rng, "_NUMPY_CHUNK", 3_000)
     np.testing.assert_array_equal(p_np, rng.permutation(seed, stream, n))
     np.testing.assert_array_equal(p_np, rng.permutation(seed, stream, n, device="cpu", kernel="torch").numpy())
 
