@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError, ShapeError, TrustError
-from .fileformat.constants import DENSE_PREFIX, VALUES_PREFIX
+from .fileformat.constants import VALUES_PREFIX
 from .fileformat.reader import DEFAULT_MAX_WEIGHTS, PemnFile, decode_masks, decode_weights, read_pemn, verify_fingerprint
 from .fileformat.writer import save
 from .surgery import mask_, maskable_layers, masked_layers
@@ -78,14 +78,16 @@ def _check_layers(pf: PemnFile, skeleton: nn.Module) -> dict[str, nn.Module]:
 
 
 def _dense_state(pf: PemnFile, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    entries = pf.header["dense"]["tensors"]
-    missing = sorted(set(expected) - set(entries))
-    unexpected = sorted(set(entries) - set(expected))
+    """The file's dense leftovers as tensors of the model's dtypes; keys and shapes must agree."""
+    stored = pf.dense_arrays()
+    expected = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}  # never stored
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
     if missing or unexpected:
         raise ModelError(f"dense parameters differ from the model: missing in file {missing[:8]}, not in model {unexpected[:8]}")
     state = {}
     for key, ref in expected.items():
-        array = pf.tensors[DENSE_PREFIX + key]
+        array = stored[key]
         if list(array.shape) != list(ref.shape):
             raise ShapeError(f"dense tensor {key!r}: file shape {list(array.shape)}, model shape {list(ref.shape)}")
         state[key] = torch.from_numpy(np.array(array)).to(ref.dtype)
@@ -101,8 +103,6 @@ def _unfold_batchnorm(model: nn.Module, folded: list[str], state: dict[str, torc
         prefix = f"{name}." if name else ""
         state[prefix + "running_mean"] = torch.zeros_like(module.running_mean)
         state[prefix + "running_var"] = torch.ones_like(module.running_var)
-        if module.num_batches_tracked is not None:
-            state[prefix + "num_batches_tracked"] = torch.zeros_like(module.num_batches_tracked)
         module.eps = 0.0
 
 
@@ -150,7 +150,8 @@ def load(
         weight_keys = {f"{name}.weight" for name in layers}
         expected = {k: v for k, v in skeleton.state_dict().items() if k not in weight_keys}
         if folded:
-            expected = {k: v for k, v in expected.items() if not any(k == f"{n}.{s}" if n else k == s for n in folded for s in ("running_mean", "running_var", "num_batches_tracked"))}
+            stats = {f"{n}.{stat}" if n else stat for n in folded for stat in ("running_mean", "running_var")}
+            expected = {k: v for k, v in expected.items() if k not in stats}
     state = _dense_state(pf, expected)
     _unfold_batchnorm(skeleton, folded, state)
     skeleton.load_state_dict(state, strict=False)

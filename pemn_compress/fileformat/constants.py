@@ -11,10 +11,11 @@ KEY_VERSION = "pemn.version"  # decimal string, "1"
 KEY_HEADER = "pemn.header"  # the PEMN header: canonical JSON (sorted keys, no spaces)
 KEY_HEADER_SHA256 = "pemn.header_sha256"  # hex SHA-256 of the UTF-8 bytes of KEY_HEADER's value
 
-# tensor name prefixes
-MASK_PREFIX = "mask."  # packed or entropy-coded mask bits of one masked layer (uint8)
-DENSE_PREFIX = "dense."  # a dense leftover: one state-dict entry (BatchNorm, biases, ...)
-VALUES_PREFIX = "values."  # an explicitly stored value vector of one bank (float32)
+# tensor names: few tensors, so the container header stays small next to the masks
+MASKS_TENSOR = "masks"  # uint8: every layer's coded mask stream, concatenated in layer order
+DENSE_PREFIX = "dense."  # "dense.f32" / "dense.f16" / "dense.i64": leftovers flattened and concatenated
+VALUES_PREFIX = "values."  # "values.<bank>": an explicitly stored value vector (float32)
+DENSE_GROUPS = {"f32": "<f4", "f16": "<f2", "i64": "<i8"}  # dense group suffix -> numpy dtype
 
 GENERATOR = "philox4x32-10"
 CODECS = ("raw", "rice")

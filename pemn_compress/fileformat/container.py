@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ContainerError, LimitError
 from .constants import MAX_HEADER_BYTES, MAX_NDIM, MAX_TENSORS, ST_DTYPES
 
-__all__ = ["atomic_write", "decode_container", "encode_container"]
+__all__ = ["atomic_write", "container_order", "data_buffer", "decode_container", "encode_container"]
 
 _NUMPY_TO_ST = {np.dtype(v).str if v else None: k for k, v in ST_DTYPES.items() if v}
 _NUMPY_TO_ST[np.dtype("u1").str] = "U8"
@@ -36,9 +36,14 @@ def _st_dtype(array: np.ndarray) -> str:
     return _NUMPY_TO_ST[key]
 
 
+def container_order(tensors: dict[str, np.ndarray]) -> list[str]:
+    """The order of tensors in the data buffer: descending item size (keeps alignment), then name."""
+    return sorted(tensors, key=lambda name: (-tensors[name].dtype.itemsize, name))
+
+
 def encode_container(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
     """Serialize numpy arrays and string metadata to safetensors bytes, deterministically."""
-    order = sorted(tensors, key=lambda name: (-tensors[name].dtype.itemsize, name))
+    order = container_order(tensors)
     header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
     chunks, offset = [], 0
     for name in order:
@@ -103,6 +108,13 @@ def decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], d
     if position != len(buffer):
         raise ContainerError(f"data buffer has {len(buffer) - position} trailing bytes not owned by any tensor")
     return tensors, metadata
+
+
+def data_buffer(blob: bytes | memoryview) -> memoryview:
+    """The data buffer of a container already accepted by ``decode_container``."""
+    blob = memoryview(blob)
+    (n,) = struct.unpack("<Q", blob[:8])
+    return blob[8 + n :]
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:

@@ -43,11 +43,12 @@ from .constants import (
     KEY_HEADER,
     KEY_HEADER_SHA256,
     KEY_VERSION,
-    MASK_PREFIX,
+    DENSE_GROUPS,
+    MASKS_TENSOR,
     MAX_LAYER_WEIGHTS,
     VALUES_PREFIX,
 )
-from .container import decode_container
+from .container import data_buffer, decode_container
 
 __all__ = [
     "DEFAULT_MAX_WEIGHTS",
@@ -88,7 +89,24 @@ class PemnFile:
         return self.header["layers"]
 
     def tensor_bytes(self, prefix: str) -> int:
+        """Bytes of all tensors whose name starts with ``prefix`` ("masks", "dense.", "values.")."""
         return sum(t.nbytes for name, t in self.tensors.items() if name.startswith(prefix))
+
+    def mask_stream(self, index: int) -> np.ndarray:
+        """The coded mask bytes of layer ``index`` (a view into the ``masks`` tensor)."""
+        start = sum(layer["bytes"] for layer in self.layers[:index])
+        return self.tensors[MASKS_TENSOR][start : start + self.layers[index]["bytes"]]
+
+    def dense_arrays(self) -> dict[str, np.ndarray]:
+        """Dense leftovers by state-dict key, as stored (views into the group tensors)."""
+        offsets: dict[str, int] = {}
+        out = {}
+        for key, shape, group in self.header["dense"]["tensors"]:
+            n = math.prod(shape)
+            start = offsets.get(group, 0)
+            out[key] = self.tensors[DENSE_PREFIX + group][start : start + n].reshape(shape)
+            offsets[group] = start + n
+        return out
 
 
 def _require(mapping: dict, key: str, kind, where: str):
@@ -153,7 +171,7 @@ def _validate(header: dict, tensors: dict[str, np.ndarray], max_weights: int) ->
     layers = _require(header, "layers", list, "header")
     if not layers:
         raise HeaderError("header.layers is empty: a .pemn file has at least one masked layer")
-    names, total = set(), 0
+    names, total, mask_total = set(), 0, 0
     for i, layer in enumerate(layers):
         where = f"layers[{i}]"
         if not isinstance(layer, dict):
@@ -186,14 +204,20 @@ def _validate(header: dict, tensors: dict[str, np.ndarray], max_weights: int) ->
             _require(layer, "rice_k", int, where)
             if not isinstance(layer.get("invert"), bool):
                 raise HeaderError(f"{where}: rice codec needs a boolean 'invert'")
-        tname = MASK_PREFIX + name
-        if tname not in tensors:
-            raise ShapeError(f"{where}: mask tensor {tname!r} is missing")
-        data = tensors[tname]
-        if data.dtype != np.uint8 or data.ndim != 1:
-            raise ShapeError(f"{where}: mask tensor must be 1-D uint8, found {data.dtype} with shape {list(data.shape)}")
-        if codec == "raw" and data.size != (n + 7) // 8:
-            raise ShapeError(f"{where}: raw mask needs {(n + 7) // 8} bytes for {n} weights, found {data.size}")
+        size = _require(layer, "bytes", int, where)
+        if size < 0:
+            raise HeaderError(f"{where}: bytes must be >= 0, found {size}")
+        if codec == "raw" and size != (n + 7) // 8:
+            raise ShapeError(f"{where}: raw mask needs {(n + 7) // 8} bytes for {n} weights, found {size}")
+        mask_total += size
+    if MASKS_TENSOR not in tensors:
+        raise ShapeError(f"tensor {MASKS_TENSOR!r} is missing")
+    masks = tensors[MASKS_TENSOR]
+    if masks.dtype != np.uint8 or masks.ndim != 1 or masks.size != mask_total:
+        raise ShapeError(
+            f"tensor {MASKS_TENSOR!r} must be 1-D uint8 of {mask_total} bytes (the layers' sum), "
+            f"found {masks.dtype} of shape {list(masks.shape)}"
+        )
     if total > max_weights:
         raise LimitError(f"file declares {total} masked weights in all; this reader's limit is {max_weights} (max_weights=)")
 
@@ -229,12 +253,26 @@ def _validate(header: dict, tensors: dict[str, np.ndarray], max_weights: int) ->
     if _require(dense, "dtype", str, "dense") not in DENSE_DTYPES:
         raise HeaderError(f"dense.dtype must be one of {DENSE_DTYPES}, found {dense['dtype']!r}")
     _require(dense, "folded_batchnorm", list, "dense")
-    entries = _require(dense, "tensors", dict, "dense")
-    for key, entry in entries.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str):
-            raise HeaderError(f"dense.tensors[{key!r}]: expected an object with a 'dtype' string")
-        if DENSE_PREFIX + key not in tensors:
-            raise ShapeError(f"dense tensor {DENSE_PREFIX + key!r} is missing")
+    table = _require(dense, "tensors", list, "dense")
+    group_sizes: dict[str, int] = {}
+    seen_keys = set()
+    for i, item in enumerate(table):
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], list)
+                and item[2] in DENSE_GROUPS):
+            raise HeaderError(f"dense.tensors[{i}]: expected [key, shape, group] with group in {sorted(DENSE_GROUPS)}, found {item!r}")
+        key, shape, group = item
+        if key in seen_keys:
+            raise HeaderError(f"dense.tensors: duplicate key {key!r}")
+        seen_keys.add(key)
+        if len(shape) > 8 or not all(type(d) is int and d >= 0 for d in shape):
+            raise ShapeError(f"dense tensor {key!r}: shape must be at most 8 non-negative integers, found {shape!r}")
+        group_sizes[group] = group_sizes.get(group, 0) + math.prod(shape)
+    for group, size in group_sizes.items():
+        name = DENSE_PREFIX + group
+        array = tensors.get(name)
+        if array is None or array.ndim != 1 or array.dtype != np.dtype(DENSE_GROUPS[group]) or array.size != size:
+            found = "missing" if array is None else f"{array.dtype} of shape {list(array.shape)}"
+            raise ShapeError(f"tensor {name!r} must be 1-D {np.dtype(DENSE_GROUPS[group])} of {size} entries, found {found}")
     arch = _require(header, "architecture", dict, "header")
     if _require(arch, "kind", str, "architecture") not in ARCH_KINDS:
         raise HeaderError(f"architecture.kind must be one of {ARCH_KINDS}, found {arch['kind']!r}")
@@ -242,20 +280,12 @@ def _validate(header: dict, tensors: dict[str, np.ndarray], max_weights: int) ->
     if fp.get("algorithm") != CHECKSUM_ALGORITHM or not isinstance(fp.get("value"), str):
         raise HeaderError(f"fingerprint must be {{'algorithm': {CHECKSUM_ALGORITHM!r}, 'value': hex}}")
     checks = _require(header, "checksums", dict, "header")
-    if checks.get("algorithm") != CHECKSUM_ALGORITHM or not isinstance(checks.get("tensors"), dict):
-        raise HeaderError(f"checksums must be {{'algorithm': {CHECKSUM_ALGORITHM!r}, 'tensors': {{name: hex}}}}")
-    listed = checks["tensors"]
-    if set(listed) != set(tensors):
-        missing, extra = sorted(set(tensors) - set(listed)), sorted(set(listed) - set(tensors))
-        raise HeaderError(f"checksums.tensors must list every tensor exactly: unlisted {missing}, absent {extra}")
-    known = {MASK_PREFIX + l["name"] for l in layers} | {DENSE_PREFIX + k for k in entries}
+    if checks.get("algorithm") != CHECKSUM_ALGORITHM or not isinstance(checks.get("data"), str):
+        raise HeaderError(f"checksums must be {{'algorithm': {CHECKSUM_ALGORITHM!r}, 'data': hex}}")
+    known = {MASKS_TENSOR} | {DENSE_PREFIX + g for g in group_sizes}
     known |= {f"{VALUES_PREFIX}{b['index']}" for b in banks if b["stored"]}
     if set(tensors) - known:
         raise HeaderError(f"tensors not described by the header: {sorted(set(tensors) - known)}")
-    for name, array in tensors.items():
-        digest = hashlib.sha256(array.tobytes()).hexdigest()
-        if digest != listed[name]:
-            raise ChecksumError(f"tensor {name!r}: checksum mismatch (stored {listed[name]}, computed {digest}): the file is corrupted")
 
 
 def read_pemn(source: str | os.PathLike | bytes, *, max_weights: int = DEFAULT_MAX_WEIGHTS) -> PemnFile:
@@ -273,15 +303,21 @@ def read_pemn(source: str | os.PathLike | bytes, *, max_weights: int = DEFAULT_M
         _validate(header, tensors, max_weights)
     except (KeyError, TypeError, AttributeError) as exc:  # a shape we did not anticipate: still a format error
         raise HeaderError(f"malformed PEMN header: {type(exc).__name__}: {exc}") from None
+    digest = hashlib.sha256(data_buffer(blob)).hexdigest()
+    if digest != header["checksums"]["data"]:
+        raise ChecksumError(
+            f"data checksum mismatch (stored {header['checksums']['data']}, computed {digest}): "
+            "the file is corrupted (a mask, value or dense tensor byte changed)"
+        )
     return PemnFile(header, tensors, metadata, len(blob))
 
 
 def decode_masks(pf: PemnFile) -> dict[str, np.ndarray]:
     """Boolean masks of every layer, shaped like its weight."""
     masks = {}
-    for layer in pf.layers:
+    for i, layer in enumerate(pf.layers):
         n = math.prod(layer["shape"])
-        bits = decode_mask(pf.tensors[MASK_PREFIX + layer["name"]], n, layer, layer["name"])
+        bits = decode_mask(pf.mask_stream(i), n, layer, layer["name"])
         masks[layer["name"]] = bits.reshape(layer["shape"])
     return masks
 

@@ -33,17 +33,19 @@ from .constants import (
     KEY_HEADER,
     KEY_HEADER_SHA256,
     KEY_VERSION,
-    MASK_PREFIX,
+    DENSE_GROUPS,
+    MASKS_TENSOR,
     VALUES_PREFIX,
 )
-from .container import atomic_write, encode_container
+from .container import atomic_write, container_order, encode_container
 from .reader import weights_fingerprint
 
 __all__ = ["DEFAULT_DENSE_DTYPE", "canonical_json", "save", "to_bytes"]
 
-# fp32 keeps load() bit-identical to the trained masked model; fp16 halves the leftovers
-# (see formats/pemn-v1.md, "Dense leftovers", for the measurement behind the default).
-DEFAULT_DENSE_DTYPE = "float32"
+# Measured by benchmarks/dense_dtype.py (results/dense_dtype_fashion-mnist_cpu.md): on small models the
+# BatchNorm leftovers in fp32 take half the file or more, and fp16 halves them with no accuracy change
+# beyond noise. fp32 remains an option when outputs must match the masked model bit for bit.
+DEFAULT_DENSE_DTYPE = "float16"
 
 
 def canonical_json(value) -> str:
@@ -76,30 +78,44 @@ def _bn_fold(module: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, tor
     return scale.float(), (bias - mean * scale).float()
 
 
-def _dense_leftovers(model: nn.Module, dense_dtype: str, fold_batchnorm: bool) -> tuple[dict, dict, list]:
+def _dense_leftovers(model: nn.Module, dense_dtype: str, fold_batchnorm: bool) -> tuple[dict, list, list]:
+    """Dense leftovers as a few flat group tensors plus a table [key, shape, group] in storage order.
+
+    ``num_batches_tracked`` counters are not stored (they only matter for momentum=None training).
+    """
     masked_names = {name for name, _ in masked_layers(model)}
     skip = {f"{name}.scores" for name in masked_names}
-    state = {k: v for k, v in model.state_dict().items() if k not in skip and ".value_bank." not in f".{k}"}
+    state = {
+        k: v for k, v in model.state_dict().items()
+        if k not in skip and ".value_bank." not in f".{k}" and not k.endswith("num_batches_tracked")
+    }
     folded = []
     if fold_batchnorm:
         for name, module in model.named_modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats and module.running_var is not None:
                 scale, shift = _bn_fold(module)
                 prefix = f"{name}." if name else ""
-                for key in ("running_mean", "running_var", "num_batches_tracked"):
+                for key in ("running_mean", "running_var"):
                     state.pop(prefix + key, None)
                 state[prefix + "weight"], state[prefix + "bias"] = scale, shift
                 folded.append(name)
-    target = {"float32": np.float32, "float16": np.float16}[dense_dtype]
-    tensors, entries = {}, {}
+    float_group = {"float32": "f32", "float16": "f16"}[dense_dtype]
+    groups: dict[str, list[np.ndarray]] = {}
+    table = []
     for key in sorted(state):
         value = state[key].detach().cpu()
-        array = value.numpy() if value.dtype != torch.bfloat16 else value.float().numpy()
-        if np.issubdtype(array.dtype, np.floating):
-            array = array.astype(target)
-        tensors[DENSE_PREFIX + key] = array.copy(order="C")  # ascontiguousarray would make 0-d arrays 1-d
-        entries[key] = {"dtype": str(value.dtype).replace("torch.", "")}
-    return tensors, entries, folded
+        if value.dtype.is_floating_point:
+            array32 = value.float().numpy()
+            with np.errstate(over="ignore"):
+                group, array = float_group, array32.astype(DENSE_GROUPS[float_group])
+            if not np.isfinite(array).all() and np.isfinite(array32).all():  # outside fp16 range: keep fp32
+                group, array = "f32", array32
+        else:
+            group, array = "i64", value.to(torch.int64).numpy()
+        groups.setdefault(group, []).append(array.reshape(-1))
+        table.append([key, list(value.shape), group])
+    tensors = {DENSE_PREFIX + group: np.concatenate(parts) for group, parts in groups.items()}
+    return tensors, table, folded
 
 
 def to_bytes(
@@ -120,12 +136,12 @@ def to_bytes(
     if [s.name for s in plan.layers] != list(layers):
         raise ModelError("the model's masked layers no longer match its plan (layers were added or removed after mask_)")
     tensors: dict[str, np.ndarray] = {}
-    layer_entries, materialized = [], []
+    layer_entries, materialized, streams = [], [], []
     for source in plan.layers:
         layer = layers[source.name]
         mask = layer.mask().cpu().numpy()
         coded = encode_mask(mask, codec)
-        tensors[MASK_PREFIX + source.name] = coded["data"]
+        streams.append(coded["data"])
         entry = {
             "name": source.name,
             "type": layer.dense_type.__name__,
@@ -134,32 +150,34 @@ def to_bytes(
             "scale": source.scale,
             "codec": coded["codec"],
             "ones": coded["ones"],
+            "bytes": int(coded["data"].size),
         }
         if coded["codec"] == "rice":
             entry.update(rice_k=coded["rice_k"], invert=coded["invert"])
         layer_entries.append(entry)
         materialized.append(layer.materialized_weight().cpu().numpy())
+    tensors[MASKS_TENSOR] = np.concatenate(streams)
     bank_entries = []
     for spec, bank in zip(plan.banks, model.pemn_values):
         stored = plan.strategy == "rp" or config.learn_values
         if stored:
             tensors[f"{VALUES_PREFIX}{spec.index}"] = bank.unit.detach().cpu().float().numpy().copy()
         bank_entries.append({"index": spec.index, "size": spec.size, "length": spec.length, "tiling": spec.tiling, "stored": stored})
-    dense_tensors, dense_entries, folded = _dense_leftovers(model, dense_dtype, fold_batchnorm)
+    dense_tensors, dense_table, folded = _dense_leftovers(model, dense_dtype, fold_batchnorm)
     tensors.update(dense_tensors)
+    data_digest = hashlib.sha256()
+    for name in container_order(tensors):
+        data_digest.update(np.asarray(tensors[name]).astype(tensors[name].dtype.newbyteorder("<")).tobytes())
     header = {
         "producer": {"name": "pemn-compress", "version": __version__},
         "generator": {"name": GENERATOR, "seed": plan.seed},
         "config": config.to_dict(),
         "banks": bank_entries,
         "layers": layer_entries,
-        "dense": {"dtype": dense_dtype, "folded_batchnorm": folded, "tensors": dense_entries},
+        "dense": {"dtype": dense_dtype, "folded_batchnorm": folded, "tensors": dense_table},
         "architecture": _architecture(model, architecture),
         "fingerprint": {"algorithm": CHECKSUM_ALGORITHM, "value": weights_fingerprint(materialized)},
-        "checksums": {
-            "algorithm": CHECKSUM_ALGORITHM,
-            "tensors": {name: hashlib.sha256(np.asarray(t).tobytes()).hexdigest() for name, t in tensors.items()},
-        },
+        "checksums": {"algorithm": CHECKSUM_ALGORITHM, "data": data_digest.hexdigest()},
         "provenance": provenance or {},
     }
     try:
