@@ -10,6 +10,7 @@ masked, trainable form (``masked=True``).
 from __future__ import annotations
 
 import importlib
+import math
 import os
 
 import numpy as np
@@ -128,6 +129,19 @@ def load(
     """
     target = resolve_device(device)
     pf = read_pemn(path, max_weights=max_weights)
+    if model is None:
+        # build on the meta device first: a hostile header cannot make us allocate a huge model
+        # before its layers were checked against the file's (validated, size-limited) layer table
+        with torch.device("meta"):
+            probe = build_architecture(pf.header["architecture"], trust_code=trust_code)
+        _check_layers(pf, probe)
+        masked_total = sum(math.prod(layer["shape"]) for layer in pf.layers)
+        dense_total = sum(math.prod(shape) for _, shape, _ in pf.header["dense"]["tensors"])
+        probe_total = sum(t.numel() for t in probe.state_dict().values())
+        if probe_total > 2 * (masked_total + dense_total) + 1024:
+            raise ModelError(f"the architecture has {probe_total} parameters but the file describes only "
+                             f"{masked_total + dense_total}: refusing to build it")
+        del probe
     skeleton = model if model is not None else build_architecture(pf.header["architecture"], trust_code=trust_code)
     layers = _check_layers(pf, skeleton)
     folded = pf.header["dense"]["folded_batchnorm"]

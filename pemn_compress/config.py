@@ -66,7 +66,7 @@ class MaskConfig:
                 raise ConfigError(f"{flag} must be True or False, found {getattr(self, flag)!r}")
         if self.learn_values and self.strategy not in ("mp", "rp"):
             raise ConfigError("learn_values applies to strategies 'mp' and 'rp' (the ones with one small shared vector)")
-        if self.version != 1:
+        if type(self.version) is not int or self.version != 1:
             raise ConfigError(f"MaskConfig version {self.version} is not supported (this library writes version 1)")
 
     def to_dict(self) -> dict:

@@ -21,7 +21,15 @@ import numpy as np
 from ..errors import ContainerError, LimitError
 from .constants import MAX_HEADER_BYTES, MAX_NDIM, MAX_TENSORS, ST_DTYPES
 
-__all__ = ["atomic_write", "container_order", "data_buffer", "decode_container", "encode_container"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "atomic_write",
+    "container_order",
+    "data_buffer",
+    "decode_container",
+    "encode_container",
+    "strict_json",
+]
 
 _NUMPY_TO_ST = {np.dtype(v).str if v else None: k for k, v in ST_DTYPES.items() if v}
 _NUMPY_TO_ST[np.dtype("u1").str] = "U8"
@@ -39,6 +47,55 @@ def _st_dtype(array: np.ndarray) -> str:
 def container_order(tensors: dict[str, np.ndarray]) -> list[str]:
     """The order of tensors in the data buffer: descending item size (keeps alignment), then name."""
     return sorted(tensors, key=lambda name: (-tensors[name].dtype.itemsize, name))
+
+
+MAX_JSON_DEPTH = 64  # nesting of arrays/objects a reader accepts in any JSON of the file
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def strict_json(text: str, error: type[Exception], what: str):
+    """Parse JSON strictly: no NaN/Infinity, no duplicate keys, depth <= 64, 64-bit integers, finite numbers.
+
+    Every failure, including Python's own limits (recursion, integer digits), becomes ``error``.
+    """
+    try:
+        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise error(f"{what} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise error(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise error(f"{what} holds an unpaired surrogate (not valid Unicode)") from None
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not (-(1 << 63) <= item < 1 << 64):
+                raise error(f"{what} holds an integer outside [-2**63, 2**64)")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise error(f"{what} holds a number that overflows a float64")
+    return value
 
 
 def encode_container(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
@@ -68,12 +125,14 @@ def decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], d
     if 8 + n > len(blob):
         raise ContainerError(f"safetensors header claims {n} bytes but the file has only {len(blob) - 8} after the length")
     try:
-        header = json.loads(bytes(blob[8 : 8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContainerError(f"safetensors header is not valid UTF-8 JSON: {exc}") from None
+        text = bytes(blob[8 : 8 + n]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContainerError(f"safetensors header is not valid UTF-8: {exc}") from None
+    header = strict_json(text, ContainerError, "safetensors header")
     if not isinstance(header, dict):
         raise ContainerError(f"safetensors header must be a JSON object, found {type(header).__name__}")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise ContainerError("safetensors __metadata__ must map strings to strings")
     if len(header) > MAX_TENSORS:

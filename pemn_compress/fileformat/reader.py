@@ -46,9 +46,10 @@ from .constants import (
     DENSE_GROUPS,
     MASKS_TENSOR,
     MAX_LAYER_WEIGHTS,
+    MAX_TOTAL_WEIGHTS,
     VALUES_PREFIX,
 )
-from .container import data_buffer, decode_container
+from .container import data_buffer, decode_container, strict_json
 
 __all__ = [
     "DEFAULT_MAX_WEIGHTS",
@@ -130,7 +131,7 @@ def _parse_metadata(metadata: dict[str, str]) -> dict:
         if key not in metadata:
             raise MissingKeyError(f"metadata key {key!r} is missing")
     version_text = metadata[KEY_VERSION]
-    if not version_text.isdigit() or len(version_text) > 6:
+    if not (version_text.isascii() and version_text.isdigit()) or len(version_text) > 6:
         raise HeaderError(f"{KEY_VERSION} must be a decimal integer, found {version_text!r}")
     if int(version_text) > FORMAT_VERSION:
         raise VersionError(
@@ -140,13 +141,13 @@ def _parse_metadata(metadata: dict[str, str]) -> dict:
     if int(version_text) < 1:
         raise HeaderError(f"{KEY_VERSION} must be >= 1, found {version_text}")
     text = metadata[KEY_HEADER]
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    try:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    except UnicodeEncodeError:
+        raise HeaderError(f"{KEY_HEADER} holds an unpaired surrogate: not valid UTF-8 text") from None
     if digest != metadata[KEY_HEADER_SHA256]:
         raise ChecksumError(f"PEMN header checksum mismatch: stored {metadata[KEY_HEADER_SHA256]!r}, computed {digest!r}")
-    try:
-        header = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HeaderError(f"{KEY_HEADER} is not valid JSON: {exc}") from None
+    header = strict_json(text, HeaderError, KEY_HEADER)
     if not isinstance(header, dict):
         raise HeaderError(f"{KEY_HEADER} must be a JSON object, found {type(header).__name__}")
     return header
@@ -218,7 +219,7 @@ def _validate(header: dict, tensors: dict[str, np.ndarray], max_weights: int) ->
             f"tensor {MASKS_TENSOR!r} must be 1-D uint8 of {mask_total} bytes (the layers' sum), "
             f"found {masks.dtype} of shape {list(masks.shape)}"
         )
-    if total > max_weights:
+    if total > min(max_weights, MAX_TOTAL_WEIGHTS):
         raise LimitError(f"file declares {total} masked weights in all; this reader's limit is {max_weights} (max_weights=)")
 
     # ---- banks: must be exactly what the strategy makes of these layers
@@ -234,7 +235,7 @@ def _validate(header: dict, tensors: dict[str, np.ndarray], max_weights: int) ->
         if not isinstance(bank, dict):
             raise HeaderError(f"{where}: expected an object")
         for key in ("index", "size", "length", "tiling"):
-            if bank.get(key) != getattr(spec, key):
+            if bank.get(key) != getattr(spec, key) or type(bank.get(key)) is not type(getattr(spec, key)):
                 raise HeaderError(f"{where}.{key}: expected {getattr(spec, key)!r} for these layers, found {bank.get(key)!r}")
         stored = _require(bank, "stored", bool, where)
         tname = f"{VALUES_PREFIX}{spec.index}"
@@ -301,7 +302,7 @@ def read_pemn(source: str | os.PathLike | bytes, *, max_weights: int = DEFAULT_M
     header = _parse_metadata(metadata)
     try:
         _validate(header, tensors, max_weights)
-    except (KeyError, TypeError, AttributeError) as exc:  # a shape we did not anticipate: still a format error
+    except (KeyError, TypeError, AttributeError, OverflowError) as exc:  # unanticipated shapes: still format errors
         raise HeaderError(f"malformed PEMN header: {type(exc).__name__}: {exc}") from None
     digest = hashlib.sha256(data_buffer(blob)).hexdigest()
     if digest != header["checksums"]["data"]:

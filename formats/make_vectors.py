@@ -1,0 +1,705 @@
+"""(Re)generate the `.pemn` v1 golden vectors: formats/vectors/{valid,invalid}/*.pemn + expected.json.
+
+    PYTHONPATH=. python formats/make_vectors.py            # writes formats/vectors/
+    PYTHONPATH=. python formats/make_vectors.py --out DIR  # writes DIR/valid, DIR/invalid
+
+Valid vectors are written by the package's own writer (``pemn_compress.fileformat.writer.to_bytes``)
+from tiny models whose every number is fixed: dense leftovers (biases, BatchNorm) and mask scores are
+drawn from the format's own Philox generator (``pemn_compress.rng``), not from torch's RNG, so the same
+bytes come out with any torch version, on any machine. No training is involved: each mask is the
+top-``density`` fraction of those seeded scores. ``valid/expected.json`` pins, per file, the SHA-256
+of every layer's materialized float32 weight bytes, of every dense tensor as stored, the fingerprint
+and the whole file.
+
+Invalid vectors are edits of valid ones. Each edit is made deliberately so that the file reaches the
+check under test: after changing a tensor the header's ``checksums`` are recomputed, after changing
+the header ``pemn.header_sha256`` is recomputed, unless the point of the vector is that one of them is
+wrong. ``invalid/expected.json`` names, per file, the error class (from pemn_compress.errors; the
+reference reader defines classes of the same names), a substring of the message, and ``scope``:
+``readers`` (both readers refuse the file) or ``load`` (only ``pemn.load`` refuses it; for a reader
+that builds no architecture it is valid data). ``package_bug`` marks a vector on which the package
+currently raises something else (see formats/pemn-v1.md, "Known deviations").
+
+The script is deterministic: running it twice gives byte-identical trees (tests/fileformat/
+test_vectors.py checks it against the committed files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import struct
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # `python formats/make_vectors.py` from a checkout, no install
+    sys.path.insert(0, str(HERE.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from pemn_compress import rng  # noqa: E402
+from pemn_compress.config import MaskConfig  # noqa: E402
+from pemn_compress.fileformat.codecs import rice_encode  # noqa: E402
+from pemn_compress.fileformat.constants import (  # noqa: E402
+    KEY_HEADER,
+    KEY_HEADER_SHA256,
+    KEY_VERSION,
+    MASKS_TENSOR,
+    VALUES_PREFIX,
+)
+from pemn_compress.fileformat.container import data_buffer, decode_container, encode_container  # noqa: E402
+from pemn_compress.fileformat.reader import decode_masks, decode_weights, read_pemn, verify_fingerprint  # noqa: E402
+from pemn_compress.fileformat.writer import canonical_json, to_bytes  # noqa: E402
+from pemn_compress.models import create_model  # noqa: E402
+from pemn_compress.strategies import kaiming_scale  # noqa: E402
+from pemn_compress.surgery import mask_, masked_layers  # noqa: E402
+
+MAX_VECTOR_BYTES = 50_000  # every vector stays small ...
+MAX_TOTAL_BYTES = 1_000_000  # ... and all of them together too
+
+# Philox seeds of the numbers that are not part of the format (dense leftovers and scores): any fixed
+# value works; what matters is that they do not come from torch's RNG.
+DENSE_SEED = 0x5EED_DE45
+SCORE_SEED = 0x5C0_4E5
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------------------- models
+def tiny_seq() -> nn.Module:
+    """Two identical 3x3 convs (a shared onelayer bank), two BatchNorms, a Linear head with bias.
+
+    Input (B, 4, 4, 4). Masked shapes: [4, 4, 3, 3], [4, 4, 3, 3], [3, 64].
+    """
+    return nn.Sequential(
+        nn.Conv2d(4, 4, 3, padding=1, bias=False),  # (B, 4, 4, 4)
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False),  # (B, 4, 4, 4)
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),  # (B, 64)
+        nn.Linear(64, 3),  # (B, 3)
+    )
+
+
+def tiny_conv1d() -> nn.Module:
+    """Conv1d with bias and a Linear head: layer sizes 18 and 36, not multiples of 8 (raw padding bits).
+
+    Input (B, 2, 8). Masked shapes: [3, 2, 3], [2, 18]. An int32 buffer ``step`` exercises the i64 group.
+    """
+    model = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(18, 2))  # (B, 3, 6) -> (B, 18) -> (B, 2)
+    model.register_buffer("step", torch.zeros(3, dtype=torch.int32))
+    return model
+
+
+def convmixer_skeleton() -> nn.Module:
+    """The zoo's ``test_convmixer`` (registry architecture reference, so pemn.load can rebuild it)."""
+    return create_model("test_convmixer")
+
+
+SKELETONS = {"tiny_seq": tiny_seq, "tiny_conv1d": tiny_conv1d, "test_convmixer": convmixer_skeleton}
+
+
+def _philox_uniform(seed: int, stream: int, n: int) -> np.ndarray:
+    return rng.unit_values(seed, stream, n, "uniform")  # float32 in (-sqrt 3, sqrt 3)
+
+
+def _fill_dense(model: nn.Module) -> None:
+    """Every floating parameter and buffer from Philox; BatchNorm statistics made non-trivial."""
+    with torch.no_grad():
+        for i, (key, tensor) in enumerate(sorted(model.state_dict().items())):
+            if not tensor.is_floating_point():  # num_batches_tracked
+                tensor.fill_(7)
+                continue
+            u = _philox_uniform(DENSE_SEED, i, tensor.numel())
+            if key.endswith("running_var"):
+                u = np.abs(u) + np.float32(0.5)
+            elif key.endswith("weight") and tensor.dim() == 1:  # norm scale
+                u = np.float32(1.0) + np.float32(0.25) * u
+            else:
+                u = np.float32(0.1) * u
+            tensor.copy_(torch.from_numpy(u.astype(np.float32)).view(tensor.shape))
+
+
+def _fill_scores(model: nn.Module, vector_index: int) -> None:
+    with torch.no_grad():
+        for j, (_, layer) in enumerate(masked_layers(model)):
+            s = _philox_uniform(SCORE_SEED + vector_index, j, layer.scores.numel())
+            layer.scores.copy_(torch.from_numpy(s).view(layer.scores.shape))
+
+
+def _learn_values(model: nn.Module) -> None:
+    """Stand-in for trained values: the stored vector differs from what the generator gives."""
+    with torch.no_grad():
+        for bank in model.pemn_values:
+            unit = bank.unit.detach().numpy()
+            bank.unit.copy_(torch.from_numpy((unit * np.float32(1.25) + np.float32(0.125)).astype(np.float32)))
+
+
+# --------------------------------------------------------------------------------------- valid
+# name -> (skeleton, MaskConfig kwargs, to_bytes kwargs, codecs that must appear, description)
+VALID = {
+    "seq_dense_raw_d50": ("tiny_seq", dict(strategy="dense", density=0.5, seed=1), dict(codec="raw"), {"raw"},
+                          "dense strategy, raw codec at density 0.5, normal values"),
+    "seq_onelayer_rice_d10": ("tiny_seq", dict(strategy="onelayer", density=0.1, seed=2, distribution="uniform"), {}, {"rice"},
+                              "onelayer (two convs share a bank), rice at density 0.1, uniform values"),
+    "seq_onelayer_rice_d90_fp16": ("tiny_seq", dict(strategy="onelayer", density=0.9, seed=3), dict(dense_dtype="float16"), {"rice"},
+                                   "rice with invert at density 0.9, fp16 leftovers"),
+    "seq_mp_paper_signed": ("tiny_seq", dict(strategy="mp", density=0.5, seed=4, distribution="signed_constant", rescale=False), {}, {"raw"},
+                            "mp without rescale (every layer has the largest layer's scale), signed constant"),
+    "seq_mp_learned": ("tiny_seq", dict(strategy="mp", density=0.5, seed=5, learn_values=True), {}, {"raw"},
+                       "mp with learned (stored) values"),
+    "seq_rp_copy": ("tiny_seq", dict(strategy="rp", ratio=0.05, rp_mode="copy", density=0.5, seed=6), {}, {"raw"},
+                    "rp copy, 10 values tiled to 192"),
+    "seq_rp_rand_maxseed_folded": ("tiny_seq", dict(strategy="rp", ratio=0.05, rp_mode="rand", density=0.1, seed=2**63 - 1,
+                                                    distribution="uniform"), dict(fold_batchnorm=True), {"rice"},
+                                   "rp rand (permutation stream 2**32), largest seed, BatchNorm folded"),
+    "seq_rp_learned_signed": ("tiny_seq", dict(strategy="rp", ratio=0.02, rp_mode="rand", density=0.5, seed=8,
+                                               distribution="signed_constant", learn_values=True), {}, {"raw"},
+                              "rp rand with learned values, signed constant"),
+    "seq_dense_folded_fp16": ("tiny_seq", dict(strategy="dense", density=0.5, seed=9, distribution="uniform"),
+                              dict(fold_batchnorm=True, dense_dtype="float16",
+                                   provenance={"dataset": "none (golden vector)", "accuracy": 0.5, "note": "na\u00efve \u2713",
+                                               "recipe": {"epochs": 0, "lr": [0.1, 0.01]}}), {"raw"},
+                              "BatchNorm folded and fp16 leftovers, non-ASCII provenance"),
+    "seq_rp_ratio1": ("tiny_seq", dict(strategy="rp", ratio=1.0, rp_mode="copy", density=0.9, seed=10), {}, {"rice"},
+                      "rp with ratio 1: the vector size is clamped to N_max"),
+    "seq_onelayer_density1": ("tiny_seq", dict(strategy="onelayer", density=1.0, seed=11), {}, {"raw"},
+                              "density 1: every weight kept"),
+    "conv1d_dense_raw_d30": ("tiny_conv1d", dict(strategy="dense", density=0.3, seed=12), dict(codec="raw"), {"raw"},
+                             "Conv1d with bias; layer sizes not multiples of 8 (raw padding)"),
+    "conv1d_fp16_overflow": ("tiny_conv1d", dict(strategy="dense", density=0.5, seed=18), dict(dense_dtype="float16"), {"raw"},
+                             "fp16 leftovers, one of them beyond the fp16 range (stays in dense.f32); an int buffer (dense.i64)"),
+    "cm_onelayer_d50": ("test_convmixer", dict(strategy="onelayer", density=0.5, seed=13), {}, {"raw"},
+                        "test_convmixer (registry reference), onelayer, depthwise convs"),
+    "cm_dense_rice_d10": ("test_convmixer", dict(strategy="dense", density=0.1, seed=14, distribution="uniform"), {}, {"rice"},
+                          "test_convmixer, dense strategy, rice at density 0.1"),
+    "cm_rp_single_value": ("test_convmixer", dict(strategy="rp", ratio=1e-3, rp_mode="rand", density=0.9, seed=15,
+                                                  distribution="signed_constant"), {}, {"rice"},
+                           "test_convmixer, rp ratio 1e-3: one single value"),
+    "cm_mp_paper_folded_fp16": ("test_convmixer", dict(strategy="mp", density=0.5, seed=16, rescale=False),
+                                dict(fold_batchnorm=True, dense_dtype="float16"), {"raw"},
+                                "test_convmixer, mp without rescale, BatchNorm folded, fp16 leftovers"),
+    "cm_rp_copy_learned": ("test_convmixer", dict(strategy="rp", ratio=0.01, rp_mode="copy", density=0.5, seed=17,
+                                                  distribution="uniform", learn_values=True), {}, {"raw"},
+                           "test_convmixer, rp copy with learned values"),
+}
+
+
+POST_FILL = {  # vector name -> a deterministic change made after _fill_dense
+    "conv1d_fp16_overflow": lambda model: model[3].bias.data.copy_(torch.tensor([1.0e5, -3.0])),  # 1e5 > fp16 max
+}
+
+
+def build_valid(name: str) -> bytes:
+    skeleton, config_kwargs, save_kwargs, _, _ = VALID[name]
+    model = SKELETONS[skeleton]()
+    _fill_dense(model)
+    config = MaskConfig(**config_kwargs)
+    if name in POST_FILL:
+        POST_FILL[name](model)
+    mask_(model, config)
+    _fill_scores(model, list(VALID).index(name))
+    if config.learn_values:
+        _learn_values(model)
+    return to_bytes(model, **{"dense_dtype": "float32", **save_kwargs})  # never the writer's default
+
+
+def describe_valid(name: str, blob: bytes) -> dict:
+    """The pinned facts of one valid vector, computed with the package (and checked by it)."""
+    skeleton, config_kwargs, _, codecs, description = VALID[name]
+    pf = read_pemn(blob)
+    weights = decode_weights(pf)
+    verify_fingerprint(pf, weights)
+    found_codecs = {layer["codec"] for layer in pf.layers}
+    if not codecs <= found_codecs:
+        raise AssertionError(f"{name}: expected codecs {sorted(codecs)}, the writer chose {sorted(found_codecs)}")
+    arch = pf.header["architecture"]
+    dense = pf.dense_arrays()
+    return {
+        "description": description,
+        "file_sha256": sha256(blob),
+        "bytes": len(blob),
+        "strategy": pf.config.strategy,
+        "distribution": pf.config.distribution,
+        "codecs": sorted(found_codecs),
+        "architecture": arch["kind"],
+        "load": {"registry": arch.get("name")} if arch["kind"] == "registry" else {"skeleton": skeleton},
+        "fingerprint": pf.header["fingerprint"]["value"],
+        "layers": [  # a list: layer order is part of the format (fingerprint, masks tensor)
+            {
+                "name": layer["name"],
+                "shape": layer["shape"],
+                "kept": int(np.count_nonzero(decode_masks(pf)[layer["name"]])),
+                "sha256": sha256(np.ascontiguousarray(weights[layer["name"]], "<f4").tobytes()),
+            }
+            for layer in pf.layers
+        ],
+        "dense": {
+            key: {"dtype": str(a.dtype), "shape": list(a.shape), "sha256": sha256(np.ascontiguousarray(a).tobytes())}
+            for key, a in sorted(dense.items())
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------- editing
+class Edit:
+    """A decoded valid file to modify: header (dict), tensors (name -> writable numpy), metadata,
+    and ``streams``: each layer's coded mask bytes (the ``masks`` tensor, split by ``layers[i].bytes``)."""
+
+    def __init__(self, blob: bytes):
+        tensors, metadata = decode_container(blob)
+        self.tensors = {name: np.array(t) for name, t in tensors.items()}
+        self.metadata = dict(metadata)
+        self.header = json.loads(self.metadata[KEY_HEADER])
+        cuts = np.cumsum([layer["bytes"] for layer in self.header["layers"]])[:-1]
+        self.streams = [s.copy() for s in np.split(self.tensors[MASKS_TENSOR], cuts)]
+
+    def pack(self, *, sync_masks: bool = True, sign_data: bool = True, sign_header: bool = True,
+             header_text: str | None = None) -> bytes:
+        """Re-encode. sync_masks: rebuild ``masks`` from ``streams`` and set each layer's ``bytes``;
+        sign_data / sign_header: recompute ``checksums.data`` / ``pemn.header_sha256``."""
+        if sync_masks:
+            for layer, stream in zip(self.header["layers"], self.streams):
+                layer["bytes"] = int(stream.size)
+            self.tensors[MASKS_TENSOR] = np.concatenate(self.streams) if self.streams else np.zeros(0, np.uint8)
+        if sign_data:
+            self.header["checksums"]["data"] = sha256(bytes(data_buffer(encode_container(self.tensors, {}))))
+        text = header_text if header_text is not None else canonical_json(self.header)
+        self.metadata[KEY_HEADER] = text
+        if sign_header:
+            self.metadata[KEY_HEADER_SHA256] = sha256(text.encode("utf-8"))
+        return encode_container(self.tensors, self.metadata)
+
+    def index(self, codec: str) -> int:
+        """Index of the first layer that uses ``codec``."""
+        return next(i for i, layer in enumerate(self.header["layers"]) if layer["codec"] == codec)
+
+
+def raw_container(header: dict, data: bytes) -> bytes:
+    """A safetensors file from an explicit header object (offsets as given) and data buffer."""
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def container_entries(blob: bytes) -> tuple[dict, bytes]:
+    (n,) = struct.unpack("<Q", blob[:8])
+    return json.loads(blob[8 : 8 + n]), blob[8 + n :]
+
+
+def _rice_layers(base: bytes, shapes: list[list[int]], *, ones: int = 0, stream: bytes = b"", strategy: str = "mp") -> bytes:
+    """A consistent file whose layers are Linear with the given shapes and rice masks (``ones``, ``stream``)."""
+    e = Edit(base)
+    e.header["config"].update(strategy=strategy, ratio=None, learn_values=False, rescale=True)
+    sizes = [math.prod(s) for s in shapes]
+    if strategy == "mp":
+        e.header["banks"] = [{"index": 0, "size": max(sizes), "length": max(sizes), "tiling": "none", "stored": False}]
+    else:  # dense
+        e.header["banks"] = [{"index": i, "size": n, "length": n, "tiling": "none", "stored": False} for i, n in enumerate(sizes)]
+    e.header["layers"] = [
+        {"name": f"l{i}", "type": "Linear", "shape": s, "bank": 0 if strategy == "mp" else i, "scale": kaiming_scale(s),
+         "codec": "rice", "ones": ones, "rice_k": 0, "invert": False, "bytes": 0}
+        for i, s in enumerate(shapes)
+    ]
+    e.tensors = {name: t for name, t in e.tensors.items() if not name.startswith(VALUES_PREFIX)}
+    e.streams = [np.frombuffer(stream, np.uint8).copy() for _ in shapes]
+    return e.pack()
+
+
+def build_invalid(valid: dict[str, bytes]) -> dict[str, tuple[bytes, dict]]:
+    """name -> (bytes, expectation). ``valid`` holds the valid vectors by name."""
+    out: dict[str, tuple[bytes, dict]] = {}
+
+    def add(name, blob, error, message, description, scope="readers", package_bug=None, safetensors_rejects=False):
+        entry = {"error": error, "message": message, "scope": scope, "description": description}
+        # package_bug: kept in the call sites as history of what the fuzzing of this file found;
+        # all of them are fixed, so no vector is marked any more
+        if safetensors_rejects:
+            entry["safetensors_rejects"] = True
+        out[name] = (blob, entry)
+
+    base = valid["seq_dense_raw_d50"]  # three raw layers: 144, 144 and 192 weights; fp32 leftovers
+    rice = valid["seq_onelayer_rice_d10"]
+    rp = valid["seq_rp_copy"]
+    odd = valid["conv1d_dense_raw_d30"]
+    cm = valid["cm_onelayer_d50"]
+    (hlen,) = struct.unpack("<Q", base[:8])
+
+    # ---- container (safetensors) level
+    add("empty.bin", b"", "ContainerError", "too short", "zero bytes", safetensors_rejects=True)
+    add("short_5_bytes.bin", base[:5], "ContainerError", "too short", "shorter than the 8-byte header length")
+    add("png_magic.bin", b"\x89PNG\r\n\x1a\n" + bytes(24), "LimitError", "header claims",
+        "a PNG signature read as a header length (> 100 MiB)", safetensors_rejects=True)
+    add("header_len_past_eof.bin", struct.pack("<Q", 64) + b'{"__metadata__":{}}', "ContainerError", "header claims",
+        "header length larger than the file", safetensors_rejects=True)
+    add("header_not_json.bin", struct.pack("<Q", 16) + b"not json at all!", "ContainerError", "JSON",
+        "header bytes that are not JSON", safetensors_rejects=True)
+    add("header_not_utf8.bin", struct.pack("<Q", 8) + b'{"\xff":1} ', "ContainerError", "not valid UTF-8",
+        "header bytes that are not UTF-8", safetensors_rejects=True)
+    add("header_not_object.bin", struct.pack("<Q", 8) + b"[1,2,3] ", "ContainerError", "JSON object",
+        "header is a JSON array")
+    add("metadata_not_strings.bin", raw_container({"__metadata__": {"format": 1}}, b""), "ContainerError", "__metadata__",
+        "__metadata__ value that is not a string", safetensors_rejects=True)
+    add("truncated_in_length.pemn", base[:4], "ContainerError", "too short", "cut inside the header length")
+    add("truncated_in_header.pemn", base[: 8 + hlen // 2], "ContainerError", "header claims", "cut inside the JSON header",
+        safetensors_rejects=True)
+    add("truncated_no_data.pemn", base[: 8 + hlen], "ContainerError", "outside", "cut right after the header",
+        safetensors_rejects=True)
+    add("truncated_last_byte.pemn", base[:-1], "ContainerError", "outside", "last data byte missing",
+        safetensors_rejects=True)
+
+    entries, data = container_entries(base)
+    names = sorted((n for n in entries if n != "__metadata__"), key=lambda n: entries[n]["data_offsets"])
+    first, second = names[0], names[1]  # adjacent in the buffer
+    (f0, f1), (s0, s1) = entries[first]["data_offsets"], entries[second]["data_offsets"]
+    overlap = json.loads(json.dumps(entries))
+    overlap[second]["data_offsets"] = [s0 - 4, s1 - 4]  # starts 4 bytes inside `first`
+    for n in names[2:]:
+        overlap[n]["data_offsets"] = [o - 4 for o in overlap[n]["data_offsets"]]
+    add("overlapping_offsets.pemn", raw_container(overlap, data[: s0 - 4] + data[s0:]), "ContainerError", "overlaps",
+        "a tensor starting 4 bytes inside the previous one", safetensors_rejects=True)
+    holed = json.loads(json.dumps(entries))
+    last = names[-1]
+    holed[last]["data_offsets"] = [o + 8 for o in holed[last]["data_offsets"]]
+    l0 = entries[last]["data_offsets"][0]
+    add("hole_in_data.pemn", raw_container(holed, data[:l0] + bytes(8) + data[l0:]), "ContainerError", "hole",
+        "8 unowned bytes before the last tensor", safetensors_rejects=True)
+    add("trailing_bytes.pemn", base + bytes(8), "ContainerError", "trailing", "8 bytes after the last tensor",
+        safetensors_rejects=True)
+    bf16 = json.loads(json.dumps(entries))
+    bf16["dense.f32"]["dtype"] = "BF16"
+    bf16["dense.f32"]["shape"] = [bf16["dense.f32"]["shape"][0] * 2]
+    add("bf16_tensor.pemn", raw_container(bf16, data), "ContainerError", "unsupported dtype",
+        "a BF16 tensor (valid safetensors, not a .pemn v1 dtype)")
+    add("deep_json_container.bin", struct.pack("<Q", 20000) + b"[" * 10000 + b"]" * 10000, "ContainerError", "JSON",
+        "safetensors header nested 10000 deep", package_bug="RecursionError escapes container.decode_container")
+
+    # ---- metadata level
+    plain = encode_container({"weight": np.arange(6, dtype=np.float32).reshape(2, 3)}, {})
+    add("plain_safetensors.bin", plain, "HeaderError", "not a .pemn file", "a safetensors file with no PEMN metadata")
+    e = Edit(base)
+    e.metadata["format"] = "pt"
+    add("format_pt.pemn", e.pack(), "HeaderError", "not a .pemn file", "__metadata__ format 'pt'")
+    e = Edit(base)
+    e.metadata[KEY_VERSION] = "2"
+    add("version_2.pemn", e.pack(), "VersionError", "version 2", "a newer format version")
+    e = Edit(base)
+    e.metadata[KEY_VERSION] = "0"
+    add("version_0.pemn", e.pack(), "HeaderError", "pemn.version", "format version 0")
+    e = Edit(base)
+    e.metadata[KEY_VERSION] = "1.0"
+    add("version_not_integer.pemn", e.pack(), "HeaderError", "pemn.version", "format version '1.0'")
+    e = Edit(base)
+    e.metadata[KEY_VERSION] = "\u00b2"
+    add("version_superscript_two.pemn", e.pack(), "HeaderError", "pemn.version", "format version '\u00b2' (a Unicode digit)",
+        package_bug="str.isdigit() accepts it, then int() raises a bare ValueError")
+    e = Edit(base)
+    del e.metadata[KEY_HEADER_SHA256]
+    add("missing_header_sha256.pemn", e.pack(sign_header=False), "MissingKeyError", "pemn.header_sha256",
+        "no pemn.header_sha256")
+    e = Edit(base)
+    e.header["provenance"] = {"tampered": True}
+    add("header_sha256_mismatch.pemn", e.pack(sign_header=False), "ChecksumError", "header checksum",
+        "header edited, its hash not updated")
+    e = Edit(base)
+    add("header_not_json.pemn", e.pack(header_text="{not json"), "HeaderError", "not valid JSON", "pemn.header is not JSON")
+    e = Edit(base)
+    add("header_not_object.pemn", e.pack(header_text="[]"), "HeaderError", "JSON object", "pemn.header is an array")
+    e = Edit(base)
+    text = canonical_json(e.header)
+    add("header_deep_json.pemn", e.pack(header_text=text[:-1] + ',"zzz":' + "[" * 10000 + "]" * 10000 + "}"),
+        "HeaderError", "JSON", "pemn.header nested 10000 deep", package_bug="RecursionError escapes reader._parse_metadata")
+    add("header_huge_integer.pemn", e.pack(header_text=text[:-1] + ',"zzz":' + "9" * 5000 + "}"), "HeaderError", "JSON",
+        "a 5000-digit integer in pemn.header", package_bug="ValueError (int digit limit) escapes reader._parse_metadata")
+    add("header_nan.pemn", e.pack(header_text=text[:-1] + ',"zzz":NaN}'), "HeaderError", "JSON",
+        "NaN (not JSON) in pemn.header", package_bug="json.loads accepts NaN: the file is read as valid")
+    e = Edit(base)
+    e.pack()
+    lone = text[:-1] + ',"zzz":"\ud800"}'  # a raw unpaired surrogate: the container JSON escapes it as \ud800
+    e.metadata[KEY_HEADER], e.metadata[KEY_HEADER_SHA256] = lone, sha256(lone.encode("utf-8", "surrogatepass"))
+    add("metadata_lone_surrogate.pemn", encode_container(e.tensors, e.metadata), "ContainerError", "surrogate",
+        "pemn.header holding an unpaired surrogate escape (not valid Unicode)",
+        package_bug="UnicodeEncodeError (hashing the header) escapes reader._parse_metadata")
+    add("header_duplicate_key.pemn", e.pack(header_text=text[:-1] + ',"provenance":{"x":1}}'), "HeaderError", "duplicate",
+        "pemn.header with the key 'provenance' twice", package_bug="json.loads keeps the last value: the file is read as valid")
+
+    # ---- header keys and values
+    e = Edit(base)
+    del e.header["fingerprint"]
+    add("missing_fingerprint.pemn", e.pack(), "MissingKeyError", "fingerprint", "no 'fingerprint' key")
+    e = Edit(base)
+    del e.header["layers"]
+    add("missing_layers.pemn", e.pack(sync_masks=False), "MissingKeyError", "layers", "no 'layers' key")
+    e = Edit(base)
+    del e.header["layers"][0]["bytes"]
+    add("missing_layer_bytes.pemn", e.pack(sync_masks=False), "MissingKeyError", "bytes", "a layer without 'bytes'")
+    e = Edit(base)
+    e.header["generator"]["name"] = "mt19937"
+    add("generator_unknown.pemn", e.pack(), "HeaderError", "generator.name", "another generator")
+    e = Edit(base)
+    e.header["generator"]["seed"] += 1
+    add("seed_mismatch.pemn", e.pack(), "HeaderError", "generator.seed", "generator.seed differs from config.seed")
+    e = Edit(base)
+    e.header["config"]["prune_rate"] = 0.5
+    add("config_unknown_field.pemn", e.pack(), "HeaderError", "prune_rate", "a MaskConfig field this version does not know")
+    e = Edit(base)
+    e.header["config"]["density"] = 1.5
+    add("config_density_out_of_range.pemn", e.pack(), "HeaderError", "density", "density 1.5")
+    e = Edit(base)
+    e.header["layers"], e.streams = [], []
+    add("layers_empty.pemn", e.pack(), "HeaderError", "empty", "no masked layer")
+    e = Edit(base)
+    e.header["layers"][1]["name"] = e.header["layers"][0]["name"]
+    add("layer_duplicate_name.pemn", e.pack(), "HeaderError", "duplicate", "two layers with one name")
+    e = Edit(base)
+    e.header["layers"][2]["shape"] = [192]
+    add("layer_shape_1d.pemn", e.pack(), "ShapeError", "shape", "a one-dimensional layer shape")
+    e = Edit(base)
+    e.header["layers"][0]["type"] = "Embedding"
+    add("layer_type_unknown.pemn", e.pack(), "HeaderError", "type", "layer type Embedding")
+    e = Edit(base)
+    e.header["layers"][2]["shape"] = [3, 65]
+    add("shape_mismatch_header_tensor.pemn", e.pack(), "ShapeError", "raw mask", "header shape [3, 65], raw stream for [3, 64]")
+    e = Edit(base)
+    e.streams[2] = e.streams[2][:-1]
+    add("wrong_mask_length.pemn", e.pack(), "ShapeError", "raw mask", "raw stream (and its 'bytes') one byte short")
+    e = Edit(base)
+    e.tensors[MASKS_TENSOR] = np.concatenate(e.streams)[:-1]
+    add("masks_tensor_short.pemn", e.pack(sync_masks=False), "ShapeError", "masks",
+        "masks tensor one byte shorter than the layers' bytes add up to")
+    e = Edit(base)
+    del e.tensors[MASKS_TENSOR]
+    add("masks_tensor_missing.pemn", e.pack(sync_masks=False), "ShapeError", "masks", "no masks tensor")
+    e = Edit(base)
+    e.pack()
+    e.tensors[MASKS_TENSOR] = e.tensors[MASKS_TENSOR].view(np.int8)
+    add("masks_tensor_dtype.pemn", e.pack(sync_masks=False), "ShapeError", "uint8", "an int8 masks tensor")
+    e = Edit(base)
+    e.header["layers"][0]["bytes"] = -1
+    add("layer_bytes_negative.pemn", e.pack(sync_masks=False), "HeaderError", "bytes", "bytes -1")
+    e = Edit(base)
+    e.header["layers"][0]["scale"] = 0.1
+    add("scale_not_float32.pemn", e.pack(), "HeaderError", "float32", "scale 0.1 (not a float32 value)")
+    e = Edit(base)
+    text = canonical_json(e.header)
+    old = f'"scale":{json.dumps(e.header["layers"][0]["scale"])}'
+    add("scale_huge_integer.pemn", e.pack(header_text=text.replace(old, '"scale":1' + "0" * 400, 1)), "HeaderError", "integer",
+        "scale 10**400 written as an integer", package_bug="OverflowError (math.isfinite of a huge int) escapes read_pemn")
+    e = Edit(base)
+    e.header["layers"][0]["codec"] = "zstd"
+    add("codec_unknown.pemn", e.pack(), "HeaderError", "codec", "codec 'zstd'")
+    e = Edit(base)
+    e.header["layers"][0]["ones"] = 145
+    add("ones_exceeds_weights.pemn", e.pack(), "HeaderError", "ones", "ones 145 for 144 weights")
+    e = Edit(base)
+    e.header["layers"][0]["ones"] -= 1
+    add("raw_ones_mismatch.pemn", e.pack(), "ShapeError", "kept weights", "raw mask with one more one than the header says")
+    e = Edit(odd)  # layer 0 has 18 weights: 6 padding bits in its last byte
+    e.streams[0][-1] |= 0x01
+    add("raw_padding_nonzero.pemn", e.pack(), "ShapeError", "padding", "a padding bit set in a raw mask")
+    e = Edit(base)
+    bits = np.unpackbits(e.streams[0])
+    one, zero = int(np.flatnonzero(bits)[0]), int(np.flatnonzero(bits == 0)[0])
+    bits[one], bits[zero] = 0, 1  # same ones count: only the fingerprint can tell
+    e.streams[0] = np.packbits(bits)
+    add("mask_edited_resigned.pemn", e.pack(), "ChecksumError", "fingerprint",
+        "two mask bits swapped, checksums recomputed: caught by the weight fingerprint")
+    e = Edit(base)
+    e.header["fingerprint"]["value"] = "0" * 64
+    add("fingerprint_mismatch.pemn", e.pack(), "ChecksumError", "fingerprint", "fingerprint of other weights")
+
+    # ---- rice
+    e = Edit(rice)
+    del e.header["layers"][e.index("rice")]["invert"]
+    add("rice_missing_invert.pemn", e.pack(), "HeaderError", "invert", "rice layer without 'invert'")
+    e = Edit(rice)
+    e.header["layers"][e.index("rice")]["rice_k"] = 41
+    add("rice_k_too_large.pemn", e.pack(), "HeaderError", "rice parameter k", "rice_k 41 (limit 40)")
+    e = Edit(rice)
+    i = e.index("rice")
+    e.streams[i] = np.concatenate([e.streams[i], np.zeros(1, np.uint8)])
+    add("rice_trailing_byte.pemn", e.pack(), "ShapeError", "after its last codeword", "a zero byte after the rice stream")
+    e = Edit(rice)
+    i = e.index("rice")
+    layer = e.header["layers"][i]
+    n = math.prod(layer["shape"])
+    x = np.zeros(n + 64, bool)
+    x[[3, 10, n + 40]] = True  # the third one points past the layer's last weight
+    e.streams[i] = rice_encode(x, layer["rice_k"])
+    layer["ones"], layer["invert"] = 3, False
+    add("rice_past_end.pemn", e.pack(), "ShapeError", "past weight", "a rice codeword pointing past the layer")
+    e = Edit(rice)
+    i = e.index("rice")
+    layer = e.header["layers"][i]
+    x = np.zeros(math.prod(layer["shape"]), bool)
+    x[[5, 6, 7]] = True
+    e.streams[i] = rice_encode(x, 8)[:1]  # gaps 5, 0, 0 with k = 8: 27 bits, cut to the first byte
+    layer.update(ones=1, rice_k=8, invert=False)
+    add("rice_ends_inside_codeword.pemn", e.pack(), "ShapeError", "codeword", "a 9-bit codeword cut after 8 bits")
+    e = Edit(rice)
+    e.header["layers"][e.index("rice")]["ones"] = 0
+    add("rice_empty_with_bytes.pemn", e.pack(), "ShapeError", "empty rice stream", "ones 0 but the stream has bytes")
+    add("rice_huge_ones.pemn", _rice_layers(rice, [[40000, 40000]], ones=1_600_000_000, stream=bytes(16), strategy="dense"),
+        "ShapeError", "codewords need", "a 16-byte rice stream claiming 1.6e9 ones: refused before any allocation")
+
+    # ---- limits
+    add("layer_weights_1e12.pemn", _rice_layers(rice, [[1_000_000, 1_000_000]]), "LimitError", "limit",
+        "one layer claiming 10**12 weights: refused before any allocation")
+    add("total_weights_1e12.pemn", _rice_layers(rice, [[100_000, 100_000]] * 100), "LimitError", "limit",
+        "100 layers of 10**10 weights (each under the per-layer limit), 10**12 in all")
+
+    # ---- banks and stored values
+    e = Edit(base)
+    e.header["banks"] = e.header["banks"][:-1]
+    add("banks_count_wrong.pemn", e.pack(), "HeaderError", "banks", "one bank fewer than the strategy makes")
+    e = Edit(base)
+    e.header["banks"][0]["size"] += 1
+    add("bank_size_wrong.pemn", e.pack(), "HeaderError", "size", "bank size that the strategy does not give")
+    e = Edit(base)
+    e.pack()
+    text = canonical_json(e.header)
+    bank0 = canonical_json(e.header["banks"][0])
+    size0 = e.header["banks"][0]["size"]
+    add("bank_size_float.pemn", e.pack(header_text=text.replace(bank0, bank0.replace(f'"size":{size0}', f'"size":{size0}.0'), 1)),
+        "HeaderError", "size", f"bank size written as {size0}.0",
+        package_bug=f"{size0}.0 == {size0} passes read_pemn; decode_weights then raises TypeError")
+    e = Edit(base)
+    e.header["layers"][1]["bank"] = 0
+    add("layer_bank_wrong.pemn", e.pack(), "HeaderError", "bank", "a layer reading another layer's bank")
+    e = Edit(rp)
+    del e.tensors["values.0"]
+    add("values_missing.pemn", e.pack(), "ShapeError", "values.0", "a stored bank without its values tensor")
+    e = Edit(rp)
+    e.tensors["values.0"] = np.concatenate([e.tensors["values.0"], np.ones(1, np.float32)])
+    add("values_wrong_shape.pemn", e.pack(), "ShapeError", "values.0", "values tensor one entry longer than the bank")
+    e = Edit(base)
+    e.header["banks"][0]["stored"] = "yes"
+    add("bank_stored_not_bool.pemn", e.pack(), "HeaderError", "stored", "banks[0].stored is a string")
+
+    # ---- dense leftovers, architecture, checksums
+    e = Edit(base)
+    e.header["dense"]["dtype"] = "bfloat16"
+    add("dense_dtype_unknown.pemn", e.pack(), "HeaderError", "dense.dtype", "dense.dtype bfloat16")
+    e = Edit(base)
+    del e.tensors["dense.f32"]
+    add("dense_tensor_missing.pemn", e.pack(), "ShapeError", "dense.f32", "leftovers listed, their group tensor absent")
+    e = Edit(base)
+    e.header["dense"]["tensors"][0][1] = [e.header["dense"]["tensors"][0][1][0] + 1]
+    add("dense_size_mismatch.pemn", e.pack(), "ShapeError", "dense.f32", "a table shape one entry longer than stored")
+    e = Edit(base)
+    e.header["dense"]["tensors"][0][2] = "f64"
+    add("dense_group_unknown.pemn", e.pack(), "HeaderError", "dense.tensors", "a leftover in group 'f64'")
+    e = Edit(base)
+    e.header["dense"]["tensors"][1][0] = e.header["dense"]["tensors"][0][0]
+    add("dense_duplicate_key.pemn", e.pack(), "HeaderError", "duplicate", "two leftovers with one key")
+    e = Edit(base)
+    e.header["architecture"] = {"kind": "pickle", "target": "model.pt"}
+    add("architecture_kind_unknown.pemn", e.pack(), "HeaderError", "architecture.kind", "architecture kind 'pickle'")
+    e = Edit(base)
+    e.pack()
+    del e.header["checksums"]["data"]
+    add("checksums_without_data.pemn", e.pack(sign_data=False), "HeaderError", "checksums", "checksums without 'data'")
+    e = Edit(base)
+    e.tensors["extra.secret"] = np.arange(4, dtype=np.uint8)
+    add("undescribed_tensor.pemn", e.pack(), "HeaderError", "extra.secret", "a tensor the header does not describe")
+    e = Edit(base)
+    e.pack()
+    e.tensors["dense.f32"].view(np.uint8)[1] ^= 0x40  # one bit of one byte of a leftover
+    add("data_checksum_mismatch.pemn", e.pack(sign_data=False), "ChecksumError", "data checksum",
+        "one bit of a dense leftover flipped")
+    e = Edit(base)
+    e.pack()
+    e.streams[1][0] ^= 0x80
+    add("mask_byte_flipped.pemn", e.pack(sign_data=False), "ChecksumError", "data checksum", "one bit of a raw mask flipped")
+
+    # ---- trust: valid data, but loading it would import and call os.system
+    e = Edit(cm)
+    e.header["architecture"] = {"kind": "import", "target": "os:system",
+                                "kwargs": {"command": "echo this .pemn vector must never run code"}}
+    add("architecture_import_os_system.pemn", e.pack(), "TrustError", "trust_code",
+        "architecture imports os:system: pemn.load must refuse without trust_code and never call it; "
+        "readers that build no architecture read it as valid data", scope="load")
+    return out
+
+
+# --------------------------------------------------------------------------------------- checks
+def package_outcome(blob: bytes, scope: str) -> BaseException | None:
+    """What the package raises on ``blob``: read + decode + fingerprint, or ``pemn.load`` (scope load)."""
+    try:
+        if scope == "load":
+            from pemn_compress.api import load
+
+            load(blob, device="cpu")
+        else:
+            pf = read_pemn(blob)
+            verify_fingerprint(pf, decode_weights(pf))
+    except Exception as exc:  # noqa: BLE001 - the point is to see what comes out
+        return exc
+    return None
+
+
+def check_invalid(name: str, blob: bytes, entry: dict) -> None:
+    """The expectation is what the package does today, or the vector is marked as a package bug."""
+    exc = package_outcome(blob, entry["scope"])
+    matches = exc is not None and type(exc).__name__ == entry["error"] and entry["message"] in str(exc)
+    if "package_bug" in entry:
+        if matches:
+            raise AssertionError(f"{name}: marked package_bug but the package now raises the expected {exc!r}")
+    elif not matches:
+        raise AssertionError(f"{name}: expected {entry['error']} with {entry['message']!r}, the package gave {exc!r}")
+
+
+# --------------------------------------------------------------------------------------- main
+def _dump(path: Path, vectors: dict) -> None:
+    """One vector per line: small, diffable, deterministic."""
+    lines = [f" {json.dumps(name)}: {json.dumps(entry, sort_keys=True, ensure_ascii=True)}" for name, entry in sorted(vectors.items())]
+    path.write_text('{"format": "pemn", "pemn.version": "1", "vectors": {\n' + ",\n".join(lines) + "\n}}\n")
+
+
+def generate(out: Path) -> dict[str, int]:
+    torch.set_num_threads(1)
+    valid_dir, invalid_dir = out / "valid", out / "invalid"
+    for folder in (valid_dir, invalid_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():  # stale vectors of a previous version of this script
+            if old.suffix in (".pemn", ".bin", ".json"):
+                old.unlink()
+    blobs = {name: build_valid(name) for name in VALID}
+    expected_valid = {}
+    for name, blob in blobs.items():
+        expected_valid[f"{name}.pemn"] = describe_valid(name, blob)
+        (valid_dir / f"{name}.pemn").write_bytes(blob)
+    _dump(valid_dir / "expected.json", expected_valid)
+    expected_invalid = {}
+    for name, (blob, entry) in build_invalid(blobs).items():
+        check_invalid(name, blob, entry)
+        (invalid_dir / name).write_bytes(blob)
+        expected_invalid[name] = entry
+    _dump(invalid_dir / "expected.json", expected_invalid)
+    sizes = {f"{p.parent.name}/{p.name}": p.stat().st_size for p in sorted(out.glob("*/*"))}
+    too_big = {name: size for name, size in sizes.items() if size >= MAX_VECTOR_BYTES}
+    if too_big or sum(sizes.values()) >= MAX_TOTAL_BYTES:
+        raise AssertionError(f"vectors too large: {too_big}, {sum(sizes.values())} bytes in all")
+    return {"valid": len(expected_valid), "invalid": len(expected_invalid), "bytes": sum(sizes.values())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "vectors", help="output folder (default: formats/vectors)")
+    args = parser.parse_args(argv)
+    counts = generate(args.out)
+    print(f"wrote {counts['valid']} valid and {counts['invalid']} invalid vectors ({counts['bytes']} bytes) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

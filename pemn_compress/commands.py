@@ -1,0 +1,300 @@
+"""The ``compress`` and ``eval`` click commands: thin glue over ``compress.py``.
+
+They are standalone ``click.Command`` objects (named ``compress`` and ``eval``); the ``pemn`` group
+attaches them, lazily through ``cli.LAZY_COMMANDS``::
+
+    "compress": "pemn_compress.commands:compress",
+    "eval": "pemn_compress.commands:eval_command",
+
+or eagerly with ``cli.add_command(compress)`` / ``cli.add_command(eval_command)``. Both honour the
+group's ``--traceback`` flag (``ctx.meta["pemn.traceback"]``).
+
+Importing this module does not import torch (``pemn --help`` stays instant); the commands import
+it when they run.
+
+Exit codes: 0 success; 2 bad input or a failure with a one-line ``error: ...`` on stderr (click's
+own usage errors also exit 2); 130 interrupted (Ctrl-C), after saving a checkpoint.
+
+``pemn compress --json`` prints exactly one JSON document on stdout: on success the keys of
+``CompressResult`` — output, input, input_kind, architecture, dataset, train_samples, test_samples,
+dense_accuracy, accuracy, file_bytes, dense_fp32_bytes, ratio, steps, epochs, train_seconds,
+seconds, images_per_sec, resumed, distill, device, world_size, rank, options, history, warnings;
+on failure ``{"error": {"type", "message", "checkpoint"}}``. ``pemn eval --json`` prints
+file, dataset, samples, accuracy, loss, recorded_accuracy, dense_accuracy, device, batch_size,
+seconds (or the same error document).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import traceback
+
+import click
+
+from .config import _DISTRIBUTIONS, RP_MODES, STRATEGIES
+from .errors import PemnError
+
+__all__ = ["compress", "eval", "eval_command"]
+
+# Mirrors data.DATASET_SPECS (data.py imports torch; a test keeps the two equal).
+DATA_SPECS = (
+    "fashion-mnist (alias fmnist)",
+    "mnist",
+    "cifar10",
+    "cifar100",
+    "PATH.npz",
+    "module:function",
+)
+_DATA_HELP = (
+    "Data set: " + ", ".join(DATA_SPECS) + ". Named sets are found in --data-root, else their environment "
+    "variable (PEMN_FASHION_MNIST_DIR, PEMN_MNIST_DIR, PEMN_CIFAR10_DIR, PEMN_CIFAR100_DIR), else "
+    "(Fashion-MNIST) the Debian package dataset-fashion-mnist."
+)
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip()) or "unknown error"
+
+
+def _show_traceback() -> None:
+    """``pemn --traceback ...`` (the group's flag, in the shared context meta): the full traceback too."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get("pemn.traceback"):
+        traceback.print_exc()
+
+
+def _fail(exc: BaseException, as_json: bool) -> None:
+    """Print one ``error:`` line (and the JSON error document) and exit 2."""
+    _show_traceback()
+    message = _plain(_one_line(str(exc) or type(exc).__name__))
+    checkpoint = getattr(exc, "pemn_checkpoint", None)
+    line = message + (f"; checkpoint saved to {checkpoint}; rerun with --resume" if checkpoint else "")
+    rank = _rank_prefix()
+    if as_json and not rank:
+        click.echo(json.dumps({"error": {"type": type(exc).__name__, "message": message, "checkpoint": checkpoint}}))
+    click.echo(f"{rank}error: {line}", err=True)
+    raise click.exceptions.Exit(EXIT_ERROR)
+
+
+def _interrupted(exc: KeyboardInterrupt, as_json: bool) -> None:
+    checkpoint = getattr(exc, "checkpoint", None)
+    if checkpoint:
+        line = f"interrupted; checkpoint saved to {checkpoint}; rerun with --resume"
+    else:
+        line = "interrupted; no checkpoint was saved"
+    rank = _rank_prefix()
+    if as_json and not rank:
+        click.echo(json.dumps({"error": {"type": "Interrupted", "message": line, "checkpoint": checkpoint}}))
+    click.echo(f"{rank}{line}", err=True)
+    raise click.exceptions.Exit(EXIT_INTERRUPTED)
+
+
+def _rank_prefix() -> str:
+    rank = os.environ.get("RANK", "0")
+    return "" if rank in ("", "0") or os.environ.get("WORLD_SIZE", "1") in ("", "1") else f"[rank {rank}] "
+
+
+def _parse_kwargs(ctx, param, values) -> dict:
+    kwargs = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise click.BadParameter(f"expected KEY=VALUE, found {item!r}", ctx=ctx, param=param)
+        try:
+            kwargs[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            kwargs[key] = raw
+    return kwargs
+
+
+def _finite(value):
+    """JSON has no NaN or infinity (a diverged loss): they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _plain(value) -> str:
+    """Text from a file is untrusted: control characters (ANSI escapes included) made visible."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+
+
+def _bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n:,} bytes"
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    opts = result.options
+    strategy = opts["strategy"] + (f" (ratio {opts['ratio']:g}, {opts['rp_mode']})" if opts["strategy"] == "rp" else "")
+    arch = result.architecture.get("name") or result.architecture.get("target") or "-"
+    rows = [
+        ("input", f"{result.input} ({result.input_kind}, {arch})"),
+        ("method", f"{strategy}, density {opts['density']:g}, {opts['distribution']} values"
+                   + (", distilled" if result.distill else "")),
+        ("data", f"{result.dataset}: {result.train_samples:,} train / {result.test_samples:,} test images"),
+    ]
+    delta = ""
+    if result.dense_accuracy is not None:
+        rows.append(("dense accuracy", f"{result.dense_accuracy:.4f}"))
+        delta = f"  ({100 * (result.accuracy - result.dense_accuracy):+.2f} points)"
+    rows += [
+        ("accuracy", f"{result.accuracy:.4f}{delta}"),
+        ("file size", _bytes(result.file_bytes)),
+        ("dense fp32 size", _bytes(result.dense_fp32_bytes)),
+        ("ratio", f"{result.ratio:.1f}x smaller" if result.ratio else "-"),
+        ("time", f"{result.seconds:.1f} s ({result.steps:,} steps, {result.images_per_sec:,.0f} img/s "
+                 f"on {result.device}{f' x {result.world_size}' if result.world_size > 1 else ''})"),
+    ]
+    rows += [("warning", warning) for warning in result.warnings]
+    table = Table(show_header=False, box=None, pad_edge=False, title=Text(f"pemn compress -> {result.output}"),
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows:  # Text: paths and names are never read as rich markup
+        table.add_row(label, Text(_plain(value)), style="yellow" if label == "warning" else None)
+    Console(soft_wrap=False).print(table)
+
+
+@click.command("compress", context_settings=_CONTEXT)
+@click.argument("model", metavar="MODEL")
+@click.option("--arch", default=None, metavar="NAME",
+              help="Architecture of a state-dict MODEL: a zoo name (e.g. convmixer_64_4) or module:function.")
+@click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE", callback=_parse_kwargs,
+              help="Architecture argument (repeatable; VALUE is JSON, else a string), e.g. --arch-kwarg in_chans=3.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="onelayer", show_default=True,
+              help="Where the fixed values come from: own values per layer (dense), one prototype per weight shape "
+                   "(onelayer), one max-layer vector (mp), a small random vector (rp, needs --ratio).")
+@click.option("--ratio", type=float, default=None, help="rp only: the vector has int(N_max * ratio) + 1 values, e.g. 1e-3.")
+@click.option("--rp-mode", type=click.Choice(RP_MODES), default="copy", show_default=True,
+              help="rp only: tile the vector (copy) or tile then permute it (rand).")
+@click.option("--density", type=float, default=0.5, show_default=True,
+              help="Fraction of each layer's weights the mask keeps, in (0, 1].")
+@click.option("--distribution", type=click.Choice(_DISTRIBUTIONS), default="normal", show_default=True,
+              help="Distribution of the fixed values.")
+@click.option("--rescale/--no-rescale", default=True, show_default=True,
+              help="Scale every layer to its own fan-in (--no-rescale reproduces the paper's mp/rp).")
+@click.option("--learn-values", is_flag=True, help="mp/rp: train the few unique values too (stored in the file).")
+@click.option("--seed", type=int, default=0, show_default=True, help="One seed for values, scores, data order.")
+@click.option("--data", default="fashion-mnist", show_default=True, help=_DATA_HELP)
+@click.option("--data-root", default=None, metavar="DIR", help="Folder of a named data set.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Global batch (split across torchrun processes).")
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Peak learning rate.")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "onecycle", "constant"]), default="cosine", show_default=True)
+@click.option("--weight-decay", type=float, default=5e-5, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Random crop + horizontal flip of training images (turn off for digits or text).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA when available.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bfloat16 autocast on CUDA (no effect on CPU).")
+@click.option("--distill/--no-distill", default=None,
+              help="Distil from the dense MODEL while training the masks. Default: on when MODEL carries trained "
+                   "weights (a state dict or pickled module), off for a zoo name or factory.")
+@click.option("--distill-alpha", type=float, default=0.5, show_default=True, help="Weight of the distillation term, in (0, 1].")
+@click.option("--distill-temperature", type=float, default=4.0, show_default=True)
+@click.option("--dense-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Storage of the parameters that stay dense (BatchNorm, biases).")
+@click.option("-o", "--output", default=None, metavar="PATH", help="Output file (default: <MODEL stem>.pemn here).")
+@click.option("--checkpoint-every", type=int, default=None, metavar="STEPS",
+              help="Write <output>.ckpt every STEPS optimizer steps (default: after every epoch; 0: only on Ctrl-C or a crash).")
+@click.option("--resume", is_flag=True, help="Continue from <output>.ckpt (same options required).")
+@click.option("--max-train-samples", type=int, default=None, metavar="N", help="Train on a class-stratified subset of N images.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (no progress bars).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Read a MODEL file that holds a whole pickled module (torch.save(model)). This runs code from the "
+                   "file; only for files you trust.")
+def compress(as_json: bool, quiet: bool, **kwargs) -> None:
+    """Compress MODEL into a tiny .pemn file: learn binary masks over fixed pseudo-random weights.
+
+    MODEL is a zoo name (convmixer_64_4; its input channels and classes follow --data), a state dict
+    (.pt/.pth read with torch.load(weights_only=True), or .safetensors) with --arch, a module:function
+    factory (imports your code), or a pickled module (only with --allow-pickle).
+
+    \b
+    Examples:
+      pemn compress convmixer_64_4 --epochs 3
+      pemn compress model.pt --arch convmixer_64_4 --strategy onelayer --data fashion-mnist
+      pemn compress model.pt --arch convmixer_64_4 --strategy rp --ratio 1e-3 -o rp.pemn
+      torchrun --nproc_per_node 2 $(which pemn) compress convmixer_64_4 --device cpu
+    """
+    try:
+        from .compress import CompressOptions, compress as run_compress
+
+        options = CompressOptions(**kwargs)
+        result = run_compress(options, progress=not (as_json or quiet))
+    except KeyboardInterrupt as exc:
+        _interrupted(exc, as_json)
+    except (PemnError, OSError) as exc:
+        _fail(exc, as_json)
+    except Exception as exc:  # a bug or a crash in user code: keep the traceback, but say how to resume
+        checkpoint = getattr(exc, "pemn_checkpoint", None)
+        if checkpoint:
+            click.echo(f"{_rank_prefix()}checkpoint saved to {checkpoint}; rerun with --resume", err=True)
+        raise
+    if result.rank != 0:
+        return
+    if as_json:
+        click.echo(json.dumps(_finite(result.to_dict()), indent=2, sort_keys=True, allow_nan=False))
+    elif not quiet:
+        _print_summary(result)
+
+
+@click.command("eval", context_settings=_CONTEXT)
+@click.argument("file", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--data", default=None, help=_DATA_HELP + " Default: the data set recorded in FILE.")
+@click.option("--data-root", default=None, metavar="DIR", help="Folder of a named data set.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Default: the batch size recorded in FILE.")
+@click.option("--trust-code", is_flag=True,
+              help="Allow an architecture reference that imports a module (module:function); runs that code.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def eval_command(file: str, data, data_root, device, batch_size, trust_code, threads, as_json) -> None:
+    """Accuracy of a .pemn FILE over a data set's test split, next to the accuracy recorded in it."""
+    try:
+        import torch
+
+        from .compress import evaluate_file
+        from .errors import ConfigError
+
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, found {batch_size}")
+        if threads is not None:
+            if threads < 1:
+                raise ConfigError(f"--threads must be >= 1, found {threads}")
+            torch.set_num_threads(threads)
+        report = evaluate_file(file, data, device, batch_size, data_root=data_root, trust_code=trust_code)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc, as_json)
+    except (PemnError, OSError) as exc:
+        _fail(exc, as_json)
+    if as_json:
+        click.echo(json.dumps(_finite(report), indent=2, sort_keys=True, allow_nan=False))
+        return
+    recorded = report["recorded_accuracy"]
+    line = (f"{_plain(report['file'])}: accuracy {report['accuracy']:.4f} on {_plain(report['dataset'])} test "
+            f"({report['samples']:,} images, {report['device']})")
+    if isinstance(recorded, (int, float)):
+        same = "same" if recorded == report["accuracy"] else f"{100 * (report['accuracy'] - recorded):+.2f} points"
+        line += f"; recorded at compress time {recorded:.4f} ({same})"
+    click.echo(line)
+
+
+eval = eval_command  # noqa: A001 - the command's name; `from pemn_compress.commands import eval`

@@ -1,0 +1,1 @@
+"""The `.pemn` file format v1: container, codecs, reader (torch-free), writer, summary."""

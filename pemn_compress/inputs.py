@@ -1,0 +1,398 @@
+"""Reading a user's model for ``pemn compress``: what ``MODEL`` is, its weights, and whether data fits it.
+
+``read_source(model, arch, allow_pickle)`` classifies ``model``:
+
+* ``zoo``: a registered name (``convmixer_64_4``); untrained;
+* ``state_dict``: a ``.pt``/``.pth``/``.bin`` file read with ``torch.load(weights_only=True)`` (a dict
+  of tensors, or one under ``state_dict``/``model_state_dict``/``model``/``module``/``net``);
+* ``safetensors``: a ``.safetensors`` file;
+* ``factory``: ``module:function`` (imports user code: the user's explicit choice; the current folder
+  is importable, as with ``python -m``); treated as untrained;
+* ``pickle``: a file holding a whole pickled ``nn.Module`` — read only with ``allow_pickle=True``,
+  because unpickling runs code from the file (``TrustError`` otherwise, naming the flag).
+
+Wrapper prefixes (``module.`` from DataParallel/DDP, ``_orig_mod.`` from torch.compile) are stripped.
+``build_input_model`` builds the architecture — a zoo name's ``in_chans``/``num_classes``/``img_size``
+follow the data set, a state dict's architecture is ``arch`` with its defaults plus ``arch_kwargs`` —
+and loads the weights; any difference is a ``ModelError`` naming the layers (missing, unexpected,
+shape mismatch). ``check_data_fits`` runs one dummy forward with a batch of the data's shape and turns
+a failure into a ``DataError`` naming both shapes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import os
+import pickle
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .data import ArrayDataset
+from .errors import ConfigError, DataError, ModelError, PemnError, TrustError, UnknownModelError
+from .models import create_model, list_models, model_entrypoint
+from .surgery import maskable_layers
+
+__all__ = [
+    "FACTORY_RE",
+    "INPUT_KINDS",
+    "Architecture",
+    "Source",
+    "build_input_model",
+    "check_data_fits",
+    "one_line",
+    "read_source",
+    "short_list",
+    "strip_prefixes",
+]
+
+INPUT_KINDS = ("zoo", "state_dict", "safetensors", "factory", "pickle")
+STRIPPED_PREFIXES = ("module.", "_orig_mod.")
+FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
+_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")
+
+
+def strip_prefixes(state: dict[str, Any], prefixes: Sequence[str] = STRIPPED_PREFIXES) -> dict[str, Any]:
+    """Remove wrapper prefixes: ``module.`` (DataParallel/DDP) when every key has it, and
+    ``_orig_mod.`` (torch.compile) wherever it appears as a path segment."""
+    state = dict(state)
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in prefixes:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    if any("._orig_mod." in f".{k}" for k in state):
+        state = {f".{k}".replace("._orig_mod.", ".")[1:]: v for k, v in state.items()}
+    return state
+
+
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """A message as one line (ANSI colour codes removed), at most ``limit`` characters."""
+    text = str(exc).strip()
+    if not text and isinstance(exc, BaseException):
+        text = type(exc).__name__
+    line = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def short_list(keys: Sequence[str], limit: int = 5) -> str:
+    """``a, b, c (+4 more)``."""
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Source:
+    """What ``MODEL`` is, and what was read from its file."""
+
+    kind: str  # one of INPUT_KINDS
+    path: Path | None = None
+    sha256: str | None = None  # of the input file
+    state_dict: dict[str, torch.Tensor] | None = None
+    module: nn.Module | None = None  # a pickled module
+
+    @property
+    def trained(self) -> bool:
+        return self.kind in ("state_dict", "safetensors", "pickle")
+
+
+def _input_kind(spec: str) -> tuple[str, Path | None]:
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return ("safetensors" if path.suffix.lower() == ".safetensors" else "torch"), path
+    if FACTORY_RE.match(spec):
+        return "factory", None
+    if spec in list_models():
+        return "zoo", None
+    if path.exists():
+        raise ModelError(f"model {spec} is not a file")
+    if path.suffix.lower() in _FILE_SUFFIXES or os.sep in spec or (os.altsep and os.altsep in spec):
+        raise ModelError(f"model file {spec} does not exist")
+    try:
+        model_entrypoint(spec)
+    except UnknownModelError as exc:
+        raise UnknownModelError(
+            f"{spec!r} is not a file, a zoo model or module:function ({exc}); see pemn_compress.list_models()"
+        ) from None
+    return "zoo", None  # pragma: no cover - list_models() covers every name
+
+
+def _tensor_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    if isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return obj
+    return None
+
+
+def _read_torch_file(path: Path, allow_pickle: bool) -> Source:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if not (allow_pickle or found):
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+            raise ModelError(
+                f"cannot read {path} with torch.load: {detail.group(1).strip() if detail else one_line(exc)}"
+            ) from None
+        what = f" (it names {found.group(1)})" if found else ""
+        if not allow_pickle:
+            raise TrustError(
+                f"{path} holds pickled Python objects{what}, not a plain state dict, and reading it runs code "
+                "from the file; add --allow-pickle (allow_pickle=True) only if you trust the file, "
+                "or save model.state_dict() instead"
+            ) from None
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:  # noqa: BLE001 - anything unpickling user objects can raise
+            raise ModelError(f"cannot unpickle {path}: {one_line(exc2)}") from None
+    except Exception as exc:  # noqa: BLE001 - corrupt zip, not a torch file, ...
+        raise ModelError(f"cannot read {path} with torch.load: {one_line(exc)}") from None
+    if isinstance(obj, nn.Module):
+        return Source("pickle", path, module=obj)
+    state = _tensor_dict(obj)
+    if state is None and isinstance(obj, dict):
+        for key in _STATE_DICT_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                return Source("pickle", path, module=inner)
+            state = _tensor_dict(inner)
+            if state is not None:
+                break
+    if state is None:
+        found = f"a dict with keys {short_list(sorted(map(str, obj)))}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise ModelError(f"{path} holds {found}; expected a state dict (a dict of tensors) or a pickled nn.Module")
+    return Source("state_dict", path, state_dict=strip_prefixes(state))
+
+
+def _read_safetensors(path: Path) -> Source:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...
+        raise ModelError(f"cannot read {path} as safetensors: {one_line(exc)}") from None
+    if not state:
+        raise ModelError(f"{path} holds no tensor")
+    return Source("safetensors", path, state_dict=strip_prefixes(state))
+
+
+def read_source(model: str, arch: str | None = None, allow_pickle: bool = False) -> Source:
+    """Classify ``model`` (see the module docstring) and read its file, if any; ``arch`` is checked
+    against the kind (a state dict needs one, nothing else takes one)."""
+    kind, path = _input_kind(model)
+    if kind == "torch":
+        source = _read_torch_file(path, allow_pickle)
+    elif kind == "safetensors":
+        source = _read_safetensors(path)
+    else:
+        source = Source(kind)
+    if path is not None:
+        source.sha256 = _sha256_file(path)
+    if source.kind not in ("state_dict", "safetensors") and arch:
+        what = {"zoo": "a zoo name", "factory": "a module:function factory", "pickle": "a whole pickled module"}
+        raise ConfigError(f"--arch names the architecture of a state dict; {model} is {what[source.kind]}: drop --arch")
+    if source.kind in ("state_dict", "safetensors") and not arch:
+        raise ConfigError(
+            f"{model} is a state dict: name its architecture with --arch (a zoo model such as "
+            "convmixer_64_4, see pemn_compress.list_models(), or module:function)"
+        )
+    return source
+
+
+def _import_factory(spec: str) -> Callable[..., nn.Module]:
+    """``module:function`` -> the function; the current folder is importable, as with ``python -m``."""
+    module_name, _, attr = spec.partition(":")
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - ImportError or an error in the user's module
+        raise ModelError(f"cannot import module {module_name!r} for {spec}: {one_line(exc)}") from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ModelError(f"module {module_name!r} has no attribute {attr!r} (from {spec})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelError(f"{spec} is not callable, found {type(obj).__name__}")
+    return obj
+
+
+def _call_factory(spec: str, kwargs: dict) -> nn.Module:
+    factory = _import_factory(spec)
+    try:
+        model = factory(**copy.deepcopy(kwargs))
+    except PemnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise ModelError(f"{spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) raised {type(exc).__name__}: {one_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{spec} must return an nn.Module, found {type(model).__name__}")
+    return model
+
+
+def _data_kwargs(name: str, data: ArrayDataset) -> dict:
+    """The zoo arguments that follow the data set: in_chans, num_classes, img_size (square images)."""
+    params = inspect.signature(model_entrypoint(name)).parameters
+    kwargs: dict[str, Any] = {}
+    if "in_chans" in params:
+        kwargs["in_chans"] = data.in_chans
+    if "num_classes" in params:
+        kwargs["num_classes"] = data.num_classes
+    height, width = data.img_size
+    if "img_size" in params and height == width:
+        kwargs["img_size"] = height
+    return kwargs
+
+
+def _match_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``model``; any difference is a ``ModelError`` naming the layers."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing {short_list(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {short_list(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatch {short_list(shapes, 3)}")
+    if parts:
+        raise ModelError(f"the state dict does not match {what}: {'; '.join(parts)}")
+    with torch.no_grad():
+        model.load_state_dict(state, strict=False)
+
+
+def _reset_parameters(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return model
+
+
+@dataclass
+class Architecture:
+    dense: nn.Module  # the input model (trained weights loaded, or freshly built)
+    build_fresh: Callable[[], nn.Module]  # a new, untrained copy of the architecture
+    reference: dict  # what the file records
+    description: str  # for messages
+
+
+def _registry_reference(model: nn.Module) -> dict | None:
+    arch = getattr(model, "pemn_arch", None)
+    if isinstance(arch, dict) and isinstance(arch.get("name"), str) and isinstance(arch.get("kwargs"), dict):
+        return {"kind": "registry", "name": arch["name"], "kwargs": copy.deepcopy(arch["kwargs"])}
+    return None
+
+
+def build_input_model(
+    source: Source, model: str, arch: str | None, arch_kwargs: dict, seed: int, data: ArrayDataset | None
+) -> Architecture:
+    """The input model (trained weights loaded) and how to build fresh, untrained copies of it
+    (under ``torch.manual_seed(seed)``); ``data`` is needed for zoo names only."""
+    if source.kind == "pickle":
+        proto = source.module
+
+        def fresh() -> nn.Module:
+            torch.manual_seed(seed)
+            return _reset_parameters(copy.deepcopy(proto))
+
+        ref = _registry_reference(proto) or {"kind": "none"}
+        return Architecture(proto, fresh, ref, f"the pickled {type(proto).__name__}")
+
+    spec = model if source.kind in ("zoo", "factory") else arch
+    if FACTORY_RE.match(spec):
+        kwargs = dict(arch_kwargs)
+
+        def build() -> nn.Module:
+            return _call_factory(spec, kwargs)
+
+        ref = {"kind": "import", "target": spec, "kwargs": kwargs}
+        description = spec
+    else:
+        kwargs = (_data_kwargs(spec, data) if source.kind == "zoo" else {}) | dict(arch_kwargs)
+
+        def build() -> nn.Module:
+            return create_model(spec, **kwargs)
+
+        ref = None  # the registry reference (with every default) comes from the built model
+        description = f"architecture {spec}"
+
+    def fresh() -> nn.Module:
+        torch.manual_seed(seed)
+        return build()
+
+    dense = fresh()
+    ref = ref or _registry_reference(dense)
+    if source.state_dict is not None:
+        _match_state_dict(dense, source.state_dict, description)
+        dense.eval()
+    return Architecture(dense, fresh, ref, description)
+
+
+def _expected_input(model: nn.Module) -> str:
+    arch = getattr(model, "pemn_arch", None)
+    kwargs = arch.get("kwargs", {}) if isinstance(arch, dict) else {}
+    if "in_chans" in kwargs and "img_size" in kwargs:
+        return f"({kwargs['in_chans']}, {kwargs['img_size']}, {kwargs['img_size']})"
+    layers = maskable_layers(model)
+    if layers:
+        name, first = layers[0]
+        if isinstance(first, nn.Linear):
+            return f"C*H*W = {first.in_features} input features (first layer {name})"
+        return f"C = {first.in_channels} input channels (first layer {name})"
+    return "another shape"
+
+
+def check_data_fits(model: nn.Module, data: ArrayDataset, device: torch.device | None = None) -> None:
+    """One dummy forward with a batch of the data's shape; failures become a ``DataError``."""
+    device = device or next(iter(model.parameters()), torch.empty(0)).device
+    x = torch.zeros((2, *data.image_shape), device=device)  # (B, C, H, W)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises on a wrong shape
+        raise DataError(
+            f"data set {data.name} has images of shape {data.image_shape} (C, H, W) but the model expects "
+            f"{_expected_input(model)}: {one_line(exc, 160)}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
+        found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise DataError(f"the model must return logits of shape (batch, classes); for a batch of 2 it returned {found}")
+    if out.shape[1] != data.num_classes:
+        raise DataError(
+            f"the model has {out.shape[1]} outputs but data set {data.name} has {data.num_classes} classes"
+        )

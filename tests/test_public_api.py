@@ -1,0 +1,77 @@
+"""The curated public surface of ``import pemn_compress as pemn``: any drift must be deliberate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pemn_compress as pemn
+
+EXPECTED = [
+    "Callback",
+    "CheckpointError",
+    "ChecksumError",
+    "ConfigError",
+    "ContainerError",
+    "DataError",
+    "DataNotFoundError",
+    "FormatError",
+    "HeaderError",
+    "LimitError",
+    "MaskConfig",
+    "MissingKeyError",
+    "ModelError",
+    "PemnError",
+    "ShapeError",
+    "TrainConfig",
+    "Trainer",
+    "TrustError",
+    "UnknownModelError",
+    "VersionError",
+    "__version__",
+    "create_model",
+    "evaluate",
+    "get_dataset",
+    "list_models",
+    "load",
+    "mask_",
+    "masked_layers",
+    "materialize",
+    "read_pemn",
+    "register_model",
+    "save",
+]
+
+
+def test_all_is_sorted_and_exactly_the_curated_names():
+    assert pemn.__all__ == sorted(pemn.__all__)
+    assert pemn.__all__ == EXPECTED
+
+
+def test_every_public_name_resolves():
+    for name in pemn.__all__:
+        assert getattr(pemn, name) is not None, name
+
+
+def test_errors_form_one_tree_and_format_errors_are_value_errors():
+    for name in pemn.__all__:
+        obj = getattr(pemn, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, pemn.PemnError), name
+    for cls in (pemn.FormatError, pemn.ContainerError, pemn.HeaderError, pemn.VersionError, pemn.ChecksumError,
+                pemn.LimitError, pemn.ShapeError, pemn.MissingKeyError, pemn.ConfigError, pemn.ModelError):
+        assert issubclass(cls, ValueError), cls
+
+
+def test_import_is_lean_no_torch_until_needed_and_no_cuda_init():
+    code = (
+        "import sys, pemn_compress as pemn\n"
+        "assert 'torch' not in sys.modules, 'import pemn_compress imported torch'\n"
+        "pemn.mask_\n"
+        "import torch\n"
+        "assert not torch.cuda.is_initialized(), 'CUDA was initialized at import'\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
