@@ -207,7 +207,7 @@ def _print_summary(result) -> None:
                    "weights (a state dict or pickled module), off for a zoo name or factory.")
 @click.option("--distill-alpha", type=float, default=0.5, show_default=True, help="Weight of the distillation term, in (0, 1].")
 @click.option("--distill-temperature", type=float, default=4.0, show_default=True)
-@click.option("--dense-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+@click.option("--dense-dtype", type=click.Choice(["float32", "float16"]), default="float16", show_default=True,
               help="Storage of the parameters that stay dense (BatchNorm, biases).")
 @click.option("-o", "--output", default=None, metavar="PATH", help="Output file (default: <MODEL stem>.pemn here).")
 @click.option("--checkpoint-every", type=int, default=None, metavar="STEPS",

@@ -1,0 +1,78 @@
+"""On-disk size of `.pemn` files against the dense fp32 safetensors file of the same model.
+
+Masks do not need training to be measured for size (at a given density the raw codec is exactly one
+bit per weight, and the rice codec depends only on the density), so this writes freshly masked zoo
+models with each storage option and reports what `pemn inspect` reports: file bytes, the dense fp32
+file's bytes, the on-disk ratio, the paper's formula ratio, and the distance to the information bound
+of the masks plus the dense leftovers.
+
+    python benchmarks/sizes.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import pemn_compress as pemn
+from pemn_compress.fileformat.summary import summarize
+
+CASES = [  # (strategy, ratio, density, dense_dtype, fold_batchnorm)
+    ("onelayer", None, 0.5, "float32", False),
+    ("onelayer", None, 0.5, "float16", False),
+    ("onelayer", None, 0.5, "float16", True),
+    ("rp", 1e-3, 0.5, "float16", True),
+    ("onelayer", None, 0.3, "float16", True),
+    ("onelayer", None, 0.1, "float16", True),
+]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="convmixer_64_4,resnet20,convmixer_256_8,convmixer_512_8")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    command = "python benchmarks/sizes.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    lines = [
+        "# .pemn sizes against dense fp32 safetensors",
+        "",
+        f"Command: `{command.strip()}` ({datetime.date.today().isoformat()})",
+        "",
+        "Bytes are real file sizes. *paper ratio*: 32 bits per masked weight over (1 bit per masked weight + 32 "
+        "bits per unique value), BatchNorm and seed not counted. *above bound*: how much larger the file is than "
+        "the information content of its masks (n·H(density) bits per layer) plus its dense leftovers.",
+        "",
+        "| model | strategy | density | leftovers | .pemn bytes | dense fp32 bytes | on-disk ratio | paper ratio | header bytes | above bound |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            for strategy, ratio, density, dtype, fold in CASES:
+                torch.manual_seed(0)
+                model = pemn.create_model(name)
+                pemn.mask_(model, pemn.MaskConfig(strategy=strategy, ratio=ratio, density=density))
+                path = Path(tmp) / f"{name}.pemn"
+                pemn.save(model, path, dense_dtype=dtype, fold_batchnorm=fold)
+                t = summarize(pemn.read_pemn(path), path)["totals"]
+                label = ("fp32" if dtype == "float32" else "fp16") + (" + BN folded" if fold else "")
+                method = strategy if ratio is None else f"{strategy} {ratio:g}"
+                lines.append(
+                    f"| {name} | {method} | {density} | {label} | {t['file_bytes']:,} | {t['dense_fp32_bytes']:,} | "
+                    f"{t['disk_ratio']:.1f}x | {t['paper_ratio']:.1f}x | {t['header_bytes']:,} | "
+                    f"{100 * (t['file_bytes'] / t['bound_bytes'] - 1):.1f}% |")
+                print(lines[-1], flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sizes.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / 'sizes.md'}")
+
+
+if __name__ == "__main__":
+    main()
