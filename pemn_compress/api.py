@@ -12,12 +12,13 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import threading
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import ModelError, ShapeError, TrustError
+from .errors import ModelError, PemnError, ShapeError, TrustError
 from .fileformat.constants import VALUES_PREFIX
 from .fileformat.reader import DEFAULT_MAX_WEIGHTS, PemnFile, decode_masks, decode_weights, read_pemn, verify_fingerprint
 from .fileformat.writer import save
@@ -59,6 +60,51 @@ def build_architecture(arch: dict, *, trust_code: bool = False) -> nn.Module:
         factory = getattr(importlib.import_module(module_name), func_name)
         return factory(**arch.get("kwargs", {}))
     raise ModelError("the file carries no architecture reference: pass model=<an nn.Module with the same layers>")
+
+
+def _probe_architecture(pf: PemnFile, trust_code: bool) -> nn.Module:
+    """Build the file's architecture on the meta device, within a budget of modules and tensors.
+
+    The reference's kwargs are untrusted: ``depth=10**6`` would spend minutes and gigabytes creating
+    modules even on the meta device, and a huge ``kernel_size`` makes torch overflow computing a
+    storage size. A model that matches the file has about one tensor per entry of the file's layer and
+    dense tables, so construction stops (ModelError) once it registers far more than that; any other
+    failure to build from the file's reference is a ModelError too.
+    """
+    from torch.nn.modules import module as torch_module
+
+    described = len(pf.layers) + len(pf.header["dense"]["tensors"])
+    budget = {"modules": 16 * described + 256, "tensors": 4 * described + 256}
+    counts = {"modules": 0, "tensors": 0}
+    thread = threading.get_ident()
+
+    def count(kind: str):
+        def hook(module, name, value):
+            if threading.get_ident() == thread:
+                counts[kind] += 1
+                if counts[kind] > budget[kind]:
+                    raise ModelError(
+                        f"the file's architecture builds more than {budget[kind]} {kind} while the file describes "
+                        f"{described} tensors: refusing to build it (check architecture.kwargs)"
+                    )
+
+        return hook
+
+    handles = [
+        torch_module.register_module_module_registration_hook(count("modules")),
+        torch_module.register_module_parameter_registration_hook(count("tensors")),
+        torch_module.register_module_buffer_registration_hook(count("tensors")),
+    ]
+    try:
+        with torch.device("meta"):
+            return build_architecture(pf.header["architecture"], trust_code=trust_code)
+    except PemnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a reference that cannot be built: the file's fault
+        raise ModelError(f"the file's architecture cannot be built: {type(exc).__name__}: {str(exc)[:300]}") from None
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _check_layers(pf: PemnFile, skeleton: nn.Module) -> dict[str, nn.Module]:
@@ -132,8 +178,7 @@ def load(
     if model is None:
         # build on the meta device first: a hostile header cannot make us allocate a huge model
         # before its layers were checked against the file's (validated, size-limited) layer table
-        with torch.device("meta"):
-            probe = build_architecture(pf.header["architecture"], trust_code=trust_code)
+        probe = _probe_architecture(pf, trust_code)
         _check_layers(pf, probe)
         masked_total = sum(math.prod(layer["shape"]) for layer in pf.layers)
         dense_total = sum(math.prod(shape) for _, shape, _ in pf.header["dense"]["tensors"])

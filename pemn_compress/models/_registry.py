@@ -149,10 +149,12 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
 # Creation and the architecture reference
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str, /, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` and stamp it with ``pemn_arch`` (see the module docstring).
 
     Unknown names raise ``UnknownModelError``; unknown or non-JSON arguments raise ``ModelError``.
+    ``name`` is positional-only, so an argument called ``name`` (from a file's ``kwargs``) is checked
+    like any other instead of colliding with it (a TypeError).
     Tensors are created on the current default device, so ``with torch.device("meta"):`` builds
     a model without allocating its weights.
     """
