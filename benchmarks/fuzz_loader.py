@@ -166,7 +166,10 @@ class Candidate:
             entries[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
             offset += len(raw)
         for edit in self.entry_edits:
-            edit(entries)
+            try:
+                edit(entries)
+            except (KeyError, IndexError, TypeError, ValueError):  # an entry an earlier edit already broke
+                pass
         data = self.data()
         header = copy.deepcopy(self.header)
         if isinstance(header, dict):
