@@ -153,6 +153,24 @@ def _unfold_batchnorm(model: nn.Module, folded: list[str], state: dict[str, torc
         module.eps = 0.0
 
 
+def _materialize_probe(probe: nn.Module, pf: PemnFile, trust_code: bool) -> nn.Module:
+    """Reuse the checked meta-device model: allocate it uninitialized (no wasted random init).
+
+    Safe when every tensor of the module is overwritten by the file: all state-dict entries are either
+    masked weights or stored leftovers (checked by ``_dense_state``) except ``num_batches_tracked``,
+    zeroed here. A module with non-persistent buffers (computed in ``__init__``) is built normally.
+    """
+    persistent = set(probe.state_dict())
+    if any(name not in persistent for name, _ in probe.named_buffers()):
+        return build_architecture(pf.header["architecture"], trust_code=trust_code)
+    skeleton = probe.to_empty(device="cpu")
+    with torch.no_grad():
+        for name, buffer in skeleton.named_buffers():
+            if name.endswith("num_batches_tracked"):
+                buffer.zero_()
+    return skeleton
+
+
 def load(
     path: str | os.PathLike | bytes,
     device: str | torch.device | None = "auto",
@@ -186,8 +204,9 @@ def load(
         if probe_total > 2 * (masked_total + dense_total) + 1024:
             raise ModelError(f"the architecture has {probe_total} parameters but the file describes only "
                              f"{masked_total + dense_total}: refusing to build it")
-        del probe
-    skeleton = model if model is not None else build_architecture(pf.header["architecture"], trust_code=trust_code)
+        skeleton = _materialize_probe(probe, pf, trust_code)
+    else:
+        skeleton = model
     layers = _check_layers(pf, skeleton)
     folded = pf.header["dense"]["folded_batchnorm"]
     masks = decode_masks(pf)
