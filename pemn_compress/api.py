@@ -144,7 +144,10 @@ def _dense_state(pf: PemnFile, expected: dict[str, torch.Tensor]) -> dict[str, t
 def _unfold_batchnorm(model: nn.Module, folded: list[str], state: dict[str, torch.Tensor]) -> None:
     """Folded BatchNorm: weight/bias hold scale/shift; stats become (0, 1) and eps 0 so eval is x*scale+shift."""
     for name in folded:
-        module = model.get_submodule(name) if name else model
+        try:  # names come from the file: a missing module or a non-string is the file's fault
+            module = (model.get_submodule(name) if name else model) if isinstance(name, str) else None
+        except AttributeError:
+            module = None
         if not isinstance(module, nn.modules.batchnorm._BatchNorm):
             raise ModelError(f"folded BatchNorm {name!r} is not a BatchNorm module in the model")
         prefix = f"{name}." if name else ""

@@ -33,7 +33,8 @@ the previous checkpoint). It is a ``torch.save`` of plain tensors, dicts, lists,
 strings, read back with ``torch.load(weights_only=True)``. ``resume=True`` continues it; a resumed
 run writes a file byte-identical to an uninterrupted one. The first Ctrl-C lets the current batch
 finish (so the checkpoint is exact); a second one stops at once. Interruption raises
-``TrainingInterrupted`` (a ``KeyboardInterrupt``) carrying the checkpoint path.
+``TrainingInterrupted`` (a ``KeyboardInterrupt``) carrying the checkpoint path. A run killed inside
+an atomic write (SIGKILL) leaves a ``.<output name>.*.tmp`` file; the next run on that output removes it.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) training is distributed (see ``distributed.py``):
 ``batch_size`` is the global batch, split evenly across ranks; only rank 0 evaluates, reports and
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import glob
 import io
 import json
 import logging
@@ -316,6 +318,23 @@ def checkpoint_path(output: str | os.PathLike) -> Path:
     return output.with_name(output.name + ".ckpt")
 
 
+def _remove_stale_temp_files(output: Path) -> list[Path]:
+    """Remove ``atomic_write``'s temp files of ``output`` and of its checkpoint (``.<output name>.*.tmp``).
+
+    A run killed inside an atomic write (SIGKILL, OOM killer, power loss) cannot clean up after itself;
+    the next run on the same output (``--resume`` or a fresh start) does. Returns what it removed.
+    """
+    folder = output.parent if str(output.parent) else Path(".")
+    removed = []
+    for path in folder.glob(f".{glob.escape(output.name)}.*.tmp"):
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:  # gone already, or not ours to remove: leave it
+            pass
+    return removed
+
+
 def _check_output(options: CompressOptions) -> Path:
     out = Path(options.output).expanduser() if options.output else default_output(options.model)
     if out.is_dir():
@@ -560,6 +579,9 @@ def _run(options: CompressOptions, ctx: distributed.DistContext, device: torch.d
     # 1. everything that can be checked before training
     output = _check_output(options)
     ckpt_path = checkpoint_path(output)
+    if ctx.is_main:
+        for stale in _remove_stale_temp_files(output):
+            report.info(f"removed {stale.name}, a temporary file left by a run that was killed while writing")
     checkpoint = None
     if options.resume:
         if not ckpt_path.is_file():

@@ -1,0 +1,101 @@
+"""Hostile `.pemn` files beyond formats/vectors/invalid (benchmarks/hostile_files.py): code references,
+huge claimed sizes, escape sequences and markup, non-PEMN safetensors, headers that disagree with the
+tensors. Each is refused with a PemnError (or, for text, shown escaped), and nothing is imported or run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+import hostile_files  # noqa: E402
+
+import pemn_compress as pemn  # noqa: E402
+from pemn_compress import errors  # noqa: E402
+
+HOSTILE = {h.name: h for h in hostile_files.build_hostile()}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if h.heavy else []) for n, h in HOSTILE.items()])
+def test_hostile_file_is_harmless(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a `touch` that slipped through would land here
+    result = hostile_files.check_hostile(HOSTILE[name], tmp_path)
+    assert not hostile_files.problems(result), result
+    assert not (tmp_path / hostile_files.MARKER).exists() and result["calls"] == []
+    assert hostile_files.PLANTED_MODULE not in sys.modules
+
+
+def test_every_group_is_covered():
+    assert {h.group for h in HOSTILE.values()} == {"code", "size", "text", "not-pemn", "inconsistent"}
+    refusals = {h.read for h in HOSTILE.values()} | {h.load for h in HOSTILE.values()}
+    assert {"TrustError", "UnknownModelError", "ModelError", "LimitError", "ShapeError", "HeaderError"} <= refusals
+    for h in HOSTILE.values():  # expectations name real PemnError classes
+        for expected in {h.read, h.load} - {"accepted"}:
+            assert issubclass(getattr(errors, expected), errors.PemnError)
+
+
+def test_import_reference_runs_with_trust_only(tmp_path, monkeypatch):
+    """The planted-module check is live: with trust_code=True the import happens (and leaves the marker)."""
+    monkeypatch.chdir(tmp_path)
+    blob = HOSTILE["import_module_build"].blob
+    with hostile_files.watch_execution(tmp_path) as calls:
+        with pytest.raises(errors.TrustError, match="trust_code"):
+            pemn.load(blob, device="cpu")
+        assert calls == [] and not (tmp_path / hostile_files.MARKER).exists()
+        with pytest.raises(Exception):  # build() returns None: no module, but the import ran
+            pemn.load(blob, device="cpu", trust_code=True)
+        assert [c[0] for c in calls] == ["import_module"]
+    assert (tmp_path / hostile_files.MARKER).exists()
+
+
+def test_os_system_reference_never_calls_it(tmp_path, monkeypatch):
+    called = []
+    monkeypatch.setattr(os, "system", lambda *a, **k: called.append(a) or 0)
+    with pytest.raises(errors.TrustError):
+        pemn.load(HOSTILE["import_os_system"].blob, device="cpu")
+    assert called == []
+
+
+def test_inspect_shows_escapes_as_text_and_markup_literally(tmp_path):
+    result = hostile_files.check_hostile(HOSTILE["ansi_layer_names"], tmp_path)
+    text = result["cli_text"]["inspect"]
+    assert result["cli"]["inspect"]["exit"] == 0 and hostile_files.ESC not in text and "\x07" not in text
+    assert "\\x1b[31mred\\x1b[0m" in text and "[bold red]markup[/]" in text and "\\u202eevil" in text
+    result = hostile_files.check_hostile(HOSTILE["ansi_provenance_producer_metadata"], tmp_path)
+    text = result["cli_text"]["inspect"]
+    assert hostile_files.ESC not in text and "\\x1b[2J" in text and "[link=file:///etc/passwd]" in text
+    result = hostile_files.check_hostile(HOSTILE["ansi_in_error_message"], tmp_path)
+    for command, code in (("inspect", 0), ("verify", 2)):  # inspect reads the header only; verify decodes the masks
+        text = result["cli_text"][command]
+        assert result["cli"][command]["exit"] == code and hostile_files.ESC not in text and "\\x1b[31mred" in text
+    assert "error:" in result["cli_text"]["verify"] and "kept weights" in result["cli_text"]["verify"]
+
+
+def test_architecture_kwargs_cannot_hang_the_loader():
+    """depth=10**6 would build millions of modules even on the meta device: refused within the file's budget."""
+    import time
+
+    mv = hostile_files.make_vectors()
+    edit = mv.Edit((hostile_files.VALID / "cm_onelayer_d50.pemn").read_bytes())
+    for kwargs in ({"depth": 10**6}, {"depth": 2**31}, {"kernel_size": 2**31}, {"dim": 2**62}):
+        edit.header["architecture"]["kwargs"].update(kwargs)
+        started = time.perf_counter()
+        with pytest.raises(errors.ModelError):
+            pemn.load(edit.pack(), device="cpu")
+        assert time.perf_counter() - started < 2, kwargs
+        edit = mv.Edit((hostile_files.VALID / "cm_onelayer_d50.pemn").read_bytes())
