@@ -41,12 +41,7 @@ STRATEGIES = {
 PROVENANCE = {"dataset": "fashion-mnist", "accuracy": 0.9012, "recipe": {"epochs": 3, "lr": 0.01}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors on a 2-core machine
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,8 @@ if str(BENCHMARKS) not in sys.path:
 
 import reliability  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 linux_only = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="the disk-full patch resolves fds through /proc")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,7 @@ from pemn_compress import errors  # noqa: E402
 HOSTILE = {h.name: h for h in hostile_files.build_hostile()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if h.heavy else []) for n, h in HOSTILE.items()])

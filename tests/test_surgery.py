@@ -15,14 +15,6 @@ from pemn_compress.errors import ModelError
 from pemn_compress.nn import MaskedConv1d, MaskedConv2d, MaskedLayer, MaskedLinear, kept_count
 from pemn_compress.surgery import is_masked, mask_, maskable_layers, masked_layers, materialize
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: intra-op threads only add contention on a loaded 2-core machine (40x slower)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 STRATEGIES = {
     "dense": {"strategy": "dense"},
@@ -35,6 +27,9 @@ STRATEGIES = {
     "rp_one_value": {"strategy": "rp", "ratio": 1e-5, "distribution": "signed_constant"},
     "rp_learned": {"strategy": "rp", "ratio": 0.05, "learn_values": True},
 }
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class UserNet(nn.Module):

@@ -40,6 +40,9 @@ READER_INVALID = sorted(name for name, entry in INVALID.items() if entry["scope"
 LOAD_INVALID = sorted(name for name, entry in INVALID.items() if entry["scope"] == "load")
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def _module(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -59,14 +62,6 @@ def _package_read(blob_or_path):
     weights = decode_weights(pf)
     verify_fingerprint(pf, weights)
     return pf, weights
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors on a 2-core machine: threads only add contention
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -26,14 +26,6 @@ from pemn_compress.nn import (
 from pemn_compress.strategies import bank_index_map, make_plan
 from pemn_compress.surgery import mask_
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: intra-op threads only add contention on a loaded 2-core machine (40x slower)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 # name -> (dense layer factory, input shape, masked type)
 LAYER_CASES = {
@@ -44,6 +36,9 @@ LAYER_CASES = {
     "depthwise": (lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False), (2, 6, 6, 6), MaskedConv2d),
 }
 CASES = sorted(LAYER_CASES)
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def masked_single(case: str, **config):
