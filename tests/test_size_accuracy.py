@@ -1,0 +1,171 @@
+"""Size/accuracy benchmark (benchmarks/size_accuracy.py): its artifacts are real files whose sizes the
+report states, the compact formats load back the weights they stored, the pruning baselines reach
+their sparsity, and the reports are rendered from the CSV alone. Runs a few jobs of ``--quick`` on
+real Fashion-MNIST images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import pemn_compress as pemn
+from pemn_compress.nn.topk import kept_count
+from pemn_compress.surgery import maskable_layers
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+import size_accuracy as sa  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ONLY = r"^dense\||random pruning 96|magnitude pruning 94|rp 1e-3 \(paper|distillation|onelayer d0.1"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    work = out / "work"
+    sa.main(["--quick", "--only", ONLY, "--out", str(out), "--work", str(work)])
+    stem = out / "size_accuracy_quick_fashion-mnist_test_convmixer_cpu"
+    with open(stem.with_suffix(".csv"), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return stem, work, rows
+
+
+def test_selected_jobs_and_storage_variants_are_rows(quick_run):
+    _, _, rows = quick_run
+    methods = {r["method"] for r in rows}
+    assert {"dense fp32", "dense fp16", "int8 weight-only", "random pruning 96%", "magnitude pruning 94%",
+            "rp 1e-3 (paper setting)", "+ fp16 leftovers", "+ BN folded", "+ distillation", "onelayer d0.1"} == methods
+    assert all(r["seed"] == "0" for r in rows)
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
+
+
+def test_every_reported_size_is_a_file_on_disk(quick_run):
+    _, work, rows = quick_run
+    files = [f for f in work.iterdir() if f.name != "reference_fp32.safetensors"]
+    assert sorted(os.path.getsize(f) for f in files) == sorted(int(r["bytes"]) for r in rows)
+    fp32 = next(int(r["bytes"]) for r in rows if r["method"] == "dense fp32")
+    assert fp32 == os.path.getsize(work / "reference_fp32.safetensors")
+    for r in rows:
+        assert float(r["ratio_vs_fp32"]) == pytest.approx(fp32 / int(r["bytes"]), rel=1e-5)
+    pemn_rows = [r for r in rows if r["artifact"].startswith(".pemn")]
+    assert pemn_rows and all(float(r["paper_ratio"]) > 1 and float(r["bound_bytes"]) < int(r["bytes"]) for r in pemn_rows)
+    assert all(r["paper_ratio"] == "" for r in rows if not r["artifact"].startswith(".pemn"))
+    by_method = {r["method"]: int(r["bytes"]) for r in rows}
+    assert by_method["dense fp16"] < by_method["dense fp32"]
+    assert by_method["+ fp16 leftovers"] < by_method["rp 1e-3 (paper setting)"]
+    assert by_method["+ BN folded"] < by_method["rp 1e-3 (paper setting)"]
+
+
+def test_reported_accuracy_is_the_accuracy_of_the_loaded_file(quick_run):
+    _, work, rows = quick_run
+    bench = sa.Bench(sa.parse_args(["--quick", "--work", str(work)]))
+    for r in rows:
+        if r["method"] == "magnitude pruning 94%":
+            model = sa.load_artifact("sparse", work / "magnitude_pruning_magnitude_pruning_94_0.safetensors", bench.make_model)
+            _, acc = pemn.evaluate(model, bench.test)
+            assert acc == pytest.approx(float(r["accuracy"]), abs=1e-6)
+            weights = torch.cat([m.weight.detach().flatten() for _, m in maskable_layers(model)])
+            assert (weights == 0).float().mean().item() >= 0.93
+
+
+def test_reports_rendered_from_the_csv(quick_run):
+    stem, _, rows = quick_run
+    md = stem.with_suffix(".md").read_text()
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    assert f"Command: `{meta['command']}`" in md and "--quick" in meta["command"]
+    assert md.count("\n| ") == len({(r["group"], r["method"], r["artifact"]) for r in rows}) + 1  # + header row
+    assert "Best PEMN accuracy at >= 25x" in md or "No PEMN file reaches 25x" in md
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stem.with_suffix(".md").unlink()
+    sa.main(["--render", str(stem.with_suffix(".csv"))])
+    assert stem.with_suffix(".md").read_text() == md
+
+
+def test_random_pruning_keeps_a_fixed_random_mask():
+    torch.manual_seed(0)
+    model = pemn.create_model("test_convmixer")
+    pruning = sa.Pruning(model, "random", 0.9, seed=3)
+
+    class FakeTrainer:
+        total_steps, step = 10, 0
+
+    pruning.on_fit_start(FakeTrainer)
+    before = [m.clone() for m in pruning.masks]
+    with torch.no_grad():
+        for _, layer in maskable_layers(model):
+            layer.weight.add_(1.0)  # an optimizer step that revives every pruned weight
+    FakeTrainer.step = 1
+    pruning.on_batch_end(FakeTrainer, 0, 0.0, 0, 1)
+    for (_, layer), mask, old in zip(maskable_layers(model), pruning.masks, before):
+        assert torch.equal(mask, old)
+        assert int((layer.weight != 0).sum()) == kept_count(0.1, layer.weight.numel())
+
+
+def test_magnitude_pruning_reaches_its_sparsity_and_keeps_the_largest_weights():
+    torch.manual_seed(0)
+    model = pemn.create_model("test_convmixer")
+    pruning = sa.Pruning(model, "magnitude", 0.9, seed=0)
+
+    class FakeTrainer:
+        total_steps, step = 40, 0
+
+    pruning.on_fit_start(FakeTrainer)
+    sparsities = []
+    for step in range(1, 41):
+        FakeTrainer.step = step
+        pruning.on_batch_end(FakeTrainer, step, 0.0, 0, 1)
+        sparsities.append(sum(int((~m).sum()) for m in pruning.masks) / sum(m.numel() for m in pruning.masks))
+    assert sparsities == sorted(sparsities) and sparsities[0] < 0.5
+    assert sparsities[-1] == pytest.approx(0.9, abs=0.02)
+    for (_, layer), mask in zip(maskable_layers(model), pruning.masks):
+        w = layer.weight.detach().abs()
+        if mask.all() or not mask.any():
+            continue
+        assert w[mask].min() >= w[~mask].max()
+
+
+def test_int8_and_sparse_files_store_what_they_claim(tmp_path):
+    torch.manual_seed(0)
+    model = pemn.create_model("test_convmixer")
+    with torch.no_grad():
+        for _, layer in maskable_layers(model):
+            layer.weight.mul_(torch.rand_like(layer.weight) > 0.8)  # 80% zeros
+    sa.save_sparse(model, tmp_path / "s.safetensors")
+    sa.save_int8(model, tmp_path / "q.safetensors")
+    sparse = sa.load_artifact("sparse", tmp_path / "s.safetensors", lambda: pemn.create_model("test_convmixer"))
+    quant = sa.load_artifact("int8", tmp_path / "q.safetensors", lambda: pemn.create_model("test_convmixer"))
+    for name, layer in maskable_layers(model):
+        w = layer.weight.detach()
+        s = dict(sparse.named_modules())[name].weight.detach()
+        assert torch.equal(s, w.half().float())
+        q = dict(quant.named_modules())[name].weight.detach()
+        scale = w.abs().flatten(1).amax(dim=1) / 127
+        assert ((q - w).abs().flatten(1) <= scale[:, None] / 2 + 1e-7).all()
+    assert os.path.getsize(tmp_path / "s.safetensors") < os.path.getsize(tmp_path / "q.safetensors")
+
+
+def test_readme_block_is_regenerated_in_place(quick_run, tmp_path):
+    stem, _, rows = quick_run
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n\n{sa.README_BEGIN}\nstale numbers\n{sa.README_END}\n\nafter\n")
+    sa.main(["--render", str(stem.with_suffix(".csv")), "--readme", str(readme)])
+    first = readme.read_text()
+    assert first.startswith("intro\n\n" + sa.README_BEGIN) and first.endswith(sa.README_END + "\n\nafter\n")
+    assert "stale numbers" not in first and f"({stem.with_suffix('.png').as_posix()})" in first
+    dense = next(r for r in rows if r["method"] == "dense fp32")
+    assert f"| dense fp32 | safetensors fp32 | {int(dense['bytes']):,} | 1.0x | {100 * float(dense['accuracy']):.2f} | 0.00 |" in first
+    sa.main(["--render", str(stem.with_suffix(".csv")), "--readme", str(readme)])
+    assert readme.read_text() == first
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no <!-- size_accuracy:begin -->"):
+        sa.main(["--render", str(stem.with_suffix(".csv")), "--readme", str(readme)])

@@ -1,0 +1,63 @@
+"""Smoke test of benchmarks/train_throughput.py: its --quick run (test_convmixer, a few steps on real
+Fashion-MNIST batches) writes a CSV row per variant with a positive throughput and a ratio that is
+the variant's median over dense's median, and a Markdown report that records its command line."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from pemn_compress.data import FASHION_MNIST_DEBIAN_DIR
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.skipif(
+        not (Path(FASHION_MNIST_DEBIAN_DIR) / "train-images-idx3-ubyte.gz").is_file(),
+        reason="needs the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)",
+    ),
+]
+
+
+def _load_benchmark():
+    """The benchmark script as a module (benchmarks/ is not a package), imported from its file path.
+
+    It goes into ``sys.modules`` before it runs: its dataclasses look their module up there.
+    """
+    name = "pemn_benchmark_train_throughput"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_quick_run_reports_every_variant(tmp_path):
+    bench = _load_benchmark()
+    argv = ["--quick", "--out", str(tmp_path)]
+    stem = bench.main(argv)
+
+    with open(stem.with_suffix(".csv"), newline="") as fh:
+        rows = {row["variant"]: row for row in csv.DictReader(fh)}
+    assert list(rows) == [v.name for v in bench.VARIANTS]
+    dense_ips = float(rows["dense"]["images_per_sec"])
+    for name, row in rows.items():
+        ips = float(row["images_per_sec"])
+        assert ips > 0, name
+        assert float(row["ratio_to_dense"]) == pytest.approx(ips / dense_ips, rel=1e-4), name
+        for phase in ("step", "forward", "backward", "optimizer"):
+            assert float(row[f"{phase}_ms"]) > 0, (name, phase)
+        if name == "dense":
+            assert row["masked_layers"] == "0" and row["topk_ms"] == ""
+        else:
+            assert int(row["masked_layers"]) > 0 and float(row["topk_ms"]) > 0, name
+
+    markdown = stem.with_suffix(".md").read_text()
+    assert f"Command: `python benchmarks/train_throughput.py --quick --out {tmp_path}`" in markdown
+    assert "## test_convmixer" in markdown and "target >= 0.85x" in markdown
