@@ -112,16 +112,18 @@ def plan_jobs(seeds: list[int]) -> list[dict]:
                               ("+ learned value vector", dict(learn_values=True)),
                               ("+ distillation", dict(distill=True)),
                               ("density 0.3 (entropy-coded)", dict(density=0.3)),
-                              ("density 0.1 (entropy-coded)", dict(density=0.1))):
+                              ("density 0.1 (entropy-coded)", dict(density=0.1)),
+                              ("+ permuted tiling (rp_mode rand)", dict(rp_mode="rand"))):
             mask = dict(reference)
             distill = change.pop("distill", False)
             mask.update(change)
             add("pemn improvement", label, "pemn", mask=mask, storage="paper", distill=distill)
-        for strategy, ratio in (("onelayer", None), ("rp", 1e-3)):
+        for strategy, ratio, rp_mode in (("onelayer", None, "copy"), ("rp", 1e-3, "copy"), ("rp", 1e-3, "rand")):
             for density in BEST_DENSITIES:
-                name = strategy if ratio is None else f"rp {ratio_label(ratio)}"
+                name = strategy if ratio is None else f"rp {ratio_label(ratio)}" + (" rand" if rp_mode == "rand" else "")
                 add("pemn best", f"{name} d{density}", "pemn", storage="best", distill=True,
-                    mask=dict(strategy=strategy, ratio=ratio, density=density, learn_values=ratio is not None, **BEST_MASK))
+                    mask=dict(strategy=strategy, ratio=ratio, density=density, learn_values=ratio is not None,
+                              rp_mode=rp_mode, **BEST_MASK))
     return jobs
 
 
@@ -129,6 +131,8 @@ def mask_settings(mask: dict) -> str:
     parts = [mask["strategy"] if mask.get("ratio") is None else f"rp {ratio_label(mask['ratio'])}",
              f"density {mask['density']}", mask["distribution"].replace("_", "-"),
              "rescale" if mask["rescale"] else "no rescale"]
+    if mask.get("rp_mode") == "rand":
+        parts.append("permuted tiling")
     if mask.get("learn_values"):
         parts.append("learned values")
     return ", ".join(parts)
@@ -413,6 +417,14 @@ def findings(entries: list[dict]) -> list[str]:
             lines.append(f"- vs {b['method']} ({b['bytes']:,.0f} B, {100 * b['accuracy']:.2f}%): best PEMN file no larger is "
                          f"{p['method']} ({p['artifact']}) at {p['bytes']:,.0f} B, {100 * p['accuracy']:.2f}% "
                          f"({100 * (p['accuracy'] - b['accuracy']):+.2f} points).")
+    trained = [e for e in pemn_rows if e["method"] not in STORAGE_ONLY and e["images_per_sec"]]
+    plain = [e for e in trained if "distilled" not in e["settings"]]  # distillation also runs the teacher
+    if plain and dense["images_per_sec"]:
+        ratios = [e["images_per_sec"] / dense["images_per_sec"] for e in plain]
+        lines.append(f"- Training throughput in this run (PEMN jobs without distillation vs the dense job): median "
+                     f"{statistics.median(ratios):.2f}x, range {min(ratios):.2f}x to {max(ratios):.2f}x "
+                     "(whole-epoch rates while other jobs shared the machine; benchmarks/train_throughput.py measures "
+                     "it side by side).")
     reference = find(entries, "pemn reference", "rp 1e-3 (paper setting)")
     if reference:
         for e in entries:
@@ -484,7 +496,7 @@ def plot(entries: list[dict], png_path: Path, title: str) -> bool:
     series(lambda e: e["group"] == "magnitude pruning", "v", "magnitude pruning 90-96% (sparse fp16)", connect=True, color="tab:brown")
     series(lambda e: e["group"] in ("pemn (paper setting)", "pemn reference") and e["artifact"] == ".pemn fp32 leftovers", "o", "PEMN, paper setting (strategies)", color="tab:blue")
     series(lambda e: e["group"] == "pemn improvement", "D", "PEMN rp 1e-3, one improvement each", color="tab:orange", mfc="none")
-    for strategy, color in (("onelayer", "tab:green"), ("rp 1e-3", "tab:red")):
+    for strategy, color in (("onelayer", "tab:green"), ("rp 1e-3", "tab:red"), ("rp 1e-3 rand", "tab:pink")):
         series(lambda e, s=strategy: e["group"] == "pemn best" and e["method"].startswith(s + " d"), "o",
                f"PEMN best, {strategy}, density 0.5/0.3/0.1", connect=True, color=color)
     bounds = [e for e in entries if e["group"] == "pemn best" and e["bound_bytes"]]
@@ -612,7 +624,8 @@ def main(argv=None) -> None:
         with open(csv_path, "w", newline="") as fh:
             csv.DictWriter(fh, fieldnames=FIELDS).writeheader()
     bench = Bench(args)
-    command = "python benchmarks/size_accuracy.py " + " ".join(shlex.quote(a) for a in argv if a != "--resume")
+    recorded = [a for i, a in enumerate(argv) if a not in ("--resume", "--only") and (i == 0 or argv[i - 1] != "--only")]
+    command = "python benchmarks/size_accuracy.py " + " ".join(shlex.quote(a) for a in recorded)  # the whole run's command
     print(f"{len(plan_jobs(seeds))} training jobs planned; dense fp32 file {bench.fp32_bytes:,} B", flush=True)
     setup = (f"{args.model} on {args.data}: {len(bench.data.y_train):,} training images (class-stratified subset), "
              f"{len(bench.data.y_test):,} test images, {args.epochs} epochs, AdamW lr {args.lr}, cosine schedule, batch "

@@ -91,39 +91,40 @@ def test_reports_rendered_from_the_csv(quick_run):
     assert stem.with_suffix(".md").read_text() == md
 
 
-def test_random_pruning_keeps_a_fixed_random_mask():
+class FakeTrainer:
+    """The two attributes the pruning callback reads from a Trainer."""
+
+    def __init__(self, total_steps: int):
+        self.total_steps, self.step = total_steps, 0
+
+
+def started_pruning(how: str, total_steps: int, seed: int):
     torch.manual_seed(0)
     model = pemn.create_model("test_convmixer")
-    pruning = sa.Pruning(model, "random", 0.9, seed=3)
+    pruning, trainer = sa.Pruning(model, how, 0.9, seed=seed), FakeTrainer(total_steps)
+    pruning.on_fit_start(trainer)
+    return model, pruning, trainer
 
-    class FakeTrainer:
-        total_steps, step = 10, 0
 
-    pruning.on_fit_start(FakeTrainer)
+def test_random_pruning_keeps_a_fixed_random_mask():
+    model, pruning, trainer = started_pruning("random", 10, seed=3)
     before = [m.clone() for m in pruning.masks]
     with torch.no_grad():
         for _, layer in maskable_layers(model):
             layer.weight.add_(1.0)  # an optimizer step that revives every pruned weight
-    FakeTrainer.step = 1
-    pruning.on_batch_end(FakeTrainer, 0, 0.0, 0, 1)
+    trainer.step = 1
+    pruning.on_batch_end(trainer, 0, 0.0, 0, 1)
     for (_, layer), mask, old in zip(maskable_layers(model), pruning.masks, before):
         assert torch.equal(mask, old)
         assert int((layer.weight != 0).sum()) == kept_count(0.1, layer.weight.numel())
 
 
 def test_magnitude_pruning_reaches_its_sparsity_and_keeps_the_largest_weights():
-    torch.manual_seed(0)
-    model = pemn.create_model("test_convmixer")
-    pruning = sa.Pruning(model, "magnitude", 0.9, seed=0)
-
-    class FakeTrainer:
-        total_steps, step = 40, 0
-
-    pruning.on_fit_start(FakeTrainer)
+    model, pruning, trainer = started_pruning("magnitude", 40, seed=0)
     sparsities = []
     for step in range(1, 41):
-        FakeTrainer.step = step
-        pruning.on_batch_end(FakeTrainer, step, 0.0, 0, 1)
+        trainer.step = step
+        pruning.on_batch_end(trainer, step, 0.0, 0, 1)
         sparsities.append(sum(int((~m).sum()) for m in pruning.masks) / sum(m.numel() for m in pruning.masks))
     assert sparsities == sorted(sparsities) and sparsities[0] < 0.5
     assert sparsities[-1] == pytest.approx(0.9, abs=0.02)
