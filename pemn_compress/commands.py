@@ -178,8 +178,10 @@ def _print_summary(result) -> None:
               help="Where the fixed values come from: own values per layer (dense), one prototype per weight shape "
                    "(onelayer), one max-layer vector (mp), a small random vector (rp, needs --ratio).")
 @click.option("--ratio", type=float, default=None, help="rp only: the vector has int(N_max * ratio) + 1 values, e.g. 1e-3.")
-@click.option("--rp-mode", type=click.Choice(RP_MODES), default="copy", show_default=True,
-              help="rp only: tile the vector (copy) or tile then permute it (rand).")
+@click.option("--rp-mode", type=click.Choice(RP_MODES), default="rand", show_default=True,
+              help="rp only: tile the vector then permute it (rand), or tile it in order (copy; when the vector "
+                   "length divides a kernel's size every kernel repeats one pattern: 8 points worse on "
+                   "convmixer_64_4, see benchmarks/results/size_accuracy_*).")
 @click.option("--density", type=float, default=0.5, show_default=True,
               help="Fraction of each layer's weights the mask keeps, in (0, 1].")
 @click.option("--distribution", type=click.Choice(_DISTRIBUTIONS), default="normal", show_default=True,

@@ -147,7 +147,7 @@ class CompressOptions:
     # the mask (MaskConfig)
     strategy: str = "onelayer"  # dense | onelayer | mp | rp
     ratio: float | None = None  # rp only: unique values = int(N_max * ratio) + 1
-    rp_mode: str = "copy"  # rp only: copy | rand
+    rp_mode: str = "rand"  # rp only: rand (tile then permute) | copy (tile in order: aliases with kernel shapes)
     density: float = 0.5  # fraction of each layer's weights the mask keeps
     distribution: str = "normal"  # normal | signed_constant | uniform
     rescale: bool = True  # per-layer fan-in scale (False: the paper's mp/rp)
