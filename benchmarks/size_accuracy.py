@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import pemn_compress as pemn
@@ -76,6 +77,14 @@ BEST_STORAGE = dict(dense_dtype="float16", fold_batchnorm=True)
 FIELDS = ["job", "group", "method", "settings", "seed", "artifact", "bytes", "ratio_vs_fp32", "paper_ratio",
           "bits_per_weight", "bound_bytes", "unique_values", "accuracy", "train_seconds", "images_per_sec"]
 MULTI_SEED_GROUPS = ("dense", "pemn reference", "pemn improvement", "pemn best")
+STORAGES = {  # per job kind: the .pemn files written from one trained model (label, save options, improvement row)
+    "paper": [("fp32 leftovers", PAPER_STORAGE, "")],
+    "best": [("fp16 leftovers, BN folded", BEST_STORAGE, "")],
+    "reference": [("fp32 leftovers", PAPER_STORAGE, ""),
+                  ("fp16 leftovers", dict(dense_dtype="float16", fold_batchnorm=False), "+ fp16 leftovers"),
+                  ("fp32 leftovers, BN folded", dict(dense_dtype="float32", fold_batchnorm=True), "+ BN folded")],
+}
+STORAGE_ONLY = tuple(label for _, _, label in STORAGES["reference"] if label)  # improvements without retraining
 
 
 def ratio_label(ratio: float) -> str:
@@ -193,9 +202,14 @@ def save_dense(model, path: Path, dtype: torch.dtype) -> None:
     save_file({k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}, path)
 
 
-def save_int8(model, path: Path) -> None:
+def _split(model) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(conv/linear weights by state-dict key, every other tensor as ``_leftovers`` stores it)."""
     weights = {f"{name}.weight": m.weight.detach() for name, m in maskable_layers(model)}
-    tensors = _leftovers(model.state_dict(), set(weights))
+    return weights, _leftovers(model.state_dict(), set(weights))
+
+
+def save_int8(model, path: Path) -> None:
+    weights, tensors = _split(model)
     for key, w in weights.items():
         scale = w.abs().flatten(1).amax(dim=1).clamp_min(1e-12) / 127.0
         shape = (-1,) + (1,) * (w.ndim - 1)
@@ -205,8 +219,7 @@ def save_int8(model, path: Path) -> None:
 
 
 def save_sparse(model, path: Path) -> None:
-    weights = {f"{name}.weight": m.weight.detach() for name, m in maskable_layers(model)}
-    tensors = _leftovers(model.state_dict(), set(weights))
+    weights, tensors = _split(model)
     index = {}
     for key, w in weights.items():
         mask = (w != 0).numpy().reshape(-1)
@@ -225,8 +238,6 @@ def load_artifact(fmt: str, path: Path, make_model) -> torch.nn.Module:
     state = model.state_dict()
     stored = load_file(path)
     if fmt == "sparse":
-        from safetensors import safe_open
-
         with safe_open(path, "pt") as fh:
             index = json.loads(fh.metadata()["masks"])
         for key, entry in index.items():
@@ -294,12 +305,12 @@ class Bench:
         if job["kind"] == "dense":
             result = self.train(model, seed)
             rows = []
-            for artifact, fmt, save in (("safetensors fp32", "dense", lambda p: save_dense(model, p, torch.float32)),
-                                        ("safetensors fp16", "dense", lambda p: save_dense(model, p, torch.float16)),
-                                        ("int8 per-channel + fp16 rest", "int8", lambda p: save_int8(model, p))):
-                path = self.work / f"dense_s{seed}_{artifact.split()[1]}.safetensors"
+            for method, artifact, fmt, suffix, save in (
+                    ("dense fp32", "safetensors fp32", "dense", "fp32", lambda p: save_dense(model, p, torch.float32)),
+                    ("dense fp16", "safetensors fp16", "dense", "fp16", lambda p: save_dense(model, p, torch.float16)),
+                    ("int8 weight-only", "int8 per-channel + fp16 rest", "int8", "int8", lambda p: save_int8(model, p))):
+                path = self.work / f"dense_s{seed}_{suffix}.safetensors"  # the fp32 one is the distillation teacher
                 save(path)
-                method = {"fp32": "dense fp32", "fp16": "dense fp16"}.get(artifact.split()[1], "int8 weight-only")
                 rows.append(self.measure(job, fmt, path, artifact, "trained weights", result) | {"method": method})
             return rows
         if job["kind"] == "prune":
@@ -313,13 +324,8 @@ class Bench:
         pemn.mask_(model, config)
         result = self.train(model, seed, teacher=self.teacher(seed) if job.get("distill") else None)
         settings = mask_settings(job["mask"]) + (", distilled" if job.get("distill") else "")
-        storages = {"paper": [("fp32 leftovers", PAPER_STORAGE, "")],
-                    "best": [("fp16 leftovers, BN folded", BEST_STORAGE, "")],
-                    "reference": [("fp32 leftovers", PAPER_STORAGE, ""),
-                                  ("fp16 leftovers", dict(dense_dtype="float16", fold_batchnorm=False), "+ fp16 leftovers"),
-                                  ("fp32 leftovers, BN folded", dict(dense_dtype="float32", fold_batchnorm=True), "+ BN folded")]}
         rows = []
-        for artifact, storage, improvement in storages[job["storage"]]:
+        for artifact, storage, improvement in STORAGES[job["storage"]]:
             path = stem.with_name(stem.name + "_" + re.sub(r"[^a-z0-9]+", "_", artifact) + ".pemn")
             pemn.save(model, path, **storage)
             totals = summarize(pemn.read_pemn(path), path)["totals"]
@@ -347,29 +353,23 @@ def read_rows(csv_path: Path) -> list[dict]:
 
 GROUP_ORDER = ("dense", "random pruning", "magnitude pruning", "pemn reference", "pemn (paper setting)", "pemn improvement",
                "pemn best")
-STORAGE_ONLY = ("+ fp16 leftovers", "+ BN folded")  # improvements measured on the reference's own model
+METHOD_ORDER = (["dense fp32", "dense fp16", "int8 weight-only"] + [j["method"] for j in plan_jobs([0])]
+                + list(STORAGE_ONLY))
 
 
 def display_order(group: str, method: str, artifact: str) -> tuple:
     """Report order: by group, then as planned (so rows appended by parallel or resumed runs sort alike)."""
-    planned = [j["method"] for j in plan_jobs([0]) if j["group"] == group]
-    if group == "dense":
-        planned = ["dense fp32", "dense fp16", "int8 weight-only"]
-    elif group == "pemn improvement":
-        planned = planned + list(STORAGE_ONLY)
     return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER),
-            planned.index(method) if method in planned else len(planned), method, artifact)
+            METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method, artifact)
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
     """One entry per (group, method, artifact) over seeds: means, accuracy spread, seed count; in report order."""
-    out: dict[tuple, dict] = {}
+    out: dict[tuple, list[dict]] = {}
     for row in rows:
-        key = (row["group"], row["method"], row["artifact"])
-        out.setdefault(key, {"rows": []})["rows"].append(row)
+        out.setdefault((row["group"], row["method"], row["artifact"]), []).append(row)
     result = []
-    for (group, method, artifact), entry in sorted(out.items(), key=lambda item: display_order(*item[0])):
-        rs = entry["rows"]
+    for (group, method, artifact), rs in sorted(out.items(), key=lambda item: display_order(*item[0])):
         accs = [r["accuracy"] for r in rs]
         mean = lambda k: statistics.fmean(r[k] for r in rs) if rs[0][k] is not None else None  # noqa: E731
         result.append({"group": group, "method": method, "artifact": artifact, "settings": rs[0]["settings"],
@@ -389,9 +389,8 @@ def fmt_acc(entry: dict) -> str:
     return text
 
 
-def find(entries, group, method, artifact_prefix=""):
-    return next((e for e in entries if e["group"] == group and e["method"] == method
-                 and e["artifact"].startswith(artifact_prefix)), None)
+def find(entries, group, method):
+    return next((e for e in entries if e["group"] == group and e["method"] == method), None)
 
 
 def findings(entries: list[dict]) -> list[str]:
@@ -531,16 +530,14 @@ def plot(entries: list[dict], png_path: Path, title: str) -> bool:
     return True
 
 
-def render(csv_path: Path, command: str | None = None, setup: str | None = None) -> None:
-    """(Re)build the Markdown and the PNG of a run from its CSV."""
+def render(csv_path: Path) -> None:
+    """(Re)build the Markdown and the PNG of a run from its CSV and the run's .json (command, setup, title)."""
     md_path = csv_path.with_suffix(".md")
     meta_path = csv_path.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    command = command or meta.get("command", "python benchmarks/size_accuracy.py")
-    setup = setup or meta.get("setup", "")
     entries = aggregate(read_rows(csv_path))
     title = meta.get("title", csv_path.stem)
-    write_markdown(entries, md_path, title, command, setup)
+    write_markdown(entries, md_path, title, meta.get("command", "python benchmarks/size_accuracy.py"), meta.get("setup", ""))
     plotted = plot(entries, csv_path.with_suffix(".png"), title)
     print(f"wrote {md_path}" + (f" and {csv_path.with_suffix('.png')}" if plotted else ""))
 

@@ -5,7 +5,6 @@ the variant's median over dense's median, and a Markdown report that records its
 from __future__ import annotations
 
 import csv
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,7 +12,11 @@ import pytest
 
 from pemn_compress.data import FASHION_MNIST_DEBIAN_DIR
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+import train_throughput  # noqa: E402
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -24,22 +27,8 @@ pytestmark = [
 ]
 
 
-def _load_benchmark():
-    """The benchmark script as a module (benchmarks/ is not a package), imported from its file path.
-
-    It goes into ``sys.modules`` before it runs: its dataclasses look their module up there.
-    """
-    name = "pemn_benchmark_train_throughput"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def test_quick_run_reports_every_variant(tmp_path):
-    bench = _load_benchmark()
+    bench = train_throughput
     argv = ["--quick", "--out", str(tmp_path)]
     stem = bench.main(argv)
 
