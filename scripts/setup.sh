@@ -1,20 +1,40 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian machine for pemn-compress: the Fashion-MNIST data package and the Python
-# package with its test extras. torch is pinned to the CPU build first so that pip never pulls a
-# multi-GB CUDA build; on a GPU machine install your CUDA torch before running this.
+# Sets up a fresh Debian machine for pemn-compress, as root or with sudo:
+#   - the Debian packages: dataset-fashion-mnist (the data) and python3-venv (stock Debian lacks it);
+#   - a virtual environment in .venv (stock Debian has no `python` and its system pip refuses to
+#     install: "externally managed environment"), holding torch 2.13.0 (CPU build, pinned first so
+#     that pip never pulls a multi-GB CUDA build) and this package with its test and plot extras.
+# Afterwards run the programs from .venv/bin (.venv/bin/pemn, .venv/bin/python), or `source .venv/bin/activate`.
+# On a GPU machine, install your CUDA torch into .venv before running this (it keeps a torch that imports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
-if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+PY=${PYTHON:-python3}
+
+need=()
+dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || need+=(dataset-fashion-mnist)
+if [ ! -x .venv/bin/python ] && ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
+if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "setup: apt-get install ${need[*]}" >&2
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "warning: apt-get not found; set PEMN_FASHION_MNIST_DIR to a folder with the Fashion-MNIST IDX files" >&2
+    echo "warning: apt-get not found; install ${need[*]} yourself (or set PEMN_FASHION_MNIST_DIR to a folder with the Fashion-MNIST IDX files)" >&2
   fi
 fi
-if ! python3 -c "import torch" >/dev/null 2>&1; then
-  python3 -m pip install -q "torch==2.13.0"
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  "$PY" -m venv .venv
 fi
-python3 -m pip install -q -e ".[test,plots]"
+VPY=.venv/bin/python
+if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
+  echo "setup: installing torch 2.13.0 (CPU)" >&2
+  "$VPY" -m pip install -q "torch==2.13.0"
+fi
+echo "setup: installing pemn-compress into .venv" >&2
+"$VPY" -m pip install -q -e ".[test,plots]"
