@@ -33,6 +33,7 @@ import traceback
 
 import click
 
+from ._help import Argument, SectionedCommand
 from .config import _DISTRIBUTIONS, RP_MODES, STRATEGIES
 from .errors import PemnError
 
@@ -54,6 +55,22 @@ _DATA_HELP = (
 )
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+# `--help` headings (pemn_compress._help): parameter names in display order. An option missing here
+# is still listed, under "Other options"; a name here that matches no option is ignored.
+COMPRESS_SECTIONS = {
+    "Input": ["model", "arch", "arch_kwargs", "allow_pickle", "data", "data_root", "max_train_samples"],
+    "Method": ["strategy", "ratio", "rp_mode", "density", "distribution", "rescale", "learn_values", "seed"],
+    "Training": ["epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing", "augment",
+                 "distill", "distill_alpha", "distill_temperature"],
+    "Output": ["output", "dense_dtype", "fold_batchnorm", "checkpoint_every", "resume", "as_json", "quiet"],
+    "Runtime": ["device", "amp", "threads"],
+}
+EVAL_SECTIONS = {
+    "Input": ["file", "arch", "arch_kwargs", "trust_code", "data", "data_root"],
+    "Runtime": ["device", "batch_size", "threads"],
+    "Output": ["as_json"],
+}
+_DEVICE_HELP = "Where to run: auto (CUDA when available, else the CPU), cpu, or cuda."
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -168,8 +185,10 @@ def _print_summary(result) -> None:
     Console(soft_wrap=False).print(table)
 
 
-@click.command("compress", context_settings=_CONTEXT)
-@click.argument("model", metavar="MODEL")
+@click.command("compress", cls=SectionedCommand, sections=COMPRESS_SECTIONS, context_settings=_CONTEXT)
+@click.argument("model", metavar="MODEL", cls=Argument,
+                help="What to compress: a zoo name, a state-dict file (with --arch), a module:function factory, "
+                     "or a pickled module (with --allow-pickle).")
 @click.option("--arch", default=None, metavar="NAME",
               help="Architecture of a state-dict MODEL: a zoo name (e.g. convmixer_64_4) or module:function.")
 @click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE", callback=_parse_kwargs,
@@ -185,38 +204,63 @@ def _print_summary(result) -> None:
 @click.option("--density", type=float, default=0.5, show_default=True,
               help="Fraction of each layer's weights the mask keeps, in (0, 1].")
 @click.option("--distribution", type=click.Choice(_DISTRIBUTIONS), default="normal", show_default=True,
-              help="Distribution of the fixed values.")
+              help="Distribution of the fixed values before the per-layer scale: normal (sum of four uniforms), "
+                   "signed_constant (+1/-1), uniform (on -sqrt 3..sqrt 3); all have unit variance.")
 @click.option("--rescale/--no-rescale", default=True, show_default=True,
               help="Scale every layer to its own fan-in (--no-rescale reproduces the paper's mp/rp).")
 @click.option("--learn-values", is_flag=True, help="mp/rp: train the few unique values too (stored in the file).")
-@click.option("--seed", type=int, default=0, show_default=True, help="One seed for values, scores, data order.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="One seed for the fixed values, the initial scores, the training subset, data order and augmentation.")
 @click.option("--data", default="fashion-mnist", show_default=True, help=_DATA_HELP)
-@click.option("--data-root", default=None, metavar="DIR", help="Folder of a named data set.")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True, help="Global batch (split across torchrun processes).")
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Peak learning rate.")
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--schedule", type=click.Choice(["cosine", "onecycle", "constant"]), default="cosine", show_default=True)
-@click.option("--weight-decay", type=float, default=5e-5, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--data-root", default=None, metavar="DIR",
+              help="Folder of a named data set (default: its environment variable, see --data).")
+@click.option("--epochs", type=int, default=10, show_default=True,
+              help="Passes over the training set (or the --max-train-samples subset); the learning-rate schedule "
+                   "spans them all. Time grows linearly with it.")
+@click.option("--batch-size", type=int, default=128, show_default=True,
+              help="Training images per optimizer step, global (split across torchrun processes).")
+@click.option("--lr", type=float, default=0.01, show_default=True,
+              help="Peak learning rate of the mask scores and the other trained parameters (norms, biases, "
+                   "learned values). Scores only need to change order, so a large rate suits them.")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True,
+              help="adamw: AdamW (torch defaults, decoupled weight decay); sgd: SGD with Nesterov momentum 0.9.")
+@click.option("--schedule", type=click.Choice(["cosine", "onecycle", "constant"]), default="cosine", show_default=True,
+              help="Learning rate over the run: cosine (linear warm-up over the first half epoch, then cosine decay "
+                   "to 0), onecycle (torch's OneCycleLR: up from --lr/25 to --lr over the first 30% of steps, then "
+                   "down to near 0), constant (--lr throughout).")
+@click.option("--weight-decay", type=float, default=5e-5, show_default=True,
+              help="Weight decay on the mask scores (and on any other trained parameter with 2+ dimensions); never "
+                   "on norms, biases or learned values. 0 turns it off.")
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True,
+              help="Cross-entropy label smoothing, in [0, 1): 0.1 moves 10% of each target onto a uniform "
+                   "distribution over the classes. 0: hard labels.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Random crop + horizontal flip of training images (turn off for digits or text).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="auto: CUDA when available.")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="bfloat16 autocast on CUDA (no effect on CPU).")
+              help="Where to train: auto (CUDA when available, else the CPU), cpu, or cuda.")
+@click.option("--amp/--no-amp", default=True, show_default=True,
+              help="bfloat16 autocast on CUDA, faster (no effect on CPU); the accuracy recorded in the file is measured without it.")
 @click.option("--distill/--no-distill", default=None,
               help="Distil from the dense MODEL while training the masks. Default: on when MODEL carries trained "
                    "weights (a state dict or pickled module), off for a zoo name or factory.")
-@click.option("--distill-alpha", type=float, default=0.5, show_default=True, help="Weight of the distillation term, in (0, 1].")
-@click.option("--distill-temperature", type=float, default=4.0, show_default=True)
+@click.option("--distill-alpha", type=float, default=0.5, show_default=True,
+              help="Weight of the distillation term, in (0, 1]: loss = (1 - alpha) x cross-entropy + alpha x T^2 x "
+                   "KL(teacher || student). Only with --distill.")
+@click.option("--distill-temperature", type=float, default=4.0, show_default=True,
+              help="Temperature T (> 0) dividing teacher and student logits in the distillation term: higher T gives "
+                   "softer targets that carry more of the teacher's ranking of the wrong classes. Only with --distill.")
 @click.option("--dense-dtype", type=click.Choice(["float32", "float16"]), default="float16", show_default=True,
-              help="Storage of the parameters that stay dense (BatchNorm, biases).")
+              help="Storage of the parameters that stay dense (BatchNorm, biases); float16 halves their bytes.")
 @click.option("-o", "--output", default=None, metavar="PATH", help="Output file (default: <MODEL stem>.pemn here).")
 @click.option("--checkpoint-every", type=int, default=None, metavar="STEPS",
               help="Write <output>.ckpt every STEPS optimizer steps (default: after every epoch; 0: only on Ctrl-C or a crash).")
 @click.option("--resume", is_flag=True, help="Continue from <output>.ckpt (same options required).")
-@click.option("--max-train-samples", type=int, default=None, metavar="N", help="Train on a class-stratified subset of N images.")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--max-train-samples", type=int, default=None, metavar="N",
+              help="Train on a class-stratified subset of N images, for quick runs (default: the whole training "
+                   "split; the test split is always evaluated in full).")
+@click.option("--threads", type=int, default=None, metavar="N",
+              help="CPU threads torch uses during the run (default: torch's choice, usually one per core); lower it "
+                   "on a shared machine or with several torchrun processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (no progress bars).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
 @click.option("--allow-pickle", is_flag=True,
@@ -258,15 +302,20 @@ def compress(as_json: bool, quiet: bool, **kwargs) -> None:
         _print_summary(result)
 
 
-@click.command("eval", context_settings=_CONTEXT)
-@click.argument("file", metavar="FILE", type=click.Path(dir_okay=False))
+@click.command("eval", cls=SectionedCommand, sections=EVAL_SECTIONS, context_settings=_CONTEXT)
+@click.argument("file", metavar="FILE", type=click.Path(dir_okay=False), cls=Argument, help="The .pemn file to evaluate.")
 @click.option("--data", default=None, help=_DATA_HELP + " Default: the data set recorded in FILE.")
-@click.option("--data-root", default=None, metavar="DIR", help="Folder of a named data set.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--batch-size", type=int, default=None, help="Default: the batch size recorded in FILE.")
+@click.option("--data-root", default=None, metavar="DIR",
+              help="Folder of a named data set (default: the folder recorded in FILE when --data is not given).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help=_DEVICE_HELP)
+@click.option("--batch-size", type=int, default=None,
+              help="Test images per batch. Default: the batch size recorded in FILE (else 500), which reproduces "
+                   "the recorded accuracy.")
 @click.option("--trust-code", is_flag=True,
-              help="Allow an architecture reference that imports a module (module:function); runs that code.")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+              help="Allow a module:function architecture or data set recorded in FILE; imports and runs that code.")
+@click.option("--threads", type=int, default=None, metavar="N",
+              help="CPU threads torch uses (default: torch's choice, usually one per core).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def eval_command(file: str, data, data_root, device, batch_size, trust_code, threads, as_json) -> None:
     """Accuracy of a .pemn FILE over a data set's test split, next to the accuracy recorded in it."""
