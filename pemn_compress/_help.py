@@ -28,7 +28,7 @@ OTHER = "Other options"
 class Argument(click.Argument):
     """A click argument with a help text, shown in its section of a ``SectionedCommand``'s help."""
 
-    def __init__(self, param_decls, required=None, help: str | None = None, **attrs):  # noqa: A002 - click's name
+    def __init__(self, param_decls, required=None, help: str | None = None, **attrs):
         super().__init__(param_decls, required=required, **attrs)  # click < 8.5 takes no help here
         self.help = help
 
