@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ContainerError, LimitError
 from .constants import MAX_HEADER_BYTES, MAX_NDIM, MAX_TENSORS, ST_DTYPES
+from .sniff import wrong_file_error
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -114,8 +115,23 @@ def encode_container(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
-def decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Parse and validate safetensors bytes; return read-only numpy views and the metadata."""
+def decode_container(blob: bytes | memoryview, *, name: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parse and validate safetensors bytes; return read-only numpy views and the metadata.
+
+    A file that is another kind altogether (a PyTorch checkpoint, text, a file cut short, see
+    ``sniff.wrong_file_error``) is refused in one line naming what it is, as a ``ContainerError``:
+    ``<name>: a text file ("hello"); expected a .pemn file ...`` (``name`` None: "the data").
+    """
+    try:
+        return _decode_container(blob)
+    except (ContainerError, LimitError) as exc:
+        better = wrong_file_error(exc, blob, name)
+        if better is None:
+            raise
+        raise better from None
+
+
+def _decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     blob = memoryview(blob)
     if len(blob) < 8:
         raise ContainerError(f"file is {len(blob)} bytes: too short for a safetensors header length (8 bytes)")

@@ -50,6 +50,7 @@ from .constants import (
     VALUES_PREFIX,
 )
 from .container import data_buffer, decode_container, strict_json
+from .sniff import wrong_file_error
 
 __all__ = [
     "DEFAULT_MAX_WEIGHTS",
@@ -289,8 +290,15 @@ def _validate(header: dict, tensors: dict[str, np.ndarray], max_weights: int) ->
         raise HeaderError(f"tensors not described by the header: {sorted(set(tensors) - known)}")
 
 
-def read_pemn(source: str | os.PathLike | bytes, *, max_weights: int = DEFAULT_MAX_WEIGHTS) -> PemnFile:
-    """Read and validate a `.pemn` file (a path or its bytes). Raises a ``FormatError`` subclass."""
+def read_pemn(
+    source: str | os.PathLike | bytes, *, max_weights: int = DEFAULT_MAX_WEIGHTS, name: str | None = None
+) -> PemnFile:
+    """Read and validate a `.pemn` file (a path or its bytes). Raises a ``FormatError`` subclass.
+
+    Another kind of file (a PyTorch checkpoint, text, plain safetensors, a file cut short) is refused
+    in one line that names it: ``<path>: <what it is>; expected a .pemn file ...``; bytes are called
+    ``name`` there, or "the data".
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         blob = bytes(source)
     else:
@@ -298,8 +306,15 @@ def read_pemn(source: str | os.PathLike | bytes, *, max_weights: int = DEFAULT_M
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
         blob = path.read_bytes()
-    tensors, metadata = decode_container(blob)
-    header = _parse_metadata(metadata)
+        name = os.fspath(source)
+    tensors, metadata = decode_container(blob, name=name)
+    try:
+        header = _parse_metadata(metadata)
+    except HeaderError as exc:  # "not a .pemn file": say what it is instead (a plain safetensors file)
+        better = wrong_file_error(exc, blob, name)
+        if better is None:
+            raise
+        raise better from None
     try:
         _validate(header, tensors, max_weights)
     except (KeyError, TypeError, AttributeError, OverflowError) as exc:  # unanticipated shapes: still format errors
