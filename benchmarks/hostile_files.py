@@ -218,7 +218,7 @@ def build_hostile() -> list[Hostile]:
 @contextlib.contextmanager
 def watch_execution(workdir: Path):
     """Record any os.system / subprocess / importlib.import_module call; plant a module that leaves a marker."""
-    import pemn_compress.api as api
+    import pemn_compress.usercode as usercode  # every import of user code goes through usercode
 
     calls: list = []
     (workdir / f"{PLANTED_MODULE}.py").write_text(f"open({str(workdir / MARKER)!r}, 'w').close()\n\ndef build():\n    return None\n")
@@ -226,14 +226,14 @@ def watch_execution(workdir: Path):
         (os, "system"): os.system,
         (subprocess, "Popen"): subprocess.Popen,
         (subprocess, "run"): subprocess.run,
-        (api.importlib, "import_module"): api.importlib.import_module,
+        (usercode.importlib, "import_module"): usercode.importlib.import_module,
     }
-    real_import = api.importlib.import_module
+    real_import = usercode.importlib.import_module
 
     def spy(name):
         def record(*args, **kwargs):
             if name == "import_module":  # only the loader's own imports count (torch imports lazily too)
-                if sys._getframe(1).f_globals.get("__name__") == "pemn_compress.api":
+                if sys._getframe(1).f_globals.get("__name__") == "pemn_compress.usercode":
                     calls.append((name, args[:1]))
                 return real_import(*args, **kwargs)
             calls.append((name, args[:1]))

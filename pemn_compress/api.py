@@ -9,7 +9,6 @@ masked, trainable form (``masked=True``).
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import threading
@@ -23,6 +22,7 @@ from .fileformat.constants import VALUES_PREFIX
 from .fileformat.reader import DEFAULT_MAX_WEIGHTS, PemnFile, decode_masks, decode_weights, read_pemn, verify_fingerprint
 from .fileformat.writer import save
 from .surgery import mask_, maskable_layers, masked_layers
+from .usercode import build_model, is_reference
 
 __all__ = ["build_architecture", "load", "resolve_device", "save"]
 
@@ -52,14 +52,22 @@ def build_architecture(arch: dict, *, trust_code: bool = False) -> nn.Module:
         if not trust_code:
             raise TrustError(
                 f"the file's architecture is built by importing {target!r}, which runs code; "
-                "pass trust_code=True only if you trust the file, or pass model=<skeleton>"
+                "pass trust_code=True only if you trust the file, or pass model=<skeleton>",
+                cli_message=f"the file's architecture is built by importing {target!r}, which runs code; "
+                "add --trust-code only if you trust the file, or name the architecture yourself with --arch",
             )
-        module_name, _, func_name = str(target).partition(":")
-        if not module_name or not func_name:
-            raise ModelError(f"architecture.target must be 'module:function', found {target!r}")
-        factory = getattr(importlib.import_module(module_name), func_name)
-        return factory(**arch.get("kwargs", {}))
-    raise ModelError("the file carries no architecture reference: pass model=<an nn.Module with the same layers>")
+        if not is_reference(target):
+            raise ModelError(f"architecture.target must be 'module:function' or 'module:Class', found {target!r}")
+        kwargs = arch.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise ModelError("architecture.kwargs must be an object")
+        return build_model(target, kwargs)
+    raise ModelError(
+        "the file carries no architecture reference: pass model=<an nn.Module with the same layers>, "
+        "e.g. pemn.load(path, model=MyNet())",
+        cli_message="the file carries no architecture reference: name it with --arch (a zoo name or "
+        "module:function / module:Class from your code, with --arch-kwarg KEY=VALUE for its arguments)",
+    )
 
 
 def _probe_architecture(pf: PemnFile, trust_code: bool) -> nn.Module:

@@ -31,10 +31,13 @@ import sys
 import traceback
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from ._version import __version__
 from .errors import ChecksumError, PemnError
@@ -105,6 +108,10 @@ def _stderr() -> Console:
 
 
 def _message(exc: BaseException) -> str:
+    """The one-line text of an error for the command line: its ``cli_message`` (flags, not arguments) when it has one."""
+    cli_text = getattr(exc, "cli_message", None)
+    if isinstance(cli_text, str) and cli_text:
+        return cli_text
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc) or type(exc).__name__
@@ -293,39 +300,87 @@ def _render_inspect(out: Console, file: str, s: dict) -> None:
         info.add_row(label, text)
     out.print(Panel(info, title=f"[bold]{safe(file)}[/]", title_align="left", expand=False))
 
-    layers = Table(title="masked layers", title_justify="left", show_lines=False)
+    for table in _layer_tables(out, s["layers"]):
+        out.print(table)
+    out.print(_size_table(out, t))
+
+
+def _fits(out: Console, table: Table) -> bool:
+    """Whether ``table`` prints on ``out`` without folding a cell."""
+    return Measurement.get(out, out.options.update_width(10_000), table).maximum <= out.width
+
+
+def _layer_tables(out: Console, rows: list[dict]) -> list[Table]:
+    """The masked layers: one table when it fits the width, else two narrower ones (what each layer is;
+    its mask) that show the same numbers, the kept fraction as a percentage."""
+    wide = Table(title="masked layers", title_justify="left", show_lines=False)
     for name, justify in (("layer", "left"), ("type", "left"), ("shape", "left"), ("weights", "right"),
                           ("values", "left"), ("codec", "left"), ("bits/weight", "right"),
                           ("mask bytes", "right"), ("kept", "right")):
-        layers.add_column(name, justify=justify, overflow="fold")
-    for layer in s["layers"]:
-        codec = safe(layer["codec"]) + (f" k={layer['rice_k']}" if layer.get("rice_k") is not None else "")
-        layers.add_row(
+        wide.add_column(name, justify=justify, overflow="fold")
+    for layer in rows:
+        wide.add_row(
             safe(layer["name"]), safe(layer["type"]), _shape(layer["shape"]), f"{layer['weights']:,}",
-            safe(layer["value_source"]), codec, f"{layer['mask_bits_per_weight']:.3f}", f"{layer['mask_bytes']:,}",
+            safe(layer["value_source"]), _codec(layer), f"{layer['mask_bits_per_weight']:.3f}", f"{layer['mask_bytes']:,}",
             f"{layer['kept']:,}/{layer['weights']:,} ({layer['density_kept']:.3f})",
         )
-    out.print(layers)
+    if _fits(out, wide):
+        return [wide]
+    what = Table(title="masked layers", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    masks = Table(title="masks of the masked layers", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    for name, justify in (("layer", "left"), ("type", "left"), ("shape", "left"), ("values", "left")):
+        what.add_column(name, justify=justify, overflow="fold")
+    for name, justify in (("layer", "left"), ("weights", "right"), ("codec", "left"), ("bits/w", "right"),
+                          ("mask B", "right"), ("kept", "right"), ("kept %", "right")):
+        masks.add_column(name, justify=justify, overflow="fold")
+    for layer in rows:
+        name = safe(layer["name"])
+        what.add_row(name, safe(layer["type"]), _shape(layer["shape"]), safe(layer["value_source"]))
+        masks.add_row(name, f"{layer['weights']:,}", _codec(layer), f"{layer['mask_bits_per_weight']:.3f}",
+                      f"{layer['mask_bytes']:,}", f"{layer['kept']:,}", f"{100 * layer['density_kept']:.1f}%")
+    return [what, masks]
 
+
+def _codec(layer: dict) -> str:
+    return safe(layer["codec"]) + (f" k={layer['rice_k']}" if layer.get("rice_k") is not None else "")
+
+
+def _size_table(out: Console, t: dict) -> Table:
+    """Where the bytes go: label, size, explanation; on a narrow console the explanation goes under the size."""
+    rows = [
+        ("file on disk", _human(t["file_bytes"]), ""),
+        ("  masks", _human(t["mask_bytes"]), f"{t['mask_bits_per_weight']:.3f} bits per masked weight"),
+        ("  dense leftovers", _human(t["dense_bytes"]), "BatchNorm/LayerNorm, biases, unmasked parameters"),
+        ("  stored values", _human(t["values_bytes"]), "explicit value vectors (rp, learned values)"),
+        ("  header", _human(t["header_bytes"]), "safetensors + PEMN header, checksums included"),
+        ("dense fp32 safetensors", _human(t["dense_fp32_bytes"]), "same model, every weight in fp32"),
+        ("on-disk ratio", _x(t["disk_ratio"]), "dense fp32 file / this file, everything counted"),
+        ("paper formula (BN not counted)", _x(t["paper_ratio"]),
+         f"32 x {t['masked_weights']:,} / ({t['masked_weights']:,} + 32 x {t['unique_values']:,}) bits"),
+        ("unique values", f"{t['unique_values']:,}", f"over {t['masked_weights']:,} masked weights"),
+        ("mask information bound", _human(t["mask_information_bytes"]),
+         f"sum of n*H(kept/n); masks are {_pct(t['mask_overhead_fraction'])} above it"),
+        ("file overhead", _human(t["file_overhead_bytes"]),
+         f"{_pct(t['file_overhead_fraction'])} above mask bound + dense leftovers + stored values"),
+    ]
     sizes = Table(title="size", title_justify="left", show_header=False)
     sizes.add_column("", style="bold")
     sizes.add_column("", justify="right")
     sizes.add_column("")
-    sizes.add_row("file on disk", _human(t["file_bytes"]), "")
-    sizes.add_row("  masks", _human(t["mask_bytes"]), f"{t['mask_bits_per_weight']:.3f} bits per masked weight")
-    sizes.add_row("  dense leftovers", _human(t["dense_bytes"]), "BatchNorm/LayerNorm, biases, unmasked parameters")
-    sizes.add_row("  stored values", _human(t["values_bytes"]), "explicit value vectors (rp, learned values)")
-    sizes.add_row("  header", _human(t["header_bytes"]), "safetensors + PEMN header, checksums included")
-    sizes.add_row("dense fp32 safetensors", _human(t["dense_fp32_bytes"]), "same model, every weight in fp32")
-    sizes.add_row("on-disk ratio", _x(t["disk_ratio"]), "dense fp32 file / this file, everything counted")
-    sizes.add_row("paper formula (BN not counted)", _x(t["paper_ratio"]),
-                  f"32 x {t['masked_weights']:,} / ({t['masked_weights']:,} + 32 x {t['unique_values']:,}) bits")
-    sizes.add_row("unique values", f"{t['unique_values']:,}", f"over {t['masked_weights']:,} masked weights")
-    sizes.add_row("mask information bound", _human(t["mask_information_bytes"]),
-                  f"sum of n*H(kept/n); masks are {_pct(t['mask_overhead_fraction'])} above it")
-    sizes.add_row("file overhead", _human(t["file_overhead_bytes"]),
-                  f"{_pct(t['file_overhead_fraction'])} above mask bound + dense leftovers + stored values")
-    out.print(sizes)
+    for row in rows:
+        sizes.add_row(*row)
+    if _fits(out, sizes):
+        return sizes
+    sizes = Table(title="size", title_justify="left", show_header=False, box=None, pad_edge=False)
+    sizes.add_column("", style="bold", no_wrap=True)
+    sizes.add_column("")
+    width = max(len(value) for _, value, _ in rows)
+    for label, value, note in rows:
+        cell = Text(value.rjust(width), justify="left")
+        if note:
+            cell.append("\n" + note, style="dim")
+        sizes.add_row(label, cell)
+    return sizes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,9 +416,9 @@ def verify(file: str) -> None:
         _check_file(file)
         blob = Path(file).read_bytes()
         ok("read", f"{len(blob):,} bytes")
-        tensors, _ = decode_container(blob)
+        tensors, _ = decode_container(blob, name=file)
         ok("container", f"safetensors layout valid, {len(tensors)} tensors")
-        pf = reader.read_pemn(blob)
+        pf = reader.read_pemn(blob, name=file)
         ok("header and checksums", f"pemn v{safe(pf.metadata.get('pemn.version'))}: header SHA-256, header fields "
                                    "and data SHA-256 valid")
         masks = reader.decode_masks(pf)

@@ -88,7 +88,9 @@ def _show_traceback() -> None:
 def _fail(exc: BaseException, as_json: bool) -> None:
     """Print one ``error:`` line (and the JSON error document) and exit 2."""
     _show_traceback()
-    message = _plain(_one_line(str(exc) or type(exc).__name__))
+    from .cli import _message
+
+    message = _plain(_one_line(_message(exc)))
     checkpoint = getattr(exc, "pemn_checkpoint", None)
     line = message + (f"; checkpoint saved to {checkpoint}; rerun with --resume" if checkpoint else "")
     rank = _rank_prefix()

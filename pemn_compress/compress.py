@@ -71,13 +71,12 @@ from . import distributed
 from .api import load, resolve_device, save
 from .config import MaskConfig
 from .data import ArrayDataset, BatchLoader, get_dataset
-from .errors import CheckpointError, ConfigError, TrustError
+from .errors import CheckpointError, ConfigError, TrustError, option_error
 from .fileformat.constants import DENSE_DTYPES
 from .fileformat.container import atomic_write
 from .fileformat.reader import read_pemn
 from .fileformat.writer import DEFAULT_DENSE_DTYPE, to_bytes
 from .inputs import (
-    FACTORY_RE,
     Architecture,
     Source,
     build_input_model,
@@ -87,6 +86,7 @@ from .inputs import (
     short_list,
 )
 from .surgery import mask_
+from .usercode import is_reference
 from .train import Callback, TrainConfig, Trainer, _unwrap, evaluate
 
 __all__ = [
@@ -120,7 +120,7 @@ def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> N
     if optional and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}{' or None' if optional else ''}, found {value!r}")
+        raise option_error(name, f"must be an integer >= {minimum}{' or None' if optional else ''}, found {value!r}")
 
 
 def _check_number(name: str, value: Any, low: float, high: float | None = None, low_open: bool = True) -> None:
@@ -129,12 +129,12 @@ def _check_number(name: str, value: Any, low: float, high: float | None = None, 
         ok = (value > low if low_open else value >= low) and (high is None or value <= high)
     if not ok:
         bound = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
-        raise ConfigError(f"{name} must be a number in {bound}, found {value!r}")
+        raise option_error(name, f"must be a number in {bound}, found {value!r}")
 
 
 def _check_bool(name: str, value: Any, optional: bool = False) -> None:
     if not (isinstance(value, bool) or (optional and value is None)):
-        raise ConfigError(f"{name} must be True or False{' or None' if optional else ''}, found {value!r}")
+        raise option_error(name, f"must be True or False{' or None' if optional else ''}, found {value!r}")
 
 
 @dataclass(frozen=True)
@@ -215,9 +215,9 @@ class CompressOptions:
             _check_bool(name, getattr(self, name))
         _check_bool("distill", self.distill, optional=True)
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(f"device must be one of auto, cpu, cuda or cuda:N; found {self.device!r}")
+            raise option_error("device", f"must be one of auto, cpu, cuda or cuda:N; found {self.device!r}")
         if self.dense_dtype not in DENSE_DTYPES:
-            raise ConfigError(f"dense_dtype must be one of {', '.join(DENSE_DTYPES)}; found {self.dense_dtype!r}")
+            raise option_error("dense_dtype", f"must be one of {', '.join(DENSE_DTYPES)}; found {self.dense_dtype!r}")
         self.mask_config()  # MaskConfig validates density, ratio, strategy, ...
         self.train_config(distill=False)
 
@@ -302,7 +302,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def _input_stem(spec: str) -> str:
-    if FACTORY_RE.match(spec) and not Path(spec).exists():
+    if is_reference(spec) and not Path(spec).exists():
         return spec.rsplit(":", 1)[1].rsplit(".", 1)[-1]
     return Path(spec).stem or "model"
 
@@ -817,12 +817,12 @@ def evaluate_file(
     started = time.perf_counter()
     path = Path(path)
     blob = path.read_bytes()
-    pf = read_pemn(blob)
+    pf = read_pemn(blob, name=str(path))
     provenance = pf.header.get("provenance") or {}
     recipe = provenance.get("recipe") if isinstance(provenance.get("recipe"), dict) else {}
     recorded = provenance.get("dataset") if isinstance(provenance.get("dataset"), str) else None
     spec = data or recorded or "fashion-mnist"
-    if data is None and recorded and FACTORY_RE.match(recorded) and not trust_code:
+    if data is None and recorded and is_reference(recorded) and not trust_code:
         # a data hook named by the file would import and run code chosen by whoever wrote the file
         raise TrustError(
             f"the file's data set {recorded!r} is a module:function hook, which runs code; "

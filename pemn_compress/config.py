@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import ConfigError, option_error
 
 __all__ = ["MaskConfig", "STRATEGIES", "RP_MODES"]
 
@@ -43,27 +43,27 @@ class MaskConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.density, bool) or not isinstance(self.density, (int, float)):
-            raise ConfigError(f"density must be a number in (0, 1], found {self.density!r}")
+            raise option_error("density", f"must be a number in (0, 1], found {self.density!r}")
         if not (0.0 < float(self.density) <= 1.0) or math.isnan(self.density):
-            raise ConfigError(f"density must be in (0, 1] (the fraction of weights kept), found {self.density}")
+            raise option_error("density", f"must be in (0, 1] (the fraction of weights kept), found {self.density}")
         if self.strategy not in STRATEGIES:
-            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}; found {self.strategy!r}")
+            raise option_error("strategy", f"must be one of {', '.join(STRATEGIES)}; found {self.strategy!r}")
         if self.strategy == "rp":
             if self.ratio is None:
                 raise ConfigError("strategy 'rp' needs a ratio in (0, 1], for example ratio=1e-3")
             if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not (0.0 < self.ratio <= 1.0):
-                raise ConfigError(f"ratio must be in (0, 1], found {self.ratio!r}")
+                raise option_error("ratio", f"must be in (0, 1], found {self.ratio!r}")
         elif self.ratio is not None:
-            raise ConfigError(f"ratio applies to strategy 'rp' only; found ratio={self.ratio} with strategy {self.strategy!r}")
+            raise option_error("ratio", f"applies to strategy 'rp' only; found ratio={self.ratio} with strategy {self.strategy!r}")
         if self.rp_mode not in RP_MODES:
-            raise ConfigError(f"rp_mode must be one of {', '.join(RP_MODES)}; found {self.rp_mode!r}")
+            raise option_error("rp_mode", f"must be one of {', '.join(RP_MODES)}; found {self.rp_mode!r}")
         if self.distribution not in _DISTRIBUTIONS:
-            raise ConfigError(f"distribution must be one of {', '.join(_DISTRIBUTIONS)}; found {self.distribution!r}")
+            raise option_error("distribution", f"must be one of {', '.join(_DISTRIBUTIONS)}; found {self.distribution!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (0 <= self.seed < 1 << 63):
-            raise ConfigError(f"seed must be an integer in [0, 2**63), found {self.seed!r}")
+            raise option_error("seed", f"must be an integer in [0, 2**63), found {self.seed!r}")
         for flag in ("rescale", "learn_values", "train_norm", "train_bias", "train_other"):
             if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"{flag} must be True or False, found {getattr(self, flag)!r}")
+                raise option_error(flag, f"must be True or False, found {getattr(self, flag)!r}")
         if self.learn_values and self.strategy not in ("mp", "rp"):
             raise ConfigError("learn_values applies to strategies 'mp' and 'rp' (the ones with one small shared vector)")
         if type(self.version) is not int or self.version != 1:

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import importlib
 import os
 import pickle
-import re
 import zlib
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 
 from .errors import DataError, DataNotFoundError
+from .usercode import call_reference, is_reference
 
 __all__ = [
     "ArrayDataset",
@@ -573,9 +572,6 @@ def load_npz(path: str | os.PathLike, name: str | None = None) -> ArrayDataset:
     return ArrayDataset(**arrays, name=name or path.stem, num_classes=num_classes)
 
 
-_HOOK_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
 def _from_hook_result(result: Any, spec: str) -> ArrayDataset:
     if isinstance(result, ArrayDataset):
         return result
@@ -609,20 +605,10 @@ def load_hook(spec: str, *args: Any, **kwargs: Any) -> ArrayDataset:
     y_test`` (optionally ``name, num_classes, mean, std``), a 4-tuple of those arrays, or
     ``((x_train, y_train), (x_test, y_test))``. Arrays may be numpy arrays or torch tensors.
     """
-    if not _HOOK_RE.match(spec):
+    if not is_reference(spec):
         raise DataError(f"a data hook must look like 'package.module:function', found {spec!r}")
-    mod_name, attr = spec.split(":")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise DataNotFoundError(f"hook {spec}: cannot import module {mod_name!r} ({exc})") from exc
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise DataNotFoundError(f"hook {spec}: module {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise DataError(f"hook {spec}: {attr!r} is not callable, found {type(obj).__name__}")
-    return _from_hook_result(obj(*args, **kwargs), spec)
+    result = call_reference(spec, *args, role="data hook", **kwargs)
+    return _from_hook_result(result, spec)
 
 
 def get_dataset(spec: str, root: str | os.PathLike | None = None) -> ArrayDataset:
@@ -647,7 +633,7 @@ def get_dataset(spec: str, root: str | os.PathLike | None = None) -> ArrayDatase
         return load_cifar(root, "cifar100")
     if key.endswith(".npz"):
         return load_npz(s)
-    if _HOOK_RE.match(s):
+    if is_reference(s):
         return load_hook(s) if root is None else load_hook(s, root)
     raise DataError(f"unknown data set {spec!r}; expected one of: {', '.join(DATASET_SPECS)}")
 

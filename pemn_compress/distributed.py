@@ -103,9 +103,23 @@ def init(device: torch.device) -> tuple[DistContext, torch.device]:
 
 
 def teardown(ctx: DistContext) -> None:
-    """Leave the process group if ``init`` created it."""
-    if ctx.owns_group and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """Leave the process group if ``init`` created it, once every rank has finished its work.
+
+    Every rank waits at a barrier first: rank 0 still evaluates and writes the file after training,
+    and a rank that destroys its group and exits meanwhile dies at exit with ``terminate called
+    without an active exception`` (SIGABRT), often on a busy machine. The cause: DistributedDataParallel
+    keeps a C++ reference to the gloo process group (torch 2.13), so ``destroy_process_group`` leaves
+    its worker and transport threads running, and the process then exits while they still serve the
+    connection to a rank that is still at work. After the barrier no rank is at work, every
+    connection is idle, and every rank exits 0.
+    """
+    dist = torch.distributed
+    if not (ctx.owns_group and dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def is_main(ctx: DistContext | None = None) -> bool:
@@ -157,4 +171,5 @@ def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
         # the documented (if underscored) way to keep buffers out of DDP's synchronisation
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
     device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=True)
+    # buffers are synced before every forward by default (torch 2.13 deprecates naming broadcast_buffers)
+    return DistributedDataParallel(model, device_ids=device_ids)

@@ -19,9 +19,14 @@ written against plain Python conventions still catches them.
     │   ├── LimitError                    a declared size beyond what the file justifies
     │   └── ShapeError                    a tensor's shape or length disagrees with the header
     ├── TrustError                        loading would execute code; needs trust_code=True
+    ├── UserCodeError (ValueError)        a module:function / module:Class reference that cannot be
+    │                                     imported, or does not give what was expected
     └── CheckpointError                   a training checkpoint that cannot be resumed
 
-Messages name the layer, tensor or key, and say what was expected and what was found.
+Messages name the layer, tensor or key, and say what was expected and what was found. They are
+written in the words of the Python API (argument names such as ``trust_code=True``); where the
+command line has other words (``--trust-code``), the error also carries ``cli_message``, which the
+CLI prints instead.
 """
 
 from __future__ import annotations
@@ -42,12 +47,21 @@ __all__ = [
     "ShapeError",
     "TrustError",
     "UnknownModelError",
+    "UserCodeError",
     "VersionError",
 ]
 
 
 class PemnError(Exception):
-    """Root of every error raised on purpose by pemn-compress."""
+    """Root of every error raised on purpose by pemn-compress.
+
+    ``cli_message``: the same message in the command line's words (flags instead of arguments),
+    when they differ; the CLI prints it instead of ``str(error)``.
+    """
+
+    def __init__(self, *args: object, cli_message: str | None = None):
+        super().__init__(*args)
+        self.cli_message = cli_message
 
 
 class ConfigError(PemnError, ValueError):
@@ -109,5 +123,16 @@ class TrustError(PemnError):
     """Following an architecture reference would import or run code; pass trust_code=True to allow it."""
 
 
+class UserCodeError(PemnError, ValueError):
+    """A ``module:function`` or ``module:Class`` reference cannot be imported, or what it names is not
+    what was expected (not callable, or it did not return an ``nn.Module``)."""
+
+
 class CheckpointError(PemnError):
     """A training checkpoint is missing, corrupted or was made with other settings."""
+
+
+def option_error(name: str, problem: str) -> ConfigError:
+    """``ConfigError("epochs must ...")`` that the CLI shows as ``--epochs must ...`` (an option
+    named ``name`` in the Python API is the flag ``--name`` with dashes on the command line)."""
+    return ConfigError(f"{name} {problem}", cli_message=f"--{name.replace('_', '-')} {problem}")

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import inspect
 import os
 import pickle
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -37,12 +35,13 @@ import torch
 from torch import nn
 
 from .data import ArrayDataset
-from .errors import ConfigError, DataError, ModelError, PemnError, TrustError, UnknownModelError
+from .errors import ConfigError, DataError, ModelError, TrustError, UnknownModelError
 from .models import create_model, list_models, model_entrypoint
+from .pickled import main_class_error, main_global, rebuild_reference, unpickle
 from .surgery import maskable_layers
+from .usercode import build_model, is_reference
 
 __all__ = [
-    "FACTORY_RE",
     "INPUT_KINDS",
     "Architecture",
     "Source",
@@ -56,7 +55,6 @@ __all__ = [
 
 INPUT_KINDS = ("zoo", "state_dict", "safetensors", "factory", "pickle")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
-FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")
 
@@ -120,7 +118,7 @@ def _input_kind(spec: str) -> tuple[str, Path | None]:
     path = Path(spec).expanduser()
     if path.is_file():
         return ("safetensors" if path.suffix.lower() == ".safetensors" else "torch"), path
-    if FACTORY_RE.match(spec):
+    if is_reference(spec):
         return "factory", None
     if spec in list_models():
         return "zoo", None
@@ -143,17 +141,37 @@ def _tensor_dict(obj: Any) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def _read_torch_file(path: Path, allow_pickle: bool) -> Source:
+def _read_torch_file(path: Path, allow_pickle: bool, arch: str | None = None) -> Source:
+    def not_a_checkpoint() -> ModelError | None:  # torch.load failed: say what the file is, if it is known
+        from .fileformat.sniff import sniff_file
+
+        kind = sniff_file(path)
+        if kind is None or kind.kind == "pickle" or (kind.kind in ("torch-zip", "torch-legacy") and not kind.truncated):
+            return None  # a checkpoint torch.load cannot read: its own words say why
+        if kind.kind == "pemn":
+            return ModelError(f"cannot read {path}: it is a .pemn file (already compressed): use pemn inspect / pemn eval")
+        if kind.kind == "safetensors":
+            return ModelError(f"cannot read {path}: it is a safetensors file: rename it to .safetensors")
+        if kind.truncated:
+            return ModelError(f"cannot read {path}: it is {kind.what}")
+        return ModelError(f"cannot read {path}: it is {kind.what}, not a PyTorch checkpoint or state dict")
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         if not (allow_pickle or found):
+            named = not_a_checkpoint()
+            if named is not None:
+                raise named from None
             detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
             raise ModelError(
                 f"cannot read {path} with torch.load: {detail.group(1).strip() if detail else one_line(exc)}"
             ) from None
         what = f" (it names {found.group(1)})" if found else ""
+        main_name = main_global(found.group(1)) if found else None
+        if main_name is not None and not (arch and is_reference(arch)):
+            raise main_class_error(path, main_name) from None
         if not allow_pickle:
             raise TrustError(
                 f"{path} holds pickled Python objects{what}, not a plain state dict, and reading it runs code "
@@ -161,11 +179,11 @@ def _read_torch_file(path: Path, allow_pickle: bool) -> Source:
                 "or save model.state_dict() instead"
             ) from None
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc2:  # noqa: BLE001 - anything unpickling user objects can raise
-            raise ModelError(f"cannot unpickle {path}: {one_line(exc2)}") from None
+            obj = unpickle(path, arch)
+        except ModelError as exc2:
+            raise (not_a_checkpoint() or exc2) from None
     except Exception as exc:  # noqa: BLE001 - corrupt zip, not a torch file, ...
-        raise ModelError(f"cannot read {path} with torch.load: {one_line(exc)}") from None
+        raise (not_a_checkpoint() or ModelError(f"cannot read {path} with torch.load: {one_line(exc)}")) from None
     if isinstance(obj, nn.Module):
         return Source("pickle", path, module=obj)
     state = _tensor_dict(obj)
@@ -186,10 +204,21 @@ def _read_torch_file(path: Path, allow_pickle: bool) -> Source:
 def _read_safetensors(path: Path) -> Source:
     from safetensors.torch import load_file
 
+    from .fileformat.sniff import sniff_file
+
+    kind = sniff_file(path)  # the header only: a .pemn is a valid safetensors file, but not a model's weights
+    if kind is not None and kind.kind == "pemn":
+        raise ModelError(f"cannot read {path}: it is a .pemn file (already compressed): use pemn inspect / pemn eval")
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...
-        raise ModelError(f"cannot read {path} as safetensors: {one_line(exc)}") from None
+        if kind is None or kind.kind in ("safetensors", "pickle"):
+            raise ModelError(f"cannot read {path} as safetensors: {one_line(exc)}") from None
+        if kind.kind in ("torch-zip", "torch-legacy") and not kind.truncated:
+            raise ModelError(f"cannot read {path}: it is {kind.what}: rename it to .pt") from None
+        if kind.truncated:
+            raise ModelError(f"cannot read {path}: it is {kind.what}") from None
+        raise ModelError(f"cannot read {path}: it is {kind.what}, not a safetensors file") from None
     if not state:
         raise ModelError(f"{path} holds no tensor")
     return Source("safetensors", path, state_dict=strip_prefixes(state))
@@ -200,58 +229,31 @@ def read_source(model: str, arch: str | None = None, allow_pickle: bool = False)
     against the kind (a state dict needs one, nothing else takes one)."""
     kind, path = _input_kind(model)
     if kind == "torch":
-        source = _read_torch_file(path, allow_pickle)
+        source = _read_torch_file(path, allow_pickle, arch)
     elif kind == "safetensors":
         source = _read_safetensors(path)
     else:
         source = Source(kind)
     if path is not None:
         source.sha256 = _sha256_file(path)
-    if source.kind not in ("state_dict", "safetensors") and arch:
-        what = {"zoo": "a zoo name", "factory": "a module:function factory", "pickle": "a whole pickled module"}
-        raise ConfigError(f"--arch names the architecture of a state dict; {model} is {what[source.kind]}: drop --arch")
-    if source.kind in ("state_dict", "safetensors") and not arch:
+    if source.kind == "pickle" and arch and not is_reference(arch):
         raise ConfigError(
-            f"{model} is a state dict: name its architecture with --arch (a zoo model such as "
-            "convmixer_64_4, see pemn_compress.list_models(), or module:function)"
+            f"arch for a pickled module must be module:Class (where its class lives now), found {arch!r}",
+            cli_message=f"--arch for a pickled module must be module:Class (where its class lives now), found {arch!r}",
+        )
+    if source.kind in ("zoo", "factory") and arch:
+        what = {"zoo": "a zoo name", "factory": "a module:function factory"}[source.kind]
+        raise ConfigError(
+            f"arch names the architecture of a state dict; {model} is {what}: drop arch",
+            cli_message=f"--arch names the architecture of a state dict; {model} is {what}: drop --arch",
+        )
+    if source.kind in ("state_dict", "safetensors") and not arch:
+        kinds = "a zoo model such as convmixer_64_4 (see pemn_compress.list_models()), or module:function / module:Class"
+        raise ConfigError(
+            f"{model} is a state dict: name its architecture with arch= ({kinds})",
+            cli_message=f"{model} is a state dict: name its architecture with --arch ({kinds} from your own code)",
         )
     return source
-
-
-def _import_factory(spec: str) -> Callable[..., nn.Module]:
-    """``module:function`` -> the function; the current folder is importable, as with ``python -m``."""
-    module_name, _, attr = spec.partition(":")
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - ImportError or an error in the user's module
-        raise ModelError(f"cannot import module {module_name!r} for {spec}: {one_line(exc)}") from None
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ModelError(f"module {module_name!r} has no attribute {attr!r} (from {spec})")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ModelError(f"{spec} is not callable, found {type(obj).__name__}")
-    return obj
-
-
-def _call_factory(spec: str, kwargs: dict) -> nn.Module:
-    factory = _import_factory(spec)
-    try:
-        model = factory(**copy.deepcopy(kwargs))
-    except PemnError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - user code
-        raise ModelError(f"{spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) raised {type(exc).__name__}: {one_line(exc)}") from None
-    if not isinstance(model, nn.Module):
-        raise ModelError(f"{spec} must return an nn.Module, found {type(model).__name__}")
-    return model
 
 
 def _data_kwargs(name: str, data: ArrayDataset) -> dict:
@@ -326,15 +328,15 @@ def build_input_model(
             torch.manual_seed(seed)
             return _reset_parameters(copy.deepcopy(proto))
 
-        ref = _registry_reference(proto) or {"kind": "none"}
+        ref = _registry_reference(proto) or rebuild_reference(proto, arch) or {"kind": "none"}
         return Architecture(proto, fresh, ref, f"the pickled {type(proto).__name__}")
 
     spec = model if source.kind in ("zoo", "factory") else arch
-    if FACTORY_RE.match(spec):
+    if is_reference(spec):
         kwargs = dict(arch_kwargs)
 
         def build() -> nn.Module:
-            return _call_factory(spec, kwargs)
+            return build_model(spec, kwargs)
 
         ref = {"kind": "import", "target": spec, "kwargs": kwargs}
         description = spec

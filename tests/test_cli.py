@@ -199,6 +199,37 @@ def test_inspect_json_totals_agree_with_disk_and_plan(files, strategy, tmp_path)
     assert summarize(read_pemn(path), path) == s
 
 
+@pytest.mark.parametrize("strategy", ["onelayer", "rp_rand"])
+def test_inspect_fits_80_columns_and_keeps_every_number(files, strategy):
+    path, _ = files[strategy]
+    s = json.loads(invoke("inspect", path, "--json", env={"COLUMNS": "80"}).stdout)
+    assert invoke("inspect", path, "--json", env={"COLUMNS": "80"}).stdout == invoke("inspect", path, "--json").stdout
+    t = s["totals"]
+    result = invoke("inspect", path, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    out, lines = result.stdout, result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    # the size section: every number the wide table shows, from the same --json document
+    for number in (t["file_bytes"], t["mask_bytes"], t["dense_bytes"], t["header_bytes"], t["dense_fp32_bytes"]):
+        assert f"{number:,} B" in out, number
+    assert f"{t['disk_ratio']:,.2f}x" in out and f"{t['paper_ratio']:,.2f}x" in out
+    assert f"32 x {t['masked_weights']:,} / ({t['masked_weights']:,} + 32 x {t['unique_values']:,}) bits" in out
+    assert f"{t['mask_bits_per_weight']:.3f} bits per masked weight" in out
+    assert "paper formula (BN not counted)" in out and "on-disk ratio" in out and "mask information bound" in out
+    # each layer's numbers on one line (no cell folded over several lines)
+    for layer in s["layers"]:
+        numbers = [f"{layer['weights']:,}", f"{layer['mask_bits_per_weight']:.3f}", f"{layer['mask_bytes']:,}",
+                   f"{layer['kept']:,}", f"{100 * layer['density_kept']:.1f}%"]
+        assert any(line.split()[:1] == [layer["name"]] and all(n in line for n in numbers) for line in lines), layer
+        what = ["x".join(map(str, layer["shape"])), layer["value_source"], layer["type"]]
+        assert any(line.split()[:1] == [layer["name"]] and all(w in line for w in what) for line in lines), layer
+    # a wide console keeps the one-table layout: kept/weights (fraction) in a single row
+    wide = invoke("inspect", path, env={"COLUMNS": "160"}).stdout
+    layer = s["layers"][0]
+    assert f"{layer['kept']:,}/{layer['weights']:,} ({layer['density_kept']:.3f})" in wide
+    assert max(len(line) for line in wide.splitlines()) <= 160
+
+
 def test_dense_fp32_size_matches_safetensors_for_any_dtypes_and_names(tmp_path):
     tensors = {
         "w": np.zeros((3, 5), np.float32), "n": np.zeros((), np.int64), "h": np.zeros(7, np.float16),

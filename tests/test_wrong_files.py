@@ -125,6 +125,50 @@ def test_a_real_pemn_file_still_loads(files):
     assert CliRunner().invoke(cli, ["verify", "real.pemn"]).exit_code == 0
 
 
+# ------------------------------------------------------------------------------------------------ compress
+
+
+def compress_error(*args: str) -> str:
+    return error_line(CliRunner().invoke(cli, ["compress", *args, "--no-distill", "--threads", "1"]))
+
+
+def test_compress_names_a_text_file(files):
+    assert compress_error("bad.pt", "--arch", "test_mlp") == (
+        'cannot read bad.pt: it is a text file ("hello, this is not a..."), not a PyTorch checkpoint or state dict')
+
+
+def test_compress_names_a_pemn_file(files):
+    Path("real_copy.pt").write_bytes(files["whole"])
+    for name in ("real.pemn", "real_copy.pt"):
+        assert compress_error(name, "--arch", "test_mlp", "-o", "out.pemn") == (
+            f"cannot read {name}: it is a .pemn file (already compressed): use pemn inspect / pemn eval")
+    Path("real_copy.safetensors").write_bytes(files["whole"])  # a valid safetensors file, but not a model's weights
+    assert compress_error("real_copy.safetensors", "--arch", "test_mlp") == (
+        "cannot read real_copy.safetensors: it is a .pemn file (already compressed): use pemn inspect / pemn eval")
+
+
+def test_compress_names_a_safetensors_file_and_a_checkpoint_misnamed(files):
+    Path("weights.pt").write_bytes(Path("weights.pemn").read_bytes())
+    assert compress_error("weights.pt", "--arch", "test_mlp") == (
+        "cannot read weights.pt: it is a safetensors file: rename it to .safetensors")
+    Path("model.safetensors").write_bytes(Path("model.pt").read_bytes())
+    assert compress_error("model.safetensors", "--arch", "test_mlp") == (
+        "cannot read model.safetensors: it is a PyTorch checkpoint (zip archive, torch.save): rename it to .pt")
+
+
+def test_compress_names_a_checkpoint_cut_short(files):
+    size = Path("cut.pt").stat().st_size
+    assert compress_error("cut.pt", "--arch", "test_mlp") == (
+        f"cannot read cut.pt: it is a PyTorch checkpoint cut short (a zip archive of {size} bytes without its end record)")
+
+
+def test_compress_still_reads_real_checkpoints(files):
+    from pemn_compress.inputs import read_source
+
+    for name in ("model.pt", "legacy.pt"):
+        assert read_source(name, "test_mlp").kind == "state_dict"
+
+
 # ------------------------------------------------------------------------------------------------ sniffer
 
 
