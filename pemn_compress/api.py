@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections import Counter
 
 import numpy as np
 import torch
@@ -19,8 +20,9 @@ from torch import nn
 
 from .errors import ModelError, PemnError, ShapeError, TrustError
 from .fileformat.constants import VALUES_PREFIX
-from .fileformat.reader import DEFAULT_MAX_WEIGHTS, PemnFile, decode_masks, decode_weights, read_pemn, verify_fingerprint
+from .fileformat.reader import DEFAULT_MAX_WEIGHTS, PemnFile, read_pemn
 from .fileformat.writer import save
+from .streaming import MaskSource, check_masks, stream_weights
 from .surgery import mask_, maskable_layers, masked_layers
 from .usercode import build_model, is_reference
 
@@ -196,11 +198,20 @@ def load(
     """Load a `.pemn` file as a runnable module.
 
     device: "auto" (CUDA when present), "cuda", "cpu" or a torch.device.
-    dtype: cast floating parameters after loading (e.g. torch.float16); None keeps float32.
+    dtype: cast floating parameters after loading (e.g. torch.float16); None keeps float32. The masked
+        weights are made in this dtype directly (the fingerprint is still checked on float32 values).
     model: a skeleton with the same layer names and shapes (required when the file names no zoo model).
+        Its masked layers' weights are overwritten in place when they already are contiguous float32
+        tensors on the CPU and the load is for the CPU in float32 (then no second copy is made); else
+        they are replaced by new tensors on ``device``. On a ChecksumError the skeleton may hold the
+        regenerated (unverified) weights.
     trust_code: allow an architecture reference that imports code ("module:function").
     masked: return the masked, trainable form (scores reproduce the stored masks) instead of dense weights.
     verify: check the regenerated weights against the file's fingerprint.
+
+    Weights are streamed: each layer is generated, masked and hashed a piece at a time straight into
+    its destination (on the CPU over all cores; on CUDA by the torch generator on the device), see
+    ``pemn_compress.streaming``.
     """
     target = resolve_device(device)
     pf = read_pemn(path, max_weights=max_weights)
@@ -220,28 +231,31 @@ def load(
         skeleton = model
     layers = _check_layers(pf, skeleton)
     folded = pf.header["dense"]["folded_batchnorm"]
-    masks = decode_masks(pf)
-    weights = decode_weights(pf, masks)
-    if verify:
-        verify_fingerprint(pf, weights)
+    masks = check_masks(pf)  # every mask validated before any weight is generated
     if masked:
         if folded:
             raise ModelError("this file stores BatchNorm folded for deployment; it cannot be loaded in trainable form")
+        if verify:  # the fingerprint, streamed: no weight is kept
+            stream_weights(pf, masks, {name: None for name in layers}, verify=True)
         mask_(skeleton, pf.config, filter_fn=lambda module, name: name in layers)
         if skeleton.pemn_plan.layers != pf.plan.layers:
             raise ModelError("the model's layer order differs from the file's: the value plan would not match")
         _restore_masked(pf, skeleton, masks)
         expected = {k: v for k, v in skeleton.state_dict().items() if not k.endswith(".scores") and ".value_bank." not in f".{k}"}
+        state = _dense_state(pf, expected)
     else:
-        with torch.no_grad():
-            for name, module in layers.items():
-                module.weight = nn.Parameter(torch.from_numpy(weights[name]), requires_grad=module.weight.requires_grad)
         weight_keys = {f"{name}.weight" for name in layers}
         expected = {k: v for k, v in skeleton.state_dict().items() if k not in weight_keys}
         if folded:
             stats = {f"{n}.{stat}" if n else stat for n in folded for stat in ("running_mean", "running_var")}
             expected = {k: v for k, v in expected.items() if k not in stats}
-    state = _dense_state(pf, expected)
+        state = _dense_state(pf, expected)  # leftovers checked before any weight is generated
+        destinations = _weight_destinations(skeleton, layers, target, dtype)
+        stream_weights(pf, masks, destinations, verify=verify)
+        with torch.no_grad():
+            for name, module in layers.items():
+                if destinations[name] is not module.weight:
+                    module.weight = nn.Parameter(destinations[name], requires_grad=module.weight.requires_grad)
     _unfold_batchnorm(skeleton, folded, state)
     skeleton.load_state_dict(state, strict=False)
     skeleton.pemn_file_header = pf.header
@@ -251,13 +265,36 @@ def load(
     return skeleton.eval()
 
 
-def _restore_masked(pf: PemnFile, model: nn.Module, masks: dict[str, np.ndarray]) -> None:
+def _weight_destinations(skeleton: nn.Module, layers: dict[str, nn.Module], target: torch.device, dtype) -> dict[str, torch.Tensor]:
+    """Where each masked layer's weight is written: the skeleton's own tensor when it already is
+    what the load returns (contiguous float32 on the CPU) and its storage belongs to no other
+    parameter or buffer (tied weights are never overwritten), else a new uninitialized tensor of the
+    final dtype on the target device."""
+    final = dtype if dtype is not None and dtype.is_floating_point else torch.float32
+    owners = Counter(
+        t.untyped_storage().data_ptr()
+        for _, t in (*skeleton.named_parameters(remove_duplicate=False), *skeleton.named_buffers(remove_duplicate=False))
+        if t.device.type == "cpu" and t.numel()
+    )
+    out = {}
+    for name, module in layers.items():
+        weight = module.weight
+        reuse = (
+            target.type == "cpu" and final == torch.float32 and weight.device.type == "cpu"
+            and weight.dtype == torch.float32 and weight.is_contiguous() and weight.numel()
+            and owners[weight.untyped_storage().data_ptr()] == 1
+        )
+        out[name] = weight if reuse else torch.empty(tuple(weight.shape), dtype=final, device=target)
+    return out
+
+
+def _restore_masked(pf: PemnFile, model: nn.Module, masks: list[MaskSource]) -> None:
     """Scores that reproduce the stored masks (kept: 1 + small seeded noise; dropped: below 1)."""
     generator = torch.Generator().manual_seed(pf.config.seed)
     by_name = dict(masked_layers(model))
-    for layer in pf.layers:
+    for layer, mask in zip(pf.layers, masks):
         module = by_name[layer["name"]]
-        keep = torch.from_numpy(masks[layer["name"]])
+        keep = torch.from_numpy(mask.full().reshape(layer["shape"]))
         noise = torch.rand(keep.shape, generator=generator) * 0.5
         with torch.no_grad():
             module.scores.copy_(torch.where(keep, 1.0 + noise, noise))

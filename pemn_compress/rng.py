@@ -36,6 +36,7 @@ __all__ = [
     "permutation",
     "scaled_values",
     "unit_values",
+    "unit_values_into",
 ]
 
 GENERATOR_ID = "philox4x32-10"
@@ -97,6 +98,7 @@ def philox4x32_numpy(seed: int, stream: int, start: int, count: int) -> np.ndarr
 
 
 def _unit_from_words_numpy(words: np.ndarray, distribution: str) -> np.ndarray:
+    """Unit values from a (count, 4) word array: the mapping written out plainly (see ``unit_values``)."""
     w = words.astype(np.int64)
     if distribution == "normal":
         s = (w >> 8).sum(axis=1) - _NORMAL_MEAN  # exact integer, |s| < 2**26
@@ -107,6 +109,66 @@ def _unit_from_words_numpy(words: np.ndarray, distribution: str) -> np.ndarray:
     if distribution == "signed_constant":
         return np.where(w[:, 0] >> 31 == 1, np.float32(-1.0), np.float32(1.0)).astype(np.float32)
     raise ConfigError(f"unknown value distribution {distribution!r}; expected one of {DISTRIBUTIONS}")
+
+
+def unit_values_into(out: np.ndarray, seed: int, stream: int, start: int, distribution: str = "normal") -> np.ndarray:
+    """Write the unit values of elements ``start .. start+len(out)-1`` into the float32 array ``out``.
+
+    The fused CPU kernel: Philox rounds and the float mapping on uint64 arrays of ``len(out)`` entries,
+    in place, without the (count, 4) word array. Same bits as ``_unit_from_words_numpy(philox4x32_numpy(...))``
+    (pinned by tests/test_rng.py). Pass cache-sized pieces (``_NUMPY_CHUNK``); it releases the GIL
+    in every numpy call, so pieces run in parallel on threads.
+    """
+    _check_key(seed, stream)
+    _check_distribution(distribution)
+    if out.dtype != np.float32 or out.ndim != 1:
+        raise ConfigError(f"out must be a 1-D float32 array, found {out.dtype} with {out.ndim} dims")
+    count = out.shape[0]
+    if start < 0 or start + count > 1 << 64:
+        raise ConfigError(f"element indices [{start}, {start + count}) are outside the generator's range")
+    u = np.uint64
+    mask, shift = u(_MASK32), u(32)
+    c0 = np.arange(start, start + count, dtype=np.uint64)
+    c1 = c0 >> shift
+    c0 &= mask
+    c2, c3 = np.full(count, u(stream & _MASK32)), np.full(count, u(stream >> 32))
+    p0, p1 = np.empty(count, dtype=np.uint64), np.empty(count, dtype=np.uint64)
+    k0, k1 = seed & _MASK32, seed >> 32
+    for _ in range(_ROUNDS):
+        np.multiply(c0, u(_M0), out=p0)  # exact: both factors < 2**32
+        np.multiply(c2, u(_M1), out=p1)
+        np.right_shift(p1, shift, out=c0)  # c0' = hi(p1) ^ c1 ^ k0
+        c0 ^= c1
+        c0 ^= u(k0)
+        np.bitwise_and(p1, mask, out=c1)  # c1' = lo(p1)
+        np.right_shift(p0, shift, out=c2)  # c2' = hi(p0) ^ c3 ^ k1
+        c2 ^= c3
+        c2 ^= u(k1)
+        np.bitwise_and(p0, mask, out=c3)  # c3' = lo(p0)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+    if distribution == "normal":
+        for c in (c0, c1, c2, c3):
+            c >>= u(8)
+        c0 += c1
+        c0 += c2
+        c0 += c3  # < 2**26: exact
+        s = c0.view(np.int64)
+        s -= np.int64(_NORMAL_MEAN)
+        f = s.astype(np.float64)
+        f *= _NORMAL_INV_STD
+    elif distribution == "uniform":
+        s = c0.view(np.int64)
+        s >>= 8
+        s *= 2
+        s += 1 - _U24
+        f = s.astype(np.float64)
+        f *= _UNIFORM_MUL
+    else:  # signed_constant
+        c0 >>= u(31)
+        np.copyto(out, np.where(c0 == 1, np.float32(-1.0), np.float32(1.0)))
+        return out
+    np.copyto(out, f, casting="same_kind")  # float64 -> float32: one correctly rounded cast
+    return out
 
 
 # --------------------------------------------------------------------------------------- torch
@@ -179,7 +241,8 @@ def unit_values(seed: int, stream: int, count: int, distribution: str = "normal"
     """``count`` unit-variance float32 values of ``stream``.
 
     Returns a numpy array when ``device`` is None, else a torch tensor on ``device``. Both kernels
-    give identical bits; ``kernel="auto"`` uses numpy on the CPU and torch elsewhere.
+    give identical bits; ``kernel="auto"`` uses numpy on the CPU (the fused kernel, chunks spread over
+    the CPU threads: measured 1.5-3x faster than the torch kernel on a CPU) and torch elsewhere.
 
     * ``normal``: Irwin-Hall(4): ``(sum_j (w_j >> 8) - 2*(2**24-1)) * c``, ``c = 1/sqrt((2**48-1)/3)``,
       computed in float64 then rounded once to float32. Bounded at +-3.46, otherwise very close to a
@@ -198,11 +261,10 @@ def unit_values(seed: int, stream: int, count: int, distribution: str = "normal"
             for s in range(0, count, _CHUNK)
         ]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32, device=device)
-    parts = [
-        _unit_from_words_numpy(philox4x32_numpy(seed, stream, s, min(_NUMPY_CHUNK, count - s)), distribution)
-        for s in range(0, count, _NUMPY_CHUNK)
-    ]
-    out = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    from ._parallel import for_chunks
+
+    out = np.empty(count, dtype=np.float32)
+    for_chunks(lambda s, e: unit_values_into(out[s:e], seed, stream, s, distribution), count, _NUMPY_CHUNK)
     return out if device is None else torch.from_numpy(out).to(device)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import HeaderError, ShapeError
 from .constants import MAX_RICE_K
 
-__all__ = ["choose_codec", "decode_mask", "encode_mask", "rice_encode", "rice_decode", "rice_size_bits"]
+__all__ = ["check_raw", "choose_codec", "decode_mask", "encode_mask", "rice_encode", "rice_decode", "rice_size_bits"]
 
 
 def raw_encode(mask: np.ndarray) -> np.ndarray:
@@ -36,6 +36,30 @@ def raw_decode(data: np.ndarray, n: int, name: str) -> np.ndarray:
     if n % 8 and np.unpackbits(data[-1:])[n % 8 :].any():
         raise ShapeError(f"mask of layer {name!r}: padding bits after weight {n} must be zero")
     return bits
+
+
+def _popcount(data: np.ndarray) -> int:
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return int(np.bitwise_count(data).sum(dtype=np.int64))
+    return int(sum(np.unpackbits(data[s : s + (1 << 20)]).sum(dtype=np.int64) for s in range(0, data.size, 1 << 20)))
+
+
+def check_raw(data: np.ndarray, n: int, ones, name: str) -> None:
+    """The checks of ``decode_mask`` on a raw mask (length, zero padding, kept count) without unpacking it.
+
+    Lets a streaming reader validate every mask before generating any weight and unpack each one
+    later, a cache-sized piece at a time.
+    """
+    if data.dtype != np.uint8 or data.ndim != 1:
+        raise ShapeError(f"mask of layer {name!r}: expected a 1-D uint8 tensor, found {data.dtype} with {data.ndim} dims")
+    expected = (n + 7) // 8
+    if data.size != expected:
+        raise ShapeError(f"mask of layer {name!r}: raw codec needs {expected} bytes for {n} weights, found {data.size}")
+    if n % 8 and np.unpackbits(data[-1:])[n % 8 :].any():
+        raise ShapeError(f"mask of layer {name!r}: padding bits after weight {n} must be zero")
+    kept = _popcount(data)
+    if kept != ones:
+        raise ShapeError(f"mask of layer {name!r}: header says {ones} kept weights, mask has {kept}")
 
 
 def _gaps(x: np.ndarray) -> np.ndarray:

@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_MAX_WEIGHTS",
     "PemnFile",
     "bank_tables",
+    "check_fingerprint",
     "decode_masks",
     "decode_weights",
     "read_pemn",
@@ -371,7 +372,11 @@ def weights_fingerprint(weights: list[np.ndarray]) -> str:
 
 
 def verify_fingerprint(pf: PemnFile, weights: dict[str, np.ndarray]) -> None:
-    digest = weights_fingerprint([weights[l["name"]] for l in pf.layers])
+    check_fingerprint(pf, weights_fingerprint([weights[l["name"]] for l in pf.layers]))
+
+
+def check_fingerprint(pf: PemnFile, digest: str) -> None:
+    """ChecksumError unless ``digest`` (hex SHA-256 of the weights, see ``weights_fingerprint``) is the file's."""
     if digest != pf.header["fingerprint"]["value"]:
         raise ChecksumError(
             f"regenerated weights do not match the file's fingerprint (stored {pf.header['fingerprint']['value']}, "

@@ -1,7 +1,7 @@
 """Masked layers, value banks and the straight-through top-k they use."""
 
 from .layers import MaskedConv1d, MaskedConv2d, MaskedLayer, MaskedLinear, ValueBank, ValueBanks
-from .topk import kept_count, ste_topk_mask, topk_mask
+from .topk import kept_count, masked_weight_ste, ste_topk_mask, topk_mask
 
 __all__ = [
     "MaskedConv1d",
@@ -11,6 +11,7 @@ __all__ = [
     "ValueBank",
     "ValueBanks",
     "kept_count",
+    "masked_weight_ste",
     "ste_topk_mask",
     "topk_mask",
 ]

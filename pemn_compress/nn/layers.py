@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..strategies import BankSpec, LayerSource, ValuePlan, bank_index_map, bank_values
-from .topk import kept_count, ste_topk_mask, topk_mask
+from .topk import kept_count, masked_weight_ste, topk_mask
 
 __all__ = [
     "MaskedConv1d",
@@ -131,8 +131,8 @@ class MaskedLayer:
         return topk_mask(self.scores.detach(), self.kept).bool()
 
     def masked_weight(self) -> torch.Tensor:
-        """``weight * mask`` with the straight-through gradient to ``scores``."""
-        return self.weight * ste_topk_mask(self.scores, self.kept)
+        """``weight * mask`` with the straight-through gradient to ``scores`` (one fused autograd node)."""
+        return masked_weight_ste(self.weight, self.scores, self.kept)
 
     def materialized_weight(self) -> torch.Tensor:
         """``weight * mask`` as a plain tensor: exactly what the forward multiplies inputs by."""
