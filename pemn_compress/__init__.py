@@ -33,6 +33,7 @@ from .errors import (
     ShapeError,
     TrustError,
     UnknownModelError,
+    UserCodeError,
     VersionError,
 )
 
@@ -44,6 +45,7 @@ _LAZY = {
     "create_model": ".models",
     "evaluate": ".train",
     "get_dataset": ".data",
+    "input_transform": ".deploy",
     "list_models": ".models",
     "load": ".api",
     "mask_": ".surgery",
@@ -72,6 +74,7 @@ __all__ = sorted(
         "ShapeError",
         "TrustError",
         "UnknownModelError",
+        "UserCodeError",
         "VersionError",
         "__version__",
         *_LAZY,

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 import traceback
 
@@ -194,15 +195,18 @@ def _shape(shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def _architecture(arch: dict) -> str:
+def _architecture(arch: dict, file: str) -> str:
     kind = arch.get("kind")
     if kind == "registry":
         kwargs = arch.get("kwargs") or {}
         args = ", ".join(f"{sanitize(k)}={sanitize(v)}" for k, v in kwargs.items()) if isinstance(kwargs, dict) else sanitize(kwargs)
         return escape(f"zoo model {sanitize(arch.get('name'))}({args})")
+    shown = shlex.quote(file)
     if kind == "import":
-        return f"import {safe(arch.get('target'))} [dim](runs code: load needs trust_code=True)[/]"
-    return "none [dim](load needs model=<skeleton>)[/]"
+        return (f"import {safe(arch.get('target'))} [dim](runs code; load with: pemn eval {safe(shown)} --trust-code, "
+                f"or pemn.load({safe(repr(file))}, trust_code=True))[/]")
+    return (f"none [dim](load with: pemn eval {safe(shown)} --arch module:Class, "
+            f"or pemn.load({safe(repr(file))}, model=<your nn.Module>))[/]")
 
 
 def _strategy(config: dict) -> str:
@@ -292,7 +296,7 @@ def _render_inspect(out: Console, file: str, s: dict) -> None:
     info.add_row("density", f"{safe(cfg.get('density'))} [dim]({100 * t['density_kept']:.2f}% of all masked weights kept)[/]")
     info.add_row("values", f"{safe(cfg.get('distribution'))}, rescale {'on' if cfg.get('rescale') else 'off (paper)'}")
     info.add_row("generator", f"{safe(s['generator'].get('name'))}, seed {safe(s['generator'].get('seed'))}")
-    info.add_row("architecture", _architecture(s["architecture"]))
+    info.add_row("architecture", _architecture(s["architecture"], file))
     dense = s["dense"]
     folded = f", BatchNorm folded in {len(dense['folded_batchnorm'])} layer(s)" if dense["folded_batchnorm"] else ""
     info.add_row("dense leftovers", f"{dense['tensors']} tensors, {dense['parameters']:,} values, {safe(dense['dtype'])}{folded}")

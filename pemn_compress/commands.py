@@ -177,7 +177,6 @@ def _print_summary(result) -> None:
         ("time", f"{result.seconds:.1f} s ({result.steps:,} steps, {result.images_per_sec:,.0f} img/s "
                  f"on {result.device}{f' x {result.world_size}' if result.world_size > 1 else ''})"),
     ]
-    rows += [("warning", warning) for warning in result.warnings]
     table = Table(show_header=False, box=None, pad_edge=False, title=Text(f"pemn compress -> {result.output}"),
                   title_justify="left")
     table.add_column(style="bold")
@@ -192,7 +191,9 @@ def _print_summary(result) -> None:
                 help="What to compress: a zoo name, a state-dict file (with --arch), a module:function factory, "
                      "or a pickled module (with --allow-pickle).")
 @click.option("--arch", default=None, metavar="NAME",
-              help="Architecture of a state-dict MODEL: a zoo name (e.g. convmixer_64_4) or module:function.")
+              help="Architecture of a state-dict MODEL: a zoo name (e.g. convmixer_64_4), or module:function / "
+                   "module:Class from your own code (the current folder is importable). With --allow-pickle: "
+                   "module:Class where the class of a pickled MODEL saved from a script's __main__ lives now.")
 @click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE", callback=_parse_kwargs,
               help="Architecture argument (repeatable; VALUE is JSON, else a string), e.g. --arch-kwarg in_chans=3.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="onelayer", show_default=True,
@@ -267,7 +268,8 @@ def _print_summary(result) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
 @click.option("--allow-pickle", is_flag=True,
               help="Read a MODEL file that holds a whole pickled module (torch.save(model)). This runs code from the "
-                   "file; only for files you trust.")
+                   "file; only for files you trust. Its class must be importable (a module in the current folder "
+                   "counts); one defined in the saving script's __main__ needs --arch module:Class.")
 def compress(as_json: bool, quiet: bool, **kwargs) -> None:
     """Compress MODEL into a tiny .pemn file: learn binary masks over fixed pseudo-random weights.
 
@@ -298,6 +300,8 @@ def compress(as_json: bool, quiet: bool, **kwargs) -> None:
         raise
     if result.rank != 0:
         return
+    for warning in result.warnings:  # on stderr whatever the output mode (and in --json's "warnings")
+        click.echo(f"warning: {_plain(warning)}", err=True)
     if as_json:
         click.echo(json.dumps(_finite(result.to_dict()), indent=2, sort_keys=True, allow_nan=False))
     elif not quiet:
@@ -314,12 +318,19 @@ def compress(as_json: bool, quiet: bool, **kwargs) -> None:
 @click.option("--batch-size", type=int, default=None,
               help="Test images per batch. Default: the batch size recorded in FILE (else 500), which reproduces "
                    "the recorded accuracy.")
+@click.option("--arch", default=None, metavar="NAME",
+              help="Load FILE into this architecture instead of the one it records: a zoo name or module:function / "
+                   "module:Class from your own code (the current folder is importable; your code runs without "
+                   "--trust-code). Needed for files that record no architecture, e.g. made from a pickled module.")
+@click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE", callback=_parse_kwargs,
+              help="Argument of --arch (repeatable; VALUE is JSON, else a string), e.g. --arch-kwarg hidden=64.")
 @click.option("--trust-code", is_flag=True,
               help="Allow a module:function architecture or data set recorded in FILE; imports and runs that code.")
 @click.option("--threads", type=int, default=None, metavar="N",
               help="CPU threads torch uses (default: torch's choice, usually one per core).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def eval_command(file: str, data, data_root, device, batch_size, trust_code, threads, as_json) -> None:
+def eval_command(file: str, data, data_root, device, batch_size, arch, arch_kwargs, trust_code, threads,
+                 as_json) -> None:
     """Accuracy of a .pemn FILE over a data set's test split, next to the accuracy recorded in it."""
     try:
         import torch
@@ -333,7 +344,10 @@ def eval_command(file: str, data, data_root, device, batch_size, trust_code, thr
             if threads < 1:
                 raise ConfigError(f"--threads must be >= 1, found {threads}")
             torch.set_num_threads(threads)
-        report = evaluate_file(file, data, device, batch_size, data_root=data_root, trust_code=trust_code)
+        if arch_kwargs and not arch:
+            raise ConfigError("--arch-kwarg needs --arch (the architecture it is an argument of)")
+        report = evaluate_file(file, data, device, batch_size, data_root=data_root, trust_code=trust_code,
+                               arch=arch, arch_kwargs=arch_kwargs)
     except KeyboardInterrupt as exc:
         _interrupted(exc, as_json)
     except (PemnError, OSError) as exc:

@@ -86,7 +86,7 @@ from .inputs import (
     short_list,
 )
 from .surgery import mask_
-from .usercode import is_reference
+from .usercode import build_model, is_reference
 from .train import Callback, TrainConfig, Trainer, _unwrap, evaluate
 
 __all__ = [
@@ -621,7 +621,10 @@ def _run(options: CompressOptions, ctx: distributed.DistContext, device: torch.d
     )
     arch = arch or input_model(data)
     if arch.reference.get("kind") == "none":
-        warnings.append("the input names no zoo architecture: pemn.load(file, model=<skeleton>) will need the module")
+        warnings.append(
+            "the file records no architecture: load it with pemn.load(file, model=<your module>) or "
+            "pemn eval FILE --arch module:Class (see pemn inspect FILE)"
+        )
     check_data_fits(arch.dense, data)
     if options.batch_size % ctx.world_size:
         raise ConfigError(f"batch_size {options.batch_size} must be divisible by the {ctx.world_size} torchrun processes")
@@ -737,6 +740,7 @@ def _run(options: CompressOptions, ctx: distributed.DistContext, device: torch.d
     output_str, accuracy, file_bytes, fp32_bytes = (None, None, None, None)
     if result is not None:
         output_str, accuracy, file_bytes, fp32_bytes = result
+        warnings.extend(accuracy_warnings(accuracy, dense_accuracy, data.num_classes))
     return CompressResult(
         output=output_str,
         input=options.model,
@@ -765,6 +769,28 @@ def _run(options: CompressOptions, ctx: distributed.DistContext, device: torch.d
         warnings=warnings,
         model=student,
     )
+
+
+NEAR_CHANCE_MARGIN = 0.10  # accuracy within 10 points of chance (1 / classes) gets a warning
+DENSE_GAP_WARNING = 0.10  # so does accuracy more than 10 points below the dense input's
+_USUALLY_HELPS = (
+    "what usually helps: more training images (--max-train-samples, or all of them), more --epochs, "
+    "--distribution signed_constant, --no-augment for short runs"
+)
+
+
+def accuracy_warnings(accuracy: float | None, dense_accuracy: float | None, num_classes: int) -> list[str]:
+    """Warnings for a compressed accuracy near chance, or far below the dense input's."""
+    if accuracy is None:
+        return []
+    chance = 1.0 / max(num_classes, 1)
+    if accuracy < chance + NEAR_CHANCE_MARGIN:
+        return [f"accuracy {accuracy:.4f} is near chance ({chance:.2f} for {num_classes} classes): the masks learned "
+                f"little; {_USUALLY_HELPS}"]
+    if dense_accuracy is not None and dense_accuracy - accuracy > DENSE_GAP_WARNING:
+        return [f"accuracy {accuracy:.4f} is {100 * (dense_accuracy - accuracy):.1f} points below the dense input's "
+                f"{dense_accuracy:.4f}; {_USUALLY_HELPS}, --density 0.3..0.7"]
+    return []
 
 
 def _finish(options, arch: Architecture, student: nn.Module, data: ArrayDataset, test_loader, device, output: Path,
@@ -796,6 +822,19 @@ def _finish(options, arch: Architecture, student: nn.Module, data: ArrayDataset,
 # pemn eval
 
 
+def build_skeleton(arch: str, arch_kwargs: dict, recorded: dict | None = None) -> nn.Module:
+    """The model a user names to load a file into: a zoo name (the file's recorded keyword arguments
+    for that name first, then ``arch_kwargs``) or ``module:function`` / ``module:Class``."""
+    if is_reference(arch):
+        return build_model(arch, arch_kwargs)
+    from .models import create_model
+
+    kwargs = {}
+    if isinstance(recorded, dict) and recorded.get("kind") == "registry" and recorded.get("name") == arch:
+        kwargs = dict(recorded.get("kwargs") or {})
+    return create_model(arch, **(kwargs | arch_kwargs))
+
+
 def evaluate_file(
     path: str | os.PathLike,
     data: str | None = None,
@@ -804,9 +843,14 @@ def evaluate_file(
     *,
     data_root: str | os.PathLike | None = None,
     trust_code: bool = False,
+    arch: str | None = None,
+    arch_kwargs: dict | None = None,
 ) -> dict:
     """Accuracy of a `.pemn` file over a data set's test split, as ``pemn.load`` loads it.
 
+    ``arch`` (with ``arch_kwargs``) names the architecture to load the file into: a zoo name or a
+    ``module:function`` / ``module:Class`` of the caller's code (the caller's own choice: it is run
+    without ``trust_code``); needed for files that record no architecture.
     ``data`` defaults to the data set recorded in the file (else fashion-mnist), and then so does
     ``data_root``; a recorded ``module:function`` data hook is followed only with ``trust_code``. Images are normalized with the mean/std recorded at compress time and evaluated
     with the recorded batch size, so the result reproduces the file's recorded accuracy.
@@ -833,7 +877,8 @@ def evaluate_file(
         data_root = root if isinstance(root, str) else None
     dataset = get_dataset(spec, data_root)
     target = resolve_device(device)
-    model = load(blob, device=target, trust_code=trust_code)
+    skeleton = build_skeleton(arch, arch_kwargs or {}, pf.header.get("architecture")) if arch else None
+    model = load(blob, device=target, trust_code=trust_code, model=skeleton)
     check_data_fits(model, dataset, target)
     norm = provenance.get("normalization") if isinstance(provenance.get("normalization"), dict) else {}
     mean, std = norm.get("mean"), norm.get("std")

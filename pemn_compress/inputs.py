@@ -173,10 +173,10 @@ def _read_torch_file(path: Path, allow_pickle: bool, arch: str | None = None) ->
         if main_name is not None and not (arch and is_reference(arch)):
             raise main_class_error(path, main_name) from None
         if not allow_pickle:
+            head = f"{path} holds pickled Python objects{what}, not a plain state dict, and reading it runs code from the file; "
             raise TrustError(
-                f"{path} holds pickled Python objects{what}, not a plain state dict, and reading it runs code "
-                "from the file; add --allow-pickle (allow_pickle=True) only if you trust the file, "
-                "or save model.state_dict() instead"
+                head + "pass allow_pickle=True only if you trust the file, or save model.state_dict() instead",
+                cli_message=head + "add --allow-pickle only if you trust the file, or save model.state_dict() instead",
             ) from None
         try:
             obj = unpickle(path, arch)

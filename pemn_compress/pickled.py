@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
-from .usercode import import_module, is_reference, resolve
+from .usercode import import_module, importable_working_folder, is_reference, resolve
 
 __all__ = ["MainClassError", "main_global", "rebuild_reference", "unpickle"]
 
@@ -87,7 +87,8 @@ def unpickle(path: Path, arch: str | None = None) -> Any:
         module = import_module(arch.partition(":")[0], reference=arch, role="architecture")
         kwargs["pickle_module"] = _remapping_pickle_module(module)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, **kwargs)
+        with importable_working_folder():  # a class in mymodel.py next to the user is found, as everywhere
+            return torch.load(path, map_location="cpu", weights_only=False, **kwargs)
     except Exception as exc:  # noqa: BLE001 - anything unpickling user objects can raise
         name = main_global(str(exc))
         if name is not None:

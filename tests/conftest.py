@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 
@@ -18,3 +21,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed IDX file (magic 0x00000803/0x00000801, big-endian dims, uint8 data)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+@pytest.fixture(scope="session")
+def fmnist_subset(tmp_path_factory) -> Path:
+    """A real Fashion-MNIST subset (2000 train / 500 test) as an IDX folder: fast to load and evaluate."""
+    from pemn_compress.data import get_dataset
+
+    data = get_dataset("fashion-mnist").subset(2000, 500, seed=0)
+    folder = tmp_path_factory.mktemp("fmnist")
+    write_idx(folder / "train-images-idx3-ubyte", data.x_train[:, 0])
+    write_idx(folder / "train-labels-idx1-ubyte", data.y_train)
+    write_idx(folder / "t10k-images-idx3-ubyte", data.x_test[:, 0])
+    write_idx(folder / "t10k-labels-idx1-ubyte", data.y_test)
+    return folder

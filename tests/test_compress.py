@@ -45,24 +45,6 @@ RESULT_KEYS = {
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.tobytes())
-
-
-@pytest.fixture(scope="module")
-def fmnist_subset(tmp_path_factory) -> Path:
-    """A real Fashion-MNIST subset (2000 train / 500 test) as an IDX folder: fast to load and evaluate."""
-    data = get_dataset("fashion-mnist").subset(2000, 500, seed=0)
-    folder = tmp_path_factory.mktemp("fmnist")
-    _write_idx(folder / "train-images-idx3-ubyte", data.x_train[:, 0])
-    _write_idx(folder / "train-labels-idx1-ubyte", data.y_train)
-    _write_idx(folder / "t10k-images-idx3-ubyte", data.x_test[:, 0])
-    _write_idx(folder / "t10k-labels-idx1-ubyte", data.y_test)
-    return folder
-
-
 @pytest.fixture(autouse=True)
 def env(fmnist_subset, tmp_path, monkeypatch):
     monkeypatch.setenv("PEMN_FASHION_MNIST_DIR", str(fmnist_subset))
