@@ -64,6 +64,33 @@ def _check_key(seed: int, stream: int) -> None:
         raise ConfigError(f"stream must be an integer in [0, 2**64), found {stream}")
 
 
+def _philox_rounds_numpy(seed: int, stream: int, start: int, count: int) -> tuple[np.ndarray, ...]:
+    """The four Philox4x32-10 output words of elements ``start .. start+count-1``, each a uint64 array
+    of ``count`` entries holding a 32-bit value (every 32x32-bit product fits exactly), computed in
+    place with two scratch buffers."""
+    u = np.uint64
+    mask, shift = u(_MASK32), u(32)
+    c0 = np.arange(start, start + count, dtype=np.uint64)
+    c1 = c0 >> shift
+    c0 &= mask
+    c2, c3 = np.full(count, u(stream & _MASK32)), np.full(count, u(stream >> 32))
+    p0, p1 = np.empty(count, dtype=np.uint64), np.empty(count, dtype=np.uint64)
+    k0, k1 = seed & _MASK32, seed >> 32
+    for _ in range(_ROUNDS):
+        np.multiply(c0, u(_M0), out=p0)  # exact: both factors < 2**32
+        np.multiply(c2, u(_M1), out=p1)
+        np.right_shift(p1, shift, out=c0)  # c0' = hi(p1) ^ c1 ^ k0
+        c0 ^= c1
+        c0 ^= u(k0)
+        np.bitwise_and(p1, mask, out=c1)  # c1' = lo(p1)
+        np.right_shift(p0, shift, out=c2)  # c2' = hi(p0) ^ c3 ^ k1
+        c2 ^= c3
+        c2 ^= u(k1)
+        np.bitwise_and(p0, mask, out=c3)  # c3' = lo(p0)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+    return c0, c1, c2, c3
+
+
 # --------------------------------------------------------------------------------------- numpy
 def philox4x32_numpy(seed: int, stream: int, start: int, count: int) -> np.ndarray:
     """Philox4x32-10 words for elements ``start .. start+count-1``: uint32 array (count, 4).
@@ -72,26 +99,7 @@ def philox4x32_numpy(seed: int, stream: int, start: int, count: int) -> np.ndarr
     in-place operations; callers pass cache-sized chunks (see ``_NUMPY_CHUNK``).
     """
     _check_key(seed, stream)
-    u = np.uint64
-    mask, shift = u(_MASK32), u(32)
-    idx = np.arange(start, start + count, dtype=np.uint64)
-    c0, c1 = idx & mask, idx >> shift
-    c2, c3 = np.full(count, u(stream & _MASK32)), np.full(count, u(stream >> 32))
-    k0, k1 = seed & _MASK32, seed >> 32
-    spare = np.empty(count, dtype=np.uint64)
-    for _ in range(_ROUNDS):
-        p0 = c0 * u(_M0)  # (count,) exact: < 2**64
-        p1 = np.multiply(c2, u(_M1), out=c2)  # c2 is consumed: reuse its buffer
-        np.right_shift(p1, shift, out=c0)  # c0' = hi(p1) ^ c1 ^ k0
-        c0 ^= c1
-        c0 ^= u(k0)
-        np.bitwise_and(p1, mask, out=c1)  # c1' = lo(p1)
-        np.right_shift(p0, shift, out=spare)  # c2' = hi(p0) ^ c3 ^ k1
-        spare ^= c3
-        spare ^= u(k1)
-        np.bitwise_and(p0, mask, out=c3)  # c3' = lo(p0)
-        c2, spare = spare, p1
-        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+    c0, c1, c2, c3 = _philox_rounds_numpy(seed, stream, start, count)
     out = np.empty((count, 4), dtype=np.uint32)
     out[:, 0], out[:, 1], out[:, 2], out[:, 3] = c0, c1, c2, c3
     return out
@@ -126,26 +134,8 @@ def unit_values_into(out: np.ndarray, seed: int, stream: int, start: int, distri
     count = out.shape[0]
     if start < 0 or start + count > 1 << 64:
         raise ConfigError(f"element indices [{start}, {start + count}) are outside the generator's range")
+    c0, c1, c2, c3 = _philox_rounds_numpy(seed, stream, start, count)
     u = np.uint64
-    mask, shift = u(_MASK32), u(32)
-    c0 = np.arange(start, start + count, dtype=np.uint64)
-    c1 = c0 >> shift
-    c0 &= mask
-    c2, c3 = np.full(count, u(stream & _MASK32)), np.full(count, u(stream >> 32))
-    p0, p1 = np.empty(count, dtype=np.uint64), np.empty(count, dtype=np.uint64)
-    k0, k1 = seed & _MASK32, seed >> 32
-    for _ in range(_ROUNDS):
-        np.multiply(c0, u(_M0), out=p0)  # exact: both factors < 2**32
-        np.multiply(c2, u(_M1), out=p1)
-        np.right_shift(p1, shift, out=c0)  # c0' = hi(p1) ^ c1 ^ k0
-        c0 ^= c1
-        c0 ^= u(k0)
-        np.bitwise_and(p1, mask, out=c1)  # c1' = lo(p1)
-        np.right_shift(p0, shift, out=c2)  # c2' = hi(p0) ^ c3 ^ k1
-        c2 ^= c3
-        c2 ^= u(k1)
-        np.bitwise_and(p0, mask, out=c3)  # c3' = lo(p0)
-        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
     if distribution == "normal":
         for c in (c0, c1, c2, c3):
             c >>= u(8)
