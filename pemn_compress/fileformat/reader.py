@@ -9,7 +9,6 @@ then rebuilds the materialized weights (``values * scale * mask``) in numpy, bit
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass, field
