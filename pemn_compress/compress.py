@@ -71,7 +71,7 @@ from . import distributed
 from .api import load, resolve_device, save
 from .config import MaskConfig
 from .data import ArrayDataset, BatchLoader, get_dataset
-from .errors import CheckpointError, ConfigError, TrustError, option_error
+from .errors import CheckpointError, ConfigError, TrustError, option_error, worded
 from .fileformat.constants import DENSE_DTYPES
 from .fileformat.container import atomic_write
 from .fileformat.reader import read_pemn
@@ -341,9 +341,9 @@ def _check_output(options: CompressOptions) -> Path:
         out = out / default_output(options.model).name
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.exists():
-        raise ConfigError(f"output folder {folder} does not exist; create it or choose another --output")
+        raise worded(ConfigError, f"output folder {folder} does not exist; create it or choose another --output")
     if not folder.is_dir():
-        raise ConfigError(f"output folder {folder} is not a folder; choose another --output")
+        raise worded(ConfigError, f"output folder {folder} is not a folder; choose another --output")
     problem = None if os.access(folder, os.W_OK | os.X_OK) else "permission denied"
     if problem is None:  # os.access says yes to root everywhere: probe for real
         try:
@@ -355,9 +355,9 @@ def _check_output(options: CompressOptions) -> Path:
         except OSError as exc:
             problem = exc.strerror or str(exc)
     if problem is not None:
-        raise ConfigError(f"cannot write to output folder {folder} ({problem}); choose another --output")
+        raise worded(ConfigError, f"cannot write to output folder {folder} ({problem}); choose another --output")
     if Path(options.model).is_file() and out.exists() and out.resolve() == Path(options.model).resolve():
-        raise ConfigError(f"the output {out} would overwrite the input model; choose another --output")
+        raise worded(ConfigError, f"the output {out} would overwrite the input model; choose another --output")
     return out
 
 
@@ -585,19 +585,21 @@ def _run(options: CompressOptions, ctx: distributed.DistContext, device: torch.d
     checkpoint = None
     if options.resume:
         if not ckpt_path.is_file():
-            raise CheckpointError(f"--resume: no checkpoint at {ckpt_path} (it is <output>.ckpt; check --output)")
+            raise worded(CheckpointError, f"--resume: no checkpoint at {ckpt_path} (it is <output>.ckpt; check --output)")
         checkpoint = _read_checkpoint(ckpt_path)
     elif ckpt_path.exists():
-        raise CheckpointError(
+        raise worded(
+            CheckpointError,
             f"{ckpt_path} holds the checkpoint of an interrupted run; add --resume to continue it, "
-            "or delete it to start over"
+            "or delete it to start over",
         )
     source = read_source(options.model, options.arch, options.allow_pickle)
     distill = source.trained if options.distill is None else options.distill
     if distill and not source.trained:
-        raise ConfigError(
+        raise worded(
+            ConfigError,
             f"distillation needs a trained input model (a state dict or a pickled module); {options.model} "
-            f"is a {'zoo name' if source.kind == 'zoo' else 'module:function factory'}: use --no-distill"
+            f"is a {'zoo name' if source.kind == 'zoo' else 'module:function factory'}: use --no-distill",
         )
     recipe = _recipe(options, distill, device, ctx.world_size, source)
     if checkpoint is not None:
@@ -634,9 +636,10 @@ def _run(options: CompressOptions, ctx: distributed.DistContext, device: torch.d
         drop_last=True, rank=ctx.rank, world_size=ctx.world_size, device=device,
     )  # fmt: skip
     if len(train_loader) == 0:
-        raise ConfigError(
-            f"batch_size {options.batch_size} is larger than the {data.num_train} training images"
-            f"{f' ({data.num_train // ctx.world_size} per process)' if ctx.enabled else ''}; lower --batch-size"
+        raise worded(
+            ConfigError,
+            f"--batch-size {options.batch_size} is larger than the {data.num_train} training images"
+            f"{f' ({data.num_train // ctx.world_size} per process)' if ctx.enabled else ''}; lower --batch-size",
         )
     test_loader = BatchLoader.from_dataset(data, "test", batch_size=options.eval_batch_size, device=device)
 
@@ -868,9 +871,10 @@ def evaluate_file(
     spec = data or recorded or "fashion-mnist"
     if data is None and recorded and is_reference(recorded) and not trust_code:
         # a data hook named by the file would import and run code chosen by whoever wrote the file
-        raise TrustError(
+        raise worded(
+            TrustError,
             f"the file's data set {recorded!r} is a module:function hook, which runs code; "
-            "pass the data set explicitly (--data), or trust_code=True (--trust-code) if you trust the file"
+            "pass the data set explicitly (--data), or --trust-code if you trust the file",
         )
     if data_root is None and data is None:
         root = recipe.get("data_root")

@@ -31,6 +31,8 @@ CLI prints instead.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "CheckpointError",
     "ChecksumError",
@@ -136,3 +138,23 @@ def option_error(name: str, problem: str) -> ConfigError:
     """``ConfigError("epochs must ...")`` that the CLI shows as ``--epochs must ...`` (an option
     named ``name`` in the Python API is the flag ``--name`` with dashes on the command line)."""
     return ConfigError(f"{name} {problem}", cli_message=f"--{name.replace('_', '-')} {problem}")
+
+
+_BOOLEAN_FLAGS = {"resume", "trust-code", "allow-pickle"}  # flags that are True/False arguments in Python
+
+
+def _as_arguments(cli_text: str) -> str:
+    """The command line's words in the Python API's: ``--no-distill`` -> ``distill=False``,
+    ``--resume`` -> ``resume=True``, ``--batch-size`` -> ``batch_size``."""
+    def word(match: re.Match) -> str:
+        negated, name = match.group(1), match.group(2)
+        if negated:
+            return f"{name.replace('-', '_')}=False"
+        return name.replace("-", "_") + ("=True" if name in _BOOLEAN_FLAGS else "")
+
+    return re.sub(r"(?<![\w-])--(no-)?([a-z][a-z0-9-]*)", word, cli_text)
+
+
+def worded(error: type[PemnError], cli_text: str) -> PemnError:
+    """``error`` with ``cli_text`` for the command line and the same text in argument names for Python."""
+    return error(_as_arguments(cli_text), cli_message=cli_text)

@@ -219,3 +219,14 @@ def test_input_transform_reproduces_eval_from_raw_idx_bytes(folder, fmnist_subse
     assert transform(images[:3]).shape == (3, 1, 28, 28)
     with pytest.raises(pemn.ConfigError, match=r"trained on images of shape \(1, 28, 28\)"):
         transform(np.zeros((2, 32, 32), dtype=np.uint8))
+
+
+def test_errors_name_flags_on_the_command_line_and_arguments_in_python(folder):
+    line = one_error_line(pemn_cli("compress", "test_mlp", "--distill", *QUICK, expect=None), "use --no-distill")
+    with pytest.raises(pemn.ConfigError) as info:
+        compress(CompressOptions(model="test_mlp", distill=True, max_train_samples=256, epochs=1))
+    assert "use distill=False" in str(info.value) and "--" not in str(info.value)
+    assert line == "error: " + info.value.cli_message
+    one_error_line(pemn_cli("compress", "test_mlp", "--strategy", "mp", "--ratio", "0.1", expect=None), "--ratio")
+    with pytest.raises(pemn.ConfigError, match="^ratio applies to strategy 'rp' only"):
+        CompressOptions(model="test_mlp", strategy="mp", ratio=0.1)
