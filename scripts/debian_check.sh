@@ -143,11 +143,11 @@ MIRROR=${DEBIAN_MIRROR:-$(host_mirror | head -n 1)}
 
 t0=$SECONDS
 debootstrap --include=ca-certificates "$SUITE" "$ROOT" "$MIRROR"
-NOTES+=("debootstrap --include=ca-certificates $SUITE ROOT $MIRROR: $(chroot "$ROOT" dpkg-query -W | wc -l) packages, $((SECONDS - t0)) s")
+NOTES+=("debootstrap --include=ca-certificates $SUITE ROOT <the host's apt mirror>: $(chroot "$ROOT" dpkg-query -W | wc -l) packages, $((SECONDS - t0)) s")
 
 git clone --quiet --no-checkout "$REPO" "$ROOT$INSIDE_REPO"
 git -C "$ROOT$INSIDE_REPO" checkout --quiet --detach "$COMMIT"
-NOTES+=("git clone of $REPO, checked out $COMMIT at $INSIDE_REPO")
+NOTES+=("git clone of this repository, checked out $COMMIT at $INSIDE_REPO")
 
 mkdir -p "$ROOT/proc"
 mount -t proc proc "$ROOT/proc"; MOUNTS+=("$ROOT/proc")
@@ -172,7 +172,7 @@ if [ -n "${PIP_FIND_LINKS:-}" ]; then
     path=${link#file://}
     if [ "${path#/}" != "$path" ] && [ -e "$path" ]; then
       bind_mount "$path" "$ROOT$path" ro
-      REGISTRY+=("PIP_FIND_LINKS entry $path: bind-mounted read-only at the same path ($(ls "$path" | wc -l) entries)")
+      REGISTRY+=("PIP_FIND_LINKS entry <local wheel folder>: bind-mounted read-only at the same path ($(ls "$path" | wc -l) entries)")
     else
       REGISTRY+=("PIP_FIND_LINKS entry $link: passed as is")
     fi
@@ -214,9 +214,9 @@ ENV_SHOWN="env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin${PIPENV[*]:+ ${P
 echo "pemn-compress: README commands on a clean stock Debian root (scripts/debian_check.sh)"
 echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "machine:   $(uname -m), $(nproc) CPUs; host Debian $(cat /etc/debian_version)"
-echo "root:      Debian $(cat "$ROOT/etc/debian_version") ($SUITE), debootstrap default variant + ca-certificates, mirror $MIRROR"
+echo "root:      Debian $(cat "$ROOT/etc/debian_version") ($SUITE), debootstrap default variant + ca-certificates, from the host's apt mirror"
 echo "commit:    $COMMIT ($SUBJECT)"
-echo "run as:    chroot ROOT $ENV_SHOWN bash -lc 'cd $INSIDE_REPO && COMMAND'"
+echo "run as:    chroot ROOT ${ENV_SHOWN//${PIP_FIND_LINKS:-<none>}/<local wheel folder>} bash -lc 'cd $INSIDE_REPO && COMMAND'"
 echo "registry settings passed in (the only non-stock things in the root; CI machines have them too):"
 printf '  - %s\n' "${REGISTRY[@]}"
 echo "preparation:"
