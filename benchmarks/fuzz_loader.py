@@ -40,7 +40,6 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
 import random
 import resource
 import signal

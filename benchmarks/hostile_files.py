@@ -126,7 +126,7 @@ def build_hostile() -> list[Hostile]:
         mv._rice_layers(rice, [[1 << 17, (1 << 17) + 1]], ones=1, stream=b"\x00", strategy="dense"), "LimitError", "LimitError", "limit")
     add("rice_ones_1e9_two_bytes", "size", "a [40000, 40000] layer whose 2-byte rice stream claims 10**9 ones",
         mv._rice_layers(rice, [[40000, 40000]], ones=10**9, stream=b"\x00\x00", strategy="dense"), "ShapeError", "ModelError",
-        "codewords need")  # pemn.load refuses earlier: no architecture for layer 'l0' 
+        "codewords need")  # pemn.load refuses earlier: no architecture for layer 'l0'
     gap = 1_500_000_000  # one codeword with k = 40: 41 bits that place a one at weight 1.5e9
     bits = "0" + format(gap, "040b")
     bits += "0" * (-len(bits) % 8)

@@ -73,8 +73,9 @@ def _status(field: str) -> int:
 
 def child(kind: str, path: str, width: int, depth: int, device: str) -> dict:
     """One load in this (fresh) process: seconds and peak bytes added."""
-    import pemn_compress as pemn
     from safetensors.torch import load_file
+
+    import pemn_compress as pemn
 
     load = pemn.load  # the package imports lazily: resolve (import) it outside the timing, like the imports above
     dev = torch.device(device)
@@ -109,8 +110,9 @@ def _run_child(kind, path, width, depth, device) -> dict:
 
 # ----------------------------------------------------------------------------------- parent
 def write_files(name: str, folder: Path) -> tuple[Path, Path, int, int]:
-    import pemn_compress as pemn
     from safetensors.torch import save_file
+
+    import pemn_compress as pemn
 
     width, depth = SIZES[name]
     torch.manual_seed(0)

@@ -31,7 +31,6 @@ import multiprocessing
 import os
 import platform
 import random
-import shlex
 import signal
 import subprocess
 import sys
@@ -463,8 +462,8 @@ def determinism_files(folder: Path) -> list[tuple[str, str | None, str]]:
 def determinism_matrix(folder: Path, processes: int = 3) -> dict:
     """Every column's digest per file; a cell is True when it equals the file's fingerprint."""
     import torch
-
     from fuzz_loader import reference_reader
+
     from pemn_compress.fileformat.reader import decode_weights, read_pemn, weights_fingerprint
 
     ref = reference_reader()

@@ -42,7 +42,6 @@ import argparse
 import csv
 import datetime
 import json
-import math
 import os
 import platform
 import re

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator
 
 __all__ = ["BARRIER", "for_chunks", "ordered", "workers"]
 

@@ -285,7 +285,8 @@ def compress(as_json: bool, quiet: bool, **kwargs) -> None:
       torchrun --nproc_per_node 2 $(which pemn) compress convmixer_64_4 --device cpu
     """
     try:
-        from .compress import CompressOptions, compress as run_compress
+        from .compress import CompressOptions
+        from .compress import compress as run_compress
 
         options = CompressOptions(**kwargs)
         result = run_compress(options, progress=not (as_json or quiet))

@@ -60,9 +60,10 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,8 +87,8 @@ from .inputs import (
     short_list,
 )
 from .surgery import mask_
-from .usercode import build_model, is_reference
 from .train import Callback, TrainConfig, Trainer, _unwrap, evaluate
+from .usercode import build_model, is_reference
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -239,7 +240,7 @@ class CompressOptions:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CompressOptions":
+    def from_dict(cls, data: dict) -> CompressOptions:
         if not isinstance(data, dict):
             raise ConfigError(f"options must be a JSON object, found {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -248,7 +249,7 @@ class CompressOptions:
             raise ConfigError(f"unknown option(s) {unknown}; known options are {sorted(known)}")
         return cls(**data)
 
-    def replace(self, **changes) -> "CompressOptions":
+    def replace(self, **changes) -> CompressOptions:
         return dataclasses.replace(self, **changes)
 
 
@@ -530,7 +531,7 @@ class _GracefulInterrupt:
         self.trainer.stop_requested = True
         self.report.info("interrupt: stopping after this batch (Ctrl-C again to stop at once)")
 
-    def __enter__(self) -> "_GracefulInterrupt":
+    def __enter__(self) -> _GracefulInterrupt:
         if self.enabled:
             self._previous = signal.getsignal(signal.SIGINT)
             signal.signal(signal.SIGINT, self._handle)

@@ -73,7 +73,7 @@ class MaskConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MaskConfig":
+    def from_dict(cls, data: dict) -> MaskConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a MaskConfig must be a JSON object, found {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -82,5 +82,5 @@ class MaskConfig:
             raise ConfigError(f"unknown MaskConfig field(s) {unknown}; known fields are {sorted(known)}")
         return cls(**data)
 
-    def replace(self, **changes) -> "MaskConfig":
+    def replace(self, **changes) -> MaskConfig:
         return dataclasses.replace(self, **changes)

@@ -22,8 +22,9 @@ import gzip
 import os
 import pickle
 import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -325,7 +326,7 @@ class ArrayDataset:
         """The usual random-crop padding: 4 for 32x32-and-larger images, 2 for smaller ones (28x28)."""
         return 4 if min(self.img_size) >= 32 else 2
 
-    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "ArrayDataset":
+    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> ArrayDataset:
         """A deterministic, class-stratified subset (``None`` keeps a split whole).
 
         Each class keeps its share of the split (largest-remainder rounding); which samples are
@@ -742,7 +743,7 @@ class BatchLoader:
         self.epoch = 0
 
     @classmethod
-    def from_dataset(cls, dataset: ArrayDataset, split: str = "train", **kwargs: Any) -> "BatchLoader":
+    def from_dataset(cls, dataset: ArrayDataset, split: str = "train", **kwargs: Any) -> BatchLoader:
         """A loader over ``dataset``'s ``"train"`` or ``"test"`` split, normalised with the dataset's mean/std."""
         if split not in ("train", "test"):
             raise DataError(f"split must be 'train' or 'test', found {split!r}")

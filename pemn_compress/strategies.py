@@ -21,8 +21,8 @@ Plans are plain data (no torch), so the file format and the reference reader sha
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -12,7 +12,7 @@ config's ``train_norm``, ``train_bias`` and ``train_other``.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn

@@ -24,7 +24,8 @@ import importlib
 import os
 import re
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .errors import PemnError, UserCodeError
 

@@ -17,7 +17,6 @@ if str(BENCHMARKS) not in sys.path:
 
 import reliability  # noqa: E402
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -15,7 +15,6 @@ from pemn_compress.errors import ModelError
 from pemn_compress.nn import MaskedConv1d, MaskedConv2d, MaskedLayer, MaskedLinear, kept_count
 from pemn_compress.surgery import is_masked, mask_, maskable_layers, masked_layers, materialize
 
-
 STRATEGIES = {
     "dense": {"strategy": "dense"},
     "onelayer": {"strategy": "onelayer"},

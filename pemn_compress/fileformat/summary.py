@@ -28,7 +28,7 @@ import json
 import math
 import os
 from collections import Counter
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .constants import DENSE_PREFIX, KEY_VERSION, MASKS_TENSOR, VALUES_PREFIX
 from .reader import PemnFile

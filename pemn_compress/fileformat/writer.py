@@ -25,6 +25,7 @@ from .codecs import encode_mask
 from .constants import (
     CHECKSUM_ALGORITHM,
     DENSE_DTYPES,
+    DENSE_GROUPS,
     DENSE_PREFIX,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -33,7 +34,6 @@ from .constants import (
     KEY_HEADER,
     KEY_HEADER_SHA256,
     KEY_VERSION,
-    DENSE_GROUPS,
     MASKS_TENSOR,
     VALUES_PREFIX,
 )

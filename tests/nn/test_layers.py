@@ -26,7 +26,6 @@ from pemn_compress.nn import (
 from pemn_compress.strategies import bank_index_map, make_plan
 from pemn_compress.surgery import mask_
 
-
 # name -> (dense layer factory, input shape, masked type)
 LAYER_CASES = {
     "linear": (lambda: nn.Linear(12, 6), (4, 12), MaskedLinear),
