@@ -39,7 +39,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     data = get_dataset("fashion-mnist").subset(args.train_samples, None, seed=0)
     test = BatchLoader.from_dataset(data, "test", batch_size=1000)
-    command = "python benchmarks/dense_dtype.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python benchmarks/dense_dtype.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     lines = [
         "# Dense leftovers: fp32 vs fp16 vs folded BatchNorm",
         "",
@@ -48,14 +50,17 @@ def main(argv=None) -> None:
         f"Strategy {args.strategy}, density 0.5, {args.epochs} epochs on {args.train_samples} Fashion-MNIST images, "
         f"accuracy on the full test set measured by loading each file; {datetime.date.today().isoformat()}.",
         "",
-        "| model | leftovers | file bytes | mask bytes | dense leftover bytes | leftovers share | accuracy % | change vs fp32 (pts) |",
+        "| model | leftovers | file bytes | mask bytes | dense leftover bytes | leftovers share | accuracy % "
+        "| change vs fp32 (pts) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in args.models.split(","):
         torch.manual_seed(0)
         model = pemn.create_model(name, in_chans=1, num_classes=10)
         pemn.mask_(model, pemn.MaskConfig(strategy=args.strategy))
-        train = BatchLoader.from_dataset(data, "train", batch_size=128, shuffle=True, crop_padding=2, hflip=True, drop_last=True)
+        train = BatchLoader.from_dataset(
+            data, "train", batch_size=128, shuffle=True, crop_padding=2, hflip=True, drop_last=True
+        )
         pemn.Trainer(model, train, test, pemn.TrainConfig(epochs=args.epochs)).fit()
         reference = None
         with tempfile.TemporaryDirectory() as tmp:
@@ -68,8 +73,10 @@ def main(argv=None) -> None:
                 reference = accuracy if reference is None else reference
                 size = os.path.getsize(path)
                 label = dtype + (" + BN folded" if fold else "")
-                lines.append(f"| {name} | {label} | {size:,} | {masks:,} | {dense:,} | {100 * dense / size:.1f}% | "
-                             f"{100 * accuracy:.2f} | {100 * (accuracy - reference):+.2f} |")
+                lines.append(
+                    f"| {name} | {label} | {size:,} | {masks:,} | {dense:,} | {100 * dense / size:.1f}% | "
+                    f"{100 * accuracy:.2f} | {100 * (accuracy - reference):+.2f} |"
+                )
                 print(lines[-1], flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,9 @@ def load_seeds(folder: Path = VECTORS / "valid") -> list[Seed]:
         metadata = entries.pop("__metadata__")
         data = blob[8 + n :]
         order = sorted(entries, key=lambda t: entries[t]["data_offsets"])
-        tensors = {t: (entries[t]["dtype"], list(entries[t]["shape"]), data[slice(*entries[t]["data_offsets"])]) for t in order}
+        tensors = {
+            t: (entries[t]["dtype"], list(entries[t]["shape"]), data[slice(*entries[t]["data_offsets"])]) for t in order
+        }
         header = json.loads(metadata["pemn.header"])
         masks = {k: v.reshape(-1).copy() for k, v in ref.read(blob)["masks"].items()}
         digest = content_digest(*_package(blob, DEFAULT_MAX_WEIGHTS, ["read"]))
@@ -132,8 +134,20 @@ def load_seeds(folder: Path = VECTORS / "valid") -> list[Seed]:
 
 
 # ---------------------------------------------------------------------------------------------- a case
-ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2,
-            "U8": 1, "BOOL": 1}
+ITEMSIZE = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
+}
 
 
 class Candidate:
@@ -212,14 +226,98 @@ def boundaries(blob: bytes) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------- value pools
-INTS = [0, 1, -1, 2, 3, 7, 8, 9, 63, 64, 255, 256, 1000, 2**16, 2**31 - 1, 2**31, 2**31 + 1, 2**32, 2**34, 2**34 + 1,
-        2**36, 2**40, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63), 10**12, 1_600_000_000]
-FLOATS = [0.0, -0.0, 0.5, 1.0, 1.5, -1.0, 0.1, 1e-300, 2.0**-149, 2.0**-126, 3.4028234663852886e38, 3.5e38, 1e308,
-          0.9999999, 1.0000001, 1e-5]
-STRINGS = ["", "raw", "rice", "zstd", "none", "copy", "rand", "dense", "onelayer", "mp", "rp", "normal", "uniform",
-           "signed_constant", "Linear", "Conv1d", "Conv2d", "Conv3d", "registry", "import", "float16", "float32",
-           "bfloat16", "f32", "f16", "i64", "f64", "sha256", "philox4x32-10", "mt19937", "\x1b[31mred\x1b[0m",
-           "[bold]x[/bold]", "\u202eevil", "\ud800", "a" * 300, "os:system", "__import__", "0", "1", "1e9", "NaN"]
+INTS = [
+    0,
+    1,
+    -1,
+    2,
+    3,
+    7,
+    8,
+    9,
+    63,
+    64,
+    255,
+    256,
+    1000,
+    2**16,
+    2**31 - 1,
+    2**31,
+    2**31 + 1,
+    2**32,
+    2**34,
+    2**34 + 1,
+    2**36,
+    2**40,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    2**64 - 1,
+    -(2**63),
+    10**12,
+    1_600_000_000,
+]
+FLOATS = [
+    0.0,
+    -0.0,
+    0.5,
+    1.0,
+    1.5,
+    -1.0,
+    0.1,
+    1e-300,
+    2.0**-149,
+    2.0**-126,
+    3.4028234663852886e38,
+    3.5e38,
+    1e308,
+    0.9999999,
+    1.0000001,
+    1e-5,
+]
+STRINGS = [
+    "",
+    "raw",
+    "rice",
+    "zstd",
+    "none",
+    "copy",
+    "rand",
+    "dense",
+    "onelayer",
+    "mp",
+    "rp",
+    "normal",
+    "uniform",
+    "signed_constant",
+    "Linear",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "registry",
+    "import",
+    "float16",
+    "float32",
+    "bfloat16",
+    "f32",
+    "f16",
+    "i64",
+    "f64",
+    "sha256",
+    "philox4x32-10",
+    "mt19937",
+    "\x1b[31mred\x1b[0m",
+    "[bold]x[/bold]",
+    "\u202eevil",
+    "\ud800",
+    "a" * 300,
+    "os:system",
+    "__import__",
+    "0",
+    "1",
+    "1e9",
+    "NaN",
+]
 OTHER = [True, False, None, [], {}, [1], [0, 0], {"a": 1}, [[[]]], {"__class__": "os.system"}]
 
 
@@ -233,11 +331,33 @@ def tweak(rng: random.Random, value):
     if isinstance(value, bool):
         return rng.choice([not value, int(value), str(value).lower(), None])
     if isinstance(value, int):
-        return rng.choice([value + 1, value - 1, value * 2, value * 1000, 0, -value, value + 2**32, float(value),
-                           rng.choice(INTS), str(value)])
+        return rng.choice(
+            [
+                value + 1,
+                value - 1,
+                value * 2,
+                value * 1000,
+                0,
+                -value,
+                value + 2**32,
+                float(value),
+                rng.choice(INTS),
+                str(value),
+            ]
+        )
     if isinstance(value, float):
-        return rng.choice([value * 2, value / 2, -value, value + 1e-7, float(np.nextafter(np.float32(value), np.float32(np.inf))),
-                           int(value), rng.choice(FLOATS), str(value)])
+        return rng.choice(
+            [
+                value * 2,
+                value / 2,
+                -value,
+                value + 1e-7,
+                float(np.nextafter(np.float32(value), np.float32(np.inf))),
+                int(value),
+                rng.choice(FLOATS),
+                str(value),
+            ]
+        )
     if isinstance(value, str):
         return rng.choice([value.upper(), value + "x", value[:-1], " " + value, rng.choice(STRINGS), value * 2, None])
     if isinstance(value, list):
@@ -279,7 +399,11 @@ def set_path(node, path, value):
 def random_float32(rng: random.Random) -> float:
     """A finite float32 (any exponent: subnormals, zeros, the extremes), as a Python float."""
     while True:
-        bits = rng.getrandbits(32) if rng.random() < 0.6 else (rng.getrandbits(1) << 31) | (rng.randrange(100, 160) << 23) | rng.getrandbits(23)
+        bits = (
+            rng.getrandbits(32)
+            if rng.random() < 0.6
+            else (rng.getrandbits(1) << 31) | (rng.randrange(100, 160) << 23) | rng.getrandbits(23)
+        )
         value = np.uint32(bits).view(np.float32)
         if np.isfinite(value):
             return float(value)
@@ -312,7 +436,9 @@ def m_header_add(rng, c: Candidate):
     path = rng.choice(containers)
     node = get_path(c.header, path)
     if isinstance(node, dict):
-        key = rng.choice(["zzz", "prune_rate", "name", "kwargs", "target", "version", "stored", "invert", "rice_k", "__proto__"])
+        key = rng.choice(
+            ["zzz", "prune_rate", "name", "kwargs", "target", "version", "stored", "invert", "rice_k", "__proto__"]
+        )
         node[key] = any_value(rng)
         return f"add{list(path) + [key]}"
     if node:
@@ -323,7 +449,9 @@ def m_header_add(rng, c: Candidate):
 
 
 def m_header_swap(rng, c: Candidate):
-    lists = [p for p in json_paths(c.header) if isinstance(get_path(c.header, p), list) and len(get_path(c.header, p)) > 1]
+    lists = [
+        p for p in json_paths(c.header) if isinstance(get_path(c.header, p), list) and len(get_path(c.header, p)) > 1
+    ]
     if not lists:
         return m_header_value(rng, c)
     path = rng.choice(lists)
@@ -334,20 +462,49 @@ def m_header_swap(rng, c: Candidate):
 
 
 LAYER_VALUES = {
-    "name": lambda rng, l, c: rng.choice(["", "x", "\x1b[2J", "\ud800", 5, None, c.header["layers"][0]["name"]]),
-    "type": lambda rng, l, c: rng.choice(["Linear", "Conv1d", "Conv2d", "Conv3d", "linear", 1]),
-    "shape": lambda rng, l, c: rng.choice([
-        l["shape"][:1], l["shape"] + [1], [1] + l["shape"], [0] + l["shape"][1:], [-1] + l["shape"][1:],
-        [2**17, 2**17], [2**31 + 1, 1], [10**6, 10**6], [1] * 6, [d * 2 for d in l["shape"]], l["shape"][::-1],
-        [math.prod(l["shape"]), 1], [float(d) for d in l["shape"]], "3x3", [2**34 + 1, 1], [2**63, 2**63]]),
-    "bank": lambda rng, l, c: rng.choice([0, 1, 2, -1, 99, 2**63, "0", 0.0]),
-    "scale": lambda rng, l, c: rng.choice([random_float32(rng), 0.1, 1, 10**400 if rng.random() < 0.1 else 2**200, "1.0", -0.0, 0.0]),
-    "codec": lambda rng, l, c: rng.choice(["raw", "rice", "zstd", "RAW", "", None]),
-    "ones": lambda rng, l, c: rng.choice([l["ones"] + 1, l["ones"] - 1, 0, math.prod(l["shape"]), math.prod(l["shape"]) + 1,
-                                          2**31, 1_600_000_000, -1, 2**64]),
-    "bytes": lambda rng, l, c: rng.choice([l["bytes"] + 1, l["bytes"] - 1, 0, 2**31, -1, 2**40, 10**12]),
-    "rice_k": lambda rng, l, c: rng.choice([0, 1, 5, 39, 40, 41, 63, 64, -1, 2**40, None]),
-    "invert": lambda rng, l, c: rng.choice([True, False, 0, 1, "true", None]),
+    "name": lambda rng, layer, c: rng.choice(["", "x", "\x1b[2J", "\ud800", 5, None, c.header["layers"][0]["name"]]),
+    "type": lambda rng, layer, c: rng.choice(["Linear", "Conv1d", "Conv2d", "Conv3d", "linear", 1]),
+    "shape": lambda rng, layer, c: rng.choice(
+        [
+            layer["shape"][:1],
+            layer["shape"] + [1],
+            [1] + layer["shape"],
+            [0] + layer["shape"][1:],
+            [-1] + layer["shape"][1:],
+            [2**17, 2**17],
+            [2**31 + 1, 1],
+            [10**6, 10**6],
+            [1] * 6,
+            [d * 2 for d in layer["shape"]],
+            layer["shape"][::-1],
+            [math.prod(layer["shape"]), 1],
+            [float(d) for d in layer["shape"]],
+            "3x3",
+            [2**34 + 1, 1],
+            [2**63, 2**63],
+        ]
+    ),
+    "bank": lambda rng, layer, c: rng.choice([0, 1, 2, -1, 99, 2**63, "0", 0.0]),
+    "scale": lambda rng, layer, c: rng.choice(
+        [random_float32(rng), 0.1, 1, 10**400 if rng.random() < 0.1 else 2**200, "1.0", -0.0, 0.0]
+    ),
+    "codec": lambda rng, layer, c: rng.choice(["raw", "rice", "zstd", "RAW", "", None]),
+    "ones": lambda rng, layer, c: rng.choice(
+        [
+            layer["ones"] + 1,
+            layer["ones"] - 1,
+            0,
+            math.prod(layer["shape"]),
+            math.prod(layer["shape"]) + 1,
+            2**31,
+            1_600_000_000,
+            -1,
+            2**64,
+        ]
+    ),
+    "bytes": lambda rng, layer, c: rng.choice([layer["bytes"] + 1, layer["bytes"] - 1, 0, 2**31, -1, 2**40, 10**12]),
+    "rice_k": lambda rng, layer, c: rng.choice([0, 1, 5, 39, 40, 41, 63, 64, -1, 2**40, None]),
+    "invert": lambda rng, layer, c: rng.choice([True, False, 0, 1, "true", None]),
 }
 
 
@@ -396,7 +553,14 @@ def m_bank_field(rng, c: Candidate):
         return m_header_value(rng, c)
     bank = rng.choice(banks)
     key = rng.choice(["index", "size", "length", "tiling", "stored"])
-    bank[key] = rng.choice([tweak(rng, bank.get(key)), rng.choice(INTS), rng.choice(["none", "copy", "rand", "tile"]), not bank.get("stored")])
+    bank[key] = rng.choice(
+        [
+            tweak(rng, bank.get(key)),
+            rng.choice(INTS),
+            rng.choice(["none", "copy", "rand", "tile"]),
+            not bank.get("stored"),
+        ]
+    )
     return f"bank.{key}"
 
 
@@ -418,11 +582,13 @@ def m_dense_field(rng, c: Candidate):
     item = rng.choice(table)
     if isinstance(item, list) and len(item) == 3:
         j = rng.randrange(3)
-        item[j] = rng.choice([
-            [tweak(rng, item[0]), "", "\x1b[0m", 5],
-            [[], [0], [2**40], [-1], item[1] + [1], [1] * 9, "3"],
-            ["f32", "f16", "i64", "f64", None],
-        ][j])
+        item[j] = rng.choice(
+            [
+                [tweak(rng, item[0]), "", "\x1b[0m", 5],
+                [[], [0], [2**40], [-1], item[1] + [1], [1] * 9, "3"],
+                ["f32", "f16", "i64", "f64", None],
+            ][j]
+        )
     return "dense.tensors[]"
 
 
@@ -434,11 +600,15 @@ def m_arch_field(rng, c: Candidate):
     if choice == 0:
         arch["kind"] = rng.choice(["registry", "import", "none", "pickle", None])
     elif choice == 1:
-        arch["name"] = rng.choice(["test_convmixer", "test_mlp", "convmixer_512_8", "__import__", "os.system", 5, None, ""])
+        arch["name"] = rng.choice(
+            ["test_convmixer", "test_mlp", "convmixer_512_8", "__import__", "os.system", 5, None, ""]
+        )
     elif choice == 2:
         kwargs = arch.setdefault("kwargs", {}) if isinstance(arch.get("kwargs", {}), dict) else {}
         key = rng.choice(["name", "dim", "depth", "kernel_size", "num_classes", "__class__", "bias", "in_chans"])
-        kwargs[key] = rng.choice([1, 2, 20_000, 2**31, -1, 0, True, "x", None, [1], {"__reduce__": ["os.system", ["id"]]}, 1.5])
+        kwargs[key] = rng.choice(
+            [1, 2, 20_000, 2**31, -1, 0, True, "x", None, [1], {"__reduce__": ["os.system", ["id"]]}, 1.5]
+        )
         arch["kwargs"] = kwargs
     elif choice == 3:
         arch["kwargs"] = rng.choice([None, [], "dim=4", {"name": "test_mlp"}])
@@ -464,7 +634,12 @@ def m_header_text(rng, c: Candidate):
         if kind == 1:
             return text[:-1] + ',"provenance":{"x":1},"provenance":{}}'  # duplicate key
         if kind == 2:
-            return text[:-1] + ',"zzz":' + rng.choice(["NaN", "Infinity", "-Infinity", "1e999", "9" * 5000, "-" + "9" * 30]) + "}"
+            return (
+                text[:-1]
+                + ',"zzz":'
+                + rng.choice(["NaN", "Infinity", "-Infinity", "1e999", "9" * 5000, "-" + "9" * 30])
+                + "}"
+            )
         if kind == 3:
             depth = rng.choice([63, 64, 65, 1000, 50000])
             return text[:-1] + ',"zzz":' + "[" * depth + "]" * depth + "}"
@@ -486,18 +661,42 @@ def m_metadata(rng, c: Candidate):
     if kind == 0:
         c.metadata["format"] = rng.choice(["pt", "PEMN", "pemn ", "", "np", "\x1b[31mpemn"])
     elif kind == 1:
-        c.metadata["pemn.version"] = rng.choice(["0", "2", "01", "001", "1 ", " 1", "1.0", "", "9" * 7, "999999",
-                                                 "1000000", "\u0661", "\u00b9", "-1", "+1", "1e0", "0x1", "１"])
+        c.metadata["pemn.version"] = rng.choice(
+            [
+                "0",
+                "2",
+                "01",
+                "001",
+                "1 ",
+                " 1",
+                "1.0",
+                "",
+                "9" * 7,
+                "999999",
+                "1000000",
+                "\u0661",
+                "\u00b9",
+                "-1",
+                "+1",
+                "1e0",
+                "0x1",
+                "１",
+            ]
+        )
     elif kind == 2:
         c.metadata.pop(rng.choice(["format", "pemn.version", "pemn.header", "pemn.header_sha256"]), None)
     elif kind == 3:
-        c.metadata[rng.choice(["zzz", "producer", "\x1b[31m", ""])] = rng.choice(["x", "\x1b]0;title\x07", "y" * 5000, "[red]x"])
+        c.metadata[rng.choice(["zzz", "producer", "\x1b[31m", ""])] = rng.choice(
+            ["x", "\x1b]0;title\x07", "y" * 5000, "[red]x"]
+        )
     elif kind == 4:
         c.sign_header = False
         h = c.metadata.get("pemn.header_sha256", "")
         c.metadata["pemn.header_sha256"] = rng.choice([h.upper(), h[:-1], h + "0", " " + h, "0" * 64, ""])
     else:
-        c.container_text_edits.append(lambda t: t.replace('"format":"pemn"', '"format":' + rng.choice(["1", "null", "[]", '{"a":"b"}']), 1))
+        c.container_text_edits.append(
+            lambda t: t.replace('"format":"pemn"', '"format":' + rng.choice(["1", "null", "[]", '{"a":"b"}']), 1)
+        )
     return f"metadata.{kind}"
 
 
@@ -515,13 +714,40 @@ def m_entry(rng, c: Candidate):
             entry["dtype"] = rng.choice(list(ITEMSIZE) + ["BF16", "F8_E4M3", "F8_E5M2", "bool", "X", 5, None])
         elif kind == 1:
             s = entry["shape"]
-            entry["shape"] = rng.choice([s + [1], s[:-1], [d * 2 for d in s], [d + 1 for d in s], [0], [-1], [2**40],
-                                         [2**64], ["3"], [1.0], [1] * 9, []])
+            entry["shape"] = rng.choice(
+                [
+                    s + [1],
+                    s[:-1],
+                    [d * 2 for d in s],
+                    [d + 1 for d in s],
+                    [0],
+                    [-1],
+                    [2**40],
+                    [2**64],
+                    ["3"],
+                    [1.0],
+                    [1] * 9,
+                    [],
+                ]
+            )
         elif kind == 2:
             b, e = entry["data_offsets"]
             k = rng.choice([1, 2, 4, 8, 1000, 2**32, 2**63])
-            entry["data_offsets"] = rng.choice([[b + k, e + k], [b - k, e - k], [b, e + k], [b + k, e], [e, b], [-1, e],
-                                                [b, 2**64], [float(b), e], [b, e, e], "0-1", [b]])
+            entry["data_offsets"] = rng.choice(
+                [
+                    [b + k, e + k],
+                    [b - k, e - k],
+                    [b, e + k],
+                    [b + k, e],
+                    [e, b],
+                    [-1, e],
+                    [b, 2**64],
+                    [float(b), e],
+                    [b, e, e],
+                    "0-1",
+                    [b],
+                ]
+            )
         else:
             if rng.random() < 0.5:
                 entry["zzz"] = 1
@@ -550,8 +776,21 @@ def m_tensor_layout(rng, c: Candidate):
     elif kind == 2:
         del c.tensors[name]
     elif kind == 3:
-        new = rng.choice(["extra", "values.0", "values.1", "values.7", "dense.f64", "dense.f16", "dense.i64", "masks2", "",
-                          "\x1b[31mx", "__metadata__x"])
+        new = rng.choice(
+            [
+                "extra",
+                "values.0",
+                "values.1",
+                "values.7",
+                "dense.f64",
+                "dense.f16",
+                "dense.i64",
+                "masks2",
+                "",
+                "\x1b[31mx",
+                "__metadata__x",
+            ]
+        )
         dt = rng.choice(["U8", "F32", "I64", "F16"])
         count = rng.choice([0, 1, 3, 16])
         c.tensors.setdefault(new, [dt, [count], bytes(rng.getrandbits(8) for _ in range(count * ITEMSIZE[dt]))])
@@ -602,7 +841,11 @@ def m_sem_distribution(rng, c: Candidate):
 
 def m_sem_values(rng, c: Candidate):
     stored = [n for n in c.tensors if n.startswith("values.")]
-    target = rng.choice(stored) if stored else rng.choice([n for n in c.tensors if n.startswith("dense.")] or list(c.tensors))
+    target = (
+        rng.choice(stored)
+        if stored
+        else rng.choice([n for n in c.tensors if n.startswith("dense.")] or list(c.tensors))
+    )
     dtype, shape, raw = c.tensors[target]
     if dtype == "F32" and raw:
         values = np.frombuffer(raw, "<f4").copy()
@@ -641,9 +884,9 @@ def m_sem_mask(rng, c: Candidate):
         flat = np.array([rng.random() < p for _ in range(n)], dtype=bool)
     streams, start = [], 0
     masks = c.tensors["masks"][2]
-    for l in layers:
-        streams.append(masks[start : start + l["bytes"]])
-        start += l["bytes"]
+    for layer in layers:
+        streams.append(masks[start : start + layer["bytes"]])
+        start += layer["bytes"]
     for key in ("rice_k", "invert"):
         layer.pop(key, None)
     if rng.random() < 0.4:
@@ -712,23 +955,57 @@ def b_truncate(rng, blob: bytes) -> tuple[bytes, str]:
 
 def b_length(rng, blob: bytes) -> tuple[bytes, str]:
     (n,) = struct.unpack("<Q", blob[:8]) if len(blob) >= 8 else (0,)
-    value = rng.choice([0, 1, 2, n - 8, n - 1, n + 1, n + 8, len(blob) - 8, len(blob), 100 * 1024 * 1024,
-                        100 * 1024 * 1024 + 1, 2**32, 2**63, 2**64 - 1])
+    value = rng.choice(
+        [
+            0,
+            1,
+            2,
+            n - 8,
+            n - 1,
+            n + 1,
+            n + 8,
+            len(blob) - 8,
+            len(blob),
+            100 * 1024 * 1024,
+            100 * 1024 * 1024 + 1,
+            2**32,
+            2**63,
+            2**64 - 1,
+        ]
+    )
     return struct.pack("<Q", value % 2**64) + blob[8:], "length"
 
 
 STRUCTURED = [  # (mutator, weight)
-    (m_header_value, 10), (m_header_delete, 4), (m_header_add, 3), (m_header_swap, 2), (m_layer_field, 10),
-    (m_config_field, 5), (m_bank_field, 4), (m_dense_field, 4), (m_arch_field, 4), (m_header_text, 5),
-    (m_metadata, 5), (m_entry, 6), (m_tensor_layout, 5), (m_data_flip, 8),
+    (m_header_value, 10),
+    (m_header_delete, 4),
+    (m_header_add, 3),
+    (m_header_swap, 2),
+    (m_layer_field, 10),
+    (m_config_field, 5),
+    (m_bank_field, 4),
+    (m_dense_field, 4),
+    (m_arch_field, 4),
+    (m_header_text, 5),
+    (m_metadata, 5),
+    (m_entry, 6),
+    (m_tensor_layout, 5),
+    (m_data_flip, 8),
 ]
-SEMANTIC = [(m_sem_seed, 2), (m_sem_scale, 3), (m_sem_distribution, 1), (m_sem_values, 2), (m_sem_mask, 6), (m_sem_reshape, 1)]
+SEMANTIC = [
+    (m_sem_seed, 2),
+    (m_sem_scale, 3),
+    (m_sem_distribution, 1),
+    (m_sem_values, 2),
+    (m_sem_mask, 6),
+    (m_sem_reshape, 1),
+]
 BYTES = [(b_bitflip, 5), (b_insert, 2), (b_delete, 2), (b_truncate, 4), (b_length, 1)]
 MUTATORS = {f.__name__: f for f, _ in STRUCTURED + SEMANTIC + BYTES}
 
 
 def _pick(rng, table):
-    funcs, weights = zip(*table)
+    funcs, weights = zip(*table, strict=True)
     return rng.choices(funcs, weights)[0]
 
 
@@ -853,7 +1130,7 @@ def _package(blob: bytes, max_weights: int, stage: list):
     stage[0] = "fingerprint"
     verify_fingerprint(pf, weights)
     stage[0] = "accepted"
-    return pf, [(l["name"], weights[l["name"]]) for l in pf.layers]
+    return pf, [(layer["name"], weights[layer["name"]]) for layer in pf.layers]
 
 
 def content_digest(pf, weights) -> str:
@@ -932,9 +1209,17 @@ class FuzzStats:
         return out
 
 
-def run_case(case: Case, seeds_by_name: dict, stats: FuzzStats, *, max_weights: int = DEFAULT_MAX_WEIGHTS,
-             measure_memory: bool = False, slow: float = SLOW_SECONDS, crash_dir: Path | None = None,
-             saved: Counter | None = None) -> dict:
+def run_case(
+    case: Case,
+    seeds_by_name: dict,
+    stats: FuzzStats,
+    *,
+    max_weights: int = DEFAULT_MAX_WEIGHTS,
+    measure_memory: bool = False,
+    slow: float = SLOW_SECONDS,
+    crash_dir: Path | None = None,
+    saved: Counter | None = None,
+) -> dict:
     """Run one case through both readers (and maybe pemn.load); update ``stats``; return a record."""
     ref = reference_reader()
     seed = seeds_by_name[case.seed_name]
@@ -993,9 +1278,15 @@ def run_case(case: Case, seeds_by_name: dict, stats: FuzzStats, *, max_weights: 
     reached = stage[0]
     if reached == "read" and exc is not None:  # which part of read_pemn refused it
         message = str(exc)
-        reached = ("read: data checksum" if "data checksum" in message else
-                   "read: header hash" if "header checksum" in message or "header_sha256" in message else
-                   "read: container" if type(exc).__name__ == "ContainerError" else "read: header")
+        reached = (
+            "read: data checksum"
+            if "data checksum" in message
+            else "read: header hash"
+            if "header checksum" in message or "header_sha256" in message
+            else "read: container"
+            if type(exc).__name__ == "ContainerError"
+            else "read: header"
+        )
     stats.stage[reached] += 1
     stats.family[case.family] += 1
     stats.family_accepted[case.family] += outcome == "accepted"
@@ -1013,7 +1304,8 @@ def run_case(case: Case, seeds_by_name: dict, stats: FuzzStats, *, max_weights: 
             disagreement = "accept/refuse"
         elif pkg_ok:
             same = [n for n, _ in weights] == list(ref_out["weights"]) and all(
-                w.tobytes() == ref_out["weights"][n].tobytes() for n, w in weights)
+                w.tobytes() == ref_out["weights"][n].tobytes() for n, w in weights
+            )
             if not same:
                 stats.bit_disagreements += 1
                 disagreement = "bits"
@@ -1023,16 +1315,29 @@ def run_case(case: Case, seeds_by_name: dict, stats: FuzzStats, *, max_weights: 
             stats.class_disagreements[f"{outcome.split(':')[1]} / {ref_outcome.split(':')[1]}"] += 1
             stats.agree += 1
             if len(stats.class_examples) < 20:
-                stats.class_examples.append({"case": case.index, "seed": case.seed_name, "mutations": case.labels,
-                                             "package": f"{outcome}: {str(exc)[:200]}",
-                                             "reference": f"{ref_outcome}: {str(ref_exc)[:200]}"})
+                stats.class_examples.append(
+                    {
+                        "case": case.index,
+                        "seed": case.seed_name,
+                        "mutations": case.labels,
+                        "package": f"{outcome}: {str(exc)[:200]}",
+                        "reference": f"{ref_outcome}: {str(ref_exc)[:200]}",
+                    }
+                )
         else:
             stats.agree += 1
 
     record = {
         "peak": peak,
-        "case": case.index, "seed": case.seed_name, "family": case.family, "mutations": case.labels,
-        "package": outcome, "reference": ref_outcome, "load": load_outcome, "stage": stage[0], "seconds": round(seconds, 4),
+        "case": case.index,
+        "seed": case.seed_name,
+        "family": case.family,
+        "mutations": case.labels,
+        "package": outcome,
+        "reference": ref_outcome,
+        "load": load_outcome,
+        "stage": stage[0],
+        "seconds": round(seconds, 4),
         "bytes": len(case.blob),
     }
     if exc is not None:
@@ -1060,9 +1365,18 @@ def run_case(case: Case, seeds_by_name: dict, stats: FuzzStats, *, max_weights: 
     return record
 
 
-def run_fuzz(cases: int, seed: int = 0, *, max_weights: int = DEFAULT_MAX_WEIGHTS, load_fraction: float = 0.05,
-             memory_every: int = 50, crash_dir: Path | None = None, progress: bool = False, slow: float = SLOW_SECONDS,
-             start: int = 0) -> FuzzStats:
+def run_fuzz(
+    cases: int,
+    seed: int = 0,
+    *,
+    max_weights: int = DEFAULT_MAX_WEIGHTS,
+    load_fraction: float = 0.05,
+    memory_every: int = 50,
+    crash_dir: Path | None = None,
+    progress: bool = False,
+    slow: float = SLOW_SECONDS,
+    start: int = 0,
+) -> FuzzStats:
     """Run cases ``start .. start + cases - 1`` of fuzz run ``seed``; returns the counts."""
     import torch
 
@@ -1077,40 +1391,85 @@ def run_fuzz(cases: int, seed: int = 0, *, max_weights: int = DEFAULT_MAX_WEIGHT
     began = time.perf_counter()
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # float overflow of hostile scales: not our subject
         warnings.simplefilter("ignore", RuntimeWarning)
-        _loop(seeds, by_name, stats, saved, seed, start, cases, load_fraction, max_weights, memory_every, slow, crash_dir,
-              inflight, progress, began)
+        _loop(
+            seeds,
+            by_name,
+            stats,
+            saved,
+            seed,
+            start,
+            cases,
+            load_fraction,
+            max_weights,
+            memory_every,
+            slow,
+            crash_dir,
+            inflight,
+            progress,
+            began,
+        )
     stats.seconds = time.perf_counter() - began
     if inflight is not None:
         inflight.unlink(missing_ok=True)
     return stats
 
 
-def _loop(seeds, by_name, stats, saved, seed, start, cases, load_fraction, max_weights, memory_every, slow, crash_dir,
-          inflight, progress, began):
+def _loop(
+    seeds,
+    by_name,
+    stats,
+    saved,
+    seed,
+    start,
+    cases,
+    load_fraction,
+    max_weights,
+    memory_every,
+    slow,
+    crash_dir,
+    inflight,
+    progress,
+    began,
+):
     for index in range(start, start + cases):
         case = make_case(seeds, seed, index, load_fraction)
         if inflight is not None:
             inflight.write_bytes(case.blob)
-        run_case(case, by_name, stats, max_weights=max_weights, measure_memory=memory_every > 0 and index % memory_every == 0,
-                 slow=slow, crash_dir=crash_dir, saved=saved)
+        run_case(
+            case,
+            by_name,
+            stats,
+            max_weights=max_weights,
+            measure_memory=memory_every > 0 and index % memory_every == 0,
+            slow=slow,
+            crash_dir=crash_dir,
+            saved=saved,
+        )
         if progress and (index - start + 1) % 5000 == 0:
             rate = (index - start + 1) / (time.perf_counter() - began)
-            print(f"  {index - start + 1:,} cases, {rate:,.0f}/s, unexpected {sum(stats.unexpected.values())}, "
-                  f"disagreements {stats.accept_refuse_disagreements}", file=sys.stderr, flush=True)
+            print(
+                f"  {index - start + 1:,} cases, {rate:,.0f}/s, unexpected {sum(stats.unexpected.values())}, "
+                f"disagreements {stats.accept_refuse_disagreements}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def format_summary(stats: FuzzStats) -> str:
     d = stats.to_dict()
-    lines = [f"{stats.cases:,} cases in {stats.seconds:.1f} s ({d['cases_per_second'] or 0:,.0f} cases/s)",
-             f"package outcomes: {dict(stats.package.most_common())}",
-             f"reference outcomes: {dict(stats.reference.most_common())}",
-             f"package stage reached: {dict(stats.stage.most_common())}",
-             f"pemn.load outcomes: {dict(stats.load.most_common())}",
-             f"unexpected outcomes: {sum(stats.unexpected.values())} {dict(stats.unexpected)}",
-             f"reader disagreements: accept/refuse {stats.accept_refuse_disagreements}, weight bits {stats.bit_disagreements}, "
-             f"error class {sum(stats.class_disagreements.values())}",
-             f"memory: {stats.memory_samples} traced cases, worst peak {100 * stats.memory_peak_ratio:.1f}% of the bound; "
-             f"slowest case {stats.max_case_seconds * 1e3:.0f} ms"]
+    lines = [
+        f"{stats.cases:,} cases in {stats.seconds:.1f} s ({d['cases_per_second'] or 0:,.0f} cases/s)",
+        f"package outcomes: {dict(stats.package.most_common())}",
+        f"reference outcomes: {dict(stats.reference.most_common())}",
+        f"package stage reached: {dict(stats.stage.most_common())}",
+        f"pemn.load outcomes: {dict(stats.load.most_common())}",
+        f"unexpected outcomes: {sum(stats.unexpected.values())} {dict(stats.unexpected)}",
+        f"reader disagreements: accept/refuse {stats.accept_refuse_disagreements}, "
+        f"weight bits {stats.bit_disagreements}, "
+        f"error class {sum(stats.class_disagreements.values())}",
+        f"memory: {stats.memory_samples} traced cases, worst peak {100 * stats.memory_peak_ratio:.1f}% of the bound; "
+        f"slowest case {stats.max_case_seconds * 1e3:.0f} ms",
+    ]
     return "\n".join(lines)
 
 
@@ -1134,16 +1493,31 @@ def main(argv: list[str] | None = None) -> int:
         case = make_case(seeds, args.seed, args.replay, args.load_fraction)
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
-            record = run_case(case, {s.name: s for s in seeds}, FuzzStats(), max_weights=args.max_weights, measure_memory=True)
+            record = run_case(
+                case, {s.name: s for s in seeds}, FuzzStats(), max_weights=args.max_weights, measure_memory=True
+            )
         print(json.dumps(record, indent=1, default=str))
         return 1 if record.get("problems") or record.get("disagreement") else 0
-    stats = run_fuzz(args.cases, args.seed, max_weights=args.max_weights, load_fraction=args.load_fraction,
-                     memory_every=args.memory_every, crash_dir=args.crash_dir, progress=True, start=args.start)
+    stats = run_fuzz(
+        args.cases,
+        args.seed,
+        max_weights=args.max_weights,
+        load_fraction=args.load_fraction,
+        memory_every=args.memory_every,
+        crash_dir=args.crash_dir,
+        progress=True,
+        start=args.start,
+    )
     print(format_summary(stats))
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps({"seed": args.seed, "start": args.start, "max_weights": args.max_weights,
-                                           **stats.to_dict()}, indent=1, default=str))
+        args.report.write_text(
+            json.dumps(
+                {"seed": args.seed, "start": args.start, "max_weights": args.max_weights, **stats.to_dict()},
+                indent=1,
+                default=str,
+            )
+        )
     if stats.unexpected and args.crash_dir:
         print(f"inputs of unexpected outcomes: {args.crash_dir}", file=sys.stderr)
     return 1 if stats.unexpected else 0

@@ -103,7 +103,9 @@ def child(kind: str, path: str, width: int, depth: int, device: str) -> dict:
 def _run_child(kind, path, width, depth, device) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, path, str(width), str(depth), device],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -133,7 +135,7 @@ def bench_size(name: str, device: str, repeats: int, folder: Path) -> dict:
     pemn_path, dense_path, masked, params = write_files(name, folder)
     runs: dict[str, list[dict]] = {"dense": [], "pemn": []}
     for r in range(repeats):  # alternated, each in a fresh process
-        for kind in (("dense", "pemn") if r % 2 == 0 else ("pemn", "dense")):
+        for kind in ("dense", "pemn") if r % 2 == 0 else ("pemn", "dense"):
             path = dense_path if kind == "dense" else pemn_path
             runs[kind].append(_run_child(kind, str(path), width, depth, device))
     med = {k: statistics.median(x["seconds"] for x in v) for k, v in runs.items()}
@@ -175,14 +177,25 @@ def bench_generator(count: int = 1 << 23) -> list[dict]:
     try:
         for threads in sorted({1, _parallel.workers()}):
             os.environ["PEMN_THREADS"] = str(threads)
-            rows.append({"kernel": "numpy fused", "threads": threads, "values_per_sec": best(lambda: rng.unit_values(5, 0, count))})
+            rows.append(
+                {
+                    "kernel": "numpy fused",
+                    "threads": threads,
+                    "values_per_sec": best(lambda: rng.unit_values(5, 0, count)),
+                }
+            )
     finally:
         os.environ.pop("PEMN_THREADS", None) if saved is None else os.environ.__setitem__("PEMN_THREADS", saved)
     for threads in sorted({1, torch.get_num_threads()}):
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
-        rows.append({"kernel": "torch int64", "threads": threads,
-                     "values_per_sec": best(lambda: rng.unit_values(5, 0, count, kernel="torch"))})
+        rows.append(
+            {
+                "kernel": "torch int64",
+                "threads": threads,
+                "values_per_sec": best(lambda: rng.unit_values(5, 0, count, kernel="torch")),
+            }
+        )
         torch.set_num_threads(old)
     return rows
 
@@ -205,9 +218,14 @@ def main(argv=None) -> None:
             for name in args.sizes.split(","):
                 row = bench_size(name, device, args.repeats, Path(tmp))
                 rows.append(row)
-                print(f"{row['model']:<22} {row['device']:<4} {row['params']:>11,} params  dense {row['dense_load_ms']:7.0f} ms  "
-                      f"pemn {row['pemn_load_ms']:7.0f} ms  ratio {row['ratio']:.2f}x  {row['weights_per_sec'] / 1e6:6.1f} M weights/s  "
-                      f"peak added pemn {row['pemn_peak_vs_fp32']:.2f}x / dense {row['dense_peak_vs_fp32']:.2f}x fp32", flush=True)
+                print(
+                    f"{row['model']:<22} {row['device']:<4} {row['params']:>11,} params  "
+                    f"dense {row['dense_load_ms']:7.0f} ms  "
+                    f"pemn {row['pemn_load_ms']:7.0f} ms  ratio {row['ratio']:.2f}x  "
+                    f"{row['weights_per_sec'] / 1e6:6.1f} M weights/s  "
+                    f"peak added pemn {row['pemn_peak_vs_fp32']:.2f}x / dense {row['dense_peak_vs_fp32']:.2f}x fp32",
+                    flush=True,
+                )
     generator = bench_generator()
     for g in generator:
         print(f"generator {g['kernel']:<12} {g['threads']} thread(s): {g['values_per_sec'] / 1e6:6.1f} M values/s")
@@ -218,7 +236,9 @@ def main(argv=None) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
-    command = "python benchmarks/load_speed.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python benchmarks/load_speed.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     from pemn_compress import _parallel
 
     lines = [
@@ -234,21 +254,28 @@ def main(argv=None) -> None:
         f"of all parameters. Targets: ratio <= {TARGETS['ratio']}, >= {TARGETS['weights_per_sec'] / 1e6:.0f} M "
         f"weights/s, pemn peak added <= {TARGETS['memory']}x.",
         "",
-        "| model | device | params | .pemn bytes | fp32 .safetensors bytes | dense load ms | pemn load ms | ratio | weights/s | "
+        "| model | device | params | .pemn bytes | fp32 .safetensors bytes | dense load ms | pemn load ms "
+        "| ratio | weights/s | "
         "peak added dense | peak added pemn | ratio target | weights/s target | memory target |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['device']} | {r['params']:,} | {r['pemn_bytes']:,} | {r['dense_bytes']:,} | "
-            f"{r['dense_load_ms']:.0f} | {r['pemn_load_ms']:.0f} | {r['ratio']:.2f} | {r['weights_per_sec'] / 1e6:.0f} M | "
+            f"{r['dense_load_ms']:.0f} | {r['pemn_load_ms']:.0f} | {r['ratio']:.2f} | "
+            f"{r['weights_per_sec'] / 1e6:.0f} M | "
             f"{r['dense_peak_added_mb']:.0f} MB ({r['dense_peak_vs_fp32']:.2f}x) | {r['pemn_peak_added_mb']:.0f} MB "
             f"({r['pemn_peak_vs_fp32']:.2f}x) | {_verdict(r['ratio'], TARGETS['ratio'], False)} | "
             f"{_verdict(r['weights_per_sec'], TARGETS['weights_per_sec'], True)} | "
             f"{_verdict(r['pemn_peak_vs_fp32'], TARGETS['memory'], False)} |"
         )
-    lines += ["", "Generator kernels on this CPU (normal values, one stream of 8M, best of 3):", "",
-              "| kernel | threads | M values/s |", "|---|---:|---:|"]
+    lines += [
+        "",
+        "Generator kernels on this CPU (normal values, one stream of 8M, best of 3):",
+        "",
+        "| kernel | threads | M values/s |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {g['kernel']} | {g['threads']} | {g['values_per_sec'] / 1e6:.1f} |" for g in generator]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {stem}.csv and {stem}.md")

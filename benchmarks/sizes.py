@@ -39,7 +39,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    command = "python benchmarks/sizes.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python benchmarks/sizes.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     lines = [
         "# .pemn sizes against dense fp32 safetensors",
         "",
@@ -49,7 +51,8 @@ def main(argv=None) -> None:
         "bits per unique value), BatchNorm and seed not counted. *above bound*: how much larger the file is than "
         "the information content of its masks (n·H(density) bits per layer) plus its dense leftovers.",
         "",
-        "| model | strategy | density | leftovers | .pemn bytes | dense fp32 bytes | on-disk ratio | paper ratio | header bytes | above bound |",
+        "| model | strategy | density | leftovers | .pemn bytes | dense fp32 bytes | on-disk ratio | paper ratio "
+        "| header bytes | above bound |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +69,8 @@ def main(argv=None) -> None:
                 lines.append(
                     f"| {name} | {method} | {density} | {label} | {t['file_bytes']:,} | {t['dense_fp32_bytes']:,} | "
                     f"{t['disk_ratio']:.1f}x | {t['paper_ratio']:.1f}x | {t['header_bytes']:,} | "
-                    f"{100 * (t['file_bytes'] / t['bound_bytes'] - 1):.1f}% |")
+                    f"{100 * (t['file_bytes'] / t['bound_bytes'] - 1):.1f}% |"
+                )
                 print(lines[-1], flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -99,8 +99,9 @@ class Run:
 def load_batches(args, device: torch.device) -> tuple[list, object]:
     """``args.batches`` real Fashion-MNIST training batches, materialized on ``device`` up front."""
     data = get_dataset(args.data).subset(args.batches * args.batch_size, 1, seed=args.seed)
-    loader = BatchLoader.from_dataset(data, "train", batch_size=args.batch_size, shuffle=True, seed=args.seed,
-                                      drop_last=True, device=device)
+    loader = BatchLoader.from_dataset(
+        data, "train", batch_size=args.batch_size, shuffle=True, seed=args.seed, drop_last=True, device=device
+    )
     batches = [(x.contiguous(), y.contiguous()) for x, y in loader]
     return batches, data
 
@@ -108,8 +109,9 @@ def load_batches(args, device: torch.device) -> tuple[list, object]:
 def build_run(model_name: str, variant: Variant, args, data, device: torch.device) -> Run:
     """The model (fixed seed), masked for PEMN variants, and an AdamW over its trainable parameters."""
     torch.manual_seed(args.seed)
-    model = pemn.create_model(model_name, in_chans=data.in_chans, num_classes=data.num_classes,
-                              img_size=data.img_size[0])
+    model = pemn.create_model(
+        model_name, in_chans=data.in_chans, num_classes=data.num_classes, img_size=data.img_size[0]
+    )
     if variant.strategy is not None:
         config = pemn.MaskConfig(strategy=variant.strategy, ratio=variant.ratio, density=args.density, seed=args.seed)
         pemn.mask_(model, config)
@@ -188,8 +190,12 @@ def bench_model(model_name: str, args, batches: list, data, device: torch.device
     for r in range(args.rounds):
         for run in runs:
             run_turn(run, batches, args, device)
-        print(f"{model_name} round {r + 1}/{args.rounds}: " + "  ".join(
-            f"{run.variant.name} {run.round_ips[-1]:,.0f}" for run in runs) + " img/s", flush=True)
+        print(
+            f"{model_name} round {r + 1}/{args.rounds}: "
+            + "  ".join(f"{run.variant.name} {run.round_ips[-1]:,.0f}" for run in runs)
+            + " img/s",
+            flush=True,
+        )
     dense = next((run for run in runs if run.variant.strategy is None), runs[0])
     return [summarize(model_name, run, dense) for run in runs]
 
@@ -198,7 +204,7 @@ def summarize(model_name: str, run: Run, dense: Run) -> dict:
     """Median throughput, its ratio to dense, and median milliseconds per phase for one variant."""
     ips = statistics.median(run.round_ips)
     dense_ips = statistics.median(dense.round_ips)
-    per_round = [a / b for a, b in zip(run.round_ips, dense.round_ips)]
+    per_round = [a / b for a, b in zip(run.round_ips, dense.round_ips, strict=True)]
     row = {
         "model": model_name,
         "variant": run.variant.name,
@@ -295,12 +301,16 @@ def write_markdown(rows: list[dict], args, path: Path, command: str, device: tor
 
 
 def print_summary(rows: list[dict]) -> None:
-    print(f"{'model':<16} {'variant':<9} {'img/s':>8} {'ratio':>6} {'step':>7} {'fwd':>7} {'topk':>6} "
-          f"{'build':>6} {'bwd':>7} {'opt':>6}  (ms)")
+    print(
+        f"{'model':<16} {'variant':<9} {'img/s':>8} {'ratio':>6} {'step':>7} {'fwd':>7} {'topk':>6} "
+        f"{'build':>6} {'bwd':>7} {'opt':>6}  (ms)"
+    )
     for r in rows:
-        print(f"{r['model']:<16} {r['variant']:<9} {r['images_per_sec']:8,.0f} {r['ratio_to_dense']:6.2f} "
-              f"{_ms(r['step_ms']):>7} {_ms(r['forward_ms']):>7} {_ms(r['topk_ms']):>6} {_ms(r['mask_build_ms']):>6} "
-              f"{_ms(r['backward_ms']):>7} {_ms(r['optimizer_ms']):>6}")
+        print(
+            f"{r['model']:<16} {r['variant']:<9} {r['images_per_sec']:8,.0f} {r['ratio_to_dense']:6.2f} "
+            f"{_ms(r['step_ms']):>7} {_ms(r['forward_ms']):>7} {_ms(r['topk_ms']):>6} {_ms(r['mask_build_ms']):>6} "
+            f"{_ms(r['backward_ms']):>7} {_ms(r['optimizer_ms']):>6}"
+        )
     for model_name in dict.fromkeys(r["model"] for r in rows):
         for line in conclusion_lines([r for r in rows if r["model"] == model_name]):
             print(f"{model_name}: {line[2:]}")
@@ -312,8 +322,11 @@ def print_summary(rows: list[dict]) -> None:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="convmixer_64_4,resnet20")
-    parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS),
-                        help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS))
+    parser.add_argument(
+        "--variants",
+        default=",".join(v.name for v in VARIANTS),
+        help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS),
+    )
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant per round")

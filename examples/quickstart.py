@@ -34,8 +34,9 @@ def main() -> None:
     data = get_dataset("fashion-mnist")  # Debian package dataset-fashion-mnist
     if args.train_samples:
         data = data.subset(args.train_samples, None, seed=args.seed)
-    train = BatchLoader.from_dataset(data, "train", batch_size=128, shuffle=True, seed=args.seed,
-                                     crop_padding=2, hflip=True, drop_last=True)
+    train = BatchLoader.from_dataset(
+        data, "train", batch_size=128, shuffle=True, seed=args.seed, crop_padding=2, hflip=True, drop_last=True
+    )
     test = BatchLoader.from_dataset(data, "test", batch_size=1000)
 
     # 1. a zoo model whose weights will never be trained
@@ -44,8 +45,9 @@ def main() -> None:
     config = pemn.MaskConfig(density=args.density, strategy=args.strategy, ratio=args.ratio, seed=args.seed)
     pemn.mask_(model, config)
     # 3. learn the masks (and the BatchNorm affine parameters)
-    trainer = pemn.Trainer(model, train, test, pemn.TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed),
-                           callbacks=[RichProgress()])
+    trainer = pemn.Trainer(
+        model, train, test, pemn.TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed), callbacks=[RichProgress()]
+    )
     result = trainer.fit()
     print(f"masked model accuracy: {result.final_acc:.4f}  ({result.images_per_sec:,.0f} training images/s)")
 
@@ -53,9 +55,11 @@ def main() -> None:
     recipe = {"epochs": args.epochs, "lr": args.lr, "optimizer": "adamw", "schedule": "cosine"}
     pemn.save(model, args.out, provenance={"dataset": "fashion-mnist", "accuracy": result.final_acc, "recipe": recipe})
     summary = summarize(pemn.read_pemn(args.out), args.out)
-    print(f"{args.out}: {os.path.getsize(args.out):,} bytes on disk; "
-          f"dense fp32 safetensors would be {summary['totals']['dense_fp32_bytes']:,} bytes "
-          f"(ratio {summary['totals']['disk_ratio']:.1f}x); unique values {summary['totals']['unique_values']:,}")
+    print(
+        f"{args.out}: {os.path.getsize(args.out):,} bytes on disk; "
+        f"dense fp32 safetensors would be {summary['totals']['dense_fp32_bytes']:,} bytes "
+        f"(ratio {summary['totals']['disk_ratio']:.1f}x); unique values {summary['totals']['unique_values']:,}"
+    )
 
     # 5. load it back as a plain dense model and check it still classifies
     deployed = pemn.load(args.out, device="auto")

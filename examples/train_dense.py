@@ -42,8 +42,17 @@ def main() -> None:
     if args.train_samples:
         data = data.subset(args.train_samples, None, seed=args.seed)
     device = resolve_device(args.device)
-    train = BatchLoader.from_dataset(data, "train", batch_size=args.batch_size, shuffle=True, seed=args.seed,
-                                     crop_padding=data.suggested_crop_padding, hflip=True, drop_last=True, device=device)
+    train = BatchLoader.from_dataset(
+        data,
+        "train",
+        batch_size=args.batch_size,
+        shuffle=True,
+        seed=args.seed,
+        crop_padding=data.suggested_crop_padding,
+        hflip=True,
+        drop_last=True,
+        device=device,
+    )
     test = BatchLoader.from_dataset(data, "test", batch_size=500, device=device)
 
     torch.manual_seed(args.seed)

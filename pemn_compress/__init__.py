@@ -56,30 +56,28 @@ _LAZY = {
     "save": ".api",
 }
 
-__all__ = sorted(
-    [
-        "CheckpointError",
-        "ChecksumError",
-        "ConfigError",
-        "ContainerError",
-        "DataError",
-        "DataNotFoundError",
-        "FormatError",
-        "HeaderError",
-        "LimitError",
-        "MaskConfig",
-        "MissingKeyError",
-        "ModelError",
-        "PemnError",
-        "ShapeError",
-        "TrustError",
-        "UnknownModelError",
-        "UserCodeError",
-        "VersionError",
-        "__version__",
-        *_LAZY,
-    ]
-)
+__all__ = [
+    "CheckpointError",
+    "ChecksumError",
+    "ConfigError",
+    "ContainerError",
+    "DataError",
+    "DataNotFoundError",
+    "FormatError",
+    "HeaderError",
+    "LimitError",
+    "MaskConfig",
+    "MissingKeyError",
+    "ModelError",
+    "PemnError",
+    "ShapeError",
+    "TrustError",
+    "UnknownModelError",
+    "UserCodeError",
+    "VersionError",
+    "__version__",
+]
+__all__ = sorted(__all__ + list(_LAZY))  # one sorted list: eager names above, lazily imported ones from _LAZY
 
 
 def __getattr__(name: str):
