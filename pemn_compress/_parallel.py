@@ -60,7 +60,7 @@ def _get_pool() -> ThreadPoolExecutor | None:
         return _pool
 
 
-def for_chunks(fn: Callable[[int, int], None], total: int, chunk: int) -> None:
+def for_chunks(fn: Callable[[int, int], object], total: int, chunk: int) -> None:
     """Call ``fn(start, stop)`` for every chunk of ``range(total)``, spread over the workers."""
     bounds = [(s, min(s + chunk, total)) for s in range(0, total, chunk)]
     pool = _get_pool() if len(bounds) > 1 else None

@@ -37,7 +37,8 @@ class RichProgress(Callback):
         done = trainer.step - epoch * trainer.steps_per_epoch
         self.progress.reset(self.batches, total=trainer.steps_per_epoch, completed=max(0, done),
                             description=f"epoch {epoch + 1}", info="")
-        self._loss = self._correct = self._seen = 0
+        self._loss = 0.0
+        self._correct = self._seen = 0
         self._t0 = time.perf_counter()
 
     def on_batch_end(self, trainer, batch: int, loss: float, correct: int, size: int) -> None:

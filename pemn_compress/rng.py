@@ -23,10 +23,14 @@ mirrored in the standalone reference reader.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: the numpy half of this module works without torch
+    import torch
 
 __all__ = [
     "DISTRIBUTIONS",

@@ -146,18 +146,18 @@ def _rp(config, layers):
 
 def make_plan(config: MaskConfig, layers: Sequence[tuple[str, Sequence[int]]]) -> ValuePlan:
     """The value plan for ``layers`` (name, weight shape), in the order they appear in the model."""
-    layers = [(name, tuple(int(d) for d in shape)) for name, shape in layers]
-    if not layers:
+    shapes = [(name, tuple(int(d) for d in shape)) for name, shape in layers]
+    if not shapes:
         raise ConfigError("no layer to mask: the model has no Linear/Conv1d/Conv2d layer that the filter accepts")
-    names = [name for name, _ in layers]
+    names = [name for name, _ in shapes]
     if len(set(names)) != len(names):
         raise ConfigError("masked layer names must be unique")
-    banks, bank_of = _STRATEGIES[config.strategy](config, layers)
-    largest = max(layers, key=lambda item: math.prod(item[1]))  # first of the largest layers
+    banks, bank_of = _STRATEGIES[config.strategy](config, shapes)
+    largest = max(shapes, key=lambda item: math.prod(item[1]))  # first of the largest layers
     shared_scale = config.strategy in ("mp", "rp") and not config.rescale
     sources = tuple(
         LayerSource(name, shape, bank_of[i], kaiming_scale(largest[1] if shared_scale else shape))
-        for i, (name, shape) in enumerate(layers)
+        for i, (name, shape) in enumerate(shapes)
     )
     return ValuePlan(config.strategy, config.distribution, config.seed, tuple(banks), sources)
 

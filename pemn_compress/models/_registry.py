@@ -177,7 +177,7 @@ def create_model(name: str, /, **kwargs: Any) -> nn.Module:
         raise ModelError(f"model {name!r}: {err}") from err
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {name!r}: expected the factory to return an nn.Module, found {type(model).__name__}")
-    model.pemn_arch = {"name": name, "kwargs": full}
+    setattr(model, "pemn_arch", {"name": name, "kwargs": full})  # noqa: B010 (nn.Module's __setattr__ is typed for tensors)
     return model
 
 

@@ -36,7 +36,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=bias)
         self.bn2 = nn.BatchNorm2d(planes)
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
+            self.shortcut: nn.Module = nn.Sequential(
                 nn.Conv2d(in_planes, planes, 1, stride=stride, bias=bias),
                 nn.BatchNorm2d(planes),
             )
