@@ -1,4 +1,4 @@
-"""Value sources: where each masked layer's fixed weights come from (DESIGN.md section 2).
+"""Value sources: where each masked layer's fixed weights come from (formats/pemn-v1.md section 9).
 
 A strategy turns the list of masked layers (name and weight shape, in model order) into a
 ``ValuePlan``: a few *banks* of pseudo-random unit values and, per layer, which bank it reads
