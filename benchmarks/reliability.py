@@ -10,8 +10,8 @@ Writes ``benchmarks/results/reliability.md`` (and ``reliability.json``), the com
 2. **Hostile files** (benchmarks/hostile_files.py): what each reader, ``pemn.load`` and the CLI did.
 3. **Fault injection** on ``pemn compress`` (test_mlp, 256 Fashion-MNIST images, 2 epochs, 1 thread):
    SIGKILL at random points after the first checkpoint, a full disk during the final save (and
-   everywhere), Ctrl-C through the test hook; each followed by ``--resume`` and compared byte for
-   byte with an uninterrupted run.
+   everywhere), Ctrl-C at a random step (benchmarks/interrupted_compress.py); each followed by
+   ``--resume`` and compared byte for byte with an uninterrupted run.
 4. **Determinism matrix**: the SHA-256 of the materialized weights of several files from the numpy
    reader, the reference reader, ``pemn.load`` (dense and masked form) with 1 and 2 torch threads, 3
    spawned processes in parallel, and a repeated ``pemn compress`` run. CUDA: scripts/gpu-check.sh.
@@ -70,7 +70,7 @@ FINDINGS = [
      "non-BatchNorm one (ModelError 'folded BatchNorm ... is not a BatchNorm module in the model')"),
     ("fault injection: SIGKILL of `pemn compress` inside a checkpoint write (about 1 kill in 6)",
      "a `.<output>.ckpt.XXXX.tmp` file stayed in the output folder for good (nothing ever removed it)",
-     "pemn_compress/compress.py `_remove_stale_temp_files`: every run (fresh or --resume) first removes "
+     "pemn_compress/checkpoints.py `remove_stale_temp_files`: every run (fresh or --resume) first removes "
      "`.<output name>.*.tmp`, the temp files of its own output and checkpoint"),
 ]
 
@@ -187,7 +187,7 @@ class Workspace:
         Measured once; that run's output must also equal the in-process reference (same command, another
         process, checkpoints on): ``fresh_run`` records it."""
         if self._window is None:
-            from pemn_compress.compress import checkpoint_path
+            from pemn_compress.checkpoints import checkpoint_path
 
             out = self.folder / "fresh.pemn"
             out.unlink(missing_ok=True)
@@ -210,9 +210,16 @@ class Workspace:
 
     def subprocess(self, *args: str, **popen) -> subprocess.Popen:
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
-        env.pop("PEMN_TEST_INTERRUPT_AFTER_STEPS", None)
         return subprocess.Popen([sys.executable, "-m", "pemn_compress", "compress", *map(str, args)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+
+    def interrupted(self, step: int, real_signal: bool, *args: str) -> subprocess.CompletedProcess:
+        """``pemn compress ARGS`` in another process, interrupted right after optimizer step ``step``
+        (benchmarks/interrupted_compress.py; ``real_signal``: a real SIGINT, as a first Ctrl-C)."""
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        command = [sys.executable, str(HERE / "interrupted_compress.py"), str(step),
+                   *(["--sigint"] if real_signal else []), "--", *map(str, args)]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _check(checks: list, name: str, ok: bool, detail: str = "") -> None:
@@ -221,7 +228,7 @@ def _check(checks: list, name: str, ok: bool, detail: str = "") -> None:
 
 def _resume(ws: Workspace, out: Path, checks: list) -> None:
     """``--resume`` must finish with the uninterrupted run's bytes, remove the checkpoint, leave no temp file."""
-    from pemn_compress.compress import checkpoint_path
+    from pemn_compress.checkpoints import checkpoint_path
 
     result = ws.cli(*COMPRESS_ARGS, "-o", out, "--resume")
     _check(checks, "resume exits 0", result.exit_code == 0, f"exit {result.exit_code}: {result.output[-300:]}")
@@ -231,10 +238,10 @@ def _resume(ws: Workspace, out: Path, checks: list) -> None:
 
 
 def _checkpoint_loads(path: Path, checks: list) -> int | None:
-    from pemn_compress.compress import _read_checkpoint
+    from pemn_compress.checkpoints import read_checkpoint
 
     try:
-        state = _read_checkpoint(path)
+        state = read_checkpoint(path)
     except Exception as exc:  # noqa: BLE001 - reported
         _check(checks, "checkpoint loads (torch.load weights_only)", False, f"{type(exc).__name__}: {exc}")
         return None
@@ -246,7 +253,7 @@ def _checkpoint_loads(path: Path, checks: list) -> int | None:
 # ---------------------------------------------------------------------------------------------- fault scenarios
 def scenario_sigkill(ws: Workspace, index: int, rng: random.Random, with_previous: bool) -> dict:
     """SIGKILL ``pemn compress`` a random delay after its first checkpoint (``--checkpoint-every 2``)."""
-    from pemn_compress.compress import checkpoint_path
+    from pemn_compress.checkpoints import checkpoint_path
     from pemn_compress.fileformat.reader import decode_weights, read_pemn, verify_fingerprint
 
     reference = ws.reference()
@@ -334,7 +341,7 @@ def disk_full(fails):
 
 def scenario_disk_full(ws: Workspace, index: int, everywhere: bool) -> dict:
     """ENOSPC during the final save (checkpoints still writable), or on every write (checkpoints too)."""
-    from pemn_compress.compress import checkpoint_path
+    from pemn_compress.checkpoints import checkpoint_path
 
     reference = ws.reference()
     out = ws.folder / f"full{index}.pemn"
@@ -368,8 +375,8 @@ def scenario_disk_full(ws: Workspace, index: int, everywhere: bool) -> dict:
 
 
 def scenario_ctrl_c(ws: Workspace, index: int, rng: random.Random, real_signal: bool) -> dict:
-    """Ctrl-C after a random step through PEMN_TEST_INTERRUPT_AFTER_STEPS (optionally a real SIGINT)."""
-    from pemn_compress.compress import TEST_INTERRUPT_ENV, TEST_INTERRUPT_SIGNAL_ENV, checkpoint_path
+    """Ctrl-C after a random step, in a process of its own (``Workspace.interrupted``; optionally a real SIGINT)."""
+    from pemn_compress.checkpoints import checkpoint_path
 
     ws.reference()
     out = ws.folder / f"ctrlc{index}.pemn"
@@ -377,11 +384,10 @@ def scenario_ctrl_c(ws: Workspace, index: int, rng: random.Random, real_signal: 
     for stale in (out, ckpt):
         stale.unlink(missing_ok=True)
     step = rng.randrange(1, TOTAL_STEPS)
-    env = {TEST_INTERRUPT_ENV: str(step), TEST_INTERRUPT_SIGNAL_ENV: "1" if real_signal else None}
-    result = ws.cli(*COMPRESS_ARGS, "-o", out, env=env)
+    result = ws.interrupted(step, real_signal, *COMPRESS_ARGS, "-o", out)
     checks: list = []
-    last = (result.output.strip().splitlines() or [""])[-1]
-    _check(checks, "exit code 130", result.exit_code == 130, f"exit {result.exit_code}")
+    last = (result.stderr.strip().splitlines() or [""])[-1]
+    _check(checks, "exit code 130", result.returncode == 130, f"exit {result.returncode}")
     _check(checks, "one line: checkpoint saved, rerun with --resume",
            last == f"interrupted; checkpoint saved to {ckpt}; rerun with --resume", last)
     _check(checks, "no output written", not out.exists())

@@ -36,6 +36,7 @@ import click
 from ._help import Argument, SectionedCommand
 from .config import _DISTRIBUTIONS, RP_MODES, STRATEGIES
 from .errors import PemnError
+from .interrupt import TrainingFailed
 
 __all__ = ["compress", "eval", "eval_command"]
 
@@ -85,13 +86,12 @@ def _show_traceback() -> None:
         traceback.print_exc()
 
 
-def _fail(exc: BaseException, as_json: bool) -> None:
-    """Print one ``error:`` line (and the JSON error document) and exit 2."""
+def _fail(exc: BaseException, as_json: bool, checkpoint: str | None = None) -> None:
+    """Print one ``error:`` line (and the JSON error document) and exit 2; ``checkpoint``: where to resume from."""
     _show_traceback()
     from .cli import _message
 
     message = _plain(_one_line(_message(exc)))
-    checkpoint = getattr(exc, "pemn_checkpoint", None)
     line = message + (f"; checkpoint saved to {checkpoint}; rerun with --resume" if checkpoint else "")
     rank = _rank_prefix()
     if as_json and not rank:
@@ -111,6 +111,16 @@ def _interrupted(exc: KeyboardInterrupt, as_json: bool) -> None:
         click.echo(json.dumps({"error": {"type": "Interrupted", "message": line, "checkpoint": checkpoint}}))
     click.echo(f"{rank}{line}", err=True)
     raise click.exceptions.Exit(EXIT_INTERRUPTED)
+
+
+def _training_failed(failed: TrainingFailed, as_json: bool) -> None:
+    """An error once training had started: bad input and I/O errors as one line (exit 2), anything
+    else (a bug, a crash in user code) with its traceback; both say how to resume."""
+    if isinstance(failed.error, (PemnError, OSError)):
+        _fail(failed.error, as_json, failed.checkpoint)
+    if failed.checkpoint:
+        click.echo(f"{_rank_prefix()}checkpoint saved to {failed.checkpoint}; rerun with --resume", err=True)
+    raise failed.error from None
 
 
 def _rank_prefix() -> str:
@@ -292,13 +302,10 @@ def compress(as_json: bool, quiet: bool, **kwargs) -> None:
         result = run_compress(options, progress=not (as_json or quiet))
     except KeyboardInterrupt as exc:
         _interrupted(exc, as_json)
+    except TrainingFailed as failed:
+        _training_failed(failed, as_json)
     except (PemnError, OSError) as exc:
         _fail(exc, as_json)
-    except Exception as exc:  # a bug or a crash in user code: keep the traceback, but say how to resume
-        checkpoint = getattr(exc, "pemn_checkpoint", None)
-        if checkpoint:
-            click.echo(f"{_rank_prefix()}checkpoint saved to {checkpoint}; rerun with --resume", err=True)
-        raise
     if result.rank != 0:
         return
     for warning in result.warnings:  # on stderr whatever the output mode (and in --json's "warnings")
@@ -336,8 +343,8 @@ def eval_command(file: str, data, data_root, device, batch_size, arch, arch_kwar
     try:
         import torch
 
-        from .compress import evaluate_file
         from .errors import ConfigError
+        from .evaluation import evaluate_file
 
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, found {batch_size}")

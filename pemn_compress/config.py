@@ -10,23 +10,59 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 from .errors import ConfigError, option_error
 
-__all__ = ["MaskConfig", "STRATEGIES", "RP_MODES"]
+__all__ = ["JsonDataclass", "MaskConfig", "STRATEGIES", "RP_MODES"]
 
 STRATEGIES = ("dense", "onelayer", "mp", "rp")
 RP_MODES = ("copy", "rand")
 _DISTRIBUTIONS = ("normal", "signed_constant", "uniform")  # mirrors rng.DISTRIBUTIONS
 
+_J = TypeVar("_J", bound="JsonDataclass")
+
+
+class JsonDataclass:
+    """Plain-JSON round trip for a frozen dataclass validated in ``__post_init__``.
+
+    ``to_dict`` gives plain values; ``from_dict`` refuses anything but a dict of known fields, so a
+    typo never passes silently; ``replace`` copies with changes, validated again. Subclasses name
+    themselves in the two error messages: ``_json_subject`` ("a MaskConfig must be a JSON object")
+    and ``_json_fields`` (singular and plural: "unknown MaskConfig field(s) ...; known fields are ...").
+    """
+
+    _json_subject: ClassVar[str]
+    _json_fields: ClassVar[tuple[str, str]]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # subclasses are dataclasses
+
+    @classmethod
+    def from_dict(cls: type[_J], data: Any) -> _J:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls._json_subject} must be a JSON object, found {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            one, many = cls._json_fields
+            raise ConfigError(f"unknown {one}(s) {unknown}; known {many} are {sorted(known)}")
+        return cls(**data)
+
+    def replace(self: _J, **changes: Any) -> _J:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
 
 @dataclass(frozen=True)
-class MaskConfig:
+class MaskConfig(JsonDataclass):
     """How a model is turned into a PEMN network.
 
     Fields are grouped as: what the masks keep, where the fixed values come from, and what stays
     dense and trainable.
     """
+
+    _json_subject = "a MaskConfig"
+    _json_fields = ("MaskConfig field", "fields")
 
     density: float = 0.5  # fraction of each masked layer's weights the mask keeps (the paper's k)
     strategy: str = "onelayer"  # value source: dense | onelayer | mp | rp (DESIGN.md section 2)
@@ -68,19 +104,3 @@ class MaskConfig:
             raise ConfigError("learn_values applies to strategies 'mp' and 'rp' (the ones with one small shared vector)")
         if type(self.version) is not int or self.version != 1:
             raise ConfigError(f"MaskConfig version {self.version} is not supported (this library writes version 1)")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> MaskConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"a MaskConfig must be a JSON object, found {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown MaskConfig field(s) {unknown}; known fields are {sorted(known)}")
-        return cls(**data)
-
-    def replace(self, **changes) -> MaskConfig:
-        return dataclasses.replace(self, **changes)

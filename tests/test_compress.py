@@ -15,21 +15,17 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import save as st_save
 from safetensors.torch import save_file
 
 import pemn_compress as pemn
 from pemn_compress import commands
+from pemn_compress.checkpoints import CHECKPOINT_FORMAT
 from pemn_compress.commands import compress, eval_command
-from pemn_compress.compress import (
-    CHECKPOINT_FORMAT,
-    TEST_INTERRUPT_ENV,
-    TEST_INTERRUPT_SIGNAL_ENV,
-    CompressOptions,
-    dense_fp32_bytes,
-)
+from pemn_compress.compress import CompressOptions, TrainingInterrupted
+from pemn_compress.compress import compress as compress_api
 from pemn_compress.data import DATASET_SPECS, BatchLoader, get_dataset
 from pemn_compress.errors import ConfigError
+from pemn_compress.faults import InterruptAfterSteps
 from pemn_compress.inputs import strip_prefixes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,8 +44,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(autouse=True)
 def env(fmnist_subset, tmp_path, monkeypatch):
     monkeypatch.setenv("PEMN_FASHION_MNIST_DIR", str(fmnist_subset))
-    monkeypatch.delenv(TEST_INTERRUPT_ENV, raising=False)
-    monkeypatch.delenv(TEST_INTERRUPT_SIGNAL_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -297,6 +291,14 @@ def test_json_errors_are_one_document(env, monkeypatch):
 # ------------------------------------------------------------------------------------------------ resume
 
 RESUME = ["test_mlp", "--max-train-samples", "256", "--epochs", "2", "--batch-size", "64", "--threads", "1", "--quiet"]
+RESUME_OPTIONS = dict(model="test_mlp", max_train_samples=256, epochs=2, batch_size=64, threads=1)  # the same run
+
+
+def interrupted(output: str, hook: InterruptAfterSteps, **options) -> TrainingInterrupted:
+    """The RESUME run through the Python API, interrupted by ``hook`` (the command line has no such hook)."""
+    with pytest.raises(TrainingInterrupted) as info:
+        compress_api(CompressOptions(**RESUME_OPTIONS, output=output, **options), callbacks=[hook])
+    return info.value
 
 
 @pytest.fixture
@@ -305,14 +307,12 @@ def reference(env) -> bytes:
     return (env / "ref.pemn").read_bytes()
 
 
-def test_interrupt_then_resume_is_byte_identical(env, reference, monkeypatch):
-    monkeypatch.setenv(TEST_INTERRUPT_ENV, "5")  # mid second epoch (4 steps per epoch)
-    stopped = run(*RESUME, "-o", "out.pemn", "--checkpoint-every", "3", expect=130)
-    assert stopped.stderr.strip().splitlines()[-1] == "interrupted; checkpoint saved to out.pemn.ckpt; rerun with --resume"
+def test_interrupt_then_resume_is_byte_identical(env, reference):
+    stopped = interrupted("out.pemn", InterruptAfterSteps(5), checkpoint_every=3)  # mid second epoch (4 steps each)
+    assert (stopped.checkpoint, stopped.step) == ("out.pemn.ckpt", 5)
     assert not (env / "out.pemn").exists()
     state = torch.load(env / "out.pemn.ckpt", weights_only=True)  # plain tensors and containers only
     assert state["format"] == CHECKPOINT_FORMAT and state["trainer"]["step"] == 5
-    monkeypatch.delenv(TEST_INTERRUPT_ENV)
 
     again = run(*RESUME, "-o", "out.pemn", expect=None)  # forgetting --resume never overwrites it
     assert_one_line_error(again, "--resume")
@@ -324,12 +324,10 @@ def test_interrupt_then_resume_is_byte_identical(env, reference, monkeypatch):
     assert not (env / "out.pemn.ckpt").exists() and resumed.stderr == ""
 
 
-def test_first_ctrl_c_finishes_the_batch_then_resume_is_byte_identical(env, reference, monkeypatch):
-    monkeypatch.setenv(TEST_INTERRUPT_ENV, "3")
-    monkeypatch.setenv(TEST_INTERRUPT_SIGNAL_ENV, "1")  # a real SIGINT through the handler
-    run(*RESUME, "-o", "sig.pemn", "--checkpoint-every", "0", expect=130)
+def test_first_ctrl_c_finishes_the_batch_then_resume_is_byte_identical(env, reference):
+    stopped = interrupted("sig.pemn", InterruptAfterSteps(3, signal=True), checkpoint_every=0)  # a real SIGINT
+    assert (stopped.checkpoint, stopped.step) == ("sig.pemn.ckpt", 3)
     assert torch.load(env / "sig.pemn.ckpt", weights_only=True)["trainer"]["step"] == 3
-    monkeypatch.delenv(TEST_INTERRUPT_ENV)
     run(*RESUME, "-o", "sig.pemn", "--resume")
     assert (env / "sig.pemn").read_bytes() == reference
 
@@ -423,13 +421,31 @@ def test_strip_prefixes():
     assert strip_prefixes({"module.a": t, "b": t}) == {"module.a": t, "b": t}  # not every key: a real name
 
 
-def test_dense_fp32_bytes_is_the_real_safetensors_size(env):
-    model = pemn.create_model("test_convmixer")
-    state = model.state_dict()
-    fp32 = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    assert dense_fp32_bytes(state) == len(st_save(fp32))
-    doc = run_json("test_convmixer", *QUICK)
-    assert doc["dense_fp32_bytes"] == dense_fp32_bytes(pemn.load(env / "test_convmixer.pemn", device="cpu").state_dict())
+ACCENTED_ARCH = """
+from torch import nn
+
+
+def build():
+    model = nn.Sequential()
+    model.add_module("entrée", nn.Flatten())
+    model.add_module("couche_cachée", nn.Linear(784, 16))
+    model.add_module("normalisée", nn.BatchNorm1d(16))
+    model.add_module("ρ", nn.ReLU())
+    model.add_module("sortie", nn.Linear(16, 10))
+    return model
+"""
+
+
+@pytest.mark.parametrize("model,output", [("test_convmixer", "test_convmixer.pemn"), ("accents:build", "build.pemn")])
+def test_dense_fp32_size_is_the_real_safetensors_file_size(env, model, output):
+    # non-ASCII layer names take more bytes in the header than characters: safetensors writes them as UTF-8
+    (env / "accents.py").write_text(ACCENTED_ARCH, encoding="utf-8")
+    doc = run_json(model, *QUICK)
+    loaded = pemn.load(env / output, device="cpu", trust_code=True).state_dict()
+    assert model == "test_convmixer" or any(not key.isascii() for key in loaded)
+    save_file({k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in loaded.items()}, "dense.st")
+    assert doc["dense_fp32_bytes"] == os.path.getsize("dense.st")
+    assert doc["ratio"] == pytest.approx(doc["dense_fp32_bytes"] / os.path.getsize(output))
 
 
 def test_options_validate_and_round_trip():
