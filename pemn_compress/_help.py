@@ -32,14 +32,13 @@ class Argument(click.Argument):
         super().__init__(param_decls, required=required, **attrs)  # click < 8.5 takes no help here
         self.help = help
 
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        if not self.help:
-            return None
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str]:
+        """``(metavar, help)``; the help is empty for an undocumented argument, which the help leaves out."""
         try:
             metavar = self.make_metavar(ctx)
         except TypeError:  # click < 8.2: make_metavar()
-            metavar = self.make_metavar()
-        return metavar, self.help
+            metavar = self.make_metavar()  # type: ignore[call-arg]
+        return metavar, self.help or ""
 
 
 class SectionedCommand(click.Command):

@@ -3,17 +3,20 @@
     pemn inspect model.pemn [--json]     what the file holds and what every byte is spent on
     pemn verify model.pemn               container, checksums, masks, regenerated weights, fingerprint
 
-Rules every command follows (STYLE.md conventions 5-6):
+Rules every command follows:
 
 * torch is imported inside the commands that need it, never at module level, so ``pemn --help``
   is instant and ``inspect`` / ``verify`` run without torch (numpy and the torch-free reader only);
-* user errors are raised, not printed: a ``PemnError``, an ``OSError`` on user input or a
-  ``CommandError`` reaches ``PemnGroup.invoke``, which prints one line ``error: <message>`` on stderr
-  and exits with 2 (or the ``CommandError``'s code; 1 when verification fails). ``--traceback``
-  shows the full traceback instead;
+* user errors are raised, not printed: a ``PemnError`` (``CommandError`` for a command-line argument
+  the command cannot use) or an ``OSError`` on user input reaches ``fail``, the one error path, which
+  prints one line ``error: <message>`` on stderr and exits with the status ``errors.EXIT_CODES``
+  gives the error's class (2 for bad input, 1 when verification fails); ``--traceback`` prints the
+  full traceback too. ``PemnGroup.invoke`` calls it for every command; a command with ``--json``
+  calls it itself, to put the error in its JSON document as well;
 * results go to a rich console on stdout; errors to stderr;
-* every string that comes from a file is untrusted: it goes through ``safe()`` (control characters
-  and ANSI escapes made visible, rich markup escaped) before it reaches a terminal.
+* every string that comes from a file or a user is untrusted: it goes through ``sanitize`` (one line,
+  control characters and ANSI escapes made visible) before it reaches a terminal, and through
+  ``safe`` (the same, rich markup escaped) before it reaches rich output.
 
 Adding a command (``compress``, ``eval``, ...): either decorate a function with ``@cli.command()``
 in this module, or write it in its own module (torch imported inside the function, nothing heavy at
@@ -26,66 +29,33 @@ import importlib
 import json
 import math
 import os
-import re
 import shlex
 import sys
 import traceback
+from collections.abc import Sequence
+from typing import NoReturn
 
 import click
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ._terminal import json_safe, one_line, sanitize
 from ._version import __version__
-from .errors import ChecksumError, PemnError
+from .errors import ChecksumError, CommandError, PemnError, VerificationError, exit_code
 
-__all__ = ["CommandError", "LAZY_COMMANDS", "PemnGroup", "cli", "main", "safe", "sanitize"]
+__all__ = ["CommandError", "LAZY_COMMANDS", "PemnGroup", "cli", "error_message", "fail", "main", "rank_prefix", "safe",
+           "sanitize"]
 
 # command name -> "module:attribute" of a click command, imported on first use
 LAZY_COMMANDS: dict[str, str] = {
     "compress": "pemn_compress.commands:compress",
     "eval": "pemn_compress.commands:eval_command",
 }
-
-EXIT_FAILED = 1  # the file was read but a check failed (verify)
-EXIT_ERROR = 2  # bad input: unreadable file, wrong option, malformed file
-
-
-class CommandError(Exception):
-    """An actionable error a command reports as one line, with its exit code."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_ERROR):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-# ---------------------------------------------------------------------------------------------
-# terminal safety
-
-# C0 and C1 controls, DEL, bidi overrides/isolates, zero-width marks, BOM and lone surrogates: all
-# made visible as Python escapes. An ANSI sequence "\x1b[31m" becomes the harmless text "\x1b[31m".
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]")
-
-
-def _visible(match: re.Match) -> str:
-    char = match.group()
-    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or (
-        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
-    )
-
-
-def sanitize(value) -> str:
-    """``value`` as one line of plain text safe for a terminal (non-strings as compact JSON)."""
-    if not isinstance(value, str):
-        try:
-            value = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-        except (TypeError, ValueError):
-            value = repr(value)
-    return _UNSAFE.sub(_visible, value)
 
 
 def safe(value) -> str:
@@ -94,7 +64,71 @@ def safe(value) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# the group and its one error handler
+# the one error path
+
+
+def error_message(error: BaseException) -> str:
+    """The text of an error for the command line, not yet sanitized: its ``cli_message`` (flags, not
+    arguments) when it has one, ``PATH: reason`` for an OS error on a file, else ``str(error)``."""
+    cli_text = getattr(error, "cli_message", None)
+    if isinstance(cli_text, str) and cli_text:
+        return cli_text
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        return f"{error.filename}: {error.strerror}"
+    return str(error) or type(error).__name__
+
+
+def _checkpoint(error: BaseException) -> str | None:
+    """The checkpoint an interrupted ``compress`` run saved (``interrupt.TrainingInterrupted``), if any."""
+    path = getattr(error, "checkpoint", None) if isinstance(error, KeyboardInterrupt) else None
+    return str(path) if path else None
+
+
+def _report(error: BaseException, checkpoint: str | None) -> tuple[str, str, str]:
+    """(JSON type, JSON message, stderr text after the ``error:`` label) of ``error``, each one safe line."""
+    resume = f"checkpoint saved to {sanitize(checkpoint)}; rerun with --resume" if checkpoint else ""
+    if isinstance(error, KeyboardInterrupt):
+        text = f"interrupted; {resume or 'no checkpoint was saved'}"
+        return "Interrupted", text, text
+    message = one_line(error_message(error), limit=None)
+    return type(error).__name__, message, message + (f"; {resume}" if resume else "")
+
+
+def rank_prefix() -> str:
+    """``[rank N] `` in a torchrun process other than rank 0, so interleaved lines say whose they are."""
+    rank = os.environ.get("RANK", "0")
+    return "" if rank in ("", "0") or os.environ.get("WORLD_SIZE", "1") in ("", "1") else f"[rank {rank}] "
+
+
+def _traceback_requested() -> bool:
+    """``pemn --traceback ...``: the group's flag, in the context meta every command shares."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and bool(ctx.meta.get("pemn.traceback"))
+
+
+def fail(error: BaseException, *, as_json: bool = False, checkpoint: str | None = None) -> NoReturn:
+    """Report ``error`` and exit with its status (``errors.exit_code``): the CLI's one error path.
+
+    Prints one line on stderr, ``error: <message>`` (for Ctrl-C: ``interrupted; ...``), naming the
+    checkpoint to resume from when one was saved, with ``[rank N] `` in front on a torchrun rank other
+    than 0. With ``as_json`` (rank 0 only) stdout gets ``{"error": {"type", "message", "checkpoint"}}``
+    too. With ``--traceback`` the full traceback of an error comes first. ``checkpoint``: where a
+    ``compress`` run that failed after training started saved its state (``interrupt.TrainingFailed``).
+    """
+    if _traceback_requested() and not isinstance(error, KeyboardInterrupt):
+        traceback.print_exception(type(error), error, error.__traceback__)
+    checkpoint = checkpoint or _checkpoint(error)
+    kind, message, text = _report(error, checkpoint)
+    rank = rank_prefix()
+    if as_json and not rank:
+        click.echo(json.dumps({"error": {"type": kind, "message": message, "checkpoint": checkpoint}}))
+    label = "" if isinstance(error, KeyboardInterrupt) else click.style("error:", fg="red", bold=True) + " "
+    click.echo(rank + label + text, err=True)  # click drops the colour when stderr is not a terminal
+    raise click.exceptions.Exit(exit_code(error))
+
+
+# ---------------------------------------------------------------------------------------------
+# the group
 
 
 def _stdout() -> Console:
@@ -104,26 +138,8 @@ def _stdout() -> Console:
     return console
 
 
-def _stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _message(exc: BaseException) -> str:
-    """The one-line text of an error for the command line: its ``cli_message`` (flags, not arguments) when it has one."""
-    cli_text = getattr(exc, "cli_message", None)
-    if isinstance(cli_text, str) and cli_text:
-        return cli_text
-    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
-        return f"{exc.filename}: {exc.strerror}"
-    return str(exc) or type(exc).__name__
-
-
-def _exit_code(exc: BaseException) -> int:
-    return getattr(exc, "exit_code", EXIT_ERROR) if isinstance(exc, CommandError) else EXIT_ERROR
-
-
 class PemnGroup(click.Group):
-    """A click group with lazily imported commands and the CLI's single error handler."""
+    """A click group with lazily imported commands; every error of a command goes to ``fail``."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
@@ -137,20 +153,23 @@ class PemnGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except BrokenPipeError:  # `pemn inspect f | head`: the reader left, nothing to report
-            try:  # keep the interpreter's final flush of stdout from complaining
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            except (OSError, ValueError, AttributeError):
-                pass
-            raise click.exceptions.Exit(EXIT_FAILED) from None
-        except (PemnError, OSError, CommandError) as exc:
-            if ctx.meta.get("pemn.traceback"):
-                traceback.print_exc()
-            _stderr().print(f"[bold red]error:[/] {safe(_message(exc))}")
-            raise click.exceptions.Exit(_exit_code(exc)) from None
+        except BrokenPipeError as exc:  # `pemn inspect f | head`: the reader left, nothing to report
+            _silence_stdout()
+            raise click.exceptions.Exit(exit_code(exc)) from None
+        except (PemnError, OSError) as exc:
+            fail(exc)
 
 
-@click.group("pemn", cls=PemnGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so the interpreter's final flush does not complain of the closed pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+@click.group("pemn", cls=PemnGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pemn")
 @click.option("--traceback", "show_traceback", is_flag=True, help="Print the full traceback of an error too.")
 @click.pass_context
@@ -175,11 +194,11 @@ def _human(n: float) -> str:
     n = int(round(n))
     if n < 1024:
         return f"{n:,} B"
-    value, unit = float(n), "B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
         if value < 1024:
             break
+        value, unit = value / 1024, bigger
     return f"{n:,} B ({value:,.1f} {unit})"
 
 
@@ -199,7 +218,10 @@ def _architecture(arch: dict, file: str) -> str:
     kind = arch.get("kind")
     if kind == "registry":
         kwargs = arch.get("kwargs") or {}
-        args = ", ".join(f"{sanitize(k)}={sanitize(v)}" for k, v in kwargs.items()) if isinstance(kwargs, dict) else sanitize(kwargs)
+        if isinstance(kwargs, dict):
+            args = ", ".join(f"{sanitize(k)}={sanitize(v)}" for k, v in kwargs.items())
+        else:
+            args = sanitize(kwargs)
         return escape(f"zoo model {sanitize(arch.get('name'))}({args})")
     shown = shlex.quote(file)
     if kind == "import":
@@ -237,17 +259,6 @@ def _provenance(prov) -> list[tuple[str, str]]:
     return rows
 
 
-def _json_safe(value):
-    """Non-finite floats (possible in a provenance) as None: stdout stays strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _check_file(path: str) -> None:
     """A one-line error for a path that is not a readable file (click's own checks print usage)."""
     if os.path.isdir(path):
@@ -280,7 +291,7 @@ def inspect(file: str, as_json: bool) -> None:
     pf = _read(file)
     summary = summarize(pf, file)
     if as_json:
-        click.echo(json.dumps(_json_safe(summary), ensure_ascii=True, allow_nan=False))
+        click.echo(json.dumps(json_safe(summary), ensure_ascii=True, allow_nan=False))
         return
     _render_inspect(_stdout(), file, summary)
 
@@ -291,15 +302,18 @@ def _render_inspect(out: Console, file: str, s: dict) -> None:
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
-    info.add_row("format", f"pemn v{s['format_version']}, written by {safe(producer.get('name'))} {safe(producer.get('version'))}")
+    writer = f"{safe(producer.get('name'))} {safe(producer.get('version'))}"
+    info.add_row("format", f"pemn v{s['format_version']}, written by {writer}")
     info.add_row("strategy", _strategy(cfg))
-    info.add_row("density", f"{safe(cfg.get('density'))} [dim]({100 * t['density_kept']:.2f}% of all masked weights kept)[/]")
+    kept = f"[dim]({100 * t['density_kept']:.2f}% of all masked weights kept)[/]"
+    info.add_row("density", f"{safe(cfg.get('density'))} {kept}")
     info.add_row("values", f"{safe(cfg.get('distribution'))}, rescale {'on' if cfg.get('rescale') else 'off (paper)'}")
     info.add_row("generator", f"{safe(s['generator'].get('name'))}, seed {safe(s['generator'].get('seed'))}")
     info.add_row("architecture", _architecture(s["architecture"], file))
     dense = s["dense"]
     folded = f", BatchNorm folded in {len(dense['folded_batchnorm'])} layer(s)" if dense["folded_batchnorm"] else ""
-    info.add_row("dense leftovers", f"{dense['tensors']} tensors, {dense['parameters']:,} values, {safe(dense['dtype'])}{folded}")
+    leftovers = f"{dense['tensors']} tensors, {dense['parameters']:,} values, {safe(dense['dtype'])}{folded}"
+    info.add_row("dense leftovers", leftovers)
     for label, text in _provenance(s["provenance"]):
         info.add_row(label, text)
     out.print(Panel(info, title=f"[bold]{safe(file)}[/]", title_align="left", expand=False))
@@ -318,31 +332,35 @@ def _layer_tables(out: Console, rows: list[dict]) -> list[Table]:
     """The masked layers: one table when it fits the width, else two narrower ones (what each layer is;
     its mask) that show the same numbers, the kept fraction as a percentage."""
     wide = Table(title="masked layers", title_justify="left", show_lines=False)
-    for name, justify in (("layer", "left"), ("type", "left"), ("shape", "left"), ("weights", "right"),
-                          ("values", "left"), ("codec", "left"), ("bits/weight", "right"),
-                          ("mask bytes", "right"), ("kept", "right")):
-        wide.add_column(name, justify=justify, overflow="fold")
+    _add_columns(wide, (("layer", "left"), ("type", "left"), ("shape", "left"), ("weights", "right"),
+                        ("values", "left"), ("codec", "left"), ("bits/weight", "right"),
+                        ("mask bytes", "right"), ("kept", "right")))
     for layer in rows:
         wide.add_row(
             safe(layer["name"]), safe(layer["type"]), _shape(layer["shape"]), f"{layer['weights']:,}",
-            safe(layer["value_source"]), _codec(layer), f"{layer['mask_bits_per_weight']:.3f}", f"{layer['mask_bytes']:,}",
+            safe(layer["value_source"]), _codec(layer), f"{layer['mask_bits_per_weight']:.3f}",
+            f"{layer['mask_bytes']:,}",
             f"{layer['kept']:,}/{layer['weights']:,} ({layer['density_kept']:.3f})",
         )
     if _fits(out, wide):
         return [wide]
     what = Table(title="masked layers", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     masks = Table(title="masks of the masked layers", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
-    for name, justify in (("layer", "left"), ("type", "left"), ("shape", "left"), ("values", "left")):
-        what.add_column(name, justify=justify, overflow="fold")
-    for name, justify in (("layer", "left"), ("weights", "right"), ("codec", "left"), ("bits/w", "right"),
-                          ("mask B", "right"), ("kept", "right"), ("kept %", "right")):
-        masks.add_column(name, justify=justify, overflow="fold")
+    _add_columns(what, (("layer", "left"), ("type", "left"), ("shape", "left"), ("values", "left")))
+    _add_columns(masks, (("layer", "left"), ("weights", "right"), ("codec", "left"), ("bits/w", "right"),
+                         ("mask B", "right"), ("kept", "right"), ("kept %", "right")))
     for layer in rows:
         name = safe(layer["name"])
         what.add_row(name, safe(layer["type"]), _shape(layer["shape"]), safe(layer["value_source"]))
         masks.add_row(name, f"{layer['weights']:,}", _codec(layer), f"{layer['mask_bits_per_weight']:.3f}",
                       f"{layer['mask_bytes']:,}", f"{layer['kept']:,}", f"{100 * layer['density_kept']:.1f}%")
     return [what, masks]
+
+
+def _add_columns(table: Table, columns: Sequence[tuple[str, JustifyMethod]]) -> None:
+    """Columns by (heading, justification); a cell too wide for the console folds rather than being cut."""
+    for name, justify in columns:
+        table.add_column(name, justify=justify, overflow="fold")
 
 
 def _codec(layer: dict) -> str:
@@ -432,7 +450,8 @@ def verify(file: str) -> None:
         ok("weights", f"regenerated in numpy ({safe(pf.header['generator']['name'])}, seed {pf.plan.seed}, "
                       f"{pf.plan.unique_values:,} unique values)")
         reader.verify_fingerprint(pf, weights)
-        ok("fingerprint", f"SHA-256 of the regenerated weights matches ({safe(pf.header['fingerprint']['value'][:16])}...)")
+        prefix = safe(pf.header["fingerprint"]["value"][:16])
+        ok("fingerprint", f"SHA-256 of the regenerated weights matches ({prefix}...)")
 
     try:
         run()
@@ -443,7 +462,7 @@ def verify(file: str) -> None:
             report.add_row("[dim]skipped[/]", f"[dim]{step}[/]", "")
         out.print(report)
         if isinstance(exc, ChecksumError):
-            raise CommandError(f"verification failed at {failed}: {_message(exc)}", exit_code=EXIT_FAILED) from exc
+            raise VerificationError(f"verification failed at {failed}: {error_message(exc)}") from exc
         raise
     out.print(report)
     out.print(f"[bold green]verified[/]: {safe(file)}")

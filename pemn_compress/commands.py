@@ -12,8 +12,9 @@ group's ``--traceback`` flag (``ctx.meta["pemn.traceback"]``).
 Importing this module does not import torch (``pemn --help`` stays instant); the commands import
 it when they run.
 
-Exit codes: 0 success; 2 bad input or a failure with a one-line ``error: ...`` on stderr (click's
-own usage errors also exit 2); 130 interrupted (Ctrl-C), after saving a checkpoint.
+Errors go through the CLI's one error path, ``cli.fail``: one line ``error: ...`` on stderr (and
+the JSON error document with ``--json``), exit status from ``errors.EXIT_CODES``: 0 success; 2 bad
+input (click's own usage errors also exit 2); 130 interrupted (Ctrl-C), after saving a checkpoint.
 
 ``pemn compress --json`` prints exactly one JSON document on stdout: on success the keys of
 ``CompressResult`` — output, input, input_kind, architecture, dataset, train_samples, test_samples,
@@ -27,35 +28,23 @@ seconds (or the same error document).
 from __future__ import annotations
 
 import json
-import math
-import os
-import traceback
 
 import click
 
+from ._data_names import DATASET_ENV, DATASET_SPECS
 from ._help import Argument, SectionedCommand
-from .config import _DISTRIBUTIONS, RP_MODES, STRATEGIES
-from .errors import PemnError
+from ._terminal import json_safe, sanitize
+from .cli import fail, rank_prefix
+from .config import DISTRIBUTIONS, RP_MODES, STRATEGIES
+from .errors import ConfigError, PemnError, option_error
 from .interrupt import TrainingFailed
 
 __all__ = ["compress", "eval", "eval_command"]
 
-# Mirrors data.DATASET_SPECS (data.py imports torch; a test keeps the two equal).
-DATA_SPECS = (
-    "fashion-mnist (alias fmnist)",
-    "mnist",
-    "cifar10",
-    "cifar100",
-    "PATH.npz",
-    "module:function",
-)
 _DATA_HELP = (
-    "Data set: " + ", ".join(DATA_SPECS) + ". Named sets are found in --data-root, else their environment "
-    "variable (PEMN_FASHION_MNIST_DIR, PEMN_MNIST_DIR, PEMN_CIFAR10_DIR, PEMN_CIFAR100_DIR), else "
-    "(Fashion-MNIST) the Debian package dataset-fashion-mnist."
+    "Data set: " + ", ".join(DATASET_SPECS) + ". Named sets are found in --data-root, else their environment "
+    f"variable ({', '.join(DATASET_ENV.values())}), else (Fashion-MNIST) the Debian package dataset-fashion-mnist."
 )
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
 # `--help` headings (pemn_compress._help): parameter names in display order. An option missing here
 # is still listed, under "Other options"; a name here that matches no option is ignored.
 COMPRESS_SECTIONS = {
@@ -75,57 +64,14 @@ _DEVICE_HELP = "Where to run: auto (CUDA when available, else the CPU), cpu, or 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip()) or "unknown error"
-
-
-def _show_traceback() -> None:
-    """``pemn --traceback ...`` (the group's flag, in the shared context meta): the full traceback too."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.meta.get("pemn.traceback"):
-        traceback.print_exc()
-
-
-def _fail(exc: BaseException, as_json: bool, checkpoint: str | None = None) -> None:
-    """Print one ``error:`` line (and the JSON error document) and exit 2; ``checkpoint``: where to resume from."""
-    _show_traceback()
-    from .cli import _message
-
-    message = _plain(_one_line(_message(exc)))
-    line = message + (f"; checkpoint saved to {checkpoint}; rerun with --resume" if checkpoint else "")
-    rank = _rank_prefix()
-    if as_json and not rank:
-        click.echo(json.dumps({"error": {"type": type(exc).__name__, "message": message, "checkpoint": checkpoint}}))
-    click.echo(f"{rank}error: {line}", err=True)
-    raise click.exceptions.Exit(EXIT_ERROR)
-
-
-def _interrupted(exc: KeyboardInterrupt, as_json: bool) -> None:
-    checkpoint = getattr(exc, "checkpoint", None)
-    if checkpoint:
-        line = f"interrupted; checkpoint saved to {checkpoint}; rerun with --resume"
-    else:
-        line = "interrupted; no checkpoint was saved"
-    rank = _rank_prefix()
-    if as_json and not rank:
-        click.echo(json.dumps({"error": {"type": "Interrupted", "message": line, "checkpoint": checkpoint}}))
-    click.echo(f"{rank}{line}", err=True)
-    raise click.exceptions.Exit(EXIT_INTERRUPTED)
-
-
 def _training_failed(failed: TrainingFailed, as_json: bool) -> None:
     """An error once training had started: bad input and I/O errors as one line (exit 2), anything
     else (a bug, a crash in user code) with its traceback; both say how to resume."""
     if isinstance(failed.error, (PemnError, OSError)):
-        _fail(failed.error, as_json, failed.checkpoint)
+        fail(failed.error, as_json=as_json, checkpoint=failed.checkpoint)
     if failed.checkpoint:
-        click.echo(f"{_rank_prefix()}checkpoint saved to {failed.checkpoint}; rerun with --resume", err=True)
+        click.echo(f"{rank_prefix()}checkpoint saved to {failed.checkpoint}; rerun with --resume", err=True)
     raise failed.error from None
-
-
-def _rank_prefix() -> str:
-    rank = os.environ.get("RANK", "0")
-    return "" if rank in ("", "0") or os.environ.get("WORLD_SIZE", "1") in ("", "1") else f"[rank {rank}] "
 
 
 def _parse_kwargs(ctx, param, values) -> dict:
@@ -139,22 +85,6 @@ def _parse_kwargs(ctx, param, values) -> dict:
         except json.JSONDecodeError:
             kwargs[key] = raw
     return kwargs
-
-
-def _finite(value):
-    """JSON has no NaN or infinity (a diverged loss): they become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _plain(value) -> str:
-    """Text from a file is untrusted: control characters (ANSI escapes included) made visible."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
 
 
 def _bytes(n: int | None) -> str:
@@ -192,7 +122,7 @@ def _print_summary(result) -> None:
     table.add_column(style="bold")
     table.add_column()
     for label, value in rows:  # Text: paths and names are never read as rich markup
-        table.add_row(label, Text(_plain(value)), style="yellow" if label == "warning" else None)
+        table.add_row(label, Text(sanitize(value)), style="yellow" if label == "warning" else None)
     Console(soft_wrap=False).print(table)
 
 
@@ -209,21 +139,23 @@ def _print_summary(result) -> None:
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="onelayer", show_default=True,
               help="Where the fixed values come from: own values per layer (dense), one prototype per weight shape "
                    "(onelayer), one max-layer vector (mp), a small random vector (rp, needs --ratio).")
-@click.option("--ratio", type=float, default=None, help="rp only: the vector has int(N_max * ratio) + 1 values, e.g. 1e-3.")
+@click.option("--ratio", type=float, default=None,
+              help="rp only: the vector has int(N_max * ratio) + 1 values, e.g. 1e-3.")
 @click.option("--rp-mode", type=click.Choice(RP_MODES), default="rand", show_default=True,
               help="rp only: tile the vector then permute it (rand), or tile it in order (copy; when the vector "
                    "length divides a kernel's size every kernel repeats one pattern: 8 points worse on "
                    "convmixer_64_4, see benchmarks/results/size_accuracy_*).")
 @click.option("--density", type=float, default=0.5, show_default=True,
               help="Fraction of each layer's weights the mask keeps, in (0, 1].")
-@click.option("--distribution", type=click.Choice(_DISTRIBUTIONS), default="normal", show_default=True,
+@click.option("--distribution", type=click.Choice(DISTRIBUTIONS), default="normal", show_default=True,
               help="Distribution of the fixed values before the per-layer scale: normal (sum of four uniforms), "
                    "signed_constant (+1/-1), uniform (on -sqrt 3..sqrt 3); all have unit variance.")
 @click.option("--rescale/--no-rescale", default=True, show_default=True,
               help="Scale every layer to its own fan-in (--no-rescale reproduces the paper's mp/rp).")
 @click.option("--learn-values", is_flag=True, help="mp/rp: train the few unique values too (stored in the file).")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="One seed for the fixed values, the initial scores, the training subset, data order and augmentation.")
+              help="One seed for the fixed values, the initial scores, the training subset, data order and "
+                   "augmentation.")
 @click.option("--data", default="fashion-mnist", show_default=True, help=_DATA_HELP)
 @click.option("--data-root", default=None, metavar="DIR",
               help="Folder of a named data set (default: its environment variable, see --data).")
@@ -252,7 +184,8 @@ def _print_summary(result) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to train: auto (CUDA when available, else the CPU), cpu, or cuda.")
 @click.option("--amp/--no-amp", default=True, show_default=True,
-              help="bfloat16 autocast on CUDA, faster (no effect on CPU); the accuracy recorded in the file is measured without it.")
+              help="bfloat16 autocast on CUDA, faster (no effect on CPU); the accuracy recorded in the file is "
+                   "measured without it.")
 @click.option("--distill/--no-distill", default=None,
               help="Distil from the dense MODEL while training the masks. Default: on when MODEL carries trained "
                    "weights (a state dict or pickled module), off for a zoo name or factory.")
@@ -266,7 +199,8 @@ def _print_summary(result) -> None:
               help="Storage of the parameters that stay dense (BatchNorm, biases); float16 halves their bytes.")
 @click.option("-o", "--output", default=None, metavar="PATH", help="Output file (default: <MODEL stem>.pemn here).")
 @click.option("--checkpoint-every", type=int, default=None, metavar="STEPS",
-              help="Write <output>.ckpt every STEPS optimizer steps (default: after every epoch; 0: only on Ctrl-C or a crash).")
+              help="Write <output>.ckpt every STEPS optimizer steps (default: after every epoch; 0: only on Ctrl-C "
+                   "or a crash).")
 @click.option("--resume", is_flag=True, help="Continue from <output>.ckpt (same options required).")
 @click.option("--max-train-samples", type=int, default=None, metavar="N",
               help="Train on a class-stratified subset of N images, for quick runs (default: the whole training "
@@ -300,24 +234,23 @@ def compress(as_json: bool, quiet: bool, **kwargs) -> None:
 
         options = CompressOptions(**kwargs)
         result = run_compress(options, progress=not (as_json or quiet))
-    except KeyboardInterrupt as exc:
-        _interrupted(exc, as_json)
     except TrainingFailed as failed:
         _training_failed(failed, as_json)
-    except (PemnError, OSError) as exc:
-        _fail(exc, as_json)
+    except (KeyboardInterrupt, PemnError, OSError) as exc:
+        fail(exc, as_json=as_json)
     if result.rank != 0:
         return
     for warning in result.warnings:  # on stderr whatever the output mode (and in --json's "warnings")
-        click.echo(f"warning: {_plain(warning)}", err=True)
+        click.echo(f"warning: {sanitize(warning)}", err=True)
     if as_json:
-        click.echo(json.dumps(_finite(result.to_dict()), indent=2, sort_keys=True, allow_nan=False))
+        click.echo(json.dumps(json_safe(result.to_dict()), indent=2, sort_keys=True, allow_nan=False))
     elif not quiet:
         _print_summary(result)
 
 
 @click.command("eval", cls=SectionedCommand, sections=EVAL_SECTIONS, context_settings=_CONTEXT)
-@click.argument("file", metavar="FILE", type=click.Path(dir_okay=False), cls=Argument, help="The .pemn file to evaluate.")
+@click.argument("file", metavar="FILE", type=click.Path(dir_okay=False), cls=Argument,
+                help="The .pemn file to evaluate.")
 @click.option("--data", default=None, help=_DATA_HELP + " Default: the data set recorded in FILE.")
 @click.option("--data-root", default=None, metavar="DIR",
               help="Folder of a named data set (default: the folder recorded in FILE when --data is not given).")
@@ -343,28 +276,25 @@ def eval_command(file: str, data, data_root, device, batch_size, arch, arch_kwar
     try:
         import torch
 
-        from .errors import ConfigError
         from .evaluation import evaluate_file
 
         if batch_size is not None and batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, found {batch_size}")
+            raise option_error("batch_size", f"must be >= 1, found {batch_size}")
         if threads is not None:
             if threads < 1:
-                raise ConfigError(f"--threads must be >= 1, found {threads}")
+                raise option_error("threads", f"must be >= 1, found {threads}")
             torch.set_num_threads(threads)
         if arch_kwargs and not arch:
             raise ConfigError("--arch-kwarg needs --arch (the architecture it is an argument of)")
         report = evaluate_file(file, data, device, batch_size, data_root=data_root, trust_code=trust_code,
                                arch=arch, arch_kwargs=arch_kwargs)
-    except KeyboardInterrupt as exc:
-        _interrupted(exc, as_json)
-    except (PemnError, OSError) as exc:
-        _fail(exc, as_json)
+    except (KeyboardInterrupt, PemnError, OSError) as exc:
+        fail(exc, as_json=as_json)
     if as_json:
-        click.echo(json.dumps(_finite(report), indent=2, sort_keys=True, allow_nan=False))
+        click.echo(json.dumps(json_safe(report), indent=2, sort_keys=True, allow_nan=False))
         return
     recorded = report["recorded_accuracy"]
-    line = (f"{_plain(report['file'])}: accuracy {report['accuracy']:.4f} on {_plain(report['dataset'])} test "
+    line = (f"{sanitize(report['file'])}: accuracy {report['accuracy']:.4f} on {sanitize(report['dataset'])} test "
             f"({report['samples']:,} images, {report['device']})")
     if isinstance(recorded, (int, float)):
         same = "same" if recorded == report["accuracy"] else f"{100 * (report['accuracy'] - recorded):+.2f} points"

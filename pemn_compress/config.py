@@ -14,11 +14,12 @@ from typing import Any, ClassVar, TypeVar
 
 from .errors import ConfigError, option_error
 
-__all__ = ["JsonDataclass", "MaskConfig", "STRATEGIES", "RP_MODES"]
+__all__ = ["DISTRIBUTIONS", "JsonDataclass", "MaskConfig", "RP_MODES", "STRATEGIES"]
 
 STRATEGIES = ("dense", "onelayer", "mp", "rp")
 RP_MODES = ("copy", "rand")
-_DISTRIBUTIONS = ("normal", "signed_constant", "uniform")  # mirrors rng.DISTRIBUTIONS
+# unit-variance value distributions the generator (rng.py) implements; torch-free here for the CLI's --help
+DISTRIBUTIONS = ("normal", "signed_constant", "uniform")
 
 _J = TypeVar("_J", bound="JsonDataclass")
 
@@ -65,7 +66,8 @@ class MaskConfig(JsonDataclass):
     _json_fields = ("MaskConfig field", "fields")
 
     density: float = 0.5  # fraction of each masked layer's weights the mask keeps (the paper's k)
-    strategy: str = "onelayer"  # value source: dense | onelayer | mp | rp (DESIGN.md section 2)
+    strategy: str = "onelayer"  # value source: own values per layer (dense), one per weight shape (onelayer),
+    # one max-layer vector (mp) or a small random vector (rp)
     ratio: float | None = None  # rp only: the vector has int(N_max * ratio) + 1 values
     rp_mode: str = "copy"  # rp only: tile the vector (copy) or tile then permute with a seeded permutation (rand)
     distribution: str = "normal"  # unit values: normal (Irwin-Hall(4)), signed_constant (+-1), uniform
@@ -87,20 +89,26 @@ class MaskConfig(JsonDataclass):
         if self.strategy == "rp":
             if self.ratio is None:
                 raise ConfigError("strategy 'rp' needs a ratio in (0, 1], for example ratio=1e-3")
-            if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not (0.0 < self.ratio <= 1.0):
+            number = not isinstance(self.ratio, bool) and isinstance(self.ratio, (int, float))
+            if not (number and 0.0 < self.ratio <= 1.0):
                 raise option_error("ratio", f"must be in (0, 1], found {self.ratio!r}")
         elif self.ratio is not None:
-            raise option_error("ratio", f"applies to strategy 'rp' only; found ratio={self.ratio} with strategy {self.strategy!r}")
+            raise option_error(
+                "ratio", f"applies to strategy 'rp' only; found ratio={self.ratio} with strategy {self.strategy!r}"
+            )
         if self.rp_mode not in RP_MODES:
             raise option_error("rp_mode", f"must be one of {', '.join(RP_MODES)}; found {self.rp_mode!r}")
-        if self.distribution not in _DISTRIBUTIONS:
-            raise option_error("distribution", f"must be one of {', '.join(_DISTRIBUTIONS)}; found {self.distribution!r}")
+        if self.distribution not in DISTRIBUTIONS:
+            choices = ", ".join(DISTRIBUTIONS)
+            raise option_error("distribution", f"must be one of {choices}; found {self.distribution!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (0 <= self.seed < 1 << 63):
             raise option_error("seed", f"must be an integer in [0, 2**63), found {self.seed!r}")
         for flag in ("rescale", "learn_values", "train_norm", "train_bias", "train_other"):
             if not isinstance(getattr(self, flag), bool):
                 raise option_error(flag, f"must be True or False, found {getattr(self, flag)!r}")
         if self.learn_values and self.strategy not in ("mp", "rp"):
-            raise ConfigError("learn_values applies to strategies 'mp' and 'rp' (the ones with one small shared vector)")
+            raise ConfigError(
+                "learn_values applies to strategies 'mp' and 'rp' (the ones with one small shared vector)"
+            )
         if type(self.version) is not int or self.version != 1:
             raise ConfigError(f"MaskConfig version {self.version} is not supported (this library writes version 1)")

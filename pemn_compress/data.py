@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import importlib
 import os
 import pickle
 import zlib
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._data_names import DATASET_ENV, DATASET_SPECS
 from .errors import DataError, DataNotFoundError
 from .usercode import call_reference, is_reference
 
@@ -47,25 +49,15 @@ __all__ = [
 ]
 
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"  # where dataset-fashion-mnist puts it
-FASHION_MNIST_ENV = "PEMN_FASHION_MNIST_DIR"
-_ENV_DIRS = {"mnist": "PEMN_MNIST_DIR", "cifar10": "PEMN_CIFAR10_DIR", "cifar100": "PEMN_CIFAR100_DIR"}
+FASHION_MNIST_ENV = DATASET_ENV["fashion-mnist"]
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
-# Accepted `get_dataset` specs, for help texts and error messages.
-DATASET_SPECS = (
-    "fashion-mnist (alias fmnist)",
-    "mnist",
-    "cifar10",
-    "cifar100",
-    "PATH.npz",
-    "module:function",
-)
 
 # ----------------------------------------------------------------------------------------------
 # IDX
 
 # IDX type byte -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -343,7 +335,9 @@ class ArrayDataset:
             if int(n) < 1:
                 raise DataError(f"{self.name}: a subset needs at least 1 sample per split, found {n}")
             rng = np.random.default_rng(np.random.SeedSequence([int(seed), split_id]))
-            picks.append(_stratified_indices(y, int(n), self.num_classes, rng))
+            classes = self.num_classes
+            assert classes is not None  # __post_init__ sets it
+            picks.append(_stratified_indices(y, int(n), classes, rng))
         tr, te = picks
         return ArrayDataset(
             self.x_train[tr], self.y_train[tr], self.x_test[te], self.y_test[te],
@@ -382,7 +376,12 @@ def _load_idx_folder(root: Path, name: str, how_to_get: str) -> ArrayDataset:
     for k in ("y_train", "y_test"):
         if arrays[k].ndim != 1:
             raise DataError(f"{found[k]}: expected labels (N,), found shape {arrays[k].shape}")
-    return ArrayDataset(**arrays, name=name, num_classes=10)
+    return _dataset(arrays, name=name, num_classes=10)
+
+
+def _dataset(arrays: Mapping[str, Any], **fields: Any) -> ArrayDataset:
+    """An ``ArrayDataset`` from a mapping holding ``x_train, y_train, x_test, y_test``, with other ``fields``."""
+    return ArrayDataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], **fields)
 
 
 def _resolve_root(root, env: str, default: str | None) -> Path | None:
@@ -405,15 +404,17 @@ def load_fashion_mnist(root: str | os.PathLike | None = None) -> ArrayDataset:
         f"{FASHION_MNIST_DEBIAN_DIR}), or pass a folder holding the four IDX files "
         f"(root= or ${FASHION_MNIST_ENV})."
     )
+    if folder is None:  # pragma: no cover - the Debian folder is the default
+        raise DataNotFoundError(f"fashion-mnist: no folder given. {how}")
     return _load_idx_folder(folder, "fashion-mnist", how)
 
 
 def load_mnist(root: str | os.PathLike | None = None) -> ArrayDataset:
     """MNIST (or any data set in the same four-IDX-file layout) from a folder: ``root`` or ``$PEMN_MNIST_DIR``."""
-    folder = _resolve_root(root, _ENV_DIRS["mnist"], None)
+    folder = _resolve_root(root, DATASET_ENV["mnist"], None)
     how = (
         "Pass a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
-        f"and t10k-labels-idx1-ubyte (each optionally .gz) as root= or ${_ENV_DIRS['mnist']}."
+        f"and t10k-labels-idx1-ubyte (each optionally .gz) as root= or ${DATASET_ENV['mnist']}."
     )
     if folder is None:
         raise DataNotFoundError(f"mnist: no folder given. {how}")
@@ -423,12 +424,18 @@ def load_mnist(root: str | os.PathLike | None = None) -> ArrayDataset:
 # ----------------------------------------------------------------------------------------------
 # CIFAR python-pickle batches, unpickled without running code
 
-try:  # numpy >= 2 (and the 1.26 forward-compatibility shim)
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct
-    from numpy._core.numeric import _frombuffer as _np_frombuffer
-except ImportError:  # pragma: no cover - numpy < 1.26
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct
-    from numpy.core.numeric import _frombuffer as _np_frombuffer
+
+def _numpy_private(module: str, name: str) -> Any:
+    """``numpy._core.<module>.<name>`` (numpy >= 2 and the 1.26 forward-compatibility shim), else
+    ``numpy.core.<module>.<name>``: the functions numpy's own pickles name."""
+    try:
+        return getattr(importlib.import_module(f"numpy._core.{module}"), name)
+    except ImportError:  # pragma: no cover - numpy < 1.26
+        return getattr(importlib.import_module(f"numpy.core.{module}"), name)
+
+
+_np_reconstruct = _numpy_private("multiarray", "_reconstruct")
+_np_frombuffer = _numpy_private("numeric", "_frombuffer")
 
 
 def _latin1_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
@@ -505,7 +512,7 @@ def load_cifar(root: str | os.PathLike | None = None, variant: str | None = None
     """
     if variant not in (None, "cifar10", "cifar100"):
         raise DataError(f"CIFAR variant must be 'cifar10' or 'cifar100', found {variant!r}")
-    env = _ENV_DIRS[variant or "cifar10"]
+    env = DATASET_ENV[variant or "cifar10"]
     folder = _resolve_root(root, env, None)
     how = (
         "Pass the extracted python-version folder (cifar-10-batches-py with data_batch_1..5 and "
@@ -570,7 +577,7 @@ def load_npz(path: str | os.PathLike, name: str | None = None) -> ArrayDataset:
         raise
     except Exception as exc:  # object arrays (ValueError), bad zips, truncated members  # noqa: BLE001
         raise DataError(f"{path}: cannot read npz data set ({type(exc).__name__}: {exc})") from exc
-    return ArrayDataset(**arrays, name=name or path.stem, num_classes=num_classes)
+    return _dataset(arrays, name=name or path.stem, num_classes=num_classes)
 
 
 def _from_hook_result(result: Any, spec: str) -> ArrayDataset:
@@ -585,10 +592,10 @@ def _from_hook_result(result: Any, spec: str) -> ArrayDataset:
             )
         extra = {k: result[k] for k in ("name", "num_classes", "mean", "std") if k in result}
         extra.setdefault("name", name)
-        return ArrayDataset(**{k: result[k] for k in _NPZ_KEYS}, **extra)
+        return _dataset(result, **extra)
     if isinstance(result, Sequence) and not isinstance(result, (str, bytes)):
         if len(result) == 4:
-            return ArrayDataset(*result, name=name)
+            return _dataset(dict(zip(_NPZ_KEYS, result, strict=True)), name=name)
         if len(result) == 2 and all(isinstance(p, Sequence) and len(p) == 2 for p in result):
             (xtr, ytr), (xte, yte) = result
             return ArrayDataset(xtr, ytr, xte, yte, name=name)
@@ -707,7 +714,8 @@ class BatchLoader:
             raise DataError(f"BatchLoader: expected images (N, C, H, W), found shape {x.shape}")
         if len(x) != len(y) or len(x) < 1:
             raise DataError(
-                f"BatchLoader: expected as many labels as images (at least 1), found {len(x)} images and {len(y)} labels"
+                "BatchLoader: expected as many labels as images (at least 1), "
+                f"found {len(x)} images and {len(y)} labels"
             )
         if int(batch_size) < 1:
             raise DataError(f"BatchLoader: batch_size must be >= 1, found {batch_size}")

@@ -44,11 +44,12 @@ class InputTransform:
         if x.ndim == 3:
             x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
         if x.ndim != 4 or x.shape[1] != channels:
-            raise ConfigError(f"images must be (N, H, W) or (N, {channels}, H, W), found shape {tuple(images.shape)}")
-        if self.image_shape is not None and tuple(x.shape[1:]) != tuple(self.image_shape):
             raise ConfigError(
-                f"the model was trained on images of shape {tuple(self.image_shape)} (C, H, W), found {tuple(x.shape[1:])}"
+                f"images must be (N, H, W) or (N, {channels}, H, W), found shape {tuple(images.shape)}"
             )
+        if self.image_shape is not None and tuple(x.shape[1:]) != tuple(self.image_shape):
+            trained, found = tuple(self.image_shape), tuple(x.shape[1:])
+            raise ConfigError(f"the model was trained on images of shape {trained} (C, H, W), found {found}")
         mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, channels, 1, 1)
         inv = torch.tensor([1.0 / s if s > 0 else 1.0 for s in self.std], dtype=torch.float32, device=x.device)
         out = x.to(torch.float32).sub(mean).mul_(inv.view(1, channels, 1, 1))  # (N, C, H, W)
@@ -67,14 +68,14 @@ def input_transform(model_or_path: Any) -> InputTransform:
     header = getattr(model_or_path, "pemn_file_header", None)
     if header is None:
         if not isinstance(model_or_path, (str, bytes, os.PathLike)):
-            raise ConfigError(
-                f"input_transform takes a .pemn path or a model returned by pemn.load, found {type(model_or_path).__name__}"
-            )
+            found = type(model_or_path).__name__
+            raise ConfigError(f"input_transform takes a .pemn path or a model returned by pemn.load, found {found}")
         from .fileformat.reader import read_pemn
 
         header = read_pemn(model_or_path).header
     provenance = header.get("provenance") if isinstance(header, dict) else None
-    norm = provenance.get("normalization") if isinstance(provenance, dict) else None
+    provenance = provenance if isinstance(provenance, dict) else {}
+    norm = provenance.get("normalization")
     mean = norm.get("mean") if isinstance(norm, dict) else None
     std = norm.get("std") if isinstance(norm, dict) else None
     if not (isinstance(mean, list) and isinstance(std, list) and mean and len(mean) == len(std)

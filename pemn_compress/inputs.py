@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._terminal import one_line
 from .data import ArrayDataset
 from .errors import ConfigError, DataError, ModelError, TrustError, UnknownModelError
 from .models import create_model, list_models, model_entrypoint
@@ -74,16 +75,6 @@ def strip_prefixes(state: dict[str, Any], prefixes: Sequence[str] = STRIPPED_PRE
     if any("._orig_mod." in f".{k}" for k in state):
         state = {f".{k}".replace("._orig_mod.", ".")[1:]: v for k, v in state.items()}
     return state
-
-
-def one_line(exc: BaseException | str, limit: int = 300) -> str:
-    """A message as one line (ANSI colour codes removed), at most ``limit`` characters."""
-    text = str(exc).strip()
-    if not text and isinstance(exc, BaseException):
-        text = type(exc).__name__
-    line = " ".join(part.strip() for part in text.splitlines() if part.strip())
-    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def short_list(keys: Sequence[str], limit: int = 5) -> str:
@@ -132,12 +123,14 @@ def _input_kind(spec: str) -> tuple[str, Path | None]:
     except UnknownModelError as exc:
         raise UnknownModelError(
             f"{spec!r} is not a file, a zoo model or module:function ({exc}); see pemn_compress.list_models()"
-        ) from None
+        ) from exc
     return "zoo", None  # pragma: no cover - list_models() covers every name
 
 
 def _tensor_dict(obj: Any) -> dict[str, torch.Tensor] | None:
-    if isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    """``obj`` when it is a non-empty dict of tensors by string keys (a state dict), else None."""
+    if isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                             for k, v in obj.items()):
         return obj
     return None
 
@@ -150,7 +143,8 @@ def _read_torch_file(path: Path, allow_pickle: bool, arch: str | None = None) ->
         if kind is None or kind.kind == "pickle" or (kind.kind in ("torch-zip", "torch-legacy") and not kind.truncated):
             return None  # a checkpoint torch.load cannot read: its own words say why
         if kind.kind == "pemn":
-            return ModelError(f"cannot read {path}: it is a .pemn file (already compressed): use pemn inspect / pemn eval")
+            return ModelError(f"cannot read {path}: it is a .pemn file (already compressed): "
+                              "use pemn inspect / pemn eval")
         if kind.kind == "safetensors":
             return ModelError(f"cannot read {path}: it is a safetensors file: rename it to .safetensors")
         if kind.truncated:
@@ -164,27 +158,32 @@ def _read_torch_file(path: Path, allow_pickle: bool, arch: str | None = None) ->
         if not (allow_pickle or found):
             named = not_a_checkpoint()
             if named is not None:
-                raise named from None
+                raise named from exc
             detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
             raise ModelError(
                 f"cannot read {path} with torch.load: {detail.group(1).strip() if detail else one_line(exc)}"
-            ) from None
+            ) from exc
         what = f" (it names {found.group(1)})" if found else ""
         main_name = main_global(found.group(1)) if found else None
         if main_name is not None and not (arch and is_reference(arch)):
-            raise main_class_error(path, main_name) from None
+            raise main_class_error(path, main_name) from exc
         if not allow_pickle:
-            head = f"{path} holds pickled Python objects{what}, not a plain state dict, and reading it runs code from the file; "
+            head = (f"{path} holds pickled Python objects{what}, not a plain state dict, and reading it runs code "
+                    "from the file; ")
             raise TrustError(
                 head + "pass allow_pickle=True only if you trust the file, or save model.state_dict() instead",
                 cli_message=head + "add --allow-pickle only if you trust the file, or save model.state_dict() instead",
-            ) from None
+            ) from exc
         try:
             obj = unpickle(path, arch)
-        except ModelError as exc2:
-            raise (not_a_checkpoint() or exc2) from None
+        except ModelError as unpickle_error:
+            named = not_a_checkpoint()
+            if named is None:
+                raise
+            raise named from unpickle_error
     except Exception as exc:  # noqa: BLE001 - corrupt zip, not a torch file, ...
-        raise (not_a_checkpoint() or ModelError(f"cannot read {path} with torch.load: {one_line(exc)}")) from None
+        named = not_a_checkpoint()
+        raise named or ModelError(f"cannot read {path} with torch.load: {one_line(exc)}") from exc
     if isinstance(obj, nn.Module):
         return Source("pickle", path, module=obj)
     state = _tensor_dict(obj)
@@ -197,8 +196,11 @@ def _read_torch_file(path: Path, allow_pickle: bool, arch: str | None = None) ->
             if state is not None:
                 break
     if state is None:
-        found = f"a dict with keys {short_list(sorted(map(str, obj)))}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-        raise ModelError(f"{path} holds {found}; expected a state dict (a dict of tensors) or a pickled nn.Module")
+        if isinstance(obj, dict):
+            held = f"a dict with keys {short_list(sorted(map(str, obj)))}"
+        else:
+            held = f"a {type(obj).__name__}"
+        raise ModelError(f"{path} holds {held}; expected a state dict (a dict of tensors) or a pickled nn.Module")
     return Source("state_dict", path, state_dict=strip_prefixes(state))
 
 
@@ -214,12 +216,12 @@ def _read_safetensors(path: Path) -> Source:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...
         if kind is None or kind.kind in ("safetensors", "pickle"):
-            raise ModelError(f"cannot read {path} as safetensors: {one_line(exc)}") from None
+            raise ModelError(f"cannot read {path} as safetensors: {one_line(exc)}") from exc
         if kind.kind in ("torch-zip", "torch-legacy") and not kind.truncated:
-            raise ModelError(f"cannot read {path}: it is {kind.what}: rename it to .pt") from None
+            raise ModelError(f"cannot read {path}: it is {kind.what}: rename it to .pt") from exc
         if kind.truncated:
-            raise ModelError(f"cannot read {path}: it is {kind.what}") from None
-        raise ModelError(f"cannot read {path}: it is {kind.what}, not a safetensors file") from None
+            raise ModelError(f"cannot read {path}: it is {kind.what}") from exc
+        raise ModelError(f"cannot read {path}: it is {kind.what}, not a safetensors file") from exc
     if not state:
         raise ModelError(f"{path} holds no tensor")
     return Source("safetensors", path, state_dict=strip_prefixes(state))
@@ -229,9 +231,9 @@ def read_source(model: str, arch: str | None = None, allow_pickle: bool = False)
     """Classify ``model`` (see the module docstring) and read its file, if any; ``arch`` is checked
     against the kind (a state dict needs one, nothing else takes one)."""
     kind, path = _input_kind(model)
-    if kind == "torch":
+    if kind == "torch" and path is not None:
         source = _read_torch_file(path, allow_pickle, arch)
-    elif kind == "safetensors":
+    elif kind == "safetensors" and path is not None:
         source = _read_safetensors(path)
     else:
         source = Source(kind)
@@ -249,7 +251,8 @@ def read_source(model: str, arch: str | None = None, allow_pickle: bool = False)
             cli_message=f"--arch names the architecture of a state dict; {model} is {what}: drop --arch",
         )
     if source.kind in ("state_dict", "safetensors") and not arch:
-        kinds = "a zoo model such as convmixer_64_4 (see pemn_compress.list_models()), or module:function / module:Class"
+        kinds = ("a zoo model such as convmixer_64_4 (see pemn_compress.list_models()), "
+                 "or module:function / module:Class")
         raise ConfigError(
             f"{model} is a state dict: name its architecture with arch= ({kinds})",
             cli_message=f"{model} is a state dict: name its architecture with --arch ({kinds} from your own code)",
@@ -257,10 +260,13 @@ def read_source(model: str, arch: str | None = None, allow_pickle: bool = False)
     return source
 
 
-def _data_kwargs(name: str, data: ArrayDataset) -> dict:
-    """The zoo arguments that follow the data set: in_chans, num_classes, img_size (square images)."""
+def _data_kwargs(name: str, data: ArrayDataset | None) -> dict:
+    """The zoo arguments that follow the data set: in_chans, num_classes, img_size (square images);
+    none without a data set (the zoo model's defaults)."""
     params = inspect.signature(model_entrypoint(name)).parameters
     kwargs: dict[str, Any] = {}
+    if data is None:
+        return kwargs
     if "in_chans" in params:
         kwargs["in_chans"] = data.in_chans
     if "num_classes" in params:
@@ -306,7 +312,7 @@ def _reset_parameters(model: nn.Module) -> nn.Module:
 class Architecture:
     dense: nn.Module  # the input model (trained weights loaded, or freshly built)
     build_fresh: Callable[[], nn.Module]  # a new, untrained copy of the architecture
-    reference: dict  # what the file records
+    reference: dict | None  # what the file records (None: nothing to rebuild the architecture from)
     description: str  # for messages
 
 
@@ -321,18 +327,22 @@ def build_input_model(
     source: Source, model: str, arch: str | None, arch_kwargs: dict, seed: int, data: ArrayDataset | None
 ) -> Architecture:
     """The input model (trained weights loaded) and how to build fresh, untrained copies of it
-    (under ``torch.manual_seed(seed)``); ``data`` is needed for zoo names only."""
-    if source.kind == "pickle":
-        proto = source.module
+    (under ``torch.manual_seed(seed)``); ``data`` sets a zoo model's input and class counts."""
+    proto = source.module
+    if proto is not None:  # a pickled module: fresh copies are re-initialized deep copies
 
-        def fresh() -> nn.Module:
+        def fresh_copy() -> nn.Module:
             torch.manual_seed(seed)
             return _reset_parameters(copy.deepcopy(proto))
 
-        ref = _registry_reference(proto) or rebuild_reference(proto, arch) or {"kind": "none"}
-        return Architecture(proto, fresh, ref, f"the pickled {type(proto).__name__}")
+        pickled_ref = _registry_reference(proto) or rebuild_reference(proto, arch) or {"kind": "none"}
+        return Architecture(proto, fresh_copy, pickled_ref, f"the pickled {type(proto).__name__}")
 
     spec = model if source.kind in ("zoo", "factory") else arch
+    if spec is None:
+        raise ConfigError(f"{model} is a state dict: name its architecture with arch=",
+                          cli_message=f"{model} is a state dict: name its architecture with --arch")
+    ref: dict | None
     if is_reference(spec):
         kwargs = dict(arch_kwargs)
 
@@ -389,7 +399,7 @@ def check_data_fits(model: nn.Module, data: ArrayDataset, device: torch.device |
         raise DataError(
             f"data set {data.name} has images of shape {data.image_shape} (C, H, W) but the model expects "
             f"{_expected_input(model)}: {one_line(exc, 160)}"
-        ) from None
+        ) from exc
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:

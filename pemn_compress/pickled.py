@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._terminal import one_line
 from .errors import ModelError
 from .usercode import import_module, importable_working_folder, is_reference, resolve
 
@@ -92,8 +93,8 @@ def unpickle(path: Path, arch: str | None = None) -> Any:
     except Exception as exc:  # noqa: BLE001 - anything unpickling user objects can raise
         name = main_global(str(exc))
         if name is not None:
-            raise main_class_error(path, name) from None
-        raise ModelError(f"cannot unpickle {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+            raise main_class_error(path, name) from exc
+        raise ModelError(f"cannot unpickle {path}: {type(exc).__name__}: {one_line(str(exc))}") from exc
 
 
 def _structure(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .config import DISTRIBUTIONS
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # annotations only: the numpy half of this module works without torch
@@ -44,7 +45,6 @@ __all__ = [
 ]
 
 GENERATOR_ID = "philox4x32-10"
-DISTRIBUTIONS = ("normal", "signed_constant", "uniform")
 
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57  # Philox multipliers
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85  # Weyl key increments
@@ -258,7 +258,11 @@ def unit_values(seed: int, stream: int, count: int, distribution: str = "normal"
     from ._parallel import for_chunks
 
     out = np.empty(count, dtype=np.float32)
-    for_chunks(lambda s, e: unit_values_into(out[s:e], seed, stream, s, distribution), count, _NUMPY_CHUNK)
+
+    def fill(start: int, end: int) -> None:
+        unit_values_into(out[start:end], seed, stream, start, distribution)
+
+    for_chunks(fill, count, _NUMPY_CHUNK)
     return out if device is None else torch.from_numpy(out).to(device)
 
 

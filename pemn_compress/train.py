@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError, check_bool, check_choice, check_int, check_number
 
 __all__ = ["Callback", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "evaluate"]
 
@@ -52,24 +52,22 @@ class TrainConfig:
     seed: int = 0  # seeds torch's global RNG for the run (dropout, ...); loaders carry their own seed
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, found {self.epochs}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, found {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; found {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}; found {self.schedule!r}")
-        if not (0.0 <= self.distill_alpha <= 1.0):
-            raise ConfigError(f"distill_alpha must be in [0, 1], found {self.distill_alpha}")
-        if self.distill_temperature <= 0:
-            raise ConfigError(f"distill_temperature must be > 0, found {self.distill_temperature}")
-        if not (0.0 <= self.label_smoothing < 1.0):
-            raise ConfigError(f"label_smoothing must be in [0, 1), found {self.label_smoothing}")
-        if self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ConfigError("weight_decay and warmup_epochs must be >= 0")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1 or None, found {self.max_steps}")
+        """Every field checked for type and range; a bad one is a ``ConfigError`` naming the field and value."""
+        check_int("epochs", self.epochs, minimum=1)
+        check_number("lr", self.lr, low=0)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_number("weight_decay", self.weight_decay, low=0, low_open=False)
+        check_number("momentum", self.momentum, low=0, low_open=False)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_number("warmup_epochs", self.warmup_epochs, low=0, low_open=False)
+        check_number("label_smoothing", self.label_smoothing, low=0, high=1, low_open=False, high_open=True)
+        check_bool("amp", self.amp)
+        check_number("grad_clip", self.grad_clip, low=0, optional=True)
+        check_number("distill_alpha", self.distill_alpha, low=0, high=1, low_open=False)
+        check_number("distill_temperature", self.distill_temperature, low=0)
+        check_bool("keep_best", self.keep_best)
+        check_int("max_steps", self.max_steps, minimum=1, optional=True)
+        check_int("seed", self.seed, minimum=0)
 
 
 @dataclass
@@ -144,7 +142,7 @@ def evaluate(model: nn.Module, loader: Iterable, device=None, amp: bool = False)
         count += y.numel()
     model.train(was_training)
     if count == 0:
-        raise ConfigError("evaluation loader yielded no sample")
+        raise DataError("evaluation loader yielded no sample")
     return total_loss / count, correct / count
 
 
@@ -173,7 +171,7 @@ class Trainer:
             teacher.eval().requires_grad_(False)
         self.steps_per_epoch = len(train_loader)
         if self.steps_per_epoch == 0:
-            raise ConfigError("the training loader yields no batch (too few samples for the batch size?)")
+            raise DataError("the training loader yields no batch (too few samples for the batch size?)")
         self.total_steps = self.config.epochs * self.steps_per_epoch
         if self.config.max_steps is not None:
             self.total_steps = min(self.total_steps, self.config.max_steps)
@@ -190,7 +188,7 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _make_optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
-        for name, p in _unwrap(self.model).named_parameters():
+        for p in _unwrap(self.model).parameters():
             if not p.requires_grad:
                 continue
             if p.ndim <= 1:  # learned values, norms, biases
@@ -199,7 +197,8 @@ class Trainer:
                 decay.append(p)
         if not decay and not no_decay:
             raise ConfigError("the model has no trainable parameter")
-        groups = [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
         cfg = self.config
         if cfg.optimizer == "adamw":
             return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -226,6 +225,7 @@ class Trainer:
         cfg = self.config
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         if cfg.distill_alpha > 0:
+            assert self.teacher is not None  # __init__ refuses distill_alpha > 0 without a teacher
             with torch.no_grad(), _autocast(self.device, cfg.amp):
                 teacher_logits = self.teacher(x).float()
             t = cfg.distill_temperature

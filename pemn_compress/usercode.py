@@ -27,6 +27,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from ._terminal import one_line
 from .errors import PemnError, UserCodeError
 
 __all__ = [
@@ -45,12 +46,6 @@ REFERENCE_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 def is_reference(text: object) -> bool:
     """True for ``module:attribute`` text (dotted names allowed on both sides)."""
     return isinstance(text, str) and REFERENCE_RE.match(text) is not None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    text = text or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 @contextlib.contextmanager
@@ -75,10 +70,12 @@ def import_module(module_name: str, *, reference: str, role: str = "reference") 
             return importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             where = f" (looked in the current folder {os.getcwd()} and on sys.path)" if exc.name == module_name else ""
-            raise UserCodeError(f"{role} {reference}: cannot import module {module_name!r}: {_one_line(exc)}{where}") from exc
+            raise UserCodeError(
+                f"{role} {reference}: cannot import module {module_name!r}: {one_line(exc)}{where}"
+            ) from exc
         except Exception as exc:  # noqa: BLE001 - an error raised by the user's module while importing
             raise UserCodeError(
-                f"{role} {reference}: importing module {module_name!r} raised {type(exc).__name__}: {_one_line(exc)}"
+                f"{role} {reference}: importing module {module_name!r} raised {type(exc).__name__}: {one_line(exc)}"
             ) from exc
 
 
@@ -109,7 +106,7 @@ def call_reference(reference: str, *args: Any, role: str = "reference", **kwargs
             raise
         except Exception as exc:  # noqa: BLE001 - user code
             shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
-            raise UserCodeError(f"{role} {reference}({shown}) raised {type(exc).__name__}: {_one_line(exc)}") from exc
+            raise UserCodeError(f"{role} {reference}({shown}) raised {type(exc).__name__}: {one_line(exc)}") from exc
 
 
 def build_model(reference: str, kwargs: dict | None = None, *, role: str = "architecture") -> Any:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ModelError
 from ..strategies import BankSpec, LayerSource, ValuePlan, bank_index_map, bank_values
 from .topk import kept_count, masked_weight_ste, topk_mask
 
@@ -74,22 +75,32 @@ class ValueBanks(nn.ModuleList):
         super().__init__(ValueBank(plan, spec, device, learn) for spec in plan.banks)
 
 
-class MaskedLayer:
-    """Mixin with the masking machinery shared by every masked layer type.
+class MaskedLayer(nn.Module):
+    """The masking machinery shared by every masked layer type, listed first among a masked layer's
+    bases (``MaskedLinear(MaskedLayer, nn.Linear)``) so it overrides the dense layer's ``weight``.
 
     Instances are made from a dense layer with ``from_dense`` (the dense weight is dropped: a PEMN
     network never uses trained weights).
     """
 
     dense_type: type[nn.Module]
+    value_bank: ValueBank  # shared with the other layers of its bank (tied), never a copy
+    source: LayerSource  # the layer's entry in the value plan: name, shape, bank, scale
+    density: float
+    kept: int  # weights the mask keeps: kept_count(density, weights)
+    scores: nn.Parameter  # what trains, shape of the weight
+    _scale: torch.Tensor  # float32 scalar buffer, not saved
 
     @classmethod
     def from_dense(
         cls, dense: nn.Module, bank: ValueBank, source: LayerSource, density: float, generator: torch.Generator
     ):
+        """A masked copy of ``dense`` (its other parameters and buffers shared, not copied); a ``ModelError``
+        when its weight does not have the planned shape."""
         weight = dense.weight
-        if tuple(weight.shape) != tuple(source.shape):
-            raise ValueError(f"layer {source.name}: weight shape {tuple(weight.shape)} != planned {source.shape}")
+        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != tuple(source.shape):
+            found = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise ModelError(f"layer {source.name}: weight shape {found} != planned {source.shape}")
         layer = cls.__new__(cls)
         state = dict(dense.__dict__)
         for key in ("_parameters", "_buffers", "_modules"):
@@ -97,7 +108,8 @@ class MaskedLayer:
         layer.__dict__.update(state)
         del layer._parameters["weight"]
         layer.value_bank = bank  # shared submodule (tied), never a copy
-        layer.register_buffer("_scale", torch.tensor(source.scale, dtype=torch.float32, device=weight.device), persistent=False)
+        scale = torch.tensor(source.scale, dtype=torch.float32, device=weight.device)
+        layer.register_buffer("_scale", scale, persistent=False)
         layer.source = source
         layer.density = float(density)
         layer.kept = kept_count(density, math.prod(source.shape))
@@ -144,21 +156,22 @@ class MaskedLayer:
         return f"{base}, density={self.density}, bank={self.source.bank}, scale={self.source.scale:.6g}"
 
 
-class MaskedLinear(MaskedLayer, nn.Linear):
+# The dense layers' writable ``weight`` attribute is a read-only property in MaskedLayer, on purpose.
+class MaskedLinear(MaskedLayer, nn.Linear):  # type: ignore[override]
     dense_type = nn.Linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.masked_weight(), self.bias)
 
 
-class MaskedConv1d(MaskedLayer, nn.Conv1d):
+class MaskedConv1d(MaskedLayer, nn.Conv1d):  # type: ignore[override]
     dense_type = nn.Conv1d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.masked_weight(), self.bias)
 
 
-class MaskedConv2d(MaskedLayer, nn.Conv2d):
+class MaskedConv2d(MaskedLayer, nn.Conv2d):  # type: ignore[override]
     dense_type = nn.Conv2d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
