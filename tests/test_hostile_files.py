@@ -5,6 +5,7 @@ tensors. Each is refused with a PemnError (or, for text, shown escaped), and not
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -25,7 +26,8 @@ HOSTILE = {h.name: h for h in hostile_files.build_hostile()}
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if h.heavy else []) for n, h in HOSTILE.items()])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if h.heavy else [])
+                                  for n, h in HOSTILE.items()])
 def test_hostile_file_is_harmless(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a `touch` that slipped through would land here
     result = hostile_files.check_hostile(HOSTILE[name], tmp_path)
@@ -51,7 +53,9 @@ def test_import_reference_runs_with_trust_only(tmp_path, monkeypatch):
         with pytest.raises(errors.TrustError, match="trust_code"):
             pemn.load(blob, device="cpu")
         assert calls == [] and not (tmp_path / hostile_files.MARKER).exists()
-        with pytest.raises(Exception):  # build() returns None: no module, but the import ran
+        # build() returns None: the import ran, and what it gave is refused as the user code's fault
+        refused = f"{hostile_files.PLANTED_MODULE}:build must return an nn.Module, found NoneType"
+        with pytest.raises(errors.UserCodeError, match=re.escape(refused)):
             pemn.load(blob, device="cpu", trust_code=True)
         assert [c[0] for c in calls] == ["import_module"]
     assert (tmp_path / hostile_files.MARKER).exists()
