@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -21,6 +23,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def reference_reader() -> ModuleType:
+    """formats/reference_reader.py: the numpy-only reader written from the spec, not from the package.
+
+    The independent oracle of the tests: expected values come from it (or from hand computation),
+    not from re-running the package's own code. Loaded from its file (it is not a package module).
+    """
+    path = Path(__file__).resolve().parents[1] / "formats" / "reference_reader.py"
+    spec = importlib.util.spec_from_file_location("pemn_reference_reader", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from safetensors.numpy import save_file
 from torch import nn
@@ -66,7 +66,7 @@ def assert_one_line_error(result, code: int) -> str:
     lines = result.stderr.strip("\n").splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     return lines[0]
 
 
@@ -93,10 +93,26 @@ def rewrite(src: Path, dst: Path, *, tensors=None, header=None, metadata=None, r
     return dst
 
 
+def safetensors_layout(path: Path) -> tuple[int, dict[str, tuple[int, int]]]:
+    """(bytes before the data, {tensor: (first byte, end byte)} in the data) read straight from the
+    file as the safetensors format defines it: an 8-byte little-endian header length, the JSON
+    header, then the data, each tensor at its ``data_offsets``. Independent of the package's reader."""
+    blob = path.read_bytes()
+    length = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + length])
+    spans = {name: tuple(entry["data_offsets"]) for name, entry in header.items() if name != "__metadata__"}
+    return 8 + length, spans
+
+
+def span_bytes(spans: dict[str, tuple[int, int]], prefix: str) -> int:
+    return sum(end - begin for name, (begin, end) in spans.items() if name.startswith(prefix))
+
+
 def real_dense_fp32_size(model: nn.Module, folder: Path) -> int:
     """Write the materialized model (what pemn.load returns) with safetensors itself; measure the file."""
     dense = materialize(copy.deepcopy(model))
-    state = {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in dense.state_dict().items()}
+    state = {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+             for k, v in dense.state_dict().items()}
     path = folder / "dense_fp32.safetensors"
     save_file(state, str(path))
     return os.path.getsize(path)
@@ -163,39 +179,92 @@ def test_inspect_shows_every_layer_and_the_numbers(files, strategy):
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
-def test_inspect_json_totals_agree_with_disk_and_plan(files, strategy, tmp_path):
+def test_inspect_json_totals_agree_with_disk_and_the_reference_reader(files, strategy, tmp_path, reference_reader):
+    """Every number of ``inspect --json`` against a source that is not the package's summary: the file
+    on disk, its safetensors layout parsed here, the reference reader, and safetensors itself."""
     path, model = files[strategy]
-    plan = model.pemn_plan
     result = invoke("inspect", path, "--json")
     assert result.exit_code == 0, result.output
     s = json.loads(result.stdout)  # one document, nothing else on stdout
     t = s["totals"]
-    assert t["file_bytes"] == os.path.getsize(path)
-    assert t["header_bytes"] + t["mask_bytes"] + t["dense_bytes"] + t["values_bytes"] == t["file_bytes"]
-    assert t["unique_values"] == plan.unique_values
-    assert t["masked_weights"] == plan.masked_weights
+    # sizes: the file on disk and the byte ranges of its tensors
+    prefix_bytes, spans = safetensors_layout(path)
+    assert t["file_bytes"] == os.path.getsize(path) == prefix_bytes + max(end for _, end in spans.values())
+    assert t["header_bytes"] == prefix_bytes
+    assert t["mask_bytes"] == span_bytes(spans, "masks") > 0
+    assert t["dense_bytes"] == span_bytes(spans, "dense.") > 0
+    assert t["values_bytes"] == span_bytes(spans, "values.")
     assert t["dense_fp32_bytes"] == real_dense_fp32_size(model, tmp_path)  # exact, not an estimate
-    assert t["disk_ratio"] == pytest.approx(t["dense_fp32_bytes"] / t["file_bytes"]) and t["disk_ratio"] > 1
-    m, u = plan.masked_weights, plan.unique_values
-    assert t["paper_ratio"] == pytest.approx(32 * m / (m + 32 * u))
-    assert t["paper_ratio"] > 1 or strategy == "dense"  # dense stores one value per weight: 32/33
-    # layers: names, sizes, banks and kept counts from the plan and the model's masks
-    assert [l["name"] for l in s["layers"]] == [src.name for src in plan.layers]
-    masks = {name: layer.mask() for name, layer in pemn.masked_layers(model)}
-    info = 0.0
-    for row, src in zip(s["layers"], plan.layers):
-        assert row["weights"] == src.numel and row["shape"] == list(src.shape) and row["bank"] == src.bank
-        assert row["kept"] == int(masks[src.name].sum())
-        assert row["mask_bits_per_weight"] == pytest.approx(8 * row["mask_bytes"] / src.numel)
-        p = row["kept"] / src.numel
-        info += src.numel * (-(p * math.log2(p) + (1 - p) * math.log2(1 - p)))
-    assert t["mask_information_bits"] == pytest.approx(info)
+    # content: the reference reader's decoding and its own bank rules
+    ref = reference_reader.read(path)
+    header = ref["header"]
+    banks, _ = reference_reader.expected_banks(header["config"], [tuple(layer["shape"]) for layer in header["layers"]])
+    assert t["unique_values"] == sum(bank["size"] for bank in banks)
+    assert t["masked_weights"] == sum(weight.size for weight in ref["weights"].values())
+    assert [row["name"] for row in s["layers"]] == list(ref["masks"]) == [name for name, _ in pemn.masked_layers(model)]
+    offset = 0
+    for row, layer in zip(s["layers"], header["layers"], strict=True):
+        mask = ref["masks"][row["name"]]
+        assert row["weights"] == mask.size and row["shape"] == list(mask.shape)
+        assert row["kept"] == int(mask.sum()) == int(dict(pemn.masked_layers(model))[row["name"]].mask().sum())
+        assert row["mask_bytes"] == layer["bytes"]
+        if layer["codec"] == "raw":  # the spec fixes a raw mask's length: ceil(n / 8)
+            assert row["mask_bytes"] == -(-mask.size // 8)
+        offset += row["mask_bytes"]
+    assert offset == t["mask_bytes"]  # the layers' streams tile the masks tensor
+    # what must hold whatever the formulas (their values are checked by hand on a tiny file below)
+    assert t["disk_ratio"] > 1 and (t["paper_ratio"] > 1 or strategy == "dense")  # dense: 32 / 33
     assert t["mask_bytes"] >= t["mask_information_bytes"]  # no coder beats the entropy of these masks
-    assert t["file_overhead_bytes"] == pytest.approx(t["file_bytes"] - t["mask_information_bytes"] - t["dense_bytes"] - t["values_bytes"])
     assert s["config"]["strategy"] == STRATEGIES[strategy].strategy and s["format_version"] == 1
     assert s["provenance"] == PROVENANCE
-    # the library function gives the CLI's numbers
-    assert summarize(read_pemn(path), path) == s
+
+
+def tiny_file(folder: Path) -> tuple[Path, nn.Module]:
+    """Two linear layers with hand-set masks, small enough to compute every size by hand.
+
+    Layer "0": 4x8 = 32 weights, kept 0..6 and 31 (8 = 0.25 x 32); layer "1": 2x4 = 8 weights,
+    kept 0 and 5 (2 = 0.25 x 8); "1.bias" (2 floats) is the only dense leftover, stored float32.
+    """
+    model = nn.Sequential(nn.Linear(8, 4, bias=False), nn.Linear(4, 2))
+    pemn.mask_(model, pemn.MaskConfig(strategy="mp", density=0.25, seed=3))
+    with torch.no_grad():
+        for layer, kept in ((model[0], [*range(7), 31]), (model[1], [0, 5])):
+            scores = layer.get_parameter("scores")  # the mask keeps the largest |scores|
+            hand = torch.full((scores.numel(),), 0.1)
+            hand[kept] = 1.0
+            scores.copy_(hand.reshape(scores.shape))
+    path = pemn.save(model, folder / "tiny.pemn", dense_dtype="float32")
+    return Path(path), model
+
+
+def test_summary_numbers_of_a_tiny_file_by_hand(tmp_path):
+    path, model = tiny_file(tmp_path)
+    s = summarize(read_pemn(path), path)
+    t = s["totals"]
+    # masks: raw for both layers (spec 7.3: rice only when strictly smaller; the best rice code of
+    # layer 0, gaps 0,0,0,0,0,0,0,24, is 28 bits at k = 1: 4 bytes, as many as raw). Raw: ceil(n / 8).
+    assert [(row["codec"], row["mask_bytes"], row["kept"]) for row in s["layers"]] == [("raw", 4, 8), ("raw", 1, 2)]
+    assert [row["mask_bits_per_weight"] for row in s["layers"]] == [1.0, 1.0]  # 8 x 4 / 32, 8 x 1 / 8
+    assert [row["density_kept"] for row in s["layers"]] == [0.25, 0.25]
+    assert (t["mask_bytes"], t["dense_bytes"], t["values_bytes"]) == (5, 8, 0)  # 4 + 1; 2 float32; mp stores none
+    assert t["file_bytes"] - t["header_bytes"] == 13  # the data buffer: 5 + 8
+    assert t["masked_weights"] == 40 and t["unique_values"] == 32  # 32 + 8; mp: one bank of N_max = 32 values
+    assert t["paper_bits"] == 1064  # 40 masked weights x 1 bit + 32 values x 32 bits
+    assert t["paper_ratio"] == pytest.approx(1280 / 1064)  # 40 weights x 32 bits / 1064 bits = 1.2030
+    # H(0.25) = 0.25 x 2 + 0.75 x log2(4/3) = 0.5 + 0.311278 = 0.811278 bits per weight, 40 weights
+    assert t["mask_information_bits"] == pytest.approx(40 * 0.8112781244591328)  # 32.4511 bits
+    assert t["mask_information_bytes"] == pytest.approx(4.0563906)
+    assert t["mask_overhead_bytes"] == pytest.approx(5 - 4.0563906)
+    assert t["bound_bytes"] == pytest.approx(4.0563906 + 8)  # information bound of the masks + the dense bytes
+    assert t["file_overhead_bytes"] == pytest.approx(t["file_bytes"] - 12.0563906)
+    # the fp32 model: 0.weight 128 B, 1.bias 8 B, 1.weight 32 B of data (168), after this JSON header
+    # (193 bytes, padded with spaces to 200, a multiple of 8) and its 8-byte length: 8 + 200 + 168 = 376
+    json_header = ('{"0.weight":{"dtype":"F32","shape":[4,8],"data_offsets":[0,128]},'
+                   '"1.bias":{"dtype":"F32","shape":[2],"data_offsets":[128,136]},'
+                   '"1.weight":{"dtype":"F32","shape":[2,4],"data_offsets":[136,168]}}')
+    assert len(json_header) == 193
+    assert t["dense_fp32_bytes"] == 376 == real_dense_fp32_size(model, tmp_path)
+    assert t["disk_ratio"] == pytest.approx(376 / os.path.getsize(path))
 
 
 @pytest.mark.parametrize("strategy", ["onelayer", "rp_rand"])
@@ -357,7 +426,8 @@ def test_hostile_names_and_provenance_never_reach_the_terminal_raw(tmp_path):
     model.add_module("flat", nn.Flatten())
     model.add_module("head[/]\x1b[2J", nn.Linear(4 * 6 * 6, 3))
     pemn.mask_(model, pemn.MaskConfig(strategy="onelayer"))
-    path = pemn.save(model, tmp_path / "evil.pemn", provenance={"dataset": EVIL, "accuracy": EVIL, "recipe": {EVIL: EVIL}})
+    provenance = {"dataset": EVIL, "accuracy": EVIL, "recipe": {EVIL: EVIL}}
+    path = pemn.save(model, tmp_path / "evil.pemn", provenance=provenance)
 
     def evil_producer(header):
         header["producer"] = {"name": "pemn\x1b[2J[/]", "version": "\x1b]52;c;AAAA\x07"}
@@ -373,7 +443,7 @@ def test_hostile_names_and_provenance_never_reach_the_terminal_raw(tmp_path):
         assert "\\x1b[31mred[/]" in shown and "\\u202eevil" in shown  # visible, escaped, markup not applied
         doc = invoke("inspect", file, "--json")
         assert "\x1b" not in doc.stdout and doc.stdout.isascii()
-        names = [l["name"] for l in json.loads(doc.stdout)["layers"]]
+        names = [layer["name"] for layer in json.loads(doc.stdout)["layers"]]
         assert names == ["conv" + EVIL, "head[/]\x1b[2J"]  # the data itself is intact in JSON
     # the dense fp32 size stays exact with such names (JSON escapes in the safetensors header)
     assert summarize(read_pemn(path), path)["totals"]["dense_fp32_bytes"] == real_dense_fp32_size(model, tmp_path)

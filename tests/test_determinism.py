@@ -22,7 +22,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.mark.slow
 def test_weight_bits_across_readers_threads_and_processes(tmp_path):
-    matrix = reliability.determinism_matrix(tmp_path, processes=3)
+    torch.set_num_threads(3)  # a count the matrix never sets itself (its columns use 1 and 2)
+    try:
+        matrix = reliability.determinism_matrix(tmp_path, processes=3)
+        assert torch.get_num_threads() == 3, "the matrix did not restore the caller's thread count"
+    finally:
+        torch.set_num_threads(1)  # this module's one_torch_thread setting
     assert len(matrix["rows"]) == 5
     columns = set(matrix["rows"][0]["cells"])
     assert {"numpy reader", "reference reader", "load, 1 thread", "load, 2 threads", "masked, 2 threads",
@@ -30,7 +35,6 @@ def test_weight_bits_across_readers_threads_and_processes(tmp_path):
     for row in matrix["rows"]:
         different = [column for column, same in row["cells"].items() if not same]
         assert not different, (row["file"], different)
-    assert torch.get_num_threads() == 1
 
 
 @pytest.mark.slow

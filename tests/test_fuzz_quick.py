@@ -16,6 +16,9 @@ if str(BENCHMARKS) not in sys.path:
 import fuzz_loader  # noqa: E402
 
 CASES = 1500
+# a case is "slow" (an unexpected outcome) past this many seconds: generous, so that only a runaway
+# case (a decode that scales with a claimed size, a hang) fails it, never a busy CI machine
+SLOW_CASE_SECONDS = 30.0
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -23,15 +26,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def stats(tmp_path_factory):
-    return fuzz_loader.run_fuzz(CASES, seed=20240601, crash_dir=tmp_path_factory.mktemp("crashes"), memory_every=25)
+    return fuzz_loader.run_fuzz(CASES, seed=20240601, crash_dir=tmp_path_factory.mktemp("crashes"), memory_every=25,
+                                slow=SLOW_CASE_SECONDS)
 
 
 def test_no_unexpected_outcome(stats):
     assert stats.cases == CASES
     assert not stats.unexpected, (dict(stats.unexpected), stats.examples[:5])
     assert not stats.reference_unexpected, dict(stats.reference_unexpected)
-    assert stats.memory_samples >= CASES // 25 and stats.memory_peak_ratio < 1
-    assert stats.max_case_seconds < fuzz_loader.SLOW_SECONDS
+    assert stats.memory_samples >= CASES // 25 and stats.memory_peak_ratio < 1  # slow cases count as unexpected
 
 
 def test_readers_agree(stats):

@@ -1,8 +1,10 @@
 """The bit-exact generator (pemn_compress.rng): the core promise of the .pemn format.
 
-Known-answer vectors from Random123 pin Philox4x32-10 itself; pinned output vectors and a SHA-256
-pin the integer-to-float mappings. A change to either must fail here, loudly: every file ever
-written depends on these bits.
+Independent checks: the published Random123 known answers for Philox4x32-10 itself, and the
+integer-to-float mappings transcribed from the spec in plain Python arithmetic (``_spec_value``).
+Regression pins: the output vectors and the SHA-256 below were produced by this package; they prove
+nothing about correctness alone, but any change of these bits must fail here, loudly: every file ever
+written depends on them.
 """
 
 from __future__ import annotations

@@ -6,13 +6,13 @@ list is written out here by hand so the test does not depend on the model zoo.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
 
-from pemn_compress import rng
 from pemn_compress.config import MaskConfig
 from pemn_compress.errors import ConfigError
 from pemn_compress.strategies import (
@@ -48,8 +48,12 @@ def plan(**kw):
     return make_plan(MaskConfig(**kw), LAYERS)
 
 
-def f32_kaiming(shape):
-    return float(np.float32(math.sqrt(2.0 / math.prod(shape[1:]))))
+# Kaiming scales sqrt(2 / fan_in) rounded to float32, by hand (bits in hex, to check with any float32 table):
+#   fan-in 12 (patch):       sqrt(1/6)   = 0.4082482904638630 -> 0x3ED105EC = 0.40824830532073975
+#   fan-in 25 (depthwise):   sqrt(0.08)  = 0.2828427124746190 -> 0x3E90D0C3 = 0.2828427255153656
+#   fan-in 256 (pointwise, classifier): sqrt(1/128) = 0.0883883476483184 -> 0x3DB504F3 = 0.0883883461356163
+SCALE_12, SCALE_25, SCALE_256 = 0.40824830532073975, 0.2828427255153656, 0.0883883461356163
+HAND_SCALE = {PATCH: SCALE_12, DEPTHWISE: SCALE_25, POINTWISE: SCALE_256, CLASSIFIER: SCALE_256}
 
 
 # ----------------------------------------------------------------------------------- counts
@@ -101,10 +105,11 @@ def test_rp_rand_mode_recorded():
 def test_fan_in_and_kaiming_scale():
     assert fan_in(PATCH) == 12 and fan_in(DEPTHWISE) == 25 and fan_in(POINTWISE) == 256 and fan_in(CLASSIFIER) == 256
     assert fan_in((8, 4, 3)) == 12  # Conv1d
-    for shape in (PATCH, DEPTHWISE, POINTWISE, CLASSIFIER):
-        s = kaiming_scale(shape)
-        assert s == f32_kaiming(shape)
-        assert float(np.float32(s)) == s  # float32-representable
+    for shape, expected in HAND_SCALE.items():
+        assert kaiming_scale(shape) == expected
+    bits = [np.float32(v).view(np.uint32) for v in (SCALE_12, SCALE_25, SCALE_256)]
+    assert bits == [0x3ED105EC, 0x3E90D0C3, 0x3DB504F3]  # the literals are those float32 values
+    assert kaiming_scale((8, 4, 3)) == SCALE_12  # Conv1d: fan-in 4 x 3
     with pytest.raises(ConfigError):
         fan_in((5,))
 
@@ -112,14 +117,15 @@ def test_fan_in_and_kaiming_scale():
 @pytest.mark.parametrize("strategy,extra", [("dense", {}), ("onelayer", {}), ("mp", {}), ("rp", {"ratio": 1e-3})])
 def test_rescale_true_gives_each_layer_its_own_scale(strategy, extra):
     p = plan(strategy=strategy, rescale=True, **extra)
-    assert [layer.scale for layer in p.layers] == [f32_kaiming(s) for _, s in LAYERS]
+    assert [layer.scale for layer in p.layers] == [HAND_SCALE[s] for _, s in LAYERS]
     assert len({layer.scale for layer in p.layers}) == 3  # 12, 25, 256 fan-ins
 
 
-@pytest.mark.parametrize("strategy,extra", [("mp", {}), ("rp", {"ratio": 1e-3}), ("rp", {"ratio": 1e-5, "rp_mode": "rand"})])
+@pytest.mark.parametrize("strategy,extra",
+                         [("mp", {}), ("rp", {"ratio": 1e-3}), ("rp", {"ratio": 1e-5, "rp_mode": "rand"})])
 def test_paper_mode_inherits_largest_layer_scale(strategy, extra):
     p = plan(strategy=strategy, rescale=False, **extra)
-    assert {layer.scale for layer in p.layers} == {f32_kaiming(POINTWISE)}
+    assert {layer.scale for layer in p.layers} == {SCALE_256}
 
 
 @pytest.mark.parametrize("strategy", ["dense", "onelayer"])
@@ -141,12 +147,13 @@ def test_make_plan_rejects_empty_and_duplicate_names():
 
 
 # ----------------------------------------------------------------------------------- values and maps
-def test_bank_values_come_from_stream_bank_index():
+def test_bank_values_come_from_stream_bank_index(reference_reader):
     p = make_plan(MaskConfig(strategy="dense", seed=5, distribution="uniform"), [("a", (4, 3)), ("b", (6, 2))])
     for bank in p.banks:
         v = bank_values(p, bank)
         assert v.dtype == np.float32 and v.shape == (bank.size,)
-        np.testing.assert_array_equal(v.view(np.uint32), rng.unit_values(5, bank.index, bank.size, "uniform").view(np.uint32))
+        expected = reference_reader.unit_values(5, bank.index, bank.size, "uniform")  # the spec's generator, in numpy
+        np.testing.assert_array_equal(v.view(np.uint32), expected.view(np.uint32))
     assert not np.array_equal(bank_values(p, p.banks[0]), bank_values(p, p.banks[1])[:12])
 
 
@@ -163,7 +170,7 @@ def test_rp_copy_index_map_tiles():
     np.testing.assert_array_equal(idx, np.arange(N_MAX) % 66)
 
 
-def test_rp_rand_index_map_is_a_permuted_tiling():
+def test_rp_rand_index_map_is_a_permuted_tiling(reference_reader):
     p = plan(strategy="rp", ratio=1e-3, rp_mode="rand", seed=3)
     bank = p.banks[0]
     idx = bank_index_map(p, bank)
@@ -172,8 +179,10 @@ def test_rp_rand_index_map_is_a_permuted_tiling():
     assert not np.array_equal(idx, copy)
     # the same multiset as the copy tiling: every unit value used, each as often as in copy mode
     np.testing.assert_array_equal(np.bincount(idx, minlength=bank.size), np.bincount(copy, minlength=bank.size))
-    perm = rng.permutation(3, PERMUTATION_STREAM_BASE + bank.index, N_MAX)
+    # the reference reader's rand tiling (formats/reference_reader.py, its own generator and sort)
+    perm = reference_reader._permutation(3, reference_reader.PERMUTATION_STREAM_BASE + bank.index, N_MAX)
     np.testing.assert_array_equal(idx, perm % bank.size)
+    assert reference_reader.PERMUTATION_STREAM_BASE == PERMUTATION_STREAM_BASE == 2**32  # spec 14.8
     # seeded: same seed same map, other seed other map
     np.testing.assert_array_equal(idx, bank_index_map(plan(strategy="rp", ratio=1e-3, rp_mode="rand", seed=3), bank))
     assert not np.array_equal(idx, bank_index_map(plan(strategy="rp", ratio=1e-3, rp_mode="rand", seed=4), bank))
@@ -190,7 +199,8 @@ def test_index_map_on_torch_device():
 # ----------------------------------------------------------------------------------- MaskConfig
 def test_defaults():
     c = MaskConfig()
-    assert (c.density, c.strategy, c.ratio, c.seed, c.rescale, c.learn_values) == (0.5, "onelayer", None, 0, True, False)
+    defaults = (0.5, "onelayer", None, 0, True, False)
+    assert (c.density, c.strategy, c.ratio, c.seed, c.rescale, c.learn_values) == defaults
 
 
 @pytest.mark.parametrize("density", [0, 0.0, -0.1, 1.5, float("nan"), float("inf"), "x", "0.5", None, True, False])
@@ -240,8 +250,9 @@ def test_valid_learn_values():
 
 def test_config_is_frozen():
     c = MaskConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         c.density = 0.3  # type: ignore[misc]
+    assert c.density == 0.5
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,11 @@ import torch
 from torch import nn
 
 import pemn_compress.models as zoo
+from pemn_compress.config import MaskConfig
 from pemn_compress.errors import ModelError, UnknownModelError
 from pemn_compress.models import arch_of, create_model, list_models, model_entrypoint, register_model
+from pemn_compress.strategies import make_plan
+from pemn_compress.surgery import maskable_layers
 
 TEST_MODELS = list_models("test_*")
 ALL_MODELS = list_models()
@@ -225,7 +228,9 @@ def test_convmixer_256_8_layer_sizes():
     model = on_meta("convmixer_256_8")
     sizes = [m.weight.numel() for m in weight_layers(model)]
     assert max(sizes) == 256 * 256 == 65536
-    assert int(max(sizes) * 1e-3) + 1 == 66  # rp ratio 1e-3 keeps 66 unique values
+    layers = [(name, tuple(m.weight.shape)) for name, m in maskable_layers(model)]
+    plan = make_plan(MaskConfig(strategy="rp", ratio=1e-3), layers)
+    assert plan.unique_values == 66  # the paper's setting on this model: floor(65536 x 1e-3) + 1 = 65 + 1 values
     assert sum(sizes) == 8 * (6400 + 65536) + 3072 + 2560 == 581120
     largest = max(weight_layers(model), key=lambda m: m.weight.numel())
     assert isinstance(largest, nn.Conv2d) and largest.kernel_size == (1, 1)

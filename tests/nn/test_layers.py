@@ -219,15 +219,18 @@ def test_ste_topk_passes_gradient_through_abs():
 
 # ----------------------------------------------------------------------------------- values
 @pytest.mark.parametrize("distribution", ["normal", "signed_constant", "uniform"])
-def test_layer_weight_is_generator_bits_times_scale(distribution):
-    model = mask_(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(5, 4)), MaskConfig(strategy="dense", seed=31, distribution=distribution))
-    plan = model.pemn_plan
-    for i, source in enumerate(plan.layers):
-        layer = model[i]
-        unit = rng.unit_values(31, source.bank, source.numel, distribution)
-        expected = rng.scaled_values(unit, source.scale).reshape(source.shape)
-        assert source.scale == float(np.float32(math.sqrt(2.0 / math.prod(source.shape[1:]))))
-        np.testing.assert_array_equal(layer.weight.numpy().view(np.uint32), expected.view(np.uint32))
+def test_layer_weight_is_generator_bits_times_scale(distribution, reference_reader):
+    config = MaskConfig(strategy="dense", seed=31, distribution=distribution)
+    model = mask_(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(5, 4)), config)
+    # Kaiming scales by hand: fan-in 3 x 3 x 3 = 27, sqrt(2/27) = 0.27216552697... -> float32 0x3E8B5948;
+    # fan-in 5, sqrt(2/5) = 0.63245553203... -> float32 0x3F21E89B
+    scales = [0.27216553688049316, 0.6324555277824402]
+    assert [np.float32(v).view(np.uint32) for v in scales] == [0x3E8B5948, 0x3F21E89B]
+    for i, source in enumerate(model.pemn_plan.layers):
+        assert source.scale == scales[i]
+        unit = reference_reader.unit_values(31, i, source.numel, distribution)  # dense: bank i, the spec's generator
+        expected = (unit * np.float32(scales[i])).reshape(source.shape)  # one float32 multiplication
+        np.testing.assert_array_equal(model[i].weight.numpy().view(np.uint32), expected.view(np.uint32))
 
 
 @pytest.mark.parametrize("case", CASES)
