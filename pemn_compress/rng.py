@@ -30,7 +30,7 @@ from .errors import ConfigError
 
 __all__ = [
     "DISTRIBUTIONS",
-    "GENERATOR_ID",
+    "GENERATOR",
     "philox4x32_numpy",
     "philox4x32_torch",
     "permutation",
@@ -39,7 +39,7 @@ __all__ = [
     "unit_values_into",
 ]
 
-GENERATOR_ID = "philox4x32-10"
+GENERATOR = "philox4x32-10"  # the generator's name in a .pemn header (formats/pemn-v1.md 6.2, section 8)
 DISTRIBUTIONS = ("normal", "signed_constant", "uniform")
 
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57  # Philox multipliers
