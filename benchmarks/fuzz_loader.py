@@ -1130,7 +1130,7 @@ def _package(blob: bytes, max_weights: int, stage: list):
     stage[0] = "fingerprint"
     verify_fingerprint(pf, weights)
     stage[0] = "accepted"
-    return pf, [(layer["name"], weights[layer["name"]]) for layer in pf.layers]
+    return pf, [(layer.name, weights[layer.name]) for layer in pf.layers]
 
 
 def content_digest(pf, weights) -> str:

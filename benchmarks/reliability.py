@@ -84,7 +84,7 @@ def materialization_cost(weights: int = 1 << 20) -> dict:
 
     import pemn_compress as pemn
     from pemn_compress.fileformat.reader import decode_weights, read_pemn, verify_fingerprint
-    from pemn_compress.fileformat.writer import to_bytes
+    from pemn_compress.export import to_bytes
 
     out = {}
     for label, config in (("dense, raw", dict(strategy="dense")), ("rp rand", dict(strategy="rp", ratio=1e-3, rp_mode="rand"))):
@@ -488,8 +488,8 @@ def determinism_matrix(folder: Path, processes: int = 3) -> dict:
             weights = decode_weights(pf)
             out = ref.read(path)
             cells = {
-                "numpy reader": weights_fingerprint([weights[l["name"]] for l in pf.layers]),
-                "reference reader": weights_fingerprint([out["weights"][l["name"]] for l in pf.layers]),
+                "numpy reader": weights_fingerprint([weights[layer.name] for layer in pf.layers]),
+                "reference reader": weights_fingerprint([out["weights"][layer.name] for layer in pf.layers]),
                 "load, 1 thread": weights_digest(path, 1, False, skeleton),
                 "load, 2 threads": weights_digest(path, 2, False, skeleton),
                 "masked, 1 thread": weights_digest(path, 1, True, skeleton),

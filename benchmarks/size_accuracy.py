@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import json
 import os
@@ -58,7 +59,7 @@ from safetensors.torch import load_file, save_file
 
 import pemn_compress as pemn
 from pemn_compress.data import BatchLoader, get_dataset
-from pemn_compress.fileformat.codecs import decode_mask, encode_mask
+from pemn_compress.fileformat.codecs import MaskCoding, decode_mask, encode_mask
 from pemn_compress.fileformat.summary import summarize
 from pemn_compress.nn.topk import kept_count
 from pemn_compress.surgery import maskable_layers
@@ -282,9 +283,9 @@ def save_sparse(model, path: Path) -> None:
     for key, w in weights.items():
         mask = (w != 0).numpy().reshape(-1)
         coded = encode_mask(mask)
-        tensors[key + ".mask"] = torch.from_numpy(np.ascontiguousarray(coded.pop("data")))
+        tensors[key + ".mask"] = torch.from_numpy(np.ascontiguousarray(coded.data))
         tensors[key + ".values"] = w.reshape(-1)[torch.from_numpy(mask)].half().contiguous()
-        index[key] = coded
+        index[key] = dataclasses.asdict(coded.coding)
     save_file(tensors, path, metadata={"masks": json.dumps(index, separators=(",", ":"))})
 
 
@@ -299,7 +300,7 @@ def load_artifact(fmt: str, path: Path, make_model) -> torch.nn.Module:
         with safe_open(path, "pt") as fh:
             index = json.loads(fh.metadata()["masks"])
         for key, entry in index.items():
-            mask = decode_mask(stored.pop(key + ".mask").numpy(), state[key].numel(), entry, key)
+            mask = decode_mask(stored.pop(key + ".mask").numpy(), state[key].numel(), MaskCoding(**entry), key)
             w = torch.zeros(state[key].numel())
             w[torch.from_numpy(mask)] = stored.pop(key + ".values").float()
             stored[key] = w.view_as(state[key])

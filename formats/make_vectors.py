@@ -3,7 +3,7 @@
     PYTHONPATH=. python formats/make_vectors.py            # writes formats/vectors/
     PYTHONPATH=. python formats/make_vectors.py --out DIR  # writes DIR/valid, DIR/invalid
 
-Valid vectors are written by the package's own writer (``pemn_compress.fileformat.writer.to_bytes``)
+Valid vectors are written by the package's own writer (``pemn_compress.export.to_bytes``)
 from tiny models whose every number is fixed: dense leftovers (biases, BatchNorm) and mask scores are
 drawn from the format's own Philox generator (``pemn_compress.rng``), not from torch's RNG, so the same
 bytes come out with any torch version, on any machine. No training is involved: each mask is the
@@ -54,7 +54,8 @@ from pemn_compress.fileformat.constants import (  # noqa: E402
 )
 from pemn_compress.fileformat.container import data_buffer, decode_container, encode_container  # noqa: E402
 from pemn_compress.fileformat.reader import decode_masks, decode_weights, read_pemn, verify_fingerprint  # noqa: E402
-from pemn_compress.fileformat.writer import canonical_json, to_bytes  # noqa: E402
+from pemn_compress.export import to_bytes  # noqa: E402
+from pemn_compress.fileformat.header import canonical_json  # noqa: E402
 from pemn_compress.models import create_model  # noqa: E402
 from pemn_compress.strategies import kaiming_scale  # noqa: E402
 from pemn_compress.surgery import mask_, masked_layers  # noqa: E402
@@ -219,10 +220,10 @@ def describe_valid(name: str, blob: bytes) -> dict:
     pf = read_pemn(blob)
     weights = decode_weights(pf)
     verify_fingerprint(pf, weights)
-    found_codecs = {layer["codec"] for layer in pf.layers}
+    found_codecs = {layer.codec for layer in pf.layers}
     if not codecs <= found_codecs:
         raise AssertionError(f"{name}: expected codecs {sorted(codecs)}, the writer chose {sorted(found_codecs)}")
-    arch = pf.header["architecture"]
+    arch = pf.file_header.architecture.reference
     dense = pf.dense_arrays()
     return {
         "description": description,
@@ -233,13 +234,13 @@ def describe_valid(name: str, blob: bytes) -> dict:
         "codecs": sorted(found_codecs),
         "architecture": arch["kind"],
         "load": {"registry": arch.get("name")} if arch["kind"] == "registry" else {"skeleton": skeleton},
-        "fingerprint": pf.header["fingerprint"]["value"],
+        "fingerprint": pf.file_header.fingerprint.value,
         "layers": [  # a list: layer order is part of the format (fingerprint, masks tensor)
             {
-                "name": layer["name"],
-                "shape": layer["shape"],
-                "kept": int(np.count_nonzero(decode_masks(pf)[layer["name"]])),
-                "sha256": sha256(np.ascontiguousarray(weights[layer["name"]], "<f4").tobytes()),
+                "name": layer.name,
+                "shape": list(layer.shape),
+                "kept": int(np.count_nonzero(decode_masks(pf)[layer.name])),
+                "sha256": sha256(np.ascontiguousarray(weights[layer.name], "<f4").tobytes()),
             }
             for layer in pf.layers
         ],

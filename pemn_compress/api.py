@@ -1,32 +1,67 @@
 """``save`` and ``load``: the glue between masked models and `.pemn` files.
 
-``load(path)`` validates the whole file, rebuilds the architecture (zoo reference, a caller's
-skeleton, or — only with ``trust_code=True`` — an imported factory), checks every layer name and shape
-against the file before any weight is built, regenerates the weights bit-exactly, verifies their
-fingerprint and returns an eval-mode module with plain dense weights (``masked=False``) or the
-masked, trainable form (``masked=True``).
+``save(model, path, ...)`` exports the model to a payload (``pemn_compress.export``), encodes it
+(``fileformat.writer.encode``, torch-free) and writes the bytes atomically.
+
+``load(path)`` validates the whole file (``fileformat.reader``), rebuilds the architecture (zoo
+reference, a caller's skeleton, or — only with ``trust_code=True`` — an imported factory), checks
+every layer name and shape against the file before any weight is built, regenerates the weights
+bit-exactly, verifies their fingerprint and returns an eval-mode module with plain dense weights
+(``masked=False``) or the masked, trainable form (``masked=True``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import ModelError, PemnError, ShapeError, TrustError
-from .fileformat.constants import VALUES_PREFIX
+from .export import to_bytes
+from .fileformat.container import atomic_write
+from .fileformat.header import Json
 from .fileformat.reader import DEFAULT_MAX_WEIGHTS, PemnFile, read_pemn
-from .fileformat.writer import save
+from .fileformat.writer import DEFAULT_DENSE_DTYPE
 from .streaming import MaskSource, check_masks, stream_weights
 from .surgery import mask_, maskable_layers, masked_layers
 from .usercode import build_model, is_reference
 
 __all__ = ["build_architecture", "load", "resolve_device", "save"]
+
+
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    dense_dtype: str = DEFAULT_DENSE_DTYPE,
+    fold_batchnorm: bool = False,
+    codec: str = "auto",
+    architecture: dict | str | None = None,
+    provenance: Json = None,
+) -> Path:
+    """Write a masked model to ``path`` atomically; returns the path.
+
+    dense_dtype: "float16" (default: halves the dense leftovers) or "float32" (outputs match the
+        masked model bit for bit).
+    fold_batchnorm: store each BatchNorm as one scale and shift per channel (eval-mode deployment
+        only: such a file cannot be loaded with ``masked=True``).
+    codec: "auto" picks raw or rice per layer, whichever is smaller; "raw" forces packed bits.
+    architecture: None records the zoo reference that ``create_model`` left on the model (or none);
+        "module:function" records a factory (loading it needs ``trust_code=True``); or a dict with
+        ``kind`` registry / import / none.
+    provenance: a JSON object stored as-is (dataset, accuracy, recipe, ...).
+
+    Readers see the old file or the complete new one, never a partial file. Raises ConfigError for
+    an invalid option and ModelError for a model that is not masked.
+    """
+    blob = to_bytes(model, dense_dtype=dense_dtype, fold_batchnorm=fold_batchnorm, codec=codec,
+                    architecture=architecture, provenance=provenance)
+    return atomic_write(path, blob)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -83,7 +118,7 @@ def _probe_architecture(pf: PemnFile, trust_code: bool) -> nn.Module:
     """
     from torch.nn.modules import module as torch_module
 
-    described = len(pf.layers) + len(pf.header["dense"]["tensors"])
+    described = len(pf.layers) + len(pf.file_header.dense.tensors)
     budget = {"modules": 16 * described + 256, "tensors": 4 * described + 256}
     counts = {"modules": 0, "tensors": 0}
     thread = threading.get_ident()
@@ -107,7 +142,7 @@ def _probe_architecture(pf: PemnFile, trust_code: bool) -> nn.Module:
     ]
     try:
         with torch.device("meta"):
-            return build_architecture(pf.header["architecture"], trust_code=trust_code)
+            return build_architecture(pf.file_header.architecture.reference, trust_code=trust_code)
     except PemnError:
         raise
     except Exception as exc:  # noqa: BLE001 - a reference that cannot be built: the file's fault
@@ -117,41 +152,51 @@ def _probe_architecture(pf: PemnFile, trust_code: bool) -> nn.Module:
             handle.remove()
 
 
-def _check_layers(pf: PemnFile, skeleton: nn.Module) -> dict[str, nn.Module]:
-    """Map file layers onto the skeleton's maskable layers; names, types and shapes must agree."""
+def _check_layers(pf: PemnFile, skeleton: nn.Module, *, mismatch: type[PemnError]) -> dict[str, nn.Module]:
+    """Map file layers onto the skeleton's maskable layers; names, types and shapes must agree.
+
+    ``mismatch``: the error for a shape that differs: ModelError when the caller gave the skeleton
+    (the model is wrong for the file), ShapeError when the file's own reference built it (the file
+    contradicts itself).
+    """
     available = dict(maskable_layers(skeleton))
     found = {}
     for layer in pf.layers:
-        name = layer["name"]
+        name = layer.name
         module = available.get(name)
         if module is None:
             raise ModelError(f"layer {name!r} of the file does not exist (or is not Linear/Conv) in the model")
-        if type(module).__name__ != layer["type"] and not any(c.__name__ == layer["type"] for c in type(module).__mro__):
-            raise ModelError(f"layer {name!r}: file has a {layer['type']}, model has a {type(module).__name__}")
-        if list(module.weight.shape) != layer["shape"]:
-            raise ShapeError(f"layer {name!r}: file shape {layer['shape']}, model shape {list(module.weight.shape)}")
+        if type(module).__name__ != layer.type and not any(c.__name__ == layer.type for c in type(module).__mro__):
+            raise ModelError(f"layer {name!r}: file has a {layer.type}, model has a {type(module).__name__}")
+        if tuple(module.weight.shape) != layer.shape:
+            raise mismatch(f"layer {name!r}: file shape {list(layer.shape)}, model shape {list(module.weight.shape)}")
         found[name] = module
     return found
 
 
-def _dense_state(pf: PemnFile, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The file's dense leftovers as tensors of the model's dtypes; keys and shapes must agree."""
+def _dense_state(
+    pf: PemnFile, expected: dict[str, torch.Tensor], *, mismatch: type[PemnError]
+) -> dict[str, torch.Tensor]:
+    """The file's dense leftovers as tensors of the model's dtypes; keys and shapes must agree
+    (``mismatch``: the error for a shape that differs, as in ``_check_layers``)."""
     stored = pf.dense_arrays()
     expected = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}  # never stored
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
     if missing or unexpected:
-        raise ModelError(f"dense parameters differ from the model: missing in file {missing[:8]}, not in model {unexpected[:8]}")
+        raise ModelError(
+            f"dense parameters differ from the model: missing in file {missing[:8]}, not in model {unexpected[:8]}"
+        )
     state = {}
     for key, ref in expected.items():
         array = stored[key]
         if list(array.shape) != list(ref.shape):
-            raise ShapeError(f"dense tensor {key!r}: file shape {list(array.shape)}, model shape {list(ref.shape)}")
+            raise mismatch(f"dense tensor {key!r}: file shape {list(array.shape)}, model shape {list(ref.shape)}")
         state[key] = torch.from_numpy(np.array(array)).to(ref.dtype)
     return state
 
 
-def _unfold_batchnorm(model: nn.Module, folded: list[str], state: dict[str, torch.Tensor]) -> None:
+def _unfold_batchnorm(model: nn.Module, folded: tuple[Json, ...], state: dict[str, torch.Tensor]) -> None:
     """Folded BatchNorm: weight/bias hold scale/shift; stats become (0, 1) and eps 0 so eval is x*scale+shift."""
     for name in folded:
         try:  # names come from the file: a missing module or a non-string is the file's fault
@@ -175,7 +220,7 @@ def _materialize_probe(probe: nn.Module, pf: PemnFile, trust_code: bool) -> nn.M
     """
     persistent = set(probe.state_dict())
     if any(name not in persistent for name, _ in probe.named_buffers()):
-        return build_architecture(pf.header["architecture"], trust_code=trust_code)
+        return build_architecture(pf.file_header.architecture.reference, trust_code=trust_code)
     skeleton = probe.to_empty(device="cpu")
     with torch.no_grad():
         for name, buffer in skeleton.named_buffers():
@@ -215,22 +260,10 @@ def load(
     """
     target = resolve_device(device)
     pf = read_pemn(path, max_weights=max_weights)
-    if model is None:
-        # build on the meta device first: a hostile header cannot make us allocate a huge model
-        # before its layers were checked against the file's (validated, size-limited) layer table
-        probe = _probe_architecture(pf, trust_code)
-        _check_layers(pf, probe)
-        masked_total = sum(math.prod(layer["shape"]) for layer in pf.layers)
-        dense_total = sum(math.prod(shape) for _, shape, _ in pf.header["dense"]["tensors"])
-        probe_total = sum(t.numel() for t in probe.state_dict().values())
-        if probe_total > 2 * (masked_total + dense_total) + 1024:
-            raise ModelError(f"the architecture has {probe_total} parameters but the file describes only "
-                             f"{masked_total + dense_total}: refusing to build it")
-        skeleton = _materialize_probe(probe, pf, trust_code)
-    else:
-        skeleton = model
-    layers = _check_layers(pf, skeleton)
-    folded = pf.header["dense"]["folded_batchnorm"]
+    mismatch: type[PemnError] = ModelError if model is not None else ShapeError
+    skeleton = model if model is not None else _file_skeleton(pf, trust_code)
+    layers = _check_layers(pf, skeleton, mismatch=mismatch)
+    folded = pf.file_header.dense.folded_batchnorm
     masks = check_masks(pf)  # every mask validated before any weight is generated
     if masked:
         if folded:
@@ -241,15 +274,18 @@ def load(
         if skeleton.pemn_plan.layers != pf.plan.layers:
             raise ModelError("the model's layer order differs from the file's: the value plan would not match")
         _restore_masked(pf, skeleton, masks)
-        expected = {k: v for k, v in skeleton.state_dict().items() if not k.endswith(".scores") and ".value_bank." not in f".{k}"}
-        state = _dense_state(pf, expected)
+        expected = {
+            k: v for k, v in skeleton.state_dict().items()
+            if not k.endswith(".scores") and ".value_bank." not in f".{k}"
+        }
+        state = _dense_state(pf, expected, mismatch=mismatch)
     else:
         weight_keys = {f"{name}.weight" for name in layers}
         expected = {k: v for k, v in skeleton.state_dict().items() if k not in weight_keys}
         if folded:
             stats = {f"{n}.{stat}" if n else stat for n in folded for stat in ("running_mean", "running_var")}
             expected = {k: v for k, v in expected.items() if k not in stats}
-        state = _dense_state(pf, expected)  # leftovers checked before any weight is generated
+        state = _dense_state(pf, expected, mismatch=mismatch)  # leftovers checked before any weight is generated
         destinations = _weight_destinations(skeleton, layers, target, dtype)
         stream_weights(pf, masks, destinations, verify=verify)
         with torch.no_grad():
@@ -265,7 +301,27 @@ def load(
     return skeleton.eval()
 
 
-def _weight_destinations(skeleton: nn.Module, layers: dict[str, nn.Module], target: torch.device, dtype) -> dict[str, torch.Tensor]:
+def _file_skeleton(pf: PemnFile, trust_code: bool) -> nn.Module:
+    """The module the file's architecture reference builds, checked before any storage exists.
+
+    Built on the meta device first: a hostile header cannot make us allocate a huge model before its
+    layers were checked against the file's (validated, size-limited) layer table and its parameter
+    count against what the file describes.
+    """
+    probe = _probe_architecture(pf, trust_code)
+    _check_layers(pf, probe, mismatch=ShapeError)
+    masked_total = sum(layer.numel for layer in pf.layers)
+    dense_total = sum(entry.numel for entry in pf.file_header.dense.tensors)
+    probe_total = sum(t.numel() for t in probe.state_dict().values())
+    if probe_total > 2 * (masked_total + dense_total) + 1024:
+        raise ModelError(f"the architecture has {probe_total} parameters but the file describes only "
+                         f"{masked_total + dense_total}: refusing to build it")
+    return _materialize_probe(probe, pf, trust_code)
+
+
+def _weight_destinations(
+    skeleton: nn.Module, layers: dict[str, nn.Module], target: torch.device, dtype
+) -> dict[str, torch.Tensor]:
     """Where each masked layer's weight is written: the skeleton's own tensor when it already is
     what the load returns (contiguous float32 on the CPU) and its storage belongs to no other
     parameter or buffer (tied weights are never overwritten), else a new uninitialized tensor of the
@@ -273,7 +329,9 @@ def _weight_destinations(skeleton: nn.Module, layers: dict[str, nn.Module], targ
     final = dtype if dtype is not None and dtype.is_floating_point else torch.float32
     owners = Counter(
         t.untyped_storage().data_ptr()
-        for _, t in (*skeleton.named_parameters(remove_duplicate=False), *skeleton.named_buffers(remove_duplicate=False))
+        for _, t in (
+            *skeleton.named_parameters(remove_duplicate=False), *skeleton.named_buffers(remove_duplicate=False)
+        )
         if t.device.type == "cpu" and t.numel()
     )
     out = {}
@@ -292,18 +350,18 @@ def _restore_masked(pf: PemnFile, model: nn.Module, masks: list[MaskSource]) -> 
     """Scores that reproduce the stored masks (kept: 1 + small seeded noise; dropped: below 1)."""
     generator = torch.Generator().manual_seed(pf.config.seed)
     by_name = dict(masked_layers(model))
-    for layer, mask in zip(pf.layers, masks):
-        module = by_name[layer["name"]]
-        keep = torch.from_numpy(mask.full().reshape(layer["shape"]))
+    for layer, mask in zip(pf.layers, masks, strict=True):
+        module = by_name[layer.name]
+        keep = torch.from_numpy(mask.full().reshape(layer.shape))
         noise = torch.rand(keep.shape, generator=generator) * 0.5
         with torch.no_grad():
             module.scores.copy_(torch.where(keep, 1.0 + noise, noise))
         module.kept = int(keep.sum())
-    for spec, bank in zip(pf.plan.banks, model.pemn_values):
-        name = f"{VALUES_PREFIX}{spec.index}"
-        if name in pf.tensors:
+    for spec, bank in zip(pf.plan.banks, model.pemn_values, strict=True):
+        stored = pf.stored_values(spec.index)
+        if stored is not None:
             with torch.no_grad():
-                bank.unit.copy_(torch.from_numpy(np.array(pf.tensors[name])))
+                bank.unit.copy_(torch.from_numpy(np.array(stored)))
                 if bank.table is not None:
                     from .strategies import bank_index_map
 

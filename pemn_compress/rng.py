@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # annotations only: the numpy half of this module works witho
 
 __all__ = [
     "DISTRIBUTIONS",
-    "GENERATOR_ID",
+    "GENERATOR",
     "philox4x32_numpy",
     "philox4x32_torch",
     "permutation",
@@ -44,7 +44,7 @@ __all__ = [
     "unit_values_into",
 ]
 
-GENERATOR_ID = "philox4x32-10"
+GENERATOR = "philox4x32-10"  # the generator's name in a .pemn header (formats/pemn-v1.md 6.2, section 8)
 
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57  # Philox multipliers
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85  # Weyl key increments

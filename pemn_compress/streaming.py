@@ -27,10 +27,10 @@ background thread.
 from __future__ import annotations
 
 import hashlib
-import math
 import queue
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -41,7 +41,6 @@ from . import rng
 from ._parallel import BARRIER, ordered
 from .errors import ConfigError
 from .fileformat.codecs import check_raw, decode_mask
-from .fileformat.constants import VALUES_PREFIX
 from .fileformat.reader import PemnFile, check_fingerprint
 from .strategies import bank_index_map
 
@@ -73,14 +72,13 @@ class MaskSource:
 def check_masks(pf: PemnFile) -> list[MaskSource]:
     """Validate every layer's mask (same checks and errors as ``decode_masks``), in layer order."""
     out = []
-    for i, layer in enumerate(pf.layers):
-        n = math.prod(layer["shape"])
-        data = pf.mask_stream(i)
-        if layer["codec"] == "raw":
-            check_raw(data, n, layer["ones"], layer["name"])
+    for layer, data in zip(pf.layers, pf.mask_streams(), strict=True):
+        n = layer.numel
+        if layer.codec == "raw":
+            check_raw(data, n, layer.ones, layer.name)
             out.append(MaskSource(n, packed=data))
         else:
-            out.append(MaskSource(n, bits=decode_mask(data, n, layer, layer["name"])))
+            out.append(MaskSource(n, bits=decode_mask(data, n, layer.coding, layer.name)))
     return out
 
 
@@ -107,7 +105,7 @@ def _le_bytes(piece: np.ndarray):
 def stream_weights(
     pf: PemnFile,
     masks: list[MaskSource],
-    destinations: dict[str, torch.Tensor | None],
+    destinations: Mapping[str, torch.Tensor | None],
     *,
     verify: bool = True,
     kernel: str = "auto",
@@ -122,7 +120,7 @@ def stream_weights(
     if kernel not in ("auto", "torch"):
         raise ConfigError(f"kernel must be 'auto' or 'torch', found {kernel!r}")
     layers = []
-    for source, mask in zip(pf.plan.layers, masks):
+    for source, mask in zip(pf.plan.layers, masks, strict=False):
         dest = destinations.get(source.name)
         if dest is not None:
             if tuple(dest.shape) != tuple(source.shape) or not dest.is_contiguous():
@@ -148,8 +146,8 @@ class _Table:
     def __init__(self, pf: PemnFile, bank: int):
         self.seed, self.distribution = pf.plan.seed, pf.plan.distribution
         self.spec = pf.plan.banks[bank]
-        stored = pf.header["banks"][bank]["stored"]
-        self.unit = np.asarray(pf.tensors[f"{VALUES_PREFIX}{bank}"], dtype=np.float32) if stored else None
+        stored = pf.stored_values(bank)
+        self.unit = np.asarray(stored, dtype=np.float32) if stored is not None else None
         self.index = bank_index_map(pf.plan, self.spec)  # None unless tiled (rp)
         if self.index is not None and self.unit is None:
             self.unit = rng.unit_values(self.seed, self.spec.index, self.spec.size, self.distribution)
@@ -263,8 +261,9 @@ class _BackgroundHash:
 
 def _device_table(pf: PemnFile, bank: int, device: torch.device) -> torch.Tensor:
     spec = pf.plan.banks[bank]
-    if pf.header["banks"][bank]["stored"]:
-        unit = torch.from_numpy(np.array(pf.tensors[f"{VALUES_PREFIX}{bank}"], dtype=np.float32)).to(device)
+    stored = pf.stored_values(bank)
+    if stored is not None:
+        unit = torch.from_numpy(np.array(stored, dtype=np.float32)).to(device)
     else:
         unit = rng.unit_values(pf.plan.seed, bank, spec.size, pf.plan.distribution, device=device, kernel="torch")
     index = bank_index_map(pf.plan, spec, device=device)

@@ -1,1 +1,43 @@
-"""The `.pemn` file format v1: container, codecs, reader (torch-free), writer, summary."""
+"""The `.pemn` file format v1 (formats/pemn-v1.md), torch-free: numpy and the standard library only.
+
+    encode(payload) -> bytes        writer.py: checksums, canonical header JSON, container
+    decode(data) -> PemnFile        reader.py: every check of the spec's section 12, rows 1 to 22
+
+Modules: ``constants`` (names and limits), ``container`` (safetensors, strict), ``codecs`` (raw and
+rice masks), ``header`` (the typed header and its one JSON conversion), ``payload`` (header plus
+tensors), ``reader`` / ``writer``, ``sniff`` (naming files that are not `.pemn`), ``summary`` (size
+accounting for ``pemn inspect``). Turning a torch model into a payload is ``pemn_compress.export``;
+building a model from a decoded file is ``pemn_compress.api.load``.
+"""
+
+from .header import (
+    Architecture,
+    BankRecord,
+    Checksums,
+    DenseEntry,
+    DenseRecord,
+    FileHeader,
+    Fingerprint,
+    Generator,
+    LayerRecord,
+)
+from .payload import Payload, PemnFile
+from .reader import decode, read_pemn
+from .writer import encode
+
+__all__ = [
+    "Architecture",
+    "BankRecord",
+    "Checksums",
+    "DenseEntry",
+    "DenseRecord",
+    "FileHeader",
+    "Fingerprint",
+    "Generator",
+    "LayerRecord",
+    "Payload",
+    "PemnFile",
+    "decode",
+    "encode",
+    "read_pemn",
+]

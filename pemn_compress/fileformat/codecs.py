@@ -15,13 +15,51 @@ rice (parameters ``k`` and ``invert``)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import HeaderError, ShapeError
+from ..errors import ConfigError, HeaderError, ShapeError
 from .constants import MAX_RICE_K
 
-__all__ = ["check_raw", "choose_codec", "decode_mask", "encode_mask", "rice_encode", "rice_decode", "rice_size_bits"]
+__all__ = [
+    "CodedMask",
+    "MaskCoding",
+    "check_raw",
+    "choose_codec",
+    "decode_mask",
+    "encode_mask",
+    "rice_decode",
+    "rice_encode",
+    "rice_size_bits",
+]
+
+WRITE_CODECS = ("auto", "raw")  # what a writer may be asked for: "auto" picks raw or rice per layer
+
+
+@dataclass(frozen=True)
+class MaskCoding:
+    """How one layer's mask stream is coded: the layer record's ``codec``, ``ones``, ``rice_k``, ``invert``.
+
+    ``rice_k`` is None and ``invert`` False for ``raw``; ``ones`` counts the ones of ``mask XOR invert``.
+    """
+
+    codec: str
+    ones: int
+    rice_k: int | None = None
+    invert: bool = False
+
+
+@dataclass(frozen=True)
+class CodedMask:
+    """A coded mask stream and how it is coded (what ``encode_mask`` returns)."""
+
+    coding: MaskCoding
+    data: np.ndarray  # uint8, 1-D
+
+
+def _not_a_stream(data: np.ndarray, name: str) -> str:
+    return f"mask of layer {name!r}: expected a 1-D uint8 tensor, found {data.dtype} with {data.ndim} dims"
 
 
 def raw_encode(mask: np.ndarray) -> np.ndarray:
@@ -51,7 +89,7 @@ def check_raw(data: np.ndarray, n: int, ones, name: str) -> None:
     later, a cache-sized piece at a time.
     """
     if data.dtype != np.uint8 or data.ndim != 1:
-        raise ShapeError(f"mask of layer {name!r}: expected a 1-D uint8 tensor, found {data.dtype} with {data.ndim} dims")
+        raise ShapeError(_not_a_stream(data, name))
     expected = (n + 7) // 8
     if data.size != expected:
         raise ShapeError(f"mask of layer {name!r}: raw codec needs {expected} bytes for {n} weights, found {data.size}")
@@ -104,7 +142,9 @@ def rice_decode(data: np.ndarray, n: int, ones: int, k: int, name: str) -> np.nd
     bits = np.unpackbits(data)
     length = bits.size
     if ones * (k + 1) > length:  # each codeword has at least k + 1 bits
-        raise ShapeError(f"mask of layer {name!r}: {ones} rice codewords need at least {ones * (k + 1)} bits, found {length}")
+        raise ShapeError(
+            f"mask of layer {name!r}: {ones} rice codewords need at least {ones * (k + 1)} bits, found {length}"
+        )
     out = np.zeros(n, dtype=bool)
     if ones == 0:
         if bits.any() or data.size:
@@ -132,7 +172,10 @@ def rice_decode(data: np.ndarray, n: int, ones: int, k: int, name: str) -> np.nd
         raise ShapeError(f"mask of layer {name!r}: rice stream ends inside one of its {ones} codewords")
     cursor = int(starts[-1])
     if (length + 7) // 8 != (cursor + 7) // 8 + 0 or bits[cursor:].any():
-        raise ShapeError(f"mask of layer {name!r}: rice stream has {length - cursor} bits after its last codeword (expected zero padding below one byte)")
+        raise ShapeError(
+            f"mask of layer {name!r}: rice stream has {length - cursor} bits after its last codeword "
+            "(expected zero padding below one byte)"
+        )
     s = starts[:-1]
     z = next_zero[s]
     gaps = (z - s) << k
@@ -145,43 +188,50 @@ def rice_decode(data: np.ndarray, n: int, ones: int, k: int, name: str) -> np.nd
     return out
 
 
-def choose_codec(mask: np.ndarray) -> dict:
-    """The smallest encoding of ``mask``: {"codec", "rice_k", "invert", "ones", "data"}."""
+def choose_codec(mask: np.ndarray) -> CodedMask:
+    """The smallest encoding of ``mask``: raw packed bits, or rice over the rarer bit value when smaller."""
     flat = mask.reshape(-1).astype(bool)
     n = flat.size
     ones = int(flat.sum())
-    best = {"codec": "raw", "rice_k": None, "invert": False, "ones": ones, "data": raw_encode(flat)}
+    best = CodedMask(MaskCoding("raw", ones), raw_encode(flat))
     invert = ones > n - ones
     x = ~flat if invert else flat
     gaps = _gaps(x)
     if gaps.size:
         sizes = {k: rice_size_bits(gaps, k) for k in range(0, min(MAX_RICE_K, max(1, int(math.log2(n + 1)))) + 1)}
         k = min(sizes, key=lambda key: (sizes[key], key))
-        if (sizes[k] + 7) // 8 < best["data"].size:
-            best = {"codec": "rice", "rice_k": k, "invert": bool(invert), "ones": int(x.sum()), "data": rice_encode(x, k)}
+        if (sizes[k] + 7) // 8 < best.data.size:
+            best = CodedMask(MaskCoding("rice", int(x.sum()), k, bool(invert)), rice_encode(x, k))
     return best
 
 
-def encode_mask(mask: np.ndarray, codec: str | None = None) -> dict:
+def encode_mask(mask: np.ndarray, codec: str | None = None) -> CodedMask:
+    """Code one mask: ``codec`` "auto" (or None) picks the smallest, "raw" forces packed bits.
+
+    Any other ``codec`` is a caller's option error (ConfigError), not a file fault.
+    """
     if codec in (None, "auto"):
         return choose_codec(mask)
-    flat = mask.reshape(-1).astype(bool)
     if codec == "raw":
-        return {"codec": "raw", "rice_k": None, "invert": False, "ones": int(flat.sum()), "data": raw_encode(flat)}
-    raise HeaderError(f"unknown mask codec {codec!r}")
+        flat = mask.reshape(-1).astype(bool)
+        return CodedMask(MaskCoding("raw", int(flat.sum())), raw_encode(flat))
+    raise ConfigError(f"codec must be one of {WRITE_CODECS}, found {codec!r}")
 
 
-def decode_mask(data: np.ndarray, n: int, entry: dict, name: str) -> np.ndarray:
-    """Decode one layer's mask (flat boolean of ``n`` entries) from its header ``entry``."""
-    codec = entry.get("codec")
+def decode_mask(data: np.ndarray, n: int, coding: MaskCoding, name: str) -> np.ndarray:
+    """Decode one layer's mask (flat boolean of ``n`` entries) coded as ``coding``."""
     if data.dtype != np.uint8 or data.ndim != 1:
-        raise ShapeError(f"mask of layer {name!r}: expected a 1-D uint8 tensor, found {data.dtype} with {data.ndim} dims")
-    if codec == "raw":
+        raise ShapeError(_not_a_stream(data, name))
+    if coding.codec == "raw":
         bits = raw_decode(data, n, name)
-        if bits.sum() != entry.get("ones"):
-            raise ShapeError(f"mask of layer {name!r}: header says {entry.get('ones')} kept weights, mask has {int(bits.sum())}")
+        if bits.sum() != coding.ones:
+            raise ShapeError(
+                f"mask of layer {name!r}: header says {coding.ones} kept weights, mask has {int(bits.sum())}"
+            )
         return bits
-    if codec == "rice":
-        bits = rice_decode(data, n, int(entry["ones"]), int(entry["rice_k"]), name)
-        return ~bits if entry.get("invert") else bits
-    raise HeaderError(f"layer {name!r}: unknown mask codec {codec!r}; expected one of raw, rice")
+    if coding.codec == "rice":
+        if coding.rice_k is None:
+            raise HeaderError(f"layer {name!r}: rice codec needs 'rice_k'")
+        bits = rice_decode(data, n, coding.ones, coding.rice_k, name)
+        return ~bits if coding.invert else bits
+    raise HeaderError(f"layer {name!r}: unknown mask codec {coding.codec!r}; expected one of raw, rice")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..rng import GENERATOR as GENERATOR  # re-exported: the header names the generator rng implements
+
 FORMAT_NAME = "pemn"
 FORMAT_VERSION = 1  # bumped only for structural changes (see the spec's versioning policy)
 
@@ -17,9 +19,10 @@ DENSE_PREFIX = "dense."  # "dense.f32" / "dense.f16" / "dense.i64": leftovers fl
 VALUES_PREFIX = "values."  # "values.<bank>": an explicitly stored value vector (float32)
 DENSE_GROUPS = {"f32": "<f4", "f16": "<f2", "i64": "<i8"}  # dense group suffix -> numpy dtype
 
-GENERATOR = "philox4x32-10"
 CODECS = ("raw", "rice")
 DENSE_DTYPES = ("float32", "float16")
+DENSE_FLOAT_GROUP = {"float32": "f32", "float16": "f16"}  # dense.dtype -> group of the floating leftovers
+LAYER_TYPES = ("Linear", "Conv1d", "Conv2d")  # layers[].type: the dense module types a mask replaces
 ARCH_KINDS = ("registry", "import", "none")
 CHECKSUM_ALGORITHM = "sha256"
 

@@ -1,6 +1,6 @@
 """Size accounting of a `.pemn` file, without torch: every number ``pemn inspect`` shows.
 
-``summarize(pf, path)`` returns one JSON-ready dict (DESIGN.md section 5):
+``summarize(pf, path)`` returns one JSON-ready dict:
 
     format_version, producer, generator, config, architecture, provenance, dense, banks
     layers[]   name, type, shape, weights, bank, value_source, codec, mask_bytes,
@@ -31,13 +31,16 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from .constants import DENSE_PREFIX, KEY_VERSION, MASKS_TENSOR, VALUES_PREFIX
-from .reader import PemnFile
+from .header import LayerRecord
+from .payload import PemnFile
 
 __all__ = ["binary_entropy", "dense_fp32_entries", "safetensors_file_size", "summarize"]
 
 # safetensors (Rust) orders tensors by dtype, descending in this enum order, then by name; the
 # offsets (and so the header length) depend on that order.
-_ST_DTYPE_ORDER = ("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64")
+_ST_DTYPE_ORDER = (
+    "BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64",
+)
 _ST_RANK = {name: i for i, name in enumerate(_ST_DTYPE_ORDER)}
 _ST_ITEMSIZE = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -54,7 +57,9 @@ def binary_entropy(p: float) -> float:
     return -(p * math.log2(p) + (1.0 - p) * math.log2(1.0 - p))
 
 
-def safetensors_file_size(entries: Mapping[str, tuple[str, Sequence[int]]], metadata: Mapping[str, str] | None = None) -> int:
+def safetensors_file_size(
+    entries: Mapping[str, tuple[str, Sequence[int]]], metadata: Mapping[str, str] | None = None
+) -> int:
     """Exact size in bytes of the file ``safetensors`` writes for tensors ``{name: (dtype, shape)}``.
 
     Layout: 8-byte header length, the JSON header (compact, UTF-8, tensors ordered by dtype then
@@ -83,10 +88,10 @@ def dense_fp32_entries(pf: PemnFile) -> dict[str, tuple[str, list[int]]]:
     """
     entries: dict[str, tuple[str, list[int]]] = {}
     for layer in pf.layers:
-        entries[f"{layer['name']}.weight"] = ("F32", list(layer["shape"]))
-    for key, shape, group in pf.header["dense"]["tensors"]:
-        entries[key] = (_GROUP_TO_ST[group], list(shape))
-    for name in pf.header["dense"]["folded_batchnorm"]:
+        entries[f"{layer.name}.weight"] = ("F32", list(layer.shape))
+    for entry in pf.file_header.dense.tensors:
+        entries[entry.key] = (_GROUP_TO_ST[entry.group], list(entry.shape))
+    for name in pf.file_header.dense.folded_batchnorm:
         prefix = f"{name}." if name else ""
         if prefix + "weight" in entries:
             entries.setdefault(prefix + "running_mean", ("F32", entries[prefix + "weight"][1]))
@@ -97,8 +102,8 @@ def dense_fp32_entries(pf: PemnFile) -> dict[str, tuple[str, list[int]]]:
     return entries
 
 
-def _value_source(pf: PemnFile, layer: dict, users: Counter) -> str:
-    bank = pf.plan.banks[layer["bank"]]
+def _value_source(pf: PemnFile, layer: LayerRecord, users: Counter) -> str:
+    bank = pf.plan.banks[layer.bank]
     if bank.tiling != "none":
         return f"bank {bank.index} ({bank.size:,} values, {bank.tiling})"
     if pf.config.strategy == "dense" or users[bank.index] == 1:
@@ -112,44 +117,43 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
+def _layer_summary(pf: PemnFile, layer: LayerRecord, users: Counter, stored: dict[int, bool]) -> dict:
+    """One layer's row of ``summarize``: its shape, bank, codec and the bytes and bits of its mask."""
+    n = layer.numel
+    bits = n * binary_entropy(layer.kept / n)
+    bank = pf.plan.banks[layer.bank]
+    return {
+        "name": layer.name,
+        "type": layer.type,
+        "shape": list(layer.shape),
+        "weights": n,
+        "bank": bank.index,
+        "bank_size": bank.size,
+        "tiling": bank.tiling,
+        "values_stored": stored.get(bank.index, False),
+        "value_source": _value_source(pf, layer, users),
+        "scale": layer.scale,
+        "codec": layer.codec,
+        "rice_k": layer.rice_k,
+        "mask_bytes": layer.bytes,
+        "mask_bits_per_weight": 8 * layer.bytes / n,
+        "kept": layer.kept,
+        "density_kept": layer.kept / n,
+        "information_bits": bits,
+    }
+
+
 def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
     """All the size and content numbers of a validated file (see the module docstring).
 
     ``path``: the file on disk, whose real size is measured; None uses the size that was read.
     """
-    header = pf.header
+    header = pf.file_header
     file_bytes = os.path.getsize(path) if path is not None else pf.file_size
-    users = Counter(layer["bank"] for layer in pf.layers)
-    stored = {b["index"]: bool(b["stored"]) for b in header["banks"]}
-
-    layers, info_bits = [], 0.0
-    for layer in pf.layers:
-        n = math.prod(layer["shape"])
-        ones = int(layer["ones"])
-        kept = n - ones if layer["codec"] == "rice" and layer.get("invert") else ones
-        mask_bytes = int(layer["bytes"])
-        bits = n * binary_entropy(kept / n)
-        info_bits += bits
-        bank = pf.plan.banks[layer["bank"]]
-        layers.append({
-            "name": layer["name"],
-            "type": layer["type"],
-            "shape": list(layer["shape"]),
-            "weights": n,
-            "bank": bank.index,
-            "bank_size": bank.size,
-            "tiling": bank.tiling,
-            "values_stored": stored.get(bank.index, False),
-            "value_source": _value_source(pf, layer, users),
-            "scale": layer["scale"],
-            "codec": layer["codec"],
-            "rice_k": layer.get("rice_k"),
-            "mask_bytes": mask_bytes,
-            "mask_bits_per_weight": 8 * mask_bytes / n,
-            "kept": kept,
-            "density_kept": kept / n,
-            "information_bits": bits,
-        })
+    users = Counter(layer.bank for layer in pf.layers)
+    stored = {bank.index: bank.stored for bank in header.banks}
+    layers = [_layer_summary(pf, layer, users, stored) for layer in pf.layers]
+    info_bits = sum(layer["information_bits"] for layer in layers)
 
     mask_bytes = pf.tensor_bytes(MASKS_TENSOR)
     dense_bytes = pf.tensor_bytes(DENSE_PREFIX)
@@ -161,26 +165,26 @@ def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
     dense_fp32 = safetensors_file_size(dense_fp32_entries(pf))
     paper_bits = masked_weights + 32 * unique_values
     info_bytes = info_bits / 8
-    bound_bytes = info_bytes + dense_bytes + values_bytes  # DESIGN.md 7: masks' bound + dense parameters
+    bound_bytes = info_bytes + dense_bytes + values_bytes  # the masks' entropy bound plus what is stored verbatim
 
-    config = dict(header["config"])
+    dense_groups = {k[len(DENSE_PREFIX) :]: t for k, t in sorted(pf.tensors.items()) if k.startswith(DENSE_PREFIX)}
     return {
         "format_version": int(pf.metadata.get(KEY_VERSION, "0")),
-        "producer": header["producer"],
-        "generator": header["generator"],
-        "config": config,
-        "architecture": header["architecture"],
-        "provenance": header.get("provenance", {}),
+        "producer": header.producer,
+        "generator": header.generator.to_json(),
+        "config": dict(pf.header["config"]),  # as the file states it, in its key order
+        "architecture": header.architecture.to_json(),
+        "provenance": header.provenance if header.provenance is not None else {},
         "dense": {
-            "dtype": header["dense"]["dtype"],
-            "folded_batchnorm": list(header["dense"]["folded_batchnorm"]),
-            "tensors": len(header["dense"]["tensors"]),
-            "parameters": sum(int(t.size) for k, t in pf.tensors.items() if k.startswith(DENSE_PREFIX)),
-            "groups": {k[len(DENSE_PREFIX):]: int(t.nbytes) for k, t in sorted(pf.tensors.items()) if k.startswith(DENSE_PREFIX)},
+            "dtype": header.dense.dtype,
+            "folded_batchnorm": list(header.dense.folded_batchnorm),
+            "tensors": len(header.dense.tensors),
+            "parameters": sum(int(t.size) for t in dense_groups.values()),
+            "groups": {group: int(t.nbytes) for group, t in dense_groups.items()},
         },
         "banks": [
-            {"index": b.index, "size": b.size, "length": b.length, "tiling": b.tiling, "stored": stored.get(b.index, False),
-             "layers": users[b.index]}
+            {"index": b.index, "size": b.size, "length": b.length, "tiling": b.tiling,
+             "stored": stored.get(b.index, False), "layers": users[b.index]}
             for b in pf.plan.banks
         ],
         "layers": layers,
@@ -198,7 +202,7 @@ def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
             "paper_bytes": paper_bits / 8,
             "paper_ratio": 32 * masked_weights / paper_bits,
             "mask_bits_per_weight": 8 * mask_bytes / masked_weights,
-            "density_kept": sum(l["kept"] for l in layers) / masked_weights,
+            "density_kept": sum(layer["kept"] for layer in layers) / masked_weights,
             "mask_information_bits": info_bits,
             "mask_information_bytes": info_bytes,
             "mask_overhead_bytes": mask_bytes - info_bytes,

@@ -1,0 +1,468 @@
+"""The PEMN header (formats/pemn-v1.md section 6.2) as typed records, and its one JSON conversion.
+
+``FileHeader.to_json()`` gives the JSON object a writer serializes (``canonical_json``);
+``FileHeader.from_json(obj, max_weights=...)`` is the only way back: it checks the object section by
+section, in the order of the spec's section 12 (rows 13 to 20), and raises the error that section
+names. What it cannot check alone (the tensors the header describes, the data checksum) is checked by
+``reader.decode``, which calls it.
+
+Invariants of a record built by ``from_json``: every type and range of sections 6.2 and 6.3 holds,
+the banks are exactly those section 9 derives from ``config`` and the layer shapes, the layers'
+weights stay within the per-layer and total limits. ``to_json`` of such a record followed by
+``canonical_json`` gives back the text it was read from when that text was canonical and held no
+unknown key (the spec lets readers ignore unknown keys, so they are not kept).
+
+numpy only, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import MaskConfig
+from ..errors import ConfigError, HeaderError, LimitError, MissingKeyError, ShapeError
+from ..strategies import BankSpec, LayerSource, ValuePlan, make_plan
+from .codecs import MaskCoding
+from .constants import (
+    ARCH_KINDS,
+    CHECKSUM_ALGORITHM,
+    CODECS,
+    DENSE_DTYPES,
+    DENSE_GROUPS,
+    GENERATOR,
+    LAYER_TYPES,
+    MAX_LAYER_WEIGHTS,
+    MAX_NDIM,
+    MAX_TOTAL_WEIGHTS,
+)
+
+__all__ = [
+    "DEFAULT_MAX_WEIGHTS",
+    "Architecture",
+    "BankRecord",
+    "Checksums",
+    "DenseEntry",
+    "DenseRecord",
+    "FileHeader",
+    "Fingerprint",
+    "Generator",
+    "Json",
+    "LayerRecord",
+    "canonical_json",
+]
+
+DEFAULT_MAX_WEIGHTS = 1 << 31  # total masked weights a reader materializes unless told otherwise
+
+Json = Any  # a value parsed by container.strict_json: dict, list, str, int, float, bool or None
+
+REQUIRED_KEYS = (
+    "producer", "generator", "config", "banks", "layers", "dense", "architecture", "fingerprint", "checksums",
+)
+
+
+def canonical_json(value: Json) -> str:
+    """Sorted keys, no spaces, ASCII only, no NaN: one text per value (spec section 6.1)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+# --------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class Generator:
+    """``generator``: the value generator (spec section 8) and its seed."""
+
+    name: str
+    seed: int
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class BankRecord:
+    """One entry of ``banks``: a value bank as section 9 derives it, and whether its values are stored."""
+
+    index: int
+    size: int
+    length: int
+    tiling: str
+    stored: bool
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index, "size": self.size, "length": self.length, "tiling": self.tiling, "stored": self.stored,
+        }
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One entry of ``layers``: a masked layer, the bank it reads and how its mask is coded.
+
+    ``rice_k`` and ``invert`` are set for the ``rice`` codec only (None for ``raw``).
+    """
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    bank: int
+    scale: float
+    codec: str
+    ones: int
+    bytes: int
+    rice_k: int | None = None
+    invert: bool | None = None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def coding(self) -> MaskCoding:
+        """What ``codecs.decode_mask`` needs to decode this layer's stream."""
+        return MaskCoding(self.codec, self.ones, self.rice_k, bool(self.invert))
+
+    @property
+    def kept(self) -> int:
+        """Kept weights of the mask (``ones`` counts the ones of ``mask XOR invert``)."""
+        return self.numel - self.ones if self.invert else self.ones
+
+    def to_json(self) -> dict:
+        entry = {
+            "name": self.name, "type": self.type, "shape": list(self.shape), "bank": self.bank, "scale": self.scale,
+            "codec": self.codec, "ones": self.ones, "bytes": self.bytes,
+        }
+        if self.codec == "rice":
+            entry.update(rice_k=self.rice_k, invert=self.invert)
+        return entry
+
+
+@dataclass(frozen=True)
+class DenseEntry:
+    """One row ``[key, shape, group]`` of ``dense.tensors`` (spec section 11.1)."""
+
+    key: str
+    shape: tuple[int, ...]
+    group: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def to_json(self) -> list:
+        return [self.key, list(self.shape), self.group]
+
+
+@dataclass(frozen=True)
+class DenseRecord:
+    """``dense``: the leftovers' storage dtype, the folded BatchNorm modules and the storage table.
+
+    ``folded_batchnorm`` holds the names as the file wrote them: readers check only that it is a list
+    (a loader refuses a name that is not a BatchNorm module of the model).
+    """
+
+    dtype: str
+    folded_batchnorm: tuple[Json, ...]
+    tensors: tuple[DenseEntry, ...]
+
+    def to_json(self) -> dict:
+        return {"dtype": self.dtype, "folded_batchnorm": list(self.folded_batchnorm),
+                "tensors": [entry.to_json() for entry in self.tensors]}
+
+    def group_sizes(self) -> dict[str, int]:
+        """Entries per group tensor ``dense.<group>``, in first-use order."""
+        sizes: dict[str, int] = {}
+        for entry in self.tensors:
+            sizes[entry.group] = sizes.get(entry.group, 0) + entry.numel
+        return sizes
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """``architecture``: how to rebuild the module (spec section 11.3).
+
+    ``reference`` is the whole object as written (``kind`` plus ``name``/``target``/``kwargs``); only
+    ``kind`` is checked on reading, the rest is untrusted input for the loader.
+    """
+
+    kind: str
+    reference: dict
+
+    def to_json(self) -> dict:
+        return dict(self.reference)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """``fingerprint``: SHA-256 of the materialized float32 weights, in layer order (spec section 10)."""
+
+    algorithm: str
+    value: str
+
+    def to_json(self) -> dict:
+        return {"algorithm": self.algorithm, "value": self.value}
+
+
+@dataclass(frozen=True)
+class Checksums:
+    """``checksums``: SHA-256 of the whole data buffer."""
+
+    algorithm: str
+    data: str
+
+    def to_json(self) -> dict:
+        return {"algorithm": self.algorithm, "data": self.data}
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """The PEMN header, section by section.
+
+    ``producer`` and ``provenance`` are informative, untrusted JSON kept as read (the spec checks
+    neither); ``provenance`` None means the optional key is absent. ``checksums`` is None in a header
+    handed to ``writer.encode`` (which computes it from the tensors) and always set once decoded.
+    """
+
+    producer: Json
+    generator: Generator
+    config: MaskConfig
+    banks: tuple[BankRecord, ...]
+    layers: tuple[LayerRecord, ...]
+    dense: DenseRecord
+    architecture: Architecture
+    fingerprint: Fingerprint
+    checksums: Checksums | None = None
+    provenance: Json = None
+
+    def plan(self) -> ValuePlan:
+        """The value plan the banks and layers describe (the one ``make_plan`` derives for a valid header)."""
+        banks = tuple(BankSpec(b.index, b.size, b.length, b.tiling) for b in self.banks)
+        layers = tuple(LayerSource(layer.name, layer.shape, layer.bank, layer.scale) for layer in self.layers)
+        return ValuePlan(self.config.strategy, self.config.distribution, self.config.seed, banks, layers)
+
+    def to_json(self) -> dict:
+        """The header object; ``checksums`` must be set."""
+        if self.checksums is None:
+            raise ValueError("FileHeader.to_json needs checksums (writer.encode computes them)")
+        obj = {
+            "producer": self.producer,
+            "generator": self.generator.to_json(),
+            "config": self.config.to_dict(),
+            "banks": [bank.to_json() for bank in self.banks],
+            "layers": [layer.to_json() for layer in self.layers],
+            "dense": self.dense.to_json(),
+            "architecture": self.architecture.to_json(),
+            "fingerprint": self.fingerprint.to_json(),
+            "checksums": self.checksums.to_json(),
+        }
+        if self.provenance is not None:
+            obj["provenance"] = self.provenance
+        return obj
+
+    @classmethod
+    def from_json(cls, obj: dict, *, max_weights: int = DEFAULT_MAX_WEIGHTS) -> FileHeader:
+        """Check the header object section by section and return it typed (see the module docstring).
+
+        ``max_weights``: the caller's limit on the total masked weights (LimitError beyond it).
+        """
+        _check_required(obj)
+        generator = _check_generator(_require(obj, "generator", dict, "header"))
+        config = _check_config(_require(obj, "config", dict, "header"), generator)
+        layers = _check_layers(_require(obj, "layers", list, "header"))
+        _check_total_weights(layers, max_weights)
+        banks = _check_banks(_require(obj, "banks", list, "header"), config, layers)
+        dense = _check_dense(_require(obj, "dense", dict, "header"))
+        architecture = _check_architecture(_require(obj, "architecture", dict, "header"))
+        fingerprint = _check_fingerprint(_require(obj, "fingerprint", dict, "header"))
+        checksums = _check_checksums(_require(obj, "checksums", dict, "header"))
+        return cls(obj["producer"], generator, config, banks, layers, dense, architecture, fingerprint, checksums,
+                   provenance=obj.get("provenance"))
+
+
+# --------------------------------------------------------------------------------------- checks
+def _require(mapping: Mapping, key: str, kind: type, where: str) -> Any:
+    """``mapping[key]`` of JSON type ``kind`` (int: no bool; float: any finite non-bool number).
+
+    MissingKeyError when absent, HeaderError when of another type.
+    """
+    if key not in mapping:
+        raise MissingKeyError(f"{where}: required key {key!r} is missing")
+    value = mapping[key]
+    if kind is int and (type(value) is not int):
+        raise HeaderError(f"{where}.{key}: expected an integer, found {value!r}")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        raise HeaderError(f"{where}.{key}: expected a finite number, found {value!r}")
+    if kind not in (int, float) and not isinstance(value, kind):
+        raise HeaderError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, found {type(value).__name__}")
+    return value
+
+
+def _check_required(obj: dict) -> None:
+    """Section 12 row 13: the nine required keys."""
+    for key in REQUIRED_KEYS:
+        if key not in obj:
+            raise MissingKeyError(f"header: required key {key!r} is missing")
+
+
+def _check_generator(gen: dict) -> Generator:
+    """Row 14: ``generator.name`` is this format's generator, ``seed`` an integer."""
+    name = _require(gen, "name", str, "generator")
+    if name != GENERATOR:
+        raise HeaderError(f"generator.name: expected {GENERATOR!r}, found {name!r}")
+    return Generator(name, _require(gen, "seed", int, "generator"))
+
+
+def _check_config(raw: dict, generator: Generator) -> MaskConfig:
+    """Row 14: ``config`` is a valid MaskConfig (section 6.3) whose seed is the generator's."""
+    try:
+        config = MaskConfig.from_dict(raw)
+    except (ConfigError, TypeError) as exc:
+        raise HeaderError(f"config: {exc}") from None
+    if config.seed != generator.seed:
+        raise HeaderError(f"config.seed {config.seed} differs from generator.seed {generator.seed}")
+    return config
+
+
+def _check_layers(raw: list) -> tuple[LayerRecord, ...]:
+    """Row 15: a non-empty list of layer objects with unique names."""
+    if not raw:
+        raise HeaderError("header.layers is empty: a .pemn file has at least one masked layer")
+    layers: list[LayerRecord] = []
+    names: set[str] = set()
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise HeaderError(f"layers[{i}]: expected an object")
+        name = _require(entry, "name", str, f"layers[{i}]")
+        if name in names:
+            raise HeaderError(f"layer {name!r}: duplicate layer name")
+        names.add(name)
+        layers.append(_check_layer(entry, name))
+    return tuple(layers)
+
+
+def _check_layer(entry: dict, name: str) -> LayerRecord:
+    """Row 15, one layer: shape and its limit first, then type, bank, scale and the mask coding."""
+    where = f"layer {name!r}"
+    shape = _require(entry, "shape", list, where)
+    if not (2 <= len(shape) <= 5) or not all(type(d) is int and d > 0 for d in shape):
+        raise ShapeError(f"{where}: shape must be 2 to 5 positive integers, found {shape!r}")
+    n = math.prod(shape)
+    if n > MAX_LAYER_WEIGHTS:
+        raise LimitError(f"{where}: declares {n} weights; the limit per layer is {MAX_LAYER_WEIGHTS}")
+    layer_type = _require(entry, "type", str, where)
+    if layer_type not in LAYER_TYPES:
+        raise HeaderError(f"{where}: type must be one of {LAYER_TYPES}, found {layer_type!r}")
+    bank = _require(entry, "bank", int, where)
+    scale = _require(entry, "scale", float, where)
+    if float(np.float32(scale)) != scale:
+        raise HeaderError(f"{where}: scale {scale!r} is not exactly representable in float32")
+    codec = _require(entry, "codec", str, where)
+    if codec not in CODECS:
+        raise HeaderError(f"{where}: codec must be one of {CODECS}, found {codec!r}")
+    ones = _require(entry, "ones", int, where)
+    if not (0 <= ones <= n):
+        raise HeaderError(f"{where}: ones must be in [0, {n}], found {ones}")
+    rice_k, invert = None, None
+    if codec == "rice":
+        rice_k = _require(entry, "rice_k", int, where)
+        invert = entry.get("invert")
+        if not isinstance(invert, bool):
+            raise HeaderError(f"{where}: rice codec needs a boolean 'invert'")
+    size = _require(entry, "bytes", int, where)
+    if size < 0:
+        raise HeaderError(f"{where}: bytes must be >= 0, found {size}")
+    if codec == "raw" and size != (n + 7) // 8:
+        raise ShapeError(f"{where}: raw mask needs {(n + 7) // 8} bytes for {n} weights, found {size}")
+    return LayerRecord(name, layer_type, tuple(shape), bank, scale, codec, ones, size, rice_k, invert)
+
+
+def _check_total_weights(layers: tuple[LayerRecord, ...], max_weights: int) -> None:
+    """Row 17: the total masked weights within the caller's limit (and never beyond MAX_TOTAL_WEIGHTS)."""
+    total = sum(layer.numel for layer in layers)
+    if total > min(max_weights, MAX_TOTAL_WEIGHTS):
+        raise LimitError(
+            f"file declares {total} masked weights in all; this reader's limit is {max_weights} (max_weights=)"
+        )
+
+
+def _check_banks(raw: list, config: MaskConfig, layers: tuple[LayerRecord, ...]) -> tuple[BankRecord, ...]:
+    """Row 18: the banks are exactly what the strategy makes of these layers, with the same JSON
+    types; ``stored`` is a bool; each layer reads the bank the strategy gives it."""
+    try:
+        expected = make_plan(config, [(layer.name, layer.shape) for layer in layers])
+    except ConfigError as exc:
+        raise HeaderError(f"config and layers are inconsistent: {exc}") from None
+    if len(raw) != len(expected.banks):
+        raise HeaderError(
+            f"header.banks: strategy {config.strategy!r} makes {len(expected.banks)} banks, found {len(raw)}"
+        )
+    banks = []
+    for spec, entry in zip(expected.banks, raw, strict=True):
+        where = f"banks[{spec.index}]"
+        if not isinstance(entry, dict):
+            raise HeaderError(f"{where}: expected an object")
+        for key in ("index", "size", "length", "tiling"):
+            want, found = getattr(spec, key), entry.get(key)
+            if found != want or type(found) is not type(want):
+                raise HeaderError(f"{where}.{key}: expected {want!r} for these layers, found {found!r}")
+        stored = _require(entry, "stored", bool, where)
+        banks.append(BankRecord(spec.index, spec.size, spec.length, spec.tiling, stored))
+    for source, layer in zip(expected.layers, layers, strict=True):
+        if layer.bank != source.bank:
+            raise HeaderError(
+                f"layer {source.name!r}: bank must be {source.bank} under strategy {config.strategy!r}, "
+                f"found {layer.bank}"
+            )
+    return tuple(banks)
+
+
+def _check_dense(raw: dict) -> DenseRecord:
+    """Row 19 (header part): dtype, the folded BatchNorm list, the table's rows and unique keys."""
+    dtype = _require(raw, "dtype", str, "dense")
+    if dtype not in DENSE_DTYPES:
+        raise HeaderError(f"dense.dtype must be one of {DENSE_DTYPES}, found {dtype!r}")
+    folded = _require(raw, "folded_batchnorm", list, "dense")
+    table = _require(raw, "tensors", list, "dense")
+    entries, seen = [], set()
+    for i, item in enumerate(table):
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], list)
+                and item[2] in DENSE_GROUPS):
+            raise HeaderError(
+                f"dense.tensors[{i}]: expected [key, shape, group] with group in {sorted(DENSE_GROUPS)}, found {item!r}"
+            )
+        key, shape, group = item
+        if key in seen:
+            raise HeaderError(f"dense.tensors: duplicate key {key!r}")
+        seen.add(key)
+        if len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+            raise ShapeError(
+                f"dense tensor {key!r}: shape must be at most {MAX_NDIM} non-negative integers, found {shape!r}"
+            )
+        entries.append(DenseEntry(key, tuple(shape), group))
+    return DenseRecord(dtype, tuple(folded), tuple(entries))
+
+
+def _check_architecture(raw: dict) -> Architecture:
+    """Row 20: a known ``architecture.kind`` (the reference itself is checked by the loader)."""
+    kind = _require(raw, "kind", str, "architecture")
+    if kind not in ARCH_KINDS:
+        raise HeaderError(f"architecture.kind must be one of {ARCH_KINDS}, found {kind!r}")
+    return Architecture(kind, dict(raw))
+
+
+def _check_fingerprint(raw: dict) -> Fingerprint:
+    """Row 20: ``{"algorithm": "sha256", "value": hex}``."""
+    if raw.get("algorithm") != CHECKSUM_ALGORITHM or not isinstance(raw.get("value"), str):
+        raise HeaderError(f"fingerprint must be {{'algorithm': {CHECKSUM_ALGORITHM!r}, 'value': hex}}")
+    return Fingerprint(raw["algorithm"], raw["value"])
+
+
+def _check_checksums(raw: dict) -> Checksums:
+    """Row 20: ``{"algorithm": "sha256", "data": hex}``."""
+    if raw.get("algorithm") != CHECKSUM_ALGORITHM or not isinstance(raw.get("data"), str):
+        raise HeaderError(f"checksums must be {{'algorithm': {CHECKSUM_ALGORITHM!r}, 'data': hex}}")
+    return Checksums(raw["algorithm"], raw["data"])

@@ -1,0 +1,122 @@
+"""The torch-free file core (pemn_compress.fileformat): ``encode`` / ``decode`` over the typed header,
+its JSON conversion, the split between the core and the torch export, and the error classes of the
+write side and of a caller's skeleton."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import pemn_compress as pemn
+from pemn_compress import rng
+from pemn_compress.errors import ConfigError, FormatError, HeaderError, ModelError
+from pemn_compress.export import export, to_bytes
+from pemn_compress.fileformat import FileHeader, LayerRecord, constants, decode, encode
+from pemn_compress.fileformat.codecs import MaskCoding, decode_mask, encode_mask
+from pemn_compress.fileformat.constants import KEY_HEADER
+from pemn_compress.fileformat.header import canonical_json
+
+REPO = Path(__file__).resolve().parents[2]
+VALID = sorted((REPO / "formats" / "vectors" / "valid").glob("*.pemn"))
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _masked_mlp(**config) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+    return pemn.mask_(model, pemn.MaskConfig(**config))
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_every_valid_vector_reencodes_to_the_same_bytes(path):
+    blob = path.read_bytes()
+    assert encode(decode(blob)) == blob
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_header_json_round_trip_is_the_stored_text(path):
+    pf = decode(path.read_bytes())
+    text = pf.metadata[KEY_HEADER]
+    assert canonical_json(pf.file_header.to_json()) == text
+    assert FileHeader.from_json(json.loads(text)) == pf.file_header
+
+
+def test_header_records_are_typed():
+    pf = decode(VALID[0].read_bytes())
+    header = pf.file_header
+    assert isinstance(header.config, pemn.MaskConfig) and header.generator.name == constants.GENERATOR
+    assert all(isinstance(layer, LayerRecord) and isinstance(layer.shape, tuple) for layer in header.layers)
+    assert header.plan() == pf.plan and header.checksums is not None
+
+
+def test_the_core_needs_no_torch():
+    code = ("import sys; import pemn_compress.fileformat as ff; "
+            "from pemn_compress.fileformat import header, payload, reader, writer, summary; "
+            "assert ff.encode and ff.decode; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_export_then_encode_is_what_save_writes(tmp_path):
+    model = _masked_mlp(density=0.2)
+    payload = export(model, provenance={"dataset": "none"})
+    assert payload.file_header.checksums is None  # encode computes it
+    blob = encode(payload)
+    assert blob == to_bytes(model, provenance={"dataset": "none"})
+    assert pemn.save(model, tmp_path / "m.pemn", provenance={"dataset": "none"}).read_bytes() == blob
+    assert decode(blob).header["provenance"] == {"dataset": "none"}
+
+
+def test_save_lists_its_options_as_keyword_arguments():
+    params = inspect.signature(pemn.save).parameters
+    assert list(params) == ["model", "path", "dense_dtype", "fold_batchnorm", "codec", "architecture", "provenance"]
+    assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in list(params)[2:])
+    assert params["dense_dtype"].default == "float16" and params["codec"].default == "auto"
+    with pytest.raises(TypeError):
+        pemn.save(_masked_mlp(), "unused.pemn", compression="max")
+
+
+def test_one_generator_constant():
+    assert constants.GENERATOR is rng.GENERATOR == "philox4x32-10"
+    assert not hasattr(rng, "GENERATOR_ID")
+
+
+# ---------------------------------------------------------------------------------------------
+# error classes: the caller's mistakes are not file-format errors
+
+
+def test_an_unknown_write_codec_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="codec") as info:
+        pemn.save(_masked_mlp(), tmp_path / "m.pemn", codec="zstd")
+    assert not isinstance(info.value, FormatError) and not (tmp_path / "m.pemn").exists()
+    with pytest.raises(ConfigError, match="codec"):
+        encode_mask(np.ones(8, dtype=bool), "rice")
+
+
+def test_an_unknown_codec_in_a_file_stays_a_header_error():
+    with pytest.raises(HeaderError, match="unknown mask codec"):
+        decode_mask(np.zeros(1, dtype=np.uint8), 8, MaskCoding("zstd", 0), "layer")
+
+
+def test_a_skeleton_with_other_dense_shapes_is_a_model_error(tmp_path):
+    path = pemn.save(_masked_mlp(), tmp_path / "m.pemn", architecture={"kind": "none"})
+    skeleton = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+    skeleton[0].bias = nn.Parameter(torch.zeros(17))
+    with pytest.raises(ModelError, match="dense tensor '0.bias'") as info:
+        pemn.load(path, device="cpu", model=skeleton)
+    assert not isinstance(info.value, FormatError)
+
+
+def test_a_header_without_checksums_cannot_be_serialized():
+    header = dataclasses.replace(decode(VALID[0].read_bytes()).file_header, checksums=None)
+    with pytest.raises(ValueError, match="checksums"):
+        header.to_json()
