@@ -146,7 +146,7 @@ def _probe_architecture(pf: PemnFile, trust_code: bool) -> nn.Module:
     except PemnError:
         raise
     except Exception as exc:  # noqa: BLE001 - a reference that cannot be built: the file's fault
-        raise ModelError(f"the file's architecture cannot be built: {type(exc).__name__}: {str(exc)[:300]}") from None
+        raise ModelError(f"the file's architecture cannot be built: {type(exc).__name__}: {str(exc)[:300]}") from exc
     finally:
         for handle in handles:
             handle.remove()

@@ -76,7 +76,7 @@ def read_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated, corrupted, not a checkpoint
-        raise CheckpointError(f"cannot read checkpoint {path}: {one_line(exc)}; delete it to start over") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {one_line(exc)}; delete it to start over") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(

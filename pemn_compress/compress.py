@@ -75,9 +75,9 @@ from .checkpoints import (
 from .data import ArrayDataset, BatchLoader, get_dataset
 from .errors import ConfigError, worded
 from .evaluation import accuracy_warnings
+from .export import to_bytes
 from .fileformat.reader import read_pemn
 from .fileformat.summary import summarize
-from .fileformat.writer import to_bytes
 from .inputs import Architecture, Source, build_input_model, check_data_fits, read_source
 from .interrupt import GracefulInterrupt, TrainingFailed, TrainingInterrupted
 from .options import CompressOptions, CompressResult, recipe, resolve_output

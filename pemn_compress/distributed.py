@@ -54,8 +54,8 @@ def _env_int(name: str, default: int) -> int:
         return default
     try:
         return int(raw)
-    except ValueError:
-        raise ConfigError(f"environment variable {name} must be an integer, found {raw!r}") from None
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name} must be an integer, found {raw!r}") from exc
 
 
 def launched() -> bool:

@@ -11,18 +11,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
 from .config import JsonDataclass, MaskConfig
-from .errors import ConfigError, option_error, worded
+from .errors import ConfigError, check_bool, check_int, check_number, option_error, worded
 from .fileformat.constants import DENSE_DTYPES
 from .fileformat.writer import DEFAULT_DENSE_DTYPE
 from .train import TrainConfig
@@ -33,32 +31,6 @@ __all__ = ["NON_RECIPE_FIELDS", "CompressOptions", "CompressResult", "default_ou
 # Options that do not change the written file; everything else is part of the recipe and must
 # match for --resume. (The resolved device type and the world size are added to the recipe.)
 NON_RECIPE_FIELDS = ("output", "checkpoint_every", "resume", "threads", "allow_pickle", "device")
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation of single values
-
-
-def _check_int(name: str, value: Any, minimum: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise option_error(name, f"must be an integer >= {minimum}{' or None' if optional else ''}, found {value!r}")
-
-
-def _check_number(name: str, value: Any, low: float, high: float | None = None, *, low_open: bool = True) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        left, right = ("(" if low_open else "["), ("]" if high is not None else ")")
-        bound = f"{left}{low}, {high if high is not None else 'inf'}{right}"
-        raise option_error(name, f"must be a number in {bound}, found {value!r}")
-
-
-def _check_bool(name: str, value: Any, *, optional: bool = False) -> None:
-    if not (isinstance(value, bool) or (optional and value is None)):
-        raise option_error(name, f"must be True or False{' or None' if optional else ''}, found {value!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,24 +114,24 @@ class CompressOptions(JsonDataclass):
         try:
             object.__setattr__(self, "arch_kwargs", json.loads(json.dumps(self.arch_kwargs, allow_nan=False)))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"arch_kwargs must hold JSON values only: {exc}") from None
+            raise ConfigError(f"arch_kwargs must hold JSON values only: {exc}") from exc
 
     def _check_values(self) -> None:
-        _check_int("seed", self.seed, 0)
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("eval_batch_size", self.eval_batch_size, 1)
-        _check_int("max_train_samples", self.max_train_samples, 1, optional=True)
-        _check_int("checkpoint_every", self.checkpoint_every, 0, optional=True)
-        _check_int("threads", self.threads, 1, optional=True)
-        _check_number("lr", self.lr, 0.0)
-        _check_number("weight_decay", self.weight_decay, 0.0, low_open=False)
-        _check_number("label_smoothing", self.label_smoothing, 0.0, 1.0, low_open=False)
-        _check_number("distill_alpha", self.distill_alpha, 0.0, 1.0)
-        _check_number("distill_temperature", self.distill_temperature, 0.0)
+        check_int("seed", self.seed, minimum=0)
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        check_int("max_train_samples", self.max_train_samples, minimum=1, optional=True)
+        check_int("checkpoint_every", self.checkpoint_every, minimum=0, optional=True)
+        check_int("threads", self.threads, minimum=1, optional=True)
+        check_number("lr", self.lr, low=0.0)
+        check_number("weight_decay", self.weight_decay, low=0.0, low_open=False)
+        check_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, low_open=False)
+        check_number("distill_alpha", self.distill_alpha, low=0.0, high=1.0)
+        check_number("distill_temperature", self.distill_temperature, low=0.0)
         for name in ("rescale", "learn_values", "augment", "amp", "resume", "allow_pickle"):
-            _check_bool(name, getattr(self, name))
-        _check_bool("distill", self.distill, optional=True)
+            check_bool(name, getattr(self, name))
+        check_bool("distill", self.distill, optional=True)
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise option_error("device", f"must be one of auto, cpu, cuda or cuda:N; found {self.device!r}")
         if self.dense_dtype not in DENSE_DTYPES:

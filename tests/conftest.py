@@ -25,6 +25,33 @@ def one_torch_thread():
     torch.set_num_threads(old)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str, name: str) -> ModuleType:
+    """Import a script of the repository (``benchmarks/*.py``, ``formats/reference_reader.py``) from its
+    file, as module ``name``: they are scripts, not package modules, and no test edits ``sys.path``."""
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / relative)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickles look their module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as module ``name``."""
+    return load_script(f"benchmarks/{name}.py", name)
+
+
 @pytest.fixture(scope="session")
 def reference_reader() -> ModuleType:
     """formats/reference_reader.py: the numpy-only reader written from the spec, not from the package.
@@ -32,12 +59,7 @@ def reference_reader() -> ModuleType:
     The independent oracle of the tests: expected values come from it (or from hand computation),
     not from re-running the package's own code. Loaded from its file (it is not a package module).
     """
-    path = Path(__file__).resolve().parents[1] / "formats" / "reference_reader.py"
-    spec = importlib.util.spec_from_file_location("pemn_reference_reader", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("formats/reference_reader.py", "pemn_reference_reader")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -5,17 +5,11 @@ The CUDA column runs only where there is a GPU (scripts/gpu-check.sh covers it o
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
-
-import reliability  # noqa: E402
+reliability = load_benchmark("reliability")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

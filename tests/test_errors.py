@@ -257,3 +257,12 @@ def test_a_layer_that_does_not_match_its_plan_is_a_model_error():
     source = LayerSource(name="head", shape=(3, 5), bank=0, scale=1.0)
     with pytest.raises(pemn.ModelError, match=r"layer head: weight shape \(2, 5\) != planned \(3, 5\)"):
         MaskedLinear.from_dense(nn.Linear(5, 2), None, source, 0.5, torch.Generator())
+
+
+def test_malformed_header_json_keeps_the_json_error_as_the_cause(tmp_path):
+    header = b'{"__metadata__": {"format": "pemn"'  # cut short: not JSON
+    path = tmp_path / "cut.pemn"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(pemn.ContainerError, match="not valid JSON") as info:
+        pemn.read_pemn(path)
+    assert isinstance(info.value.__cause__, json.JSONDecodeError)

@@ -7,16 +7,12 @@ finishes with bytes identical to an uninterrupted run. The scenarios live in ben
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
-
-import reliability  # noqa: E402
+reliability = load_benchmark("reliability")
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 linux_only = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="the disk-full patch resolves fds through /proc")

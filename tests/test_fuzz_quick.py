@@ -4,16 +4,10 @@ numpy reference reader must agree on it."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
-
-import fuzz_loader  # noqa: E402
+fuzz_loader = load_benchmark("fuzz_loader")
 
 CASES = 1500
 # a case is "slow" (an unexpected outcome) past this many seconds: generous, so that only a runaway

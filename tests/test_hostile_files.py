@@ -7,18 +7,14 @@ from __future__ import annotations
 import os
 import re
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
+hostile_files = load_benchmark("hostile_files")
 
-import hostile_files  # noqa: E402
-
-import pemn_compress as pemn  # noqa: E402
-from pemn_compress import errors  # noqa: E402
+import pemn_compress as pemn
+from pemn_compress import errors
 
 HOSTILE = {h.name: h for h in hostile_files.build_hostile()}
 

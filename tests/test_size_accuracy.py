@@ -8,21 +8,16 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 
 import pemn_compress as pemn
 from pemn_compress.nn.topk import kept_count
 from pemn_compress.surgery import maskable_layers
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
-
-import size_accuracy as sa  # noqa: E402
+sa = load_benchmark("size_accuracy")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,18 +5,14 @@ the variant's median over dense's median, and a Markdown report that records its
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 from pemn_compress.data import FASHION_MNIST_DEBIAN_DIR
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
-
-import train_throughput  # noqa: E402
+train_throughput = load_benchmark("train_throughput")
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),

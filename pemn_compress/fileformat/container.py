@@ -74,7 +74,7 @@ def strict_json(text: str, error: type[Exception], what: str):
     try:
         value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-        raise error(f"{what} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise error(f"{what} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -87,8 +87,8 @@ def strict_json(text: str, error: type[Exception], what: str):
         elif isinstance(item, str):
             try:
                 item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise error(f"{what} holds an unpaired surrogate (not valid Unicode)") from None
+            except UnicodeEncodeError as exc:
+                raise error(f"{what} holds an unpaired surrogate (not valid Unicode)") from exc
         elif isinstance(item, bool) or item is None:
             continue
         elif isinstance(item, int):
@@ -128,7 +128,7 @@ def decode_container(blob: bytes | memoryview, *, name: str | None = None) -> tu
         better = wrong_file_error(exc, blob, name)
         if better is None:
             raise
-        raise better from None
+        raise better from exc
 
 
 def _decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -143,7 +143,7 @@ def _decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], 
     try:
         text = bytes(blob[8 : 8 + n]).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ContainerError(f"safetensors header is not valid UTF-8: {exc}") from None
+        raise ContainerError(f"safetensors header is not valid UTF-8: {exc}") from exc
     header = strict_json(text, ContainerError, "safetensors header")
     if not isinstance(header, dict):
         raise ContainerError(f"safetensors header must be a JSON object, found {type(header).__name__}")

@@ -321,7 +321,7 @@ def _check_config(raw: dict, generator: Generator) -> MaskConfig:
     try:
         config = MaskConfig.from_dict(raw)
     except (ConfigError, TypeError) as exc:
-        raise HeaderError(f"config: {exc}") from None
+        raise HeaderError(f"config: {exc}") from exc
     if config.seed != generator.seed:
         raise HeaderError(f"config.seed {config.seed} differs from generator.seed {generator.seed}")
     return config
@@ -395,7 +395,7 @@ def _check_banks(raw: list, config: MaskConfig, layers: tuple[LayerRecord, ...])
     try:
         expected = make_plan(config, [(layer.name, layer.shape) for layer in layers])
     except ConfigError as exc:
-        raise HeaderError(f"config and layers are inconsistent: {exc}") from None
+        raise HeaderError(f"config and layers are inconsistent: {exc}") from exc
     if len(raw) != len(expected.banks):
         raise HeaderError(
             f"header.banks: strategy {config.strategy!r} makes {len(expected.banks)} banks, found {len(raw)}"

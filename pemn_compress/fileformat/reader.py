@@ -73,8 +73,8 @@ def _parse_metadata(metadata: dict[str, str]) -> dict:
     text = metadata[KEY_HEADER]
     try:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    except UnicodeEncodeError:
-        raise HeaderError(f"{KEY_HEADER} holds an unpaired surrogate: not valid UTF-8 text") from None
+    except UnicodeEncodeError as exc:
+        raise HeaderError(f"{KEY_HEADER} holds an unpaired surrogate: not valid UTF-8 text") from exc
     if digest != metadata[KEY_HEADER_SHA256]:
         raise ChecksumError(
             f"PEMN header checksum mismatch: stored {metadata[KEY_HEADER_SHA256]!r}, computed {digest!r}"
@@ -152,7 +152,7 @@ def _typed_header(obj: dict, tensors: Mapping[str, np.ndarray], max_weights: int
         for check in (_check_masks_tensor, _check_value_tensors, _check_dense_tensors, _check_no_other_tensors):
             check(header, tensors)
     except (KeyError, TypeError, AttributeError, OverflowError) as exc:  # unanticipated shapes: still format errors
-        raise HeaderError(f"malformed PEMN header: {type(exc).__name__}: {exc}") from None
+        raise HeaderError(f"malformed PEMN header: {type(exc).__name__}: {exc}") from exc
     return header
 
 
@@ -171,7 +171,7 @@ def decode(data: bytes, *, max_weights: int = DEFAULT_MAX_WEIGHTS, name: str | N
         better = wrong_file_error(exc, data, name)
         if better is None:
             raise
-        raise better from None
+        raise better from exc
     header = _typed_header(obj, tensors, max_weights)
     _check_data_checksum(header, data)
     return PemnFile(header, tensors, obj, metadata, len(data))

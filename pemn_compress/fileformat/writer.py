@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any
 
 import numpy as np
 
@@ -56,7 +55,7 @@ def encode(payload: Payload) -> bytes:
     try:
         text = canonical_json(header.to_json())
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"provenance and architecture must be plain JSON (no NaN, no objects): {exc}") from None
+        raise ConfigError(f"provenance and architecture must be plain JSON (no NaN, no objects): {exc}") from exc
     metadata = {
         KEY_FORMAT: FORMAT_NAME,
         KEY_VERSION: str(FORMAT_VERSION),
@@ -65,12 +64,3 @@ def encode(payload: Payload) -> bytes:
     }
     return encode_container(payload.tensors, metadata)
 
-
-def __getattr__(name: str) -> Any:
-    """``to_bytes`` moved to ``pemn_compress.export`` (it needs torch); resolved lazily so that this
-    module stays importable without torch while callers still import it from here."""
-    if name == "to_bytes":
-        from ..export import to_bytes
-
-        return to_bytes
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
