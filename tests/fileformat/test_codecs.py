@@ -122,9 +122,9 @@ def test_spec_example():
 def test_codec_choice_by_hand(n, one, expected):
     mask = np.zeros(n, dtype=bool)
     mask[one] = True
-    entry = encode_mask(mask)
+    coded = encode_mask(mask)
     codec, k, byte = expected
-    assert (entry["codec"], entry["rice_k"], entry["data"].tobytes()) == (codec, k, bytes([byte]))
+    assert (coded.coding.codec, coded.coding.rice_k, coded.data.tobytes()) == (codec, k, bytes([byte]))
     assert spec_choice(mask)[:2] == (codec, k)  # the transcription agrees with the hand computation
 
 
@@ -132,34 +132,34 @@ def test_codec_choice_by_hand(n, one, expected):
 @PROPERTIES
 @given(mask=masks())
 def test_the_chosen_encoding_round_trips_through_both_readers(mask, reference_reader):
-    entry = encode_mask(mask)
+    coded = encode_mask(mask)
     n = mask.size
-    assert np.array_equal(decode_mask(entry["data"], n, entry, "l"), mask.reshape(-1))
-    if entry["codec"] == "raw":
-        theirs = reference_reader._decode_raw(entry["data"], n, entry["ones"], "l")
+    assert np.array_equal(decode_mask(coded.data, n, coded.coding, "l"), mask.reshape(-1))
+    if coded.coding.codec == "raw":
+        theirs = reference_reader._decode_raw(coded.data, n, coded.coding.ones, "l")
     else:
-        theirs = reference_reader._decode_rice(entry["data"], n, entry["ones"], entry["rice_k"], entry["invert"], "l")
+        theirs = reference_reader._decode_rice(coded.data, n, coded.coding.ones, coded.coding.rice_k, coded.coding.invert, "l")
     assert np.array_equal(theirs, mask.reshape(-1))
 
 
 @PROPERTIES
 @given(mask=masks())
 def test_the_codec_choice_follows_the_spec_rule(mask):
-    entry = encode_mask(mask)
-    assert (entry["codec"], entry["rice_k"], entry["invert"], entry["ones"]) == spec_choice(mask)
-    expected = spec_raw(mask) if entry["codec"] == "raw" else spec_rice((mask.reshape(-1) != entry["invert"]).tolist(),
-                                                                       entry["rice_k"])
-    assert entry["data"].dtype == np.uint8 and entry["data"].tobytes() == expected
+    coded = encode_mask(mask)
+    assert (coded.coding.codec, coded.coding.rice_k, coded.coding.invert, coded.coding.ones) == spec_choice(mask)
+    expected = spec_raw(mask) if coded.coding.codec == "raw" else spec_rice((mask.reshape(-1) != coded.coding.invert).tolist(),
+                                                                       coded.coding.rice_k)
+    assert coded.data.dtype == np.uint8 and coded.data.tobytes() == expected
 
 
 @PROPERTIES
 @given(mask=masks())
 def test_raw_is_ceil_n_over_8_bytes_with_zero_padding(mask):
-    entry = encode_mask(mask, codec="raw")
+    coded = encode_mask(mask, codec="raw")
     n = mask.size
-    assert entry["data"].size == -(-n // 8)  # section 7.2: ceil(n / 8) bytes
-    assert entry["data"].tobytes() == spec_raw(mask)  # padding bits zero included
-    assert entry["ones"] == int(np.count_nonzero(mask))
+    assert coded.data.size == -(-n // 8)  # section 7.2: ceil(n / 8) bytes
+    assert coded.data.tobytes() == spec_raw(mask)  # padding bits zero included
+    assert coded.coding.ones == int(np.count_nonzero(mask))
 
 
 @PROPERTIES
