@@ -16,6 +16,7 @@ import os
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from .fileformat.header import Json
 from .fileformat.reader import DEFAULT_MAX_WEIGHTS, PemnFile, read_pemn
 from .fileformat.writer import DEFAULT_DENSE_DTYPE
 from .streaming import MaskSource, check_masks, stream_weights
-from .surgery import mask_, maskable_layers, masked_layers
+from .surgery import layer_weight, mask_, maskable_layers, masked_layers, plan_of, values_of
 from .usercode import build_model, is_reference
 
 __all__ = ["build_architecture", "load", "resolve_device", "save"]
@@ -83,7 +84,8 @@ def build_architecture(arch: dict, *, trust_code: bool = False) -> nn.Module:
         kwargs = arch.get("kwargs", {})
         if not isinstance(kwargs, dict):
             raise ModelError("architecture.kwargs must be an object")
-        return create_model(arch.get("name"), **kwargs)
+        # the name is untrusted: create_model answers a missing or non-string name with UnknownModelError
+        return create_model(cast(str, arch.get("name")), **kwargs)
     if kind == "import":
         target = arch.get("target", "")
         if not trust_code:
@@ -168,8 +170,9 @@ def _check_layers(pf: PemnFile, skeleton: nn.Module, *, mismatch: type[PemnError
             raise ModelError(f"layer {name!r} of the file does not exist (or is not Linear/Conv) in the model")
         if type(module).__name__ != layer.type and not any(c.__name__ == layer.type for c in type(module).__mro__):
             raise ModelError(f"layer {name!r}: file has a {layer.type}, model has a {type(module).__name__}")
-        if tuple(module.weight.shape) != layer.shape:
-            raise mismatch(f"layer {name!r}: file shape {list(layer.shape)}, model shape {list(module.weight.shape)}")
+        shape = layer_weight(module, name).shape
+        if tuple(shape) != layer.shape:
+            raise mismatch(f"layer {name!r}: file shape {list(layer.shape)}, model shape {list(shape)}")
         found[name] = module
     return found
 
@@ -205,6 +208,8 @@ def _unfold_batchnorm(model: nn.Module, folded: tuple[Json, ...], state: dict[st
             module = None
         if not isinstance(module, nn.modules.batchnorm._BatchNorm):
             raise ModelError(f"folded BatchNorm {name!r} is not a BatchNorm module in the model")
+        if module.running_mean is None or module.running_var is None:
+            raise ModelError(f"folded BatchNorm {name!r} tracks no running statistics in the model")
         prefix = f"{name}." if name else ""
         state[prefix + "running_mean"] = torch.zeros_like(module.running_mean)
         state[prefix + "running_var"] = torch.ones_like(module.running_var)
@@ -271,7 +276,7 @@ def load(
         if verify:  # the fingerprint, streamed: no weight is kept
             stream_weights(pf, masks, {name: None for name in layers}, verify=True)
         mask_(skeleton, pf.config, filter_fn=lambda module, name: name in layers)
-        if skeleton.pemn_plan.layers != pf.plan.layers:
+        if plan_of(skeleton).layers != pf.plan.layers:
             raise ModelError("the model's layer order differs from the file's: the value plan would not match")
         _restore_masked(pf, skeleton, masks)
         expected = {
@@ -290,11 +295,12 @@ def load(
         stream_weights(pf, masks, destinations, verify=verify)
         with torch.no_grad():
             for name, module in layers.items():
-                if destinations[name] is not module.weight:
-                    module.weight = nn.Parameter(destinations[name], requires_grad=module.weight.requires_grad)
+                weight = layer_weight(module, name)
+                if destinations[name] is not weight:
+                    module.weight = nn.Parameter(destinations[name], requires_grad=weight.requires_grad)
     _unfold_batchnorm(skeleton, folded, state)
     skeleton.load_state_dict(state, strict=False)
-    skeleton.pemn_file_header = pf.header
+    setattr(skeleton, "pemn_file_header", pf.header)  # noqa: B010 (nn.Module's __setattr__ is typed for tensors)
     skeleton = skeleton.to(target)
     if dtype is not None:
         skeleton = skeleton.to(dtype)
@@ -336,7 +342,7 @@ def _weight_destinations(
     )
     out = {}
     for name, module in layers.items():
-        weight = module.weight
+        weight = layer_weight(module, name)
         reuse = (
             target.type == "cpu" and final == torch.float32 and weight.device.type == "cpu"
             and weight.dtype == torch.float32 and weight.is_contiguous() and weight.numel()
@@ -357,7 +363,7 @@ def _restore_masked(pf: PemnFile, model: nn.Module, masks: list[MaskSource]) -> 
         with torch.no_grad():
             module.scores.copy_(torch.where(keep, 1.0 + noise, noise))
         module.kept = int(keep.sum())
-    for spec, bank in zip(pf.plan.banks, model.pemn_values, strict=True):
+    for spec, bank in zip(pf.plan.banks, values_of(model), strict=True):
         stored = pf.stored_values(spec.index)
         if stored is not None:
             with torch.no_grad():

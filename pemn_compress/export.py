@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .config import MaskConfig
 from .errors import ConfigError, ModelError
 from .fileformat.codecs import WRITE_CODECS, encode_mask
 from .fileformat.constants import (
@@ -45,9 +44,9 @@ from .fileformat.header import (
 from .fileformat.payload import Payload
 from .fileformat.reader import weights_fingerprint
 from .fileformat.writer import DEFAULT_DENSE_DTYPE, encode
-from .nn.layers import MaskedLayer, ValueBank
+from .nn.layers import MaskedLayer
 from .strategies import LayerSource
-from .surgery import masked_layers, plan_of
+from .surgery import config_of, masked_layers, plan_of, values_of
 
 __all__ = ["PRODUCER", "export", "to_bytes"]
 
@@ -90,7 +89,7 @@ def export(
     header = FileHeader(
         producer={"name": PRODUCER, "version": __version__},
         generator=Generator(GENERATOR, plan.seed),
-        config=cast(MaskConfig, model.pemn_config),
+        config=config_of(model),
         banks=banks,
         layers=tuple(records),
         dense=dense,
@@ -137,9 +136,9 @@ def _layer_record(source: LayerSource, layer: MaskedLayer, *, codec: str) -> tup
 def _banks(model: nn.Module) -> tuple[tuple[BankRecord, ...], dict[str, np.ndarray]]:
     """The bank records and the value vectors stored explicitly (rp banks and learned values)."""
     plan = plan_of(model)
-    stored = plan.strategy == "rp" or cast(MaskConfig, model.pemn_config).learn_values
+    stored = plan.strategy == "rp" or config_of(model).learn_values
     records, values = [], {}
-    for spec, bank in zip(plan.banks, cast(list[ValueBank], model.pemn_values), strict=False):
+    for spec, bank in zip(plan.banks, values_of(model), strict=False):
         if stored:
             values[f"{VALUES_PREFIX}{spec.index}"] = bank.unit.detach().cpu().float().numpy().copy()
         records.append(BankRecord(spec.index, spec.size, spec.length, spec.tiling, stored))

@@ -312,7 +312,7 @@ def _reset_parameters(model: nn.Module) -> nn.Module:
 class Architecture:
     dense: nn.Module  # the input model (trained weights loaded, or freshly built)
     build_fresh: Callable[[], nn.Module]  # a new, untrained copy of the architecture
-    reference: dict | None  # what the file records (None: nothing to rebuild the architecture from)
+    reference: dict  # what the file records ({"kind": "none"}: nothing to rebuild the architecture from)
     description: str  # for messages
 
 
@@ -365,7 +365,7 @@ def build_input_model(
         return build()
 
     dense = fresh()
-    ref = ref or _registry_reference(dense)
+    ref = ref or _registry_reference(dense) or {"kind": "none"}  # create_model stamps pemn_arch: never none
     if source.state_dict is not None:
         _match_state_dict(dense, source.state_dict, description)
         dense.eval()

@@ -62,6 +62,8 @@ class MaskSource:
         """Mask entries ``start .. stop-1`` as 0/1 (uint8 or bool); ``start`` is a multiple of 8."""
         if self.bits is not None:
             return self.bits[start:stop]
+        if self.packed is None:
+            raise ValueError("a MaskSource holds packed bits or decoded bits; this one holds neither")
         return np.unpackbits(self.packed[start // 8 : (stop + 7) // 8], count=stop - start)
 
     def full(self) -> np.ndarray:
@@ -99,7 +101,7 @@ class _Layer:
 
 def _le_bytes(piece: np.ndarray):
     piece = piece if sys.byteorder == "little" else piece.astype("<f4")
-    return memoryview(np.ascontiguousarray(piece)).cast("B")
+    return np.ascontiguousarray(piece).data.cast("B")
 
 
 def stream_weights(
@@ -154,12 +156,12 @@ class _Table:
 
     def fill(self, out: np.ndarray, start: int) -> None:
         stop = start + out.shape[0]
-        if self.index is not None:
-            np.take(self.unit, self.index[start:stop], out=out)
-        elif self.unit is not None:
-            np.copyto(out, self.unit[start:stop])
-        else:
+        if self.unit is None:  # neither stored nor tiled (__init__ sets unit whenever index is set)
             rng.unit_values_into(out, self.seed, self.spec.index, start, self.distribution)
+        elif self.index is not None:
+            np.take(self.unit, self.index[start:stop], out=out)
+        else:
+            np.copyto(out, self.unit[start:stop])
 
 
 def _bounds(n: int):
@@ -197,7 +199,7 @@ def _cpu_tasks(pf: PemnFile, layers: list[_Layer]):
             need = max(layers[j].numel for j in users)
             last = layers[users[-1]]
             hosted = last.fast and last.numel == need
-            table = last.dest.numpy() if hosted else np.empty(need, dtype=np.float32)
+            table = last.dest.numpy() if hosted and last.dest is not None else np.empty(need, dtype=np.float32)
             tables[layer.bank] = (table, hosted)
             for s, e in _bounds(need):
                 yield partial(source.fill, table[s:e], start=s)
@@ -223,7 +225,7 @@ def _keep(out: np.ndarray) -> None:
 def _finish(layer: _Layer, s: int, e: int, *, values: np.ndarray | None = None, fill=None) -> np.ndarray:
     """Piece ``[s, e)`` of ``layer``: table values (given, or written by ``fill``), times the
     float32 scale, times the mask; stored into the destination; returned for hashing."""
-    out = layer.dest.numpy()[s:e] if layer.fast else np.empty(e - s, dtype=np.float32)
+    out = layer.dest.numpy()[s:e] if layer.fast and layer.dest is not None else np.empty(e - s, dtype=np.float32)
     scale = np.float32(layer.scale)
     if values is not None:
         np.multiply(values, scale, out=out)

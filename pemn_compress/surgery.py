@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import MaskConfig
 from .errors import ModelError
-from .nn.layers import MaskedConv1d, MaskedConv2d, MaskedLayer, MaskedLinear, ValueBanks
+from .nn.layers import MaskedConv1d, MaskedConv2d, MaskedLayer, MaskedLinear, ValueBank
 from .strategies import ValuePlan, make_plan
 
 __all__ = ["MASKABLE_TYPES", "is_masked", "mask_", "masked_layers", "materialize", "maskable_layers"]
@@ -51,9 +51,12 @@ def maskable_layers(model: nn.Module, filter_fn: FilterFn | None = None) -> list
     Raises ``ModelError`` for a layer reachable under two names (it cannot be masked consistently).
     """
     inside_attention = {
-        id(child) for m in model.modules() if isinstance(m, nn.MultiheadAttention) for child in m.modules() if child is not m
+        id(child)
+        for m in model.modules() if isinstance(m, nn.MultiheadAttention)
+        for child in m.modules() if child is not m
     }
-    found, names_of = [], {}
+    found: list[tuple[str, nn.Module]] = []
+    names_of: dict[int, str] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         if _masked_type_for(module) is None or id(module) in inside_attention:
             continue
@@ -100,16 +103,19 @@ def mask_(model: nn.Module, config: MaskConfig | None = None, filter_fn: FilterF
     layers = maskable_layers(model, filter_fn)
     if not layers:
         raise ModelError("no Linear/Conv1d/Conv2d layer to mask (check filter_fn)")
-    plan = make_plan(config, [(name, tuple(module.weight.shape)) for name, module in layers])
+    plan = make_plan(config, [(name, tuple(layer_weight(module, name).shape)) for name, module in layers])
     device = layers[0][1].weight.device
-    banks = ValueBanks(plan, device=device, learn=config.learn_values)
+    banks = [ValueBank(plan, spec, device, config.learn_values) for spec in plan.banks]  # in plan order
     generator = torch.Generator().manual_seed(config.seed)
-    for source, (name, module) in zip(plan.layers, layers):
+    for source, (name, module) in zip(plan.layers, layers, strict=True):  # one plan entry per layer
         masked_type = _masked_type_for(module)
-        _set_submodule(model, name, masked_type.from_dense(module, banks[source.bank], source, config.density, generator))
-    object.__setattr__(model, "pemn_values", list(banks))  # a plain list: not a submodule of the root
-    model.pemn_config = config
-    model.pemn_plan = plan
+        if masked_type is None:  # unreachable: maskable_layers keeps only layers that have a masked type
+            raise ModelError(f"layer {name!r} has no masked counterpart")
+        masked = masked_type.from_dense(module, banks[source.bank], source, config.density, generator)
+        _set_submodule(model, name, masked)
+    object.__setattr__(model, "pemn_values", banks)  # a plain list: not a submodule of the root
+    setattr(model, "pemn_config", config)  # noqa: B010 (nn.Module's __setattr__ is typed for tensors)
+    setattr(model, "pemn_plan", plan)  # noqa: B010
     _set_trainable(model, config)
     return model
 
@@ -118,7 +124,7 @@ def _set_trainable(model: nn.Module, config: MaskConfig) -> None:
     norm_params = {id(p) for m in model.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters(recurse=False)}
     bias_params = {id(m.bias) for _, m in masked_layers(model) if m.bias is not None}
     score_params = {id(m.scores) for _, m in masked_layers(model)}
-    value_params = {id(p) for bank in model.pemn_values for p in bank.parameters()}
+    value_params = {id(p) for bank in values_of(model) for p in bank.parameters()}
     for p in model.parameters():
         if id(p) in score_params or id(p) in value_params:
             p.requires_grad_(True)
@@ -156,8 +162,35 @@ def materialize(model: nn.Module) -> nn.Module:
     return model
 
 
+# Typed access to what mask_ records on the model (nn.Module's __getattr__ is typed for tensors and
+# submodules only); each raises ModelError for a model that is not masked.
+
+
 def plan_of(model: nn.Module) -> ValuePlan:
     plan = getattr(model, "pemn_plan", None)
     if plan is None:
         raise ModelError("model is not masked: call pemn.mask_(model, config) first")
     return plan
+
+
+def config_of(model: nn.Module) -> MaskConfig:
+    config = getattr(model, "pemn_config", None)
+    if not isinstance(config, MaskConfig):
+        raise ModelError("model is not masked: call pemn.mask_(model, config) first")
+    return config
+
+
+def values_of(model: nn.Module) -> list[ValueBank]:
+    """The value banks, in plan order."""
+    values = getattr(model, "pemn_values", None)
+    if not isinstance(values, list):
+        raise ModelError("model is not masked: call pemn.mask_(model, config) first")
+    return values
+
+
+def layer_weight(module: nn.Module, name: str) -> torch.Tensor:
+    """The ``weight`` tensor of a maskable (Linear/Conv) layer; ModelError when it has none."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ModelError(f"layer {name!r}: expected a weight tensor, found {type(weight).__name__}")
+    return weight

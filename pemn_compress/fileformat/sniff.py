@@ -112,7 +112,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _safetensors(prefix: bytes, size: int) -> Sniffed | None:
+def _safetensors(prefix: bytes | memoryview, size: int) -> Sniffed | None:
     """A file that starts like safetensors (header length <= the limit, then "{")."""
     (n,) = struct.unpack("<Q", bytes(prefix[:8]))
     visible = bytes(prefix[8 : 8 + n])
@@ -154,12 +154,12 @@ def _safetensors(prefix: bytes, size: int) -> Sniffed | None:
     total = 8 + n + position
     if total > size:
         what = "a .pemn file" if pemn else "a safetensors file"
-        return Sniffed("truncated", f"{what} cut short (truncated: {size} of {total} bytes; its tensor data runs outside "
-                                    "the file)", truncated=True, pemn=pemn)
+        return Sniffed("truncated", f"{what} cut short (truncated: {size} of {total} bytes; its tensor data runs "
+                                    "outside the file)", truncated=True, pemn=pemn)
     if pemn or total != size:
         return Sniffed("pemn", "a .pemn file") if pemn else None
-    return Sniffed("safetensors", f"a safetensors file without PEMN metadata ({_plural(len(header), 'tensor')}; a dense "
-                                  "model's weights, not a .pemn file)")
+    return Sniffed("safetensors", f"a safetensors file without PEMN metadata ({_plural(len(header), 'tensor')}; "
+                                  "a dense model's weights, not a .pemn file)")
 
 
 def sniff(prefix: bytes | memoryview, size: int, tail: bytes | memoryview | None = None) -> Sniffed | None:
@@ -251,5 +251,6 @@ def wrong_file_error(exc: FormatError, blob: bytes | memoryview, label: str | No
         return None  # header errors come after a valid container: only a plain safetensors file is renamed
     if not found.sure:
         return type(exc)(f"{label}: {found.what}, not a .pemn file: {exc}")
-    expected = "expected a complete .pemn file (copy or write it again)" if found.truncated and found.pemn else EXPECTED_PEMN
+    complete = "expected a complete .pemn file (copy or write it again)"
+    expected = complete if found.truncated and found.pemn else EXPECTED_PEMN
     return ContainerError(f"{label}: {found.what}; {expected}")
