@@ -206,6 +206,10 @@ def _x(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:,.2f}x"
 
 
+def _share(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{100 * fraction:.1f}%"
+
+
 def _pct(fraction: float | None) -> str:
     return "n/a" if fraction is None else f"{100 * fraction:+.1f}%"
 
@@ -371,19 +375,21 @@ def _size_table(out: Console, t: dict) -> Table:
     """Where the bytes go: label, size, explanation; on a narrow console the explanation goes under the size."""
     rows = [
         ("file on disk", _human(t["file_bytes"]), ""),
-        ("  masks", _human(t["mask_bytes"]), f"{t['mask_bits_per_weight']:.3f} bits per masked weight"),
-        ("  dense leftovers", _human(t["dense_bytes"]), "BatchNorm/LayerNorm, biases, unmasked parameters"),
-        ("  stored values", _human(t["values_bytes"]), "explicit value vectors (rp, learned values)"),
-        ("  header", _human(t["header_bytes"]), "safetensors + PEMN header, checksums included"),
+        ("  masks", _human(t["mask_bytes"]),
+         f"{t['mask_bits_per_weight']:.3f} bits/weight; bound {t['mask_information_bytes']:,.0f} B: "
+         f"{_pct(t['mask_overhead_fraction'])}"),
+        ("  dense leftovers", _human(t["dense_bytes"]),
+         f"bound (fp16, BN folded) {t['dense_bound_bytes']:,} B: {_pct(t['dense_overhead_fraction'])}"),
+        ("  stored values", _human(t["values_bytes"]), "rp / learned vectors; bound: as stored"),
+        ("  header", _human(t["header_bytes"]), f"safetensors + PEMN: {_share(t['header_fraction'])} of the bound"),
         ("dense fp32 safetensors", _human(t["dense_fp32_bytes"]), "same model, every weight in fp32"),
         ("on-disk ratio", _x(t["disk_ratio"]), "dense fp32 file / this file, everything counted"),
         ("paper formula (BN not counted)", _x(t["paper_ratio"]),
          f"32 x {t['masked_weights']:,} / ({t['masked_weights']:,} + 32 x {t['unique_values']:,}) bits"),
         ("unique values", f"{t['unique_values']:,}", f"over {t['masked_weights']:,} masked weights"),
-        ("mask information bound", _human(t["mask_information_bytes"]),
-         f"sum of n*H(kept/n); masks are {_pct(t['mask_overhead_fraction'])} above it"),
+        ("information bound", _human(t["bound_bytes"]), "sum of the parts' bounds"),
         ("file overhead", _human(t["file_overhead_bytes"]),
-         f"{_pct(t['file_overhead_fraction'])} above mask bound + dense leftovers + stored values"),
+         f"the file is {_pct(t['file_overhead_fraction'])} above it"),
     ]
     sizes = Table(title="size", title_justify="left", show_header=False)
     sizes.add_column("", style="bold")

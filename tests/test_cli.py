@@ -165,7 +165,8 @@ def test_inspect_shows_every_layer_and_the_numbers(files, strategy):
     for source in plan.layers:
         assert source.name in out
     assert "paper formula (BN not counted)" in out
-    assert "on-disk ratio" in out and "dense fp32 safetensors" in out and "mask information bound" in out
+    assert "on-disk ratio" in out and "dense fp32 safetensors" in out
+    assert "information bound" in out and "(fp16, BN folded)" in out
     assert f"{os.path.getsize(path):,} B" in out
     assert "fashion-mnist" in out and "0.9012" in out and "epochs" in out
     assert "test_convmixer" in out and "philox4x32-10" in out
@@ -255,8 +256,9 @@ def test_summary_numbers_of_a_tiny_file_by_hand(tmp_path):
     assert t["mask_information_bits"] == pytest.approx(40 * 0.8112781244591328)  # 32.4511 bits
     assert t["mask_information_bytes"] == pytest.approx(4.0563906)
     assert t["mask_overhead_bytes"] == pytest.approx(5 - 4.0563906)
-    assert t["bound_bytes"] == pytest.approx(4.0563906 + 8)  # information bound of the masks + the dense bytes
-    assert t["file_overhead_bytes"] == pytest.approx(t["file_bytes"] - 12.0563906)
+    assert t["dense_bound_bytes"] == 4  # "1.bias": 2 values at 2 bytes (fp16), though stored float32 (8 bytes)
+    assert t["bound_bytes"] == pytest.approx(4.0563906 + 4)  # information bound of the masks + the dense bound
+    assert t["file_overhead_bytes"] == pytest.approx(t["file_bytes"] - 8.0563906)
     # the fp32 model: 0.weight 128 B, 1.bias 8 B, 1.weight 32 B of data (168), after this JSON header
     # (193 bytes, padded with spaces to 200, a multiple of 8) and its 8-byte length: 8 + 200 + 168 = 376
     json_header = ('{"0.weight":{"dtype":"F32","shape":[4,8],"data_offsets":[0,128]},'
@@ -282,8 +284,9 @@ def test_inspect_fits_80_columns_and_keeps_every_number(files, strategy):
         assert f"{number:,} B" in out, number
     assert f"{t['disk_ratio']:,.2f}x" in out and f"{t['paper_ratio']:,.2f}x" in out
     assert f"32 x {t['masked_weights']:,} / ({t['masked_weights']:,} + 32 x {t['unique_values']:,}) bits" in out
-    assert f"{t['mask_bits_per_weight']:.3f} bits per masked weight" in out
-    assert "paper formula (BN not counted)" in out and "on-disk ratio" in out and "mask information bound" in out
+    assert f"{t['mask_bits_per_weight']:.3f} bits/weight; bound {t['mask_information_bytes']:,.0f} B" in out
+    assert f"(fp16, BN folded) {t['dense_bound_bytes']:,} B" in out
+    assert "paper formula (BN not counted)" in out and "on-disk ratio" in out and "information bound" in out
     # each layer's numbers on one line (no cell folded over several lines)
     for layer in s["layers"]:
         numbers = [f"{layer['weights']:,}", f"{layer['mask_bits_per_weight']:.3f}", f"{layer['mask_bytes']:,}",
@@ -519,3 +522,16 @@ def test_every_source_folder_is_a_package():
         if p.is_dir() and p.name != "__pycache__" and any(p.glob("*.py"))
     }
     assert folders <= found, sorted(folders - found)
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_dense_bound_counts_batchnorm_as_two_values_per_channel(tmp_path, fold):
+    """The leftovers' bound by hand: BatchNorm1d(6) is 2 x 6 values whether stored folded (weight, bias)
+    or not (weight, bias, running_mean, running_var = 24 values); Linear(4, 6)'s bias 6 more; fp16: 2 bytes
+    each, so (12 + 6) x 2 = 36 bytes. The masks are not part of it."""
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 3, bias=False))
+    pemn.mask_(model, pemn.MaskConfig(density=0.5))
+    path = pemn.save(model, tmp_path / "bn.pemn", fold_batchnorm=fold)
+    t = summarize(read_pemn(path), path)["totals"]
+    assert t["dense_bound_bytes"] == 36
+    assert t["dense_bytes"] == (12 + 6) * 2 if fold else (24 + 6) * 2  # stored fp16: folded or all four statistics

@@ -16,6 +16,10 @@
                                       unique value; BatchNorm, seed and header NOT counted
                unique_values          sum of bank sizes (what the paper counts)
                mask_information_bits  sum over layers of n * H(kept / n): no coder can do better
+               dense_bound_bytes      the leftovers at the least: float16, BatchNorm as 2 values per
+                                      channel (folded), integer buffers as stored
+               bound_bytes            the information bound of the file: masks' entropy + dense bound
+                                      + stored values; every part's overhead is measured against it
                ...                    and the overheads above that bound
 
 Every string in the result comes from the file as-is: it is untrusted, and whoever displays it
@@ -31,10 +35,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from .constants import DENSE_PREFIX, KEY_VERSION, MASKS_TENSOR, VALUES_PREFIX
-from .header import LayerRecord
+from .header import DenseEntry, LayerRecord
 from .payload import PemnFile
 
-__all__ = ["binary_entropy", "dense_fp32_entries", "safetensors_file_size", "summarize"]
+__all__ = ["binary_entropy", "dense_bound_bytes", "dense_fp32_entries", "safetensors_file_size", "summarize"]
 
 # safetensors (Rust) orders tensors by dtype, descending in this enum order, then by name; the
 # offsets (and so the header length) depend on that order.
@@ -102,6 +106,28 @@ def dense_fp32_entries(pf: PemnFile) -> dict[str, tuple[str, list[int]]]:
     return entries
 
 
+def dense_bound_bytes(entries: Sequence[DenseEntry], folded: Sequence[str]) -> int:
+    """The leftovers' part of the information bound: what a deployment file needs at the least.
+
+    Floating values at 2 bytes (float16), every BatchNorm as 2 values per channel (a scale and a shift:
+    its running statistics fold into them, spec section 11.2, whether or not this file folded them),
+    integer buffers as stored (8 bytes). Keys are the dense table's state-dict keys.
+    """
+    keys = {entry.key: entry for entry in entries}
+    batchnorms = {key[: -len("running_mean")] for key in keys if key == "running_mean" or key.endswith(".running_mean")}
+    batchnorms |= {f"{name}." if name else "" for name in folded}
+    total, counted = 0, set()
+    for prefix in sorted(batchnorms):
+        members = [f"{prefix}{stat}" for stat in ("weight", "bias", "running_mean", "running_var")]
+        channels = max((keys[key].numel for key in members if key in keys), default=0)
+        total += 2 * 2 * channels
+        counted.update(members)
+    for entry in entries:
+        if entry.key not in counted:
+            total += entry.numel * (8 if entry.group == "i64" else 2)
+    return total
+
+
 def _value_source(pf: PemnFile, layer: LayerRecord, users: Counter) -> str:
     bank = pf.plan.banks[layer.bank]
     if bank.tiling != "none":
@@ -165,7 +191,9 @@ def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
     dense_fp32 = safetensors_file_size(dense_fp32_entries(pf))
     paper_bits = masked_weights + 32 * unique_values
     info_bytes = info_bits / 8
-    bound_bytes = info_bytes + dense_bytes + values_bytes  # the masks' entropy bound plus what is stored verbatim
+    dense_bound = dense_bound_bytes(header.dense.tensors, header.dense.folded_batchnorm)
+    # the information bound: the masks' entropy, fp16 leftovers with BatchNorm folded, stored values as they are
+    bound_bytes = info_bytes + dense_bound + values_bytes
 
     dense_groups = {k[len(DENSE_PREFIX) :]: t for k, t in sorted(pf.tensors.items()) if k.startswith(DENSE_PREFIX)}
     return {
@@ -207,6 +235,9 @@ def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
             "mask_information_bytes": info_bytes,
             "mask_overhead_bytes": mask_bytes - info_bytes,
             "mask_overhead_fraction": _ratio(mask_bytes - info_bytes, info_bytes),
+            "dense_bound_bytes": dense_bound,
+            "dense_overhead_fraction": _ratio(dense_bytes - dense_bound, dense_bound),
+            "header_fraction": _ratio(header_bytes, bound_bytes),
             "bound_bytes": bound_bytes,
             "file_overhead_bytes": file_bytes - bound_bytes,
             "file_overhead_fraction": _ratio(file_bytes - bound_bytes, bound_bytes),
