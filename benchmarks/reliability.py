@@ -83,13 +83,16 @@ def materialization_cost(weights: int = 1 << 20) -> dict:
     from torch import nn
 
     import pemn_compress as pemn
-    from pemn_compress.fileformat.reader import decode_weights, read_pemn, verify_fingerprint
     from pemn_compress.export import to_bytes
+    from pemn_compress.fileformat.reader import decode_weights, read_pemn, verify_fingerprint
 
     out = {}
-    for label, config in (("dense, raw", dict(strategy="dense")), ("rp rand", dict(strategy="rp", ratio=1e-3, rp_mode="rand"))):
+    configs = (("dense, raw", dict(strategy="dense")), ("rp rand", dict(strategy="rp", ratio=1e-3, rp_mode="rand")))
+    for label, config in configs:
         torch.manual_seed(0)
-        model = pemn.mask_(nn.Sequential(nn.Linear(1024, weights // 1024, bias=False)), pemn.MaskConfig(seed=1, **config))
+        model = pemn.mask_(
+            nn.Sequential(nn.Linear(1024, weights // 1024, bias=False)), pemn.MaskConfig(seed=1, **config)
+        )
         blob = to_bytes(model)
         tracemalloc.start()
         try:
@@ -133,8 +136,11 @@ def sha256(data: bytes) -> str:
 def temp_leftovers(output: Path) -> list[str]:
     """Temporary files of ``atomic_write`` (output or checkpoint) and of the output-folder probe."""
     folder = output.parent
-    return sorted(p.name for p in folder.iterdir()
-                  if (p.name.startswith(f".{output.name}.") and p.name.endswith(".tmp")) or p.name.startswith(".pemn-probe-"))
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if (p.name.startswith(f".{output.name}.") and p.name.endswith(".tmp")) or p.name.startswith(".pemn-probe-")
+    )
 
 
 def file_state(path: Path, previous: bytes | None, reference: bytes) -> str:
@@ -232,7 +238,8 @@ def _resume(ws: Workspace, out: Path, checks: list) -> None:
 
     result = ws.cli(*COMPRESS_ARGS, "-o", out, "--resume")
     _check(checks, "resume exits 0", result.exit_code == 0, f"exit {result.exit_code}: {result.output[-300:]}")
-    _check(checks, "resumed file byte-identical to an uninterrupted run", file_state(out, None, ws.reference()) == "complete")
+    resumed = file_state(out, None, ws.reference())
+    _check(checks, "resumed file byte-identical to an uninterrupted run", resumed == "complete")
     _check(checks, "checkpoint removed after the resume", not checkpoint_path(out).exists())
     _check(checks, "no temp file after the resume", not temp_leftovers(out), ", ".join(temp_leftovers(out)))
 
@@ -455,8 +462,10 @@ def determinism_files(folder: Path) -> list[tuple[str, str | None, str]]:
     for name in ("seq_rp_learned_signed.pemn", "cm_dense_rice_d10.pemn", "conv1d_fp16_overflow.pemn"):  # none folded
         files.append((str(valid / name), expected[name]["load"].get("skeleton"), name))
     folder.mkdir(parents=True, exist_ok=True)
-    for model_name, config in (("convmixer_64_4", dict(strategy="rp", ratio=1e-3, rp_mode="rand", density=0.1, seed=2**63 - 1)),
-                               ("resnet20", dict(strategy="onelayer", density=0.5, seed=6, distribution="uniform"))):
+    for model_name, config in (
+        ("convmixer_64_4", dict(strategy="rp", ratio=1e-3, rp_mode="rand", density=0.1, seed=2**63 - 1)),
+        ("resnet20", dict(strategy="onelayer", density=0.5, seed=6, distribution="uniform")),
+    ):
         path = folder / f"{model_name}_{config['strategy']}.pemn"
         if not path.exists():
             torch.manual_seed(0)
@@ -498,8 +507,8 @@ def determinism_matrix(folder: Path, processes: int = 3) -> dict:
             for i, result in enumerate(spawned):
                 cells[f"process {i + 1} of {processes}"] = result[f"{path}|False"]
                 cells[f"process {i + 1} masked"] = result[f"{path}|True"]
-            rows.append({"file": label, "fingerprint": fingerprint, "cells": {k: v == fingerprint for k, v in cells.items()},
-                         "digests": cells})
+            same = {k: v == fingerprint for k, v in cells.items()}
+            rows.append({"file": label, "fingerprint": fingerprint, "cells": same, "digests": cells})
     finally:
         torch.set_num_threads(old)
     return {"rows": rows, "ok": all(all(r["cells"].values()) for r in rows)}
@@ -538,14 +547,16 @@ def render(command: str, fuzz: dict, hostile: list[dict], faults: list[dict], ma
         "",
         "## Summary",
         "",
-        f"- Fuzzing: **{fuzz['cases']:,} cases** in {fuzz['seconds']:.0f} s ({fuzz['cases_per_second']:.0f} cases/s, one core); "
+        f"- Fuzzing: **{fuzz['cases']:,} cases** in {fuzz['seconds']:.0f} s "
+        f"({fuzz['cases_per_second']:.0f} cases/s, one core); "
         f"**{fuzz['unexpected_total']} unexpected outcomes**; reader disagreements: accept/refuse "
         f"**{fuzz['accept_refuse_disagreements']}**, weight bits **{fuzz['bit_disagreements']}**, error class "
         f"{sum(fuzz['class_disagreements'].values())} (informational, see below).",
         f"- Hostile files: {len(hostile)}, handled as required: "
         f"**{sum(not problems(r) for r in hostile)} / {len(hostile)}**; code executed: "
         f"**{sum(r['executed'] or bool(r['calls']) for r in hostile)}**.",
-        f"- Fault injection: **{sum(r['ok'] for r in faults)} / {len(faults)}** runs survived with every check passing.",
+        f"- Fault injection: **{sum(r['ok'] for r in faults)} / {len(faults)}** runs survived "
+        "with every check passing.",
         f"- Determinism: weights bit-identical in every column: **{'yes' if matrix['ok'] else 'NO'}**; repeated "
         f"`pemn compress` byte-identical: **{'yes' if repeat['identical'] else 'NO'}**. CUDA: not run here "
         "(no GPU); `scripts/gpu-check.sh` step 3 compares torch-on-CUDA bits with numpy.",
@@ -562,29 +573,32 @@ def render(command: str, fuzz: dict, hostile: list[dict], faults: list[dict], ma
         "Residual limits (by design, not fixed here):",
         "",
         "- Spec section 12, row 17: rice lets a few bytes declare many weights, so an accepted file's decoding cost is "
-        "bounded by the reader's `max_weights` (default 2**31), not by the file size. Measured here (peak traced memory "
-        "per declared weight, read + decode + fingerprint): " + ", ".join(f"{k} {v:.0f} B" for k, v in cost.items())
-        + f"; so a 2 KB file can legitimately ask the default reader for ~{worst * 2**31 / 1e9:.0f} GB. Code that loads "
-        "untrusted files should pass a lower `max_weights=`.",
+        "bounded by the reader's `max_weights` (default 2**31), not by the file size. Measured here "
+        "(peak traced memory per declared weight, read + decode + fingerprint): "
+        + ", ".join(f"{k} {v:.0f} B" for k, v in cost.items())
+        + f"; so a 2 KB file can legitimately ask the default reader for ~{worst * 2**31 / 1e9:.0f} GB. "
+        "Code that loads untrusted files should pass a lower `max_weights=`.",
     ]
     if heavy is not None:
         rate = heavy["read_seconds"] / (heavy["bytes"] / 2**20)
         lines.append(
             f"- Header parsing is linear but slow in Python: the {heavy['bytes'] / 2**20:.1f} MiB header of "
-            f"`safetensors_100001_tensors` took {heavy['read_seconds']:.1f} s to refuse ({rate:.2f} s/MiB, both readers alike), "
-            f"so a header at the 100 MiB cap (`MAX_HEADER_BYTES`, safetensors' own) would cost ~{rate * 100:.0f} s of CPU "
+            f"`safetensors_100001_tensors` took {heavy['read_seconds']:.1f} s to refuse "
+            f"({rate:.2f} s/MiB, both readers alike), so a header at the 100 MiB cap "
+            f"(`MAX_HEADER_BYTES`, safetensors' own) would cost ~{rate * 100:.0f} s of CPU "
             "before its LimitError. A real `.pemn` header is a few KiB.")
     lines += [
         "- When both readers refuse a file with several faults they may name different classes: the package checks "
-        "`rice_k`'s range while decoding masks (spec row 23), the reference reader with the layer table (row 15); a file "
-        "with exactly one fault gets the same class from both (formats/vectors/invalid pins them).",
+        "`rice_k`'s range while decoding masks (spec row 23), the reference reader with the layer table (row 15); "
+        "a file with exactly one fault gets the same class from both (formats/vectors/invalid pins them).",
         "",
         "## 1. Fuzzing the loader",
         "",
         f"`benchmarks/fuzz_loader.py --cases {fuzz['cases']} --seed {fuzz['seed']}`: mutations of the "
         f"{fuzz['seeds']} valid vectors (both readers with `max_weights={fuzz['max_weights']:,}`); "
         f"`pemn.load` on {sum(fuzz['load'].values()):,} of the cases; tracemalloc on {fuzz['memory_samples']:,} "
-        f"(worst peak {100 * fuzz['memory_peak_ratio']:.1f}% of the bound `512 x file bytes + 64 x declared weights + 4 MiB`); "
+        f"(worst peak {100 * fuzz['memory_peak_ratio']:.1f}% of the bound "
+        "`512 x file bytes + 64 x declared weights + 4 MiB`); "
         f"slowest case {1e3 * fuzz['max_case_seconds']:.0f} ms (limit {fuzz['slow_limit_s']:.0f} s).",
         "",
         "| outcome | package | reference reader |",
@@ -594,21 +608,26 @@ def render(command: str, fuzz: dict, hostile: list[dict], faults: list[dict], ma
         lines.append(f"| {key} | {fuzz['package'].get(key, 0):,} | {fuzz['reference'].get(key, 0):,} |")
     lines += ["", "How far the package got (where it refused, or accepted):", "", "| stage | cases |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in fuzz["stage"].items()]
-    lines += ["", f"Cases per family: {_counts(fuzz['family'])}; accepted per family: {_counts(fuzz['family_accepted'])} "
-              "(`semantic` edits recompute the fingerprint, so most are valid files again and both readers' weight bits "
-              "are compared; `bytes` edits are unsigned damage, and an accepted one must decode to the seed's content).",
+    lines += ["", f"Cases per family: {_counts(fuzz['family'])}; "
+              f"accepted per family: {_counts(fuzz['family_accepted'])} "
+              "(`semantic` edits recompute the fingerprint, so most are valid files again and both readers' "
+              "weight bits are compared; `bytes` edits are unsigned damage, and an accepted one must decode to "
+              "the seed's content).",
               "", f"Mutators applied: {_counts(fuzz['mutators'])}.", "",
               f"`pemn.load` outcomes: {_counts(fuzz['load'])}.", "",
-              f"Unexpected outcomes: {_counts(fuzz['unexpected'])} (reference reader: {_counts(fuzz['reference_unexpected'])}).", ""]
+              f"Unexpected outcomes: {_counts(fuzz['unexpected'])} "
+              f"(reference reader: {_counts(fuzz['reference_unexpected'])}).", ""]
     if fuzz["examples"]:
         lines += ["| case | seed | mutations | package | reference | problem |", "|---|---|---|---|---|---|"]
         for e in fuzz["examples"][:20]:
+            problem = ", ".join(e.get("problems") or [e.get("disagreement") or ""])
             lines.append(f"| {e['case']} | {e['seed']} | {_md_escape(', '.join(e['mutations']))} | {e['package']} | "
-                         f"{e['reference']} | {_md_escape(', '.join(e.get('problems') or [e.get('disagreement') or '']))} |")
+                         f"{e['reference']} | {_md_escape(problem)} |")
         lines.append("")
     lines += [f"Error-class disagreements (both readers refuse, with different classes): "
-              f"{_counts(fuzz['class_disagreements'])}. They come from files with several faults at once, which the two "
-              "readers meet in a different order (the spec pins the class only for a file with exactly one fault); for example:", ""]
+              f"{_counts(fuzz['class_disagreements'])}. They come from files with several faults at once, "
+              "which the two readers meet in a different order "
+              "(the spec pins the class only for a file with exactly one fault); for example:", ""]
     for e in fuzz["class_examples"][:5]:
         lines.append(f"- case {e['case']} ({e['seed']}, {_md_escape(', '.join(e['mutations']))}): package "
                      f"{_md_escape(e['package'][:150])}; reference {_md_escape(e['reference'][:150])}")
@@ -617,15 +636,20 @@ def render(command: str, fuzz: dict, hostile: list[dict], faults: list[dict], ma
               "`pemn.load` (no `trust_code`), `pemn inspect` and `pemn verify`, with `os.system`, `subprocess` and the "
               "loader's `importlib.import_module` watched and a module planted next to the file that leaves a marker "
               "if imported.", "",
-              "| file | group | what it is | readers | pemn.load | refusal message | CLI (inspect/verify exit, raw ESC) | result |",
+              "| file | group | what it is | readers | pemn.load | refusal message "
+              "| CLI (inspect/verify exit, raw ESC) | result |",
               "|---|---|---|---|---|---|---|---|"]
     for r in hostile:
         msg = r["messages"]["read"] or r["messages"]["load"]
-        cli = (", ".join(f"{k} {v['exit']}" for k, v in r["cli"].items())
-               + (", RAW ESC" if any(v["raw_esc"] for v in r["cli"].values()) else ", no ESC")) if r["cli"] else "not run (large file)"
+        if r["cli"]:
+            cli = ", ".join(f"{k} {v['exit']}" for k, v in r["cli"].items())
+            cli += ", RAW ESC" if any(v["raw_esc"] for v in r["cli"].values()) else ", no ESC"
+        else:
+            cli = "not run (large file)"
         readers = r["read"] if r["read"] == r["reference"] else f"{r['read']} / ref {r['reference']}"
+        result = "ok" if not problems(r) else _md_escape("; ".join(problems(r)))
         lines.append(f"| {r['name']} | {r['group']} | {_md_escape(r['description'])} | {readers} | {r['load']} | "
-                     f"{_md_escape(msg[:110])} | {cli} | {'ok' if not problems(r) else _md_escape('; '.join(problems(r)))} |")
+                     f"{_md_escape(msg[:110])} | {cli} | {result} |")
     lines += ["", "## 3. Fault injection on `pemn compress`", "",
               f"`pemn compress {' '.join(COMPRESS_ARGS)}` ({TOTAL_STEPS} optimizer steps); uninterrupted output "
               f"{len(faults) and repeat['bytes']:,} bytes, SHA-256 `{repeat['first'][:16]}...`.", "",
@@ -635,20 +659,22 @@ def render(command: str, fuzz: dict, hostile: list[dict], faults: list[dict], ma
             what = (f"SIGKILL {r['delay_s']:.2f} s after the first checkpoint" if r["killed"] else
                     f"finished before the kill ({r['delay_s']:.2f} s)") + (
                 f"; output after kill: {r['output_after_kill']}; checkpoint step {r['checkpoint_step']}"
-                + (f"; temp left by the kill: {len(r['temp_files_after_kill'])} (removed by the resume)" if r["temp_files_after_kill"] else ""))
+                + (f"; temp left by the kill: {len(r['temp_files_after_kill'])} (removed by the resume)"
+                   if r["temp_files_after_kill"] else ""))
         elif r["scenario"].startswith("ctrl-c"):
             what = f"interrupted after step {r['step']}, resumed"
         else:
             what = _md_escape(r["error"][:120])
         failed = "; ".join(f"{c['check']}: {_md_escape(c['detail'][:80])}" for c in r["checks"] if not c["ok"])
-        lines.append(f"| {r['scenario']} | {r['run']} | {what} | {sum(c['ok'] for c in r['checks'])}/{len(r['checks'])} | {failed or '-'} |")
+        passed = f"{sum(c['ok'] for c in r['checks'])}/{len(r['checks'])}"
+        lines.append(f"| {r['scenario']} | {r['run']} | {what} | {passed} | {failed or '-'} |")
     lines += ["", "Checks of every run: the output path holds nothing, the previous file or the complete file (never a "
               "partial one); the checkpoint loads with `torch.load(weights_only=True)`; `--resume` exits 0 with bytes "
               "identical to the uninterrupted run and removes the checkpoint; no `atomic_write` temp file remains; "
               "errors are one `error:` line with exit 2, interruptions one line with exit 130.", "",
               "## 4. Determinism matrix", "",
-              "Each cell: the SHA-256 of the materialized float32 weights (layer order, little-endian) equals the file's "
-              "fingerprint. Spawned processes ran in parallel (multiprocessing `spawn`), 1 thread each.", ""]
+              "Each cell: the SHA-256 of the materialized float32 weights (layer order, little-endian) equals "
+              "the file's fingerprint. Spawned processes ran in parallel (multiprocessing `spawn`), 1 thread each.", ""]
     columns = list(matrix["rows"][0]["cells"]) if matrix["rows"] else []
     lines += ["| file | " + " | ".join(columns) + " | CUDA |", "|---|" + "---|" * (len(columns) + 1)]
     for row in matrix["rows"]:
@@ -667,13 +693,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="runs per fault scenario (default 3; --quick: 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "reliability.md")
-    parser.add_argument("--crash-dir", type=Path, default=None, help="inputs of unexpected fuzz outcomes (default: a temp folder)")
+    parser.add_argument("--crash-dir", type=Path, default=None,
+                        help="inputs of unexpected fuzz outcomes (default: a temp folder)")
     args = parser.parse_args(argv)
     cases = args.cases if args.cases is not None else (2000 if args.quick else 100_000)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
-    command = "PYTHONPATH=. python benchmarks/reliability.py" + (" --quick" if args.quick else "") + (
-        f" --cases {args.cases}" if args.cases is not None else "") + (f" --repeats {args.repeats}" if args.repeats else "") + (
-        f" --seed {args.seed}" if args.seed else "")
+    command = "PYTHONPATH=. python benchmarks/reliability.py"
+    command += " --quick" if args.quick else ""
+    command += f" --cases {args.cases}" if args.cases is not None else ""
+    command += f" --repeats {args.repeats}" if args.repeats else ""
+    command += f" --seed {args.seed}" if args.seed else ""
 
     import torch
 
@@ -681,8 +710,10 @@ def main(argv: list[str] | None = None) -> int:
     import fuzz_loader
     import hostile_files
 
-    env = {"date": datetime.date.today().isoformat(),
-           "machine": f"{platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}"}
+    machine = (
+        f"{platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}"
+    )
+    env = {"date": datetime.date.today().isoformat(), "machine": machine}
     with tempfile.TemporaryDirectory(prefix="pemn-reliability-") as tmp:
         tmp = Path(tmp)
         print(f"fuzzing {cases:,} cases ...", file=sys.stderr, flush=True)

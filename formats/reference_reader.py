@@ -221,7 +221,9 @@ def parse_container(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str],
         if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
             raise ContainerError(f"tensor {name!r}: unsupported dtype {dtype!r}")
         if not (isinstance(shape, list) and len(shape) <= MAX_NDIM and all(type(d) is int and d >= 0 for d in shape)):
-            raise ContainerError(f"tensor {name!r}: shape must be at most {MAX_NDIM} non-negative integers, found {shape!r}")
+            raise ContainerError(
+                f"tensor {name!r}: shape must be at most {MAX_NDIM} non-negative integers, found {shape!r}"
+            )
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
             raise ContainerError(f"tensor {name!r}: data_offsets must be two integers, found {offsets!r}")
         begin, end = offsets
@@ -239,7 +241,9 @@ def parse_container(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str],
         if begin < cursor:
             raise ContainerError(f"tensor {name!r} overlaps the previous tensor: the data buffer must be tiled exactly")
         if begin > cursor:
-            raise ContainerError(f"tensor {name!r} leaves a hole at byte {cursor}: the data buffer must be tiled exactly")
+            raise ContainerError(
+                f"tensor {name!r} leaves a hole at byte {cursor}: the data buffer must be tiled exactly"
+            )
         cursor = end
     if cursor != data_len:
         raise ContainerError(f"{data_len - cursor} trailing bytes after the last tensor")
@@ -296,7 +300,8 @@ def unit_values(seed: int, stream: int, count: int, distribution: str) -> np.nda
 
 def _permutation(seed: int, stream: int, length: int) -> np.ndarray:
     """range(length) ordered by (Philox word 0, index): a stable sort by the 32-bit key."""
-    keys = np.concatenate([_words(seed, stream, f, min(CHUNK, length - f))[0] for f in range(0, length, CHUNK)] or [np.zeros(0, np.uint64)])
+    chunks = [_words(seed, stream, f, min(CHUNK, length - f))[0] for f in range(0, length, CHUNK)]
+    keys = np.concatenate(chunks or [np.zeros(0, np.uint64)])
     return np.lexsort((np.arange(length), keys))
 
 
@@ -317,7 +322,9 @@ def _decode_rice(data: np.ndarray, n: int, ones: int, k: int, invert: bool, name
     """One codeword at a time: unary quotient (ones ended by a zero), then k remainder bits."""
     length = data.size * 8
     if ones * (k + 1) > length:  # every codeword has at least k + 1 bits: refuse before allocating
-        raise ShapeError(f"layer {name!r}: {ones} rice codewords need at least {ones * (k + 1)} bits, the stream has {length}")
+        raise ShapeError(
+            f"layer {name!r}: {ones} rice codewords need at least {ones * (k + 1)} bits, the stream has {length}"
+        )
     if ones == 0 and data.size:
         raise ShapeError(f"layer {name!r}: an empty rice stream (ones 0) must have no bytes, found {data.size}")
     bits = np.unpackbits(data).tolist()
@@ -339,7 +346,9 @@ def _decode_rice(data: np.ndarray, n: int, ones: int, k: int, invert: bool, name
         x[position] = True
         cursor = stop + 1 + k
     if length - cursor >= 8 or any(bits[cursor:]):
-        raise ShapeError(f"layer {name!r}: {length - cursor} bits after its last codeword, expected < 8 zero padding bits")
+        raise ShapeError(
+            f"layer {name!r}: {length - cursor} bits after its last codeword, expected < 8 zero padding bits"
+        )
     return ~x if invert else x
 
 
@@ -399,12 +408,15 @@ def expected_banks(config: dict, shapes: list[tuple[int, ...]]) -> tuple[list[di
     sizes = [math.prod(s) for s in shapes]
     strategy = config["strategy"]
     if strategy == "dense":
-        return [{"index": i, "size": n, "length": n, "tiling": "none"} for i, n in enumerate(sizes)], list(range(len(sizes)))
+        banks = [{"index": i, "size": n, "length": n, "tiling": "none"} for i, n in enumerate(sizes)]
+        return banks, list(range(len(sizes)))
     if strategy == "onelayer":
         first_of: dict[tuple, int] = {}
         for s in shapes:
             first_of.setdefault(s, len(first_of))
-        banks = [{"index": b, "size": math.prod(s), "length": math.prod(s), "tiling": "none"} for s, b in first_of.items()]
+        banks = [
+            {"index": b, "size": math.prod(s), "length": math.prod(s), "tiling": "none"} for s, b in first_of.items()
+        ]
         return banks, [first_of[s] for s in shapes]
     n_max = max(sizes)
     if strategy == "mp":
@@ -420,7 +432,9 @@ def kaiming_scale(shape) -> float:
 
 def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int) -> dict:
     """Every rule of the spec's "Header validation", in its order. Returns the checked config."""
-    for key in ("producer", "generator", "config", "banks", "layers", "dense", "architecture", "fingerprint", "checksums"):
+    for key in (
+        "producer", "generator", "config", "banks", "layers", "dense", "architecture", "fingerprint", "checksums"
+    ):
         if key not in header:
             raise MissingKeyError(f"header: required key {key!r} is missing")
     generator = _get(header, "generator", "object", "header")
@@ -478,7 +492,10 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
     if masks is None:
         raise ShapeError(f"tensor {MASKS_TENSOR!r} is missing")
     if masks.dtype != np.uint8 or masks.ndim != 1 or masks.size != stream_bytes:
-        raise ShapeError(f"tensor {MASKS_TENSOR!r} must be 1-D uint8 of {stream_bytes} bytes, found {masks.dtype} {list(masks.shape)}")
+        raise ShapeError(
+            f"tensor {MASKS_TENSOR!r} must be 1-D uint8 of {stream_bytes} bytes, "
+            f"found {masks.dtype} {list(masks.shape)}"
+        )
     if total > max_weights:
         raise LimitError(f"{total} masked weights in all, over this reader's limit of {max_weights}")
 
@@ -486,7 +503,7 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
     banks = _get(header, "banks", "list", "header")
     if len(banks) != len(want):
         raise HeaderError(f"header.banks: strategy {config['strategy']!r} makes {len(want)} banks, found {len(banks)}")
-    for spec, bank in zip(want, banks):
+    for spec, bank in zip(want, banks, strict=True):  # same length: checked just above
         where = f"banks[{spec['index']}]"
         if not isinstance(bank, dict):
             raise HeaderError(f"{where}: expected an object")
@@ -498,11 +515,16 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
             if vector is None:
                 raise ShapeError(f"{where}: stored value vector '{VALUES_PREFIX}{spec['index']}' is missing")
             if vector.dtype != np.float32 or vector.shape != (spec["size"],):
-                raise ShapeError(f"{where}: '{VALUES_PREFIX}{spec['index']}' must be float32 of shape [{spec['size']}], "
-                                 f"found {vector.dtype} {list(vector.shape)}")
-    for layer, b in zip(layers, bank_of):
+                raise ShapeError(
+                    f"{where}: '{VALUES_PREFIX}{spec['index']}' must be float32 of shape [{spec['size']}], "
+                    f"found {vector.dtype} {list(vector.shape)}"
+                )
+    for layer, b in zip(layers, bank_of, strict=True):  # expected_banks gives one bank per layer
         if layer["bank"] != b:
-            raise HeaderError(f"layer {layer['name']!r}: bank must be {b} under strategy {config['strategy']!r}, found {layer['bank']}")
+            raise HeaderError(
+                f"layer {layer['name']!r}: bank must be {b} under strategy {config['strategy']!r}, "
+                f"found {layer['bank']}"
+            )
 
     dense = _get(header, "dense", "object", "header")
     if _get(dense, "dtype", "str", "dense") not in DENSE_DTYPES:
@@ -514,19 +536,26 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
     for i, item in enumerate(table):
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], list)
                 and isinstance(item[2], str) and item[2] in DENSE_GROUPS):
-            raise HeaderError(f"dense.tensors[{i}]: expected [key, shape, group] with group one of {sorted(DENSE_GROUPS)}")
+            raise HeaderError(
+                f"dense.tensors[{i}]: expected [key, shape, group] with group one of {sorted(DENSE_GROUPS)}"
+            )
         key, shape, group = item
         if key in keys:
             raise HeaderError(f"dense.tensors: duplicate key {key!r}")
         keys.add(key)
         if not (len(shape) <= MAX_NDIM and all(type(d) is int and d >= 0 for d in shape)):
-            raise ShapeError(f"dense tensor {key!r}: shape must be at most {MAX_NDIM} non-negative integers, found {shape!r}")
+            raise ShapeError(
+                f"dense tensor {key!r}: shape must be at most {MAX_NDIM} non-negative integers, found {shape!r}"
+            )
         group_size[group] = group_size.get(group, 0) + math.prod(shape)
     for group, size in group_size.items():
         array = tensors.get(DENSE_PREFIX + group)
         if array is None or array.ndim != 1 or array.dtype != np.dtype(DENSE_GROUPS[group]) or array.size != size:
             found = "missing" if array is None else f"{array.dtype} {list(array.shape)}"
-            raise ShapeError(f"tensor '{DENSE_PREFIX}{group}' must be 1-D {np.dtype(DENSE_GROUPS[group])} of {size} entries, found {found}")
+            raise ShapeError(
+                f"tensor '{DENSE_PREFIX}{group}' must be 1-D {np.dtype(DENSE_GROUPS[group])} of {size} entries, "
+                f"found {found}"
+            )
 
     architecture = _get(header, "architecture", "object", "header")
     if _get(architecture, "kind", "str", "architecture") not in ARCH_KINDS:
@@ -561,7 +590,9 @@ def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True)
     tensors, metadata, data_start = parse_container(blob)
 
     if metadata.get(KEY_FORMAT) != FORMAT_NAME:
-        raise HeaderError(f"not a .pemn file: metadata {KEY_FORMAT!r} is {metadata.get(KEY_FORMAT)!r}, expected {FORMAT_NAME!r}")
+        raise HeaderError(
+            f"not a .pemn file: metadata {KEY_FORMAT!r} is {metadata.get(KEY_FORMAT)!r}, expected {FORMAT_NAME!r}"
+        )
     for key in (KEY_VERSION, KEY_HEADER, KEY_HEADER_SHA256):
         if key not in metadata:
             raise MissingKeyError(f"metadata key {key!r} is missing")
@@ -569,13 +600,17 @@ def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True)
     if not re.fullmatch(r"[0-9]{1,6}", version):
         raise HeaderError(f"{KEY_VERSION} must be a decimal integer of ASCII digits, found {version!r}")
     if int(version) > FORMAT_VERSION:
-        raise VersionError(f"file is .pemn format version {int(version)}; this reader understands version {FORMAT_VERSION} only")
+        raise VersionError(
+            f"file is .pemn format version {int(version)}; this reader understands version {FORMAT_VERSION} only"
+        )
     if int(version) < 1:
         raise HeaderError(f"{KEY_VERSION} must be >= 1, found {version!r}")
     text = metadata[KEY_HEADER]
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()  # no surrogates: refused in parse_container
     if digest != metadata[KEY_HEADER_SHA256]:
-        raise ChecksumError(f"PEMN header checksum mismatch: stored {metadata[KEY_HEADER_SHA256]!r}, computed {digest!r}")
+        raise ChecksumError(
+            f"PEMN header checksum mismatch: stored {metadata[KEY_HEADER_SHA256]!r}, computed {digest!r}"
+        )
     header = _strict_json(text, KEY_HEADER, HeaderError)
     if not isinstance(header, dict):
         raise HeaderError(f"{KEY_HEADER} must be a JSON object, found {type(header).__name__}")
@@ -613,21 +648,26 @@ def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True)
     for layer in layers:
         n = math.prod(layer["shape"])
         scaled = np.multiply(tables[layer["bank"]][:n], np.float32(layer["scale"]), dtype=np.float32)
-        weights[layer["name"]] = np.multiply(scaled.reshape(layer["shape"]), masks[layer["name"]].astype(np.float32), dtype=np.float32)
+        mask = masks[layer["name"]].astype(np.float32)
+        weights[layer["name"]] = np.multiply(scaled.reshape(layer["shape"]), mask, dtype=np.float32)
     if verify:
         h = hashlib.sha256()
         for layer in layers:
             h.update(weights[layer["name"]].astype("<f4").tobytes())
         if h.hexdigest() != header["fingerprint"]["value"]:
-            raise ChecksumError(f"regenerated weights do not match the fingerprint: stored {header['fingerprint']['value']}, "
-                                f"computed {h.hexdigest()}")
+            raise ChecksumError(
+                f"regenerated weights do not match the fingerprint: stored {header['fingerprint']['value']}, "
+                f"computed {h.hexdigest()}"
+            )
 
     dense, offset = {}, {}
     for key, shape, group in header["dense"]["tensors"]:
         n, at = math.prod(shape), offset.get(group, 0)
         dense[key] = np.array(tensors[DENSE_PREFIX + group][at : at + n]).reshape(shape)
         offset[group] = at + n
-    return {"header": header, "metadata": metadata, "weights": weights, "masks": masks, "dense": dense, "values": values}
+    return {
+        "header": header, "metadata": metadata, "weights": weights, "masks": masks, "dense": dense, "values": values
+    }
 
 
 def summary(result: dict) -> dict:

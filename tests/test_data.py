@@ -68,9 +68,11 @@ def write_idx(path: Path, arr: np.ndarray, gz: bool = False) -> Path:
 
 def write_idx_folder(folder: Path, ds: ArrayDataset, names=None, gz=(False, True, False, True)) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    names = names or ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    names = names or [
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+    ]
     arrays = [ds.x_train[:, 0], ds.y_train.astype(np.uint8), ds.x_test[:, 0], ds.y_test.astype(np.uint8)]
-    for name, arr, z in zip(names, arrays, gz):
+    for name, arr, z in zip(names, arrays, gz, strict=True):  # the four files of an IDX folder
         write_idx(folder / (name + (".gz" if z else "")), arr, gz=z)
     return folder
 
@@ -133,7 +135,8 @@ def test_read_idx_rejects_truncated_and_overlong(tmp_path, fmnist):
 
 
 @pytest.mark.parametrize(
-    "head", [b"\x01\x00\x08\x03", b"\x00\x00\x07\x03", b"\x00\x00\x08\x00", b"\x00\x00\x08\x11", b"PK\x03\x04", b"\x00\x00"]
+    "head",
+    [b"\x01\x00\x08\x03", b"\x00\x00\x07\x03", b"\x00\x00\x08\x00", b"\x00\x00\x08\x11", b"PK\x03\x04", b"\x00\x00"],
 )
 def test_read_idx_rejects_bad_magic(tmp_path, head):
     p = tmp_path / "bad-magic"
@@ -205,7 +208,8 @@ def test_npz_round_trip_layouts(tmp_path, small):
 
     rgb = np.stack([x3, 255 - x3, x3 // 2], axis=-1)  # (N, 28, 28, 3)
     nhwc = tmp_path / "nhwc.npz"
-    np.savez_compressed(nhwc, x_train=rgb, y_train=small.y_train.astype(np.int32), x_test=rgb[:5], y_test=small.y_train[:5], num_classes=12)
+    np.savez_compressed(nhwc, x_train=rgb, y_train=small.y_train.astype(np.int32),
+                        x_test=rgb[:5], y_test=small.y_train[:5], num_classes=12)
     ds = get_dataset(str(nhwc))
     assert ds.image_shape == (3, 28, 28) and ds.num_classes == 12 and ds.y_train.dtype == np.int64
     np.testing.assert_array_equal(ds.x_train[:, 1], 255 - x3)
@@ -228,7 +232,9 @@ def test_npz_refuses_pickled_objects_and_missing_keys(tmp_path, small):
         load_npz(evil)
     partial = tmp_path / "partial.npz"
     np.savez(partial, x_train=small.x_train, y_train=small.y_train)
-    with pytest.raises(DataError, match=r"expected keys x_train, y_train, x_test, y_test, found \['x_train', 'y_train'\]"):
+    with pytest.raises(
+        DataError, match=r"expected keys x_train, y_train, x_test, y_test, found \['x_train', 'y_train'\]"
+    ):
         load_npz(partial)
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
     with pytest.raises(DataError, match="junk.npz"):
@@ -279,8 +285,8 @@ def test_cifar10_pickle_folder(tmp_path, small, protocol):
     for i in range(6):
         idx = np.arange(i * 20, (i + 1) * 20)
         name = f"data_batch_{i + 1}" if i < 5 else "test_batch"
-        batch = {b"batch_label": b"batch %d" % i, b"labels": small.y_train[idx].tolist(), b"data": _cifar_like(small, idx),
-                 b"filenames": [b"img_%d.png" % j for j in idx]}  # fmt: skip
+        batch = {b"batch_label": b"batch %d" % i, b"labels": small.y_train[idx].tolist(),
+                 b"data": _cifar_like(small, idx), b"filenames": [b"img_%d.png" % j for j in idx]}  # fmt: skip
         _dump_batch(folder / name, batch, protocol)
     ds = load_cifar(tmp_path)  # the folder above cifar-10-batches-py, variant detected
     assert ds.name == "cifar10" and ds.num_classes == 10 and ds.suggested_crop_padding == 4
@@ -449,7 +455,7 @@ def test_subset_is_deterministic_and_stratified(fmnist):
 
 
 def _collect(loader):
-    xs, ys = zip(*loader)
+    xs, ys = zip(*loader, strict=True)  # every batch is an (x, y) pair
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -481,7 +487,7 @@ def test_loader_ranks_are_disjoint_and_cover_the_epoch(small):
     parts = [ld.indices() for ld in loaders]
     assert [len(ld) for ld in loaders] == [4, 4, 4] and all(ld.num_samples == 200 for ld in loaders)
     assert sorted(torch.cat(parts).tolist()) == list(range(600))
-    for ld, idx in zip(loaders, parts):  # the batches carry exactly those samples
+    for ld, idx in zip(loaders, parts, strict=True):  # the batches carry exactly those samples
         _, y = _collect(ld)
         assert torch.equal(y, torch.from_numpy(small.y_train)[idx])
     # not divisible, no drop_last: equal batch counts, every sample covered, a few repeated
@@ -536,7 +542,7 @@ def test_loader_augmentation_is_crop_and_flip(small):
     xf, _ = next(iter(flip_only))
     mirrored = [torch.equal(xf[i], xp[i].flip(-1)) and not torch.equal(xf[i], xp[i]) for i in range(100)]
     same = [torch.equal(xf[i], xp[i]) for i in range(100)]
-    assert all(m or s for m, s in zip(mirrored, same)) and 20 < sum(mirrored) < 80
+    assert all(m or s for m, s in zip(mirrored, same, strict=True)) and 20 < sum(mirrored) < 80
 
 
 def test_loader_argument_checks(small):

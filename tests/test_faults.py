@@ -15,7 +15,9 @@ from conftest import load_benchmark
 reliability = load_benchmark("reliability")
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
-linux_only = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="the disk-full patch resolves fds through /proc")
+linux_only = pytest.mark.skipif(
+    not Path("/proc/self/fd").is_dir(), reason="the disk-full patch resolves fds through /proc"
+)
 
 
 @pytest.fixture(scope="module")

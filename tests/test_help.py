@@ -25,7 +25,7 @@ def help_text(*args: str, columns: int = 80) -> str:
 def sections(text: str) -> dict[str, str]:
     """heading -> its body, for the headings after the description (lines such as ``Input:``)."""
     parts = re.split(r"^(\S[^\n]*):\n", text, flags=re.MULTILINE)
-    return dict(zip(parts[1::2], parts[2::2]))
+    return dict(zip(parts[1::2], parts[2::2], strict=True))  # one capturing group: text, (heading, body)*
 
 
 def terms(body: str) -> list[str]:

@@ -11,11 +11,10 @@ import sys
 import pytest
 from conftest import load_benchmark
 
-hostile_files = load_benchmark("hostile_files")
-
 import pemn_compress as pemn
 from pemn_compress import errors
 
+hostile_files = load_benchmark("hostile_files")
 HOSTILE = {h.name: h for h in hostile_files.build_hostile()}
 
 

@@ -356,7 +356,9 @@ def test_cuda_bits_equal_numpy():
         assert [int(v) for v in got[:8].cpu().numpy().view(np.uint32)] == PINNED[distribution]
     words = rng.philox4x32_torch(123, 1 << 40, (1 << 62) - 5, 5, device="cuda").cpu().numpy().astype(np.uint32)
     np.testing.assert_array_equal(words, rng.philox4x32_numpy(123, 1 << 40, (1 << 62) - 5, 5))
-    np.testing.assert_array_equal(rng.permutation(0, 1 << 32, 200_000), rng.permutation(0, 1 << 32, 200_000, device="cuda").cpu().numpy())
+    np.testing.assert_array_equal(
+        rng.permutation(0, 1 << 32, 200_000), rng.permutation(0, 1 << 32, 200_000, device="cuda").cpu().numpy()
+    )
     unit = rng.unit_values(8, 2, 4096, "normal")
     np.testing.assert_array_equal(
         _bits(rng.scaled_values(unit, 0.0883883461356163)),

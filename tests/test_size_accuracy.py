@@ -59,7 +59,8 @@ def test_every_reported_size_is_a_file_on_disk(quick_run):
     for r in rows:  # every ratio is against the reference file on disk: ratio x own size = its size
         assert float(r["ratio_vs_fp32"]) * int(r["bytes"]) == pytest.approx(reference, rel=1e-5), r["method"]
     pemn_rows = [r for r in rows if r["artifact"].startswith(".pemn")]
-    assert pemn_rows and all(float(r["paper_ratio"]) > 1 and float(r["bound_bytes"]) < int(r["bytes"]) for r in pemn_rows)
+    assert pemn_rows
+    assert all(float(r["paper_ratio"]) > 1 and float(r["bound_bytes"]) < int(r["bytes"]) for r in pemn_rows)
     assert all(r["paper_ratio"] == "" for r in rows if not r["artifact"].startswith(".pemn"))
     assert by_method["dense fp16"] < by_method["dense fp32"]
     assert by_method["+ fp16 leftovers"] < by_method["rp 1e-3 (paper setting)"]
@@ -71,7 +72,8 @@ def test_reported_accuracy_is_the_accuracy_of_the_loaded_file(quick_run):
     bench = sa.Bench(sa.parse_args(["--quick", "--work", str(work)]))
     for r in rows:
         if r["method"] == "magnitude pruning 94%":
-            model = sa.load_artifact("sparse", work / "magnitude_pruning_magnitude_pruning_94_0.safetensors", bench.make_model)
+            artifact = work / "magnitude_pruning_magnitude_pruning_94_0.safetensors"
+            model = sa.load_artifact("sparse", artifact, bench.make_model)
             _, acc = pemn.evaluate(model, bench.test)
             assert acc == pytest.approx(float(r["accuracy"]), abs=1e-6)
             weights = torch.cat([m.weight.detach().flatten() for _, m in maskable_layers(model)])
@@ -114,7 +116,8 @@ def test_random_pruning_keeps_a_fixed_random_mask():
             layer.weight.add_(1.0)  # an optimizer step that revives every pruned weight
     trainer.step = 1
     pruning.on_batch_end(trainer, 0, 0.0, 0, 1)
-    for (_, layer), mask, old in zip(maskable_layers(model), pruning.masks, before):
+    # Pruning keeps one mask per maskable layer; `before` copies those masks
+    for (_, layer), mask, old in zip(maskable_layers(model), pruning.masks, before, strict=True):
         assert torch.equal(mask, old)
         assert int((layer.weight != 0).sum()) == kept_count(0.1, layer.weight.numel())
 
@@ -128,7 +131,7 @@ def test_magnitude_pruning_reaches_its_sparsity_and_keeps_the_largest_weights():
         sparsities.append(sum(int((~m).sum()) for m in pruning.masks) / sum(m.numel() for m in pruning.masks))
     assert sparsities == sorted(sparsities) and sparsities[0] < 0.5
     assert sparsities[-1] == pytest.approx(0.9, abs=0.02)
-    for (_, layer), mask in zip(maskable_layers(model), pruning.masks):
+    for (_, layer), mask in zip(maskable_layers(model), pruning.masks, strict=True):  # one mask per maskable layer
         w = layer.weight.detach().abs()
         if mask.all() or not mask.any():
             continue
@@ -164,7 +167,10 @@ def test_readme_block_is_regenerated_in_place(quick_run, tmp_path):
     assert first.startswith("intro\n\n" + sa.README_BEGIN) and first.endswith(sa.README_END + "\n\nafter\n")
     assert "stale numbers" not in first and f"({stem.with_suffix('.png').as_posix()})" in first
     dense = next(r for r in rows if r["method"] == "dense fp32")
-    assert f"| dense fp32 | safetensors fp32 | {int(dense['bytes']):,} | 1.0x | {100 * float(dense['accuracy']):.2f} | 0.00 |" in first
+    assert (
+        f"| dense fp32 | safetensors fp32 | {int(dense['bytes']):,} | 1.0x | "
+        f"{100 * float(dense['accuracy']):.2f} | 0.00 |"
+    ) in first
     sa.main(["--render", str(stem.with_suffix(".csv")), "--readme", str(readme)])
     assert readme.read_text() == first
     readme.write_text("no markers\n")

@@ -178,7 +178,9 @@ def test_cpu_stream_allocates_far_less_than_the_weights(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("distribution", ["normal", "uniform", "signed_constant"])
-@pytest.mark.parametrize("seed,stream,start", [(0, 0, 0), (7, 3, (1 << 32) - 40), ((1 << 64) - 1, (1 << 64) - 1, 12345)])
+@pytest.mark.parametrize(
+    "seed,stream,start", [(0, 0, 0), (7, 3, (1 << 32) - 40), ((1 << 64) - 1, (1 << 64) - 1, 12345)]
+)
 def test_fused_kernel_matches_the_plain_mapping(distribution, seed, stream, start):
     """The fused kernel against Philox words (pinned by the Random123 known answers) mapped plainly."""
     out = np.full(100, np.nan, dtype=np.float32)

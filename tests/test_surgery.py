@@ -55,7 +55,9 @@ class UserNet(nn.Module):
         return self.head(torch.cat([s, z], dim=1))  # (B, 5)
 
 
-MASKED = {"seq_conv": MaskedConv1d, "conv": MaskedConv2d, "dw": MaskedConv2d, "proj": MaskedLinear, "head": MaskedLinear}
+MASKED = {
+    "seq_conv": MaskedConv1d, "conv": MaskedConv2d, "dw": MaskedConv2d, "proj": MaskedLinear, "head": MaskedLinear
+}
 
 
 def inputs(batch: int = 6, seed: int = 0):
@@ -248,7 +250,7 @@ def test_deepcopy_keeps_sharing_within_the_copy(name):
     model = user_net(**STRATEGIES[name])
     clone = copy.deepcopy(model)
     originals = {id(b) for b in model.pemn_values}
-    for (_, layer), (_, twin) in zip(masked_layers(model), masked_layers(clone)):
+    for (_, layer), (_, twin) in zip(masked_layers(model), masked_layers(clone), strict=True):  # clone: a deep copy
         assert twin.value_bank is clone.pemn_values[twin.source.bank]
         assert id(twin.value_bank) not in originals
         assert torch.equal(twin.weight, layer.weight)

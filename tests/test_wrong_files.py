@@ -64,10 +64,12 @@ def what_it_is(name: str, files: dict) -> tuple[str, type]:
         assert kept > 8 + n  # half the file keeps the whole header: the size it implies is known
         total = _implied_size(whole)
         assert total == len(whole)
-        message = (f"a .pemn file cut short (truncated: {kept} of {total} bytes; its tensor data runs outside the file); "
+        message = (f"a .pemn file cut short (truncated: {kept} of {total} bytes; "
+                   "its tensor data runs outside the file); "
                    "expected a complete .pemn file (copy or write it again)")
         return message, ContainerError
-    plain = f"a safetensors file without PEMN metadata ({files['tensors']} tensors; a dense model's weights, not a .pemn file)"
+    plain = (f"a safetensors file without PEMN metadata ({files['tensors']} tensors; "
+             "a dense model's weights, not a .pemn file)")
     what = {
         "model.pt": ("a PyTorch checkpoint (zip archive, torch.save)", ContainerError),
         "legacy.pt": ("a PyTorch checkpoint (legacy pickle format, torch.save)", ContainerError),
@@ -120,7 +122,8 @@ def test_load_names_the_file_kind(files, name):
 
 
 def test_a_real_pemn_file_still_loads(files):
-    assert describe(files["whole"], len(files["whole"])) is None and sniff(files["whole"], len(files["whole"])).kind == "pemn"
+    whole = files["whole"]
+    assert describe(whole, len(whole)) is None and sniff(whole, len(whole)).kind == "pemn"
     pemn.load("real.pemn", device="cpu")
     assert CliRunner().invoke(cli, ["verify", "real.pemn"]).exit_code == 0
 
@@ -159,7 +162,8 @@ def test_compress_names_a_safetensors_file_and_a_checkpoint_misnamed(files):
 def test_compress_names_a_checkpoint_cut_short(files):
     size = Path("cut.pt").stat().st_size
     assert compress_error("cut.pt", "--arch", "test_mlp") == (
-        f"cannot read cut.pt: it is a PyTorch checkpoint cut short (a zip archive of {size} bytes without its end record)")
+        "cannot read cut.pt: it is a PyTorch checkpoint cut short "
+        f"(a zip archive of {size} bytes without its end record)")
 
 
 def test_compress_still_reads_real_checkpoints(files):
@@ -192,7 +196,9 @@ def test_a_bare_pickle_opcode_only_adds_a_hint():
     """Two bytes of evidence: the reader's own error (class and words) stays, the kind is added."""
     blob = b"\x80\x02\x63os\nsystem\n."
     assert not sniff(blob, len(blob)).sure
-    with pytest.raises(LimitError, match=r"^the data: a Python pickle \(protocol 2\), not a .pemn file: safetensors header claims"):
+    with pytest.raises(
+        LimitError, match=r"^the data: a Python pickle \(protocol 2\), not a .pemn file: safetensors header claims"
+    ):
         pemn.read_pemn(blob)
 
 

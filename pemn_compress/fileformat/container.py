@@ -107,7 +107,8 @@ def encode_container(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -
     for name in order:
         array = np.asarray(tensors[name]).copy(order="C")  # keeps 0-d shapes, unlike ascontiguousarray
         data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _st_dtype(array), "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        offsets = [offset, offset + len(data)]
+        header[name] = {"dtype": _st_dtype(array), "shape": list(array.shape), "data_offsets": offsets}
         chunks.append(data)
         offset += len(data)
     text = json.dumps(header, separators=(",", ":"), sort_keys=False, ensure_ascii=True).encode()
@@ -115,7 +116,9 @@ def encode_container(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
-def decode_container(blob: bytes | memoryview, *, name: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def decode_container(
+    blob: bytes | memoryview, *, name: str | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Parse and validate safetensors bytes; return read-only numpy views and the metadata.
 
     A file that is another kind altogether (a PyTorch checkpoint, text, a file cut short, see
@@ -139,7 +142,9 @@ def _decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], 
     if n > MAX_HEADER_BYTES:
         raise LimitError(f"safetensors header claims {n} bytes; the limit is {MAX_HEADER_BYTES}")
     if 8 + n > len(blob):
-        raise ContainerError(f"safetensors header claims {n} bytes but the file has only {len(blob) - 8} after the length")
+        raise ContainerError(
+            f"safetensors header claims {n} bytes but the file has only {len(blob) - 8} after the length"
+        )
     try:
         text = bytes(blob[8 : 8 + n]).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -149,7 +154,9 @@ def _decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], 
         raise ContainerError(f"safetensors header must be a JSON object, found {type(header).__name__}")
     metadata = header.pop("__metadata__", None)
     metadata = {} if metadata is None else metadata
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
         raise ContainerError("safetensors __metadata__ must map strings to strings")
     if len(header) > MAX_TENSORS:
         raise LimitError(f"file declares {len(header)} tensors; the limit is {MAX_TENSORS}")
@@ -162,7 +169,9 @@ def _decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], 
         if dtype_name not in ST_DTYPES or ST_DTYPES[dtype_name] is None:
             raise ContainerError(f"tensor {name!r}: unsupported dtype {dtype_name!r}")
         if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
-            raise ContainerError(f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} non-negative integers, found {shape!r}")
+            raise ContainerError(
+                f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} non-negative integers, found {shape!r}"
+            )
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
             raise ContainerError(f"tensor {name!r}: data_offsets must be two integers, found {offsets!r}")
         begin, end = offsets
@@ -171,7 +180,9 @@ def _decode_container(blob: bytes | memoryview) -> tuple[dict[str, np.ndarray], 
         if not (0 <= begin <= end <= len(buffer)):
             raise ContainerError(f"tensor {name!r}: data_offsets {offsets} outside the {len(buffer)}-byte data buffer")
         if end - begin != expected:
-            raise ContainerError(f"tensor {name!r}: {end - begin} bytes of data for shape {shape} {dtype_name} (expected {expected})")
+            raise ContainerError(
+                f"tensor {name!r}: {end - begin} bytes of data for shape {shape} {dtype_name} (expected {expected})"
+            )
         spans.append((begin, end, name))
         tensors[name] = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(shape)
     position = 0

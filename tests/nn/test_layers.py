@@ -265,7 +265,10 @@ def test_dense_layers_have_own_banks():
     assert len(model.pemn_values) == 3
 
 
-@pytest.mark.parametrize("config", [{"strategy": "mp"}, {"strategy": "rp", "ratio": 0.1}, {"strategy": "rp", "ratio": 0.1, "rp_mode": "rand"}])
+@pytest.mark.parametrize(
+    "config",
+    [{"strategy": "mp"}, {"strategy": "rp", "ratio": 0.1}, {"strategy": "rp", "ratio": 0.1, "rp_mode": "rand"}],
+)
 def test_mp_and_rp_layers_reference_the_single_bank(config):
     model = mask_(nn.Sequential(nn.Linear(8, 8), nn.Conv2d(3, 4, 3), nn.Linear(8, 3)), MaskConfig(**config))
     (bank,) = model.pemn_values
@@ -297,9 +300,14 @@ def test_rp_fixed_bank_has_shared_table_of_n_max(rp_mode):
         assert len(torch.unique(layer.weight)) <= 11
 
 
-@pytest.mark.parametrize("config", [{"strategy": "rp", "ratio": 0.1, "rp_mode": "rand"}, {"strategy": "rp", "ratio": 0.1}, {"strategy": "mp"}])
+@pytest.mark.parametrize(
+    "config",
+    [{"strategy": "rp", "ratio": 0.1, "rp_mode": "rand"}, {"strategy": "rp", "ratio": 0.1}, {"strategy": "mp"}],
+)
 def test_learned_values_are_parameters_that_train(config):
-    model = mask_(nn.Sequential(nn.Linear(8, 8), nn.Conv2d(3, 4, 3), nn.Linear(8, 3)), MaskConfig(learn_values=True, **config))
+    model = mask_(
+        nn.Sequential(nn.Linear(8, 8), nn.Conv2d(3, 4, 3), nn.Linear(8, 3)), MaskConfig(learn_values=True, **config)
+    )
     (bank,) = model.pemn_values
     assert isinstance(bank.unit, nn.Parameter) and bank.unit.requires_grad
     assert bank.unit.numel() == bank.spec.size
