@@ -138,7 +138,8 @@ def test_the_chosen_encoding_round_trips_through_both_readers(mask, reference_re
     if coded.coding.codec == "raw":
         theirs = reference_reader._decode_raw(coded.data, n, coded.coding.ones, "l")
     else:
-        theirs = reference_reader._decode_rice(coded.data, n, coded.coding.ones, coded.coding.rice_k, coded.coding.invert, "l")
+        coding = coded.coding
+        theirs = reference_reader._decode_rice(coded.data, n, coding.ones, coding.rice_k, coding.invert, "l")
     assert np.array_equal(theirs, mask.reshape(-1))
 
 
@@ -147,8 +148,10 @@ def test_the_chosen_encoding_round_trips_through_both_readers(mask, reference_re
 def test_the_codec_choice_follows_the_spec_rule(mask):
     coded = encode_mask(mask)
     assert (coded.coding.codec, coded.coding.rice_k, coded.coding.invert, coded.coding.ones) == spec_choice(mask)
-    expected = spec_raw(mask) if coded.coding.codec == "raw" else spec_rice((mask.reshape(-1) != coded.coding.invert).tolist(),
-                                                                       coded.coding.rice_k)
+    if coded.coding.codec == "raw":
+        expected = spec_raw(mask)
+    else:
+        expected = spec_rice((mask.reshape(-1) != coded.coding.invert).tolist(), coded.coding.rice_k)
     assert coded.data.dtype == np.uint8 and coded.data.tobytes() == expected
 
 
