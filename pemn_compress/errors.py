@@ -31,6 +31,11 @@ Outside the tree the table also names ``OSError`` (an unreadable user file, exit
 ``BrokenPipeError`` (the reader of stdout left, exit 1) and ``KeyboardInterrupt`` (exit 130).
 Anything else is a bug: it keeps its traceback and Python's exit status 1.
 
+Two wrappers of ``compress()`` carry where a run saved its checkpoint (``interrupt.py``):
+``TrainingInterrupted`` (a ``KeyboardInterrupt``: Ctrl-C) and ``TrainingFailed``, raised for any
+error once training has started, with that error as ``error`` and ``__cause__``. They are not
+categories of their own: the CLI reports the wrapped error by the table above and adds the checkpoint.
+
 Messages name the layer, tensor or key, and say what was expected and what was found. They are
 written in the words of the Python API (argument names such as ``trust_code=True``); where the
 command line has other words (``--trust-code``), the error also carries ``cli_message``, which the
