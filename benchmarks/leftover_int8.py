@@ -1,0 +1,157 @@
+"""Leftover precision: float16 against int8 for the dense leftovers (folded BatchNorm, biases).
+
+The dense leftovers of a deploy-ready file are each BatchNorm's folded scale and shift plus the biases
+(and any unmasked parameter). ``pemn.save`` stores them as float16 (measured default, see
+``dense_dtype.py``). This benchmark asks whether int8 would do: for each model and seed it trains one
+masked model briefly on Fashion-MNIST, writes it with float16 leftovers and BatchNorm folded, loads the
+file, and evaluates the full test set with the leftovers as stored (float16) and with every floating
+leftover tensor quantized to int8 and back:
+
+- ``int8 symmetric``: ``q = round(x / s)``, ``s = max|x| / 127``, one float16 scale per tensor;
+- ``int8 affine``: ``q = round((x - lo) / s)``, ``s = (hi - lo) / 255``, a float16 scale and offset per
+  tensor (folded BatchNorm scales are mostly positive, so the affine grid uses the range better).
+
+v1 files cannot store int8 leftovers, so the int8 rows are simulated on the loaded model; their byte
+counts are what the leftovers would take (1 byte per value plus 2 or 4 bytes per tensor). Accuracy
+deltas are paired: the same trained masks, only the leftovers differ.
+
+    PYTHONPATH=. python benchmarks/leftover_int8.py --out benchmarks/results/leftover_int8.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import pemn_compress as pemn
+from pemn_compress.data import BatchLoader, get_dataset
+from pemn_compress.fileformat.constants import DENSE_PREFIX
+
+
+def quantize_symmetric(x: torch.Tensor) -> torch.Tensor:
+    """int8 symmetric per tensor, dequantized (float16 scale, as a file would store it)."""
+    scale = float(torch.tensor(x.abs().max().item() / 127, dtype=torch.float16))
+    if scale == 0.0:
+        return torch.zeros_like(x)
+    return torch.clamp(torch.round(x / scale), -127, 127) * scale
+
+
+def quantize_affine(x: torch.Tensor) -> torch.Tensor:
+    """int8 affine per tensor (256 levels between min and max), dequantized; float16 scale and offset."""
+    lo = float(torch.tensor(x.min().item(), dtype=torch.float16))
+    scale = float(torch.tensor((x.max().item() - lo) / 255, dtype=torch.float16))
+    if scale == 0.0:
+        return torch.full_like(x, lo)
+    return torch.clamp(torch.round((x - lo) / scale), 0, 255) * scale + lo
+
+
+VARIANTS = (("float16", None, 0), ("int8 symmetric", quantize_symmetric, 2), ("int8 affine", quantize_affine, 4))
+
+
+def leftover_keys(path: Path) -> list[tuple[str, int]]:
+    """(state-dict key, number of values) of the file's floating dense leftovers."""
+    header = pemn.read_pemn(path).file_header
+    return [(e.key, e.numel) for e in header.dense.tensors if e.group in ("f16", "f32")]
+
+
+def evaluate_variant(path: Path, keys: list[tuple[str, int]], quantize, test) -> float:
+    model = pemn.load(path, device="cpu")
+    if quantize is not None:
+        state = model.state_dict()
+        with torch.no_grad():
+            for key, _ in keys:
+                state[key].copy_(quantize(state[key].float()).to(state[key].dtype))
+    return pemn.evaluate(model, test)[1]
+
+
+def run(args) -> list[dict]:
+    data = get_dataset("fashion-mnist").subset(args.train_samples, None, seed=0)
+    test = BatchLoader.from_dataset(data, "test", batch_size=1000)
+    rows = []
+    for name in args.models.split(","):
+        for seed in range(args.seeds):
+            torch.manual_seed(seed)
+            model = pemn.create_model(name, in_chans=1, num_classes=10)
+            pemn.mask_(model, pemn.MaskConfig(strategy="onelayer", seed=seed))
+            train = BatchLoader.from_dataset(
+                data, "train", batch_size=128, shuffle=True, crop_padding=2, hflip=True, drop_last=True, seed=seed
+            )
+            pemn.Trainer(model, train, test, pemn.TrainConfig(epochs=args.epochs, seed=seed)).fit()
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{name}.pemn"
+                pemn.save(model, path, dense_dtype="float16", fold_batchnorm=True)
+                file_bytes = path.stat().st_size
+                dense_bytes = pemn.read_pemn(path).tensor_bytes(DENSE_PREFIX)
+                keys = leftover_keys(path)
+                values = sum(n for _, n in keys)
+                for label, quantize, per_tensor in VARIANTS:
+                    leftovers = dense_bytes if quantize is None else values + per_tensor * len(keys)
+                    accuracy = evaluate_variant(path, keys, quantize, test)
+                    rows.append(
+                        {
+                            "model": name,
+                            "seed": seed,
+                            "variant": label,
+                            "accuracy": accuracy,
+                            "leftover_bytes": leftovers,
+                            "file_bytes": file_bytes - dense_bytes + leftovers,
+                        }
+                    )
+                    print(rows[-1], flush=True)
+    return rows
+
+
+def render(rows: list[dict], args, command: str) -> str:
+    lines = [
+        "# Leftover precision: float16 vs int8 (folded BatchNorm, biases)",
+        "",
+        f"Command: `{command}` ({datetime.date.today().isoformat()}). Strategy onelayer, density 0.5, "
+        f"{args.epochs} epochs on {args.train_samples} Fashion-MNIST images, seeds 0..{args.seeds - 1}; accuracy on "
+        "the full test set of the loaded file, leftovers as stored (float16) or quantized to int8 and back "
+        "(simulated: v1 cannot store int8). Deltas are paired per seed (same masks).",
+        "",
+        "| model | leftovers | leftover bytes | file bytes | accuracy % (mean of seeds) | change vs float16, pts "
+        "(mean; min to max) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name in args.models.split(","):
+        base = {r["seed"]: r["accuracy"] for r in rows if r["model"] == name and r["variant"] == "float16"}
+        for label, _, _ in VARIANTS:
+            mine = [r for r in rows if r["model"] == name and r["variant"] == label]
+            deltas = [100 * (r["accuracy"] - base[r["seed"]]) for r in mine]
+            lines.append(
+                f"| {name} | {label} | {mine[0]['leftover_bytes']:,} | {mine[0]['file_bytes']:,} | "
+                f"{100 * statistics.fmean(r['accuracy'] for r in mine):.2f} | "
+                f"{statistics.fmean(deltas):+.2f} ({min(deltas):+.2f} to {max(deltas):+.2f}) |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="convmixer_64_4,resnet20")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--train-samples", type=int, default=12000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    command = "PYTHONPATH=. python benchmarks/leftover_int8.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    text = render(run(args), args, command.strip())
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
