@@ -133,6 +133,17 @@ def load_layers(path: Path) -> list[dict]:
     ]
 
 
+def file_facts(path: Path) -> dict:
+    """Test accuracy and training recipe recorded in a `.pemn` file's provenance."""
+    prov = read_pemn(path).header["provenance"]
+    recipe = prov.get("recipe", {})
+    return {
+        "accuracy": prov.get("accuracy"),
+        "train_samples": prov.get("train_samples"),
+        "epochs": recipe.get("epochs"),
+    }
+
+
 def random_control(layers: list[dict], seed: int = 0) -> list[dict]:
     """The i.i.d. control: uniformly random masks with every layer's shape and exact kept count."""
     rng = np.random.default_rng(seed)
@@ -592,9 +603,18 @@ def rice_tree(k: int) -> bitarray.decodetree:
 
 
 def rice_decode_bitarray(data: np.ndarray, n: int, ones: int, k: int) -> np.ndarray:
-    """Rice decode with bitarray: C-level prefix-code decoding of the gaps, then numpy for positions."""
+    """Rice decode with bitarray: C-level prefix-code decoding of the gaps, then numpy for positions.
+
+    Makes the checks of the package's ``rice_decode`` (section 7.3 of the format) so that the speeds
+    compare like for like; a stream that ends inside a codeword raises ValueError from the iterator.
+    """
     ba = bitarray.bitarray()
     ba.frombytes(data.tobytes())
+    if ones * (k + 1) > len(ba) or (ones == 0 and len(ba)):
+        raise ValueError("rice stream too short for its codewords, or bytes for an empty stream")
+    out = np.zeros(n, dtype=bool)
+    if ones == 0:
+        return out
     it = ba.decode(rice_tree(k))
     symbols = np.fromiter(it, dtype=np.int64, count=ones)
     escapes = int((symbols < 0).sum())
@@ -605,8 +625,13 @@ def rice_decode_bitarray(data: np.ndarray, n: int, ones: int, k: int) -> np.ndar
     real = np.flatnonzero(symbols >= 0)
     escapes_before = np.diff(real - np.arange(real.size), prepend=0)
     gaps = symbols[real] + (escapes_before << k) * RICE_Q_ESCAPE
-    out = np.zeros(n, dtype=bool)
-    out[np.cumsum(gaps + 1) - 1] = True
+    end = int((gaps >> k).sum()) + ones * (k + 1)
+    if len(ba) - end >= 8 or ba[end:].any():
+        raise ValueError("rice stream has bits after its last codeword beyond zero padding")
+    positions = np.cumsum(gaps + 1) - 1
+    if positions[-1] >= n:
+        raise ValueError("rice codewords point past the layer")
+    out[positions] = True
     return out
 
 
@@ -740,8 +765,8 @@ def saving(new: float, old: float) -> str:
     return f"{100 * (1 - new / old):+.1f}%"
 
 
-def render(sets: list[dict], speed: dict, command: str) -> str:
-    """The Markdown report."""
+def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) -> str:
+    """The Markdown report (``layer_rows``: the CSV rows, for the per-layer section)."""
     lines = [
         "# Mask codecs beyond the per-layer bound (trained masks)",
         "",
@@ -779,6 +804,33 @@ def render(sets: list[dict], speed: dict, command: str) -> str:
             f"| {t[f'adaptive_{best_model}']:,} ({best_model}) "
             f"| {t['ctx_ac_fallback']:,} ({saving(t['ctx_ac_fallback'], t['v1'])}) "
             f"| {saving(best, t['v1'])} | {saving(best, t['bound'])} |"
+        )
+    lines += [
+        "",
+        "Trained files (test accuracy on the full Fashion-MNIST test split, from each file's provenance):",
+        "",
+    ]
+    lines += [
+        f"- {s['model']} density {s['density']}: {s['facts']['train_samples']:,} training images x "
+        f"{s['facts']['epochs']} epochs, accuracy {s['facts']['accuracy']:.4f}"
+        for s in sets
+        if s["kind"] == "trained"
+    ]
+    lines += [
+        "",
+        "## Per layer (trained masks, layers with at least 10% of their model's weights)",
+        "",
+        "| model | density | layer | shape | v1 (codec) | bound | group ideal (grouping) | group-ac | ctx-ac |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    model_n = {(s["model"], s["density"]): s["totals"]["n"] for s in sets}
+    for r in layer_rows:
+        if r["masks"] != "trained" or r["n"] < 0.1 * model_n[(r["model"], r["density"])]:
+            continue
+        lines.append(
+            f"| {r['model']} | {r['density']} | {r['layer']} | {r['shape']} | {r['v1']:,} ({r['v1_codec']}) "
+            f"| {math.ceil(r['bound_bits'] / 8):,} | {math.ceil(r['group_ideal_bits'] / 8):,} ({r['axis']}) "
+            f"| {r['group_ac']:,} | {r['ctx_ac']:,} |"
         )
     lines += [
         "",
@@ -855,11 +907,13 @@ def main(argv=None) -> None:
     sets, speed_rows, csv_rows = [], [], []
     for model in models:
         for density in densities:
-            trained = load_layers(trained_path(work, model, density))
+            path = trained_path(work, model, density)
+            trained, facts = load_layers(path), file_facts(path)
             for kind, layers in (("trained", trained), ("random", random_control(trained))):
                 recs = [measure_layer(layer) for layer in layers]
                 csv_rows += [{"model": model, "density": density, "masks": kind, **r} for r in recs]
-                sets.append({"model": model, "density": density, "kind": kind, "totals": summarize_set(recs)})
+                totals = summarize_set(recs)
+                sets.append({"model": model, "density": density, "kind": kind, "facts": facts, "totals": totals})
                 print(f"{model} d={density} {kind}: {json.dumps(sets[-1]['totals'])}", flush=True)
                 if kind == "trained":
                     speed_rows.append(
@@ -873,7 +927,7 @@ def main(argv=None) -> None:
     columns = ["v1", "rice_numpy", "rice_bitarray", "bitarray_sc", "group_rice", "group_ac", "ctx_ac"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "mask_codecs.md").write_text(render(sets, {"columns": columns, "rows": speed_rows}, command))
+    (out / "mask_codecs.md").write_text(render(sets, {"columns": columns, "rows": speed_rows}, command, csv_rows))
     with open(out / "mask_codecs.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(csv_rows[0]))
         writer.writeheader()
