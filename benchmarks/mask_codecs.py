@@ -219,14 +219,35 @@ def context_ids(mask: np.ndarray, model: str) -> np.ndarray:
     row_b = bucket(np.cumsum(x, axis=1) - x, np.arange(cols)[None, :], density)
     col_b = bucket(np.cumsum(x, axis=0) - x, np.arange(rows)[:, None], density)
     ctx = 7 * row_b + col_b
-    if model == "rowb*colb":
+    if model == "rowb_colb":
         return ctx
-    if model == "rowb*colb*left":
+    if model == "rowb_colb_left":
         return 2 * ctx + left
     raise ValueError(model)
 
 
-CONTEXT_MODELS = ("row", "col", "left+above", "rowb*colb", "rowb*colb*left")
+CONTEXT_MODELS = ("row", "col", "left+above", "rowb_colb", "rowb_colb_left")
+
+
+def row_col_logistic_bits(mask: np.ndarray, iterations: int = 30) -> float:
+    """Headroom estimate, no coder: ``P(bit) = sigmoid(a_row + b_col)`` fitted to the mask (maximum likelihood).
+
+    Code length of the mask under the fitted model plus the MDL price of its parameters
+    (``0.5 log2`` of the bits each parameter sees). Row and column rates at once, which neither the
+    per-group counts nor a bucketed context captures fully; a real coder would pay more.
+    """
+    rows, cols = mask.shape
+    x = mask.astype(np.float64)
+    row_rate = (x.sum(axis=1) + 0.5) / (cols + 1.0)
+    a, b = np.log(row_rate / (1 - row_rate)), np.zeros(cols)
+    for _ in range(iterations):  # alternating Newton steps: fitted row and column sums match the mask's
+        p = 1 / (1 + np.exp(-(a[:, None] + b[None, :])))
+        a = np.clip(a + (x.sum(axis=1) - p.sum(axis=1)) / np.maximum((p * (1 - p)).sum(axis=1), 1e-9), -30, 30)
+        p = 1 / (1 + np.exp(-(a[:, None] + b[None, :])))
+        b = np.clip(b + (x.sum(axis=0) - p.sum(axis=0)) / np.maximum((p * (1 - p)).sum(axis=0), 1e-9), -30, 30)
+    p = np.clip(1 / (1 + np.exp(-(a[:, None] + b[None, :]))), 1e-12, 1 - 1e-12)
+    data_bits = float(-np.log2(np.where(mask, p, 1 - p)).sum())
+    return data_bits + 0.5 * (rows * math.log2(max(cols, 2)) + cols * math.log2(max(rows, 2)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -511,7 +532,7 @@ def ctx_ac_code(mask: np.ndarray | None, data: bytes | None, rows: int, cols: in
     """Candidate b, encoder (``mask`` given) or decoder (``data`` given): one pass, same model both ways.
 
     Context: 7 x 7 x 2 = (row-density bucket so far, column-density bucket over earlier rows, left bit),
-    matching ``context_ids(.., "rowb*colb*left")``; adaptive KT counts per context.
+    matching ``context_ids(.., "rowb_colb_left")``; adaptive KT counts per context.
     """
     density = m / (rows * cols)
     n0, n1 = [0] * 98, [0] * 98
@@ -686,6 +707,7 @@ def measure_layer(layer: dict) -> dict:
     rec["group_ideal_bits"] = rec[f"enum_{rec['axis']}_bits"] + rec[f"counts_{rec['axis']}_bits"]
     for model in CONTEXT_MODELS:
         rec[f"adaptive_{model}_bits"] = adaptive_bits(mask, context_ids(mask, model))
+    rec["logistic_row_col_bits"] = min(row_col_logistic_bits(mask), rec["bound_bits"])
     coded = {
         "group_rice": (group_rice_encode(mask), group_rice_decode),
         "group_ac": (group_ac_encode(mask), group_ac_decode),
@@ -755,6 +777,7 @@ def summarize_set(recs: list[dict]) -> dict:
         tot[key] = sum(r[key] for r in recs)
         tot[f"{key}_fallback"] = sum(min(r[key], r["v1"]) for r in recs)
     tot["layer_enum"] = ceil_bytes("enum_layer_bits")
+    tot["logistic_row_col"] = ceil_bytes("logistic_row_col_bits")
     for label in GROUPINGS:
         tot[f"{label}_grouped_layers"] = sum(r["axis"] == label for r in recs)
     return tot
@@ -834,17 +857,29 @@ def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) 
         )
     lines += [
         "",
-        "## Ideal adaptive code lengths of the context models (bytes)",
+        "## Ideal code lengths (bytes, no coder)",
         "",
-        "| model | density | masks | bound | " + " | ".join(CONTEXT_MODELS) + " |",
-        "|---|---:|---|---:|" + "---:|" * len(CONTEXT_MODELS),
+        "*layer enum*: sum of log2 C(n, m), the bound of an exact-count layer (below n·H(m/n) by about "
+        "0.5·log2(2πnpq) bits). *group ideal*: as above. Context columns: ideal adaptive (KT) code length "
+        "with contexts *row* (output channel), *col* (input position), *left+above* (previous bit in the "
+        "row, same position in the previous row), *rowb_colb* (7 buckets of the row's density so far x 7 "
+        "of the column's density in earlier rows), *rowb_colb_left* (the same x the previous bit; ctx-ac "
+        "codes this one). *logistic*: P = sigmoid(a_row + b_col) fitted to the mask plus 0.5·log2 of the "
+        "bits each parameter sees (a headroom estimate for row and column structure together, capped at "
+        "the bound per layer).",
+        "",
+        "| model | density | masks | bound | layer enum | group ideal | "
+        + " | ".join(CONTEXT_MODELS)
+        + " | logistic |",
+        "|---|---:|---|---:|---:|---:|" + "---:|" * (len(CONTEXT_MODELS) + 1),
     ]
     for s in sets:
         t = s["totals"]
         lines.append(
-            f"| {s['model']} | {s['density']} | {s['kind']} | {t['bound']:,} | "
+            f"| {s['model']} | {s['density']} | {s['kind']} | {t['bound']:,} | {t['layer_enum']:,} "
+            f"| {t['group_ideal']:,} | "
             + " | ".join(f"{t[f'adaptive_{mdl}']:,}" for mdl in CONTEXT_MODELS)
-            + " |"
+            + f" | {t['logistic_row_col']:,} |"
         )
     lines += [
         "",
