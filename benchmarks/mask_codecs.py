@@ -788,6 +788,24 @@ def saving(new: float, old: float) -> str:
     return f"{100 * (1 - new / old):+.1f}%"
 
 
+def verdicts(sets: list[dict], target: float = 5.0) -> list[str]:
+    """One line per trained set: each real coder's saving vs v1 beside its saving on the random control."""
+    control = {(s["model"], s["density"]): s["totals"] for s in sets if s["kind"] == "random"}
+    lines = [f"Savings vs v1 with fallback, trained masks (random control in brackets); target {target:g}%:", ""]
+    for s in sets:
+        if s["kind"] != "trained":
+            continue
+        t, c = s["totals"], control[(s["model"], s["density"])]
+        parts = [
+            f"{key.replace('_', '-')} {saving(t[f'{key}_fallback'], t['v1'])} ({saving(c[f'{key}_fallback'], c['v1'])})"
+            for key in ("group_rice", "group_ac", "ctx_ac")
+        ]
+        best = max(100 * (1 - t[f"{key}_fallback"] / t["v1"]) for key in ("group_rice", "group_ac", "ctx_ac"))
+        met = "met" if best >= target else "not met"
+        lines.append(f"- {s['model']} density {s['density']}: " + ", ".join(parts) + f": {met}")
+    return lines
+
+
 def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) -> str:
     """The Markdown report (``layer_rows``: the CSV rows, for the per-layer section)."""
     lines = [
@@ -828,6 +846,7 @@ def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) 
             f"| {t['ctx_ac_fallback']:,} ({saving(t['ctx_ac_fallback'], t['v1'])}) "
             f"| {saving(best, t['v1'])} | {saving(best, t['bound'])} |"
         )
+    lines += ["", *verdicts(sets)]
     lines += [
         "",
         "Trained files (test accuracy on the full Fashion-MNIST test split, from each file's provenance):",
