@@ -28,8 +28,9 @@ the CSV also has every coder alone. The i.i.d. control codes random masks with e
 shape and kept count (a good coder gains about 0% there).
 
 Decode speed is measured in one run, single thread, as MB of decoded mask (one bit per weight) per
-second, and reported as ratios to the package's decoder on the same layers. Item 2 compares the
-package's numpy ``rice_decode`` with a bitarray one (``bitarray.decodetree`` of the Rice code).
+second, and reported as ratios to the package's numpy ``rice_decode`` on the same layers. Item 2
+compares that decoder with a bitarray one (``bitarray.decodetree`` of the Rice code plus an escape
+word, the same checks), identical output asserted on every layer.
 
     python benchmarks/mask_codecs.py                 # trains into --work once (about 30 min of one core)
     python benchmarks/mask_codecs.py --work DIR      # reuses the trained files cached in DIR
