@@ -726,7 +726,7 @@ def measure_layer(layer: dict) -> dict:
 
 
 def decode_speeds(layers: list[dict], repeat: int) -> dict:
-    """Seconds to decode all ``layers`` with each coder (best of ``repeat``; pure-Python coders once)."""
+    """Seconds to decode all ``layers`` with each coder (best of ``repeat``; pure-Python coders best of two)."""
     shapes = [(layer["mask"].shape, int(layer["mask"].sum())) for layer in layers]
     rice = [rice_only(layer["mask"]) for layer in layers]
     for layer, r in zip(layers, rice, strict=True):  # same output as the numpy decoder: asserted
@@ -752,8 +752,8 @@ def decode_speeds(layers: list[dict], repeat: int) -> dict:
         ),
         "bitarray_sc": timed(run(lambda L, s: sc_decode(L["_sc"], L["mask"].size)), repeat),
         "group_rice": timed(run(lambda L, s: group_rice_decode(L["_group_rice"], *s[0], s[1])), repeat),
-        "group_ac": timed(run(lambda L, s: group_ac_decode(L["_group_ac"], *s[0], s[1])), 1),
-        "ctx_ac": timed(run(lambda L, s: ctx_ac_decode(L["_ctx_ac"], *s[0], s[1])), 1),
+        "group_ac": timed(run(lambda L, s: group_ac_decode(L["_group_ac"], *s[0], s[1])), min(2, repeat)),
+        "ctx_ac": timed(run(lambda L, s: ctx_ac_decode(L["_ctx_ac"], *s[0], s[1])), min(2, repeat)),
     }
 
 
@@ -813,7 +813,10 @@ def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) 
         "# Mask codecs beyond the per-layer bound (trained masks)",
         "",
         f"Command: `{command}` ({datetime.date.today().isoformat()}; numpy {np.__version__}, "
-        f"bitarray {bitarray.__version__}, Python {platform.python_version()}, {platform.machine()}, 1 thread)",
+        f"bitarray {bitarray.__version__}, Python {platform.python_version()}, {platform.machine()}, 1 thread), "
+        "run from the repository root with this checkout importable (`PYTHONPATH=.`). The first run trains "
+        "the nine files into `--work` (default: a folder in the temp dir, about 30 minutes of one core on an "
+        "idle machine, longer on a shared one); later runs with the same `--work` only measure (under a minute).",
         "",
         "Masks: "
         + "; ".join(f"{m} trained {e} epochs on {s:,} Fashion-MNIST images" for m, s, e in TRAIN_PLAN)
@@ -831,7 +834,7 @@ def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) 
         "*ctx-ac* also alone (no fallback), to compare with its ideal. Ideals have no fallback. Savings are "
         "against v1.",
         "",
-        "| model | density | masks | weights | v1 | bound | v1 vs bound | group ideal | group-rice | group-ac "
+        "| model | density | masks | weights | v1 | bound | bound vs v1 | group ideal | group-rice | group-ac "
         "| ctx ideal | ctx-ac alone | ctx-ac | best saving vs v1 | best vs bound |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -923,8 +926,11 @@ def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) 
         "package's numpy `rice_decode` on the same layers, in one run. *rice numpy* (the base) and "
         "*rice bitarray* decode the rice stream of every layer (forced rice, the writer's k and invert, "
         "even where v1 stores raw); *v1* is the package's reader on the file's own choice (raw is a "
-        "packbits copy). Best of several runs; the pure-Python arithmetic decoders (group-ac, ctx-ac) "
-        "once. Absolute MB/s of rice numpy in the last column, for scale only.",
+        "packbits copy). Best of `--repeat` runs (5); the pure-Python arithmetic decoders (group-ac, ctx-ac) "
+        "best of two. group-ac and ctx-ac are pure-Python loops (one step per bit) and group-rice parses its "
+        "counts in Python: their ratios measure this prototype, not what a compiled coder would do. On a "
+        "shared machine single ratios move by up to 2x between runs. Absolute MB/s of rice numpy in the "
+        "last column, for scale only.",
         "",
         "| model | density | " + " | ".join(speed["columns"]) + " | rice numpy MB/s |",
         "|---|---:|" + "---:|" * (len(speed["columns"]) + 1),
