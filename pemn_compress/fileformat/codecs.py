@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, HeaderError, ShapeError
+from ._bitrice import rice_decode_fast
 from .constants import MAX_RICE_K
 
 __all__ = [
@@ -139,6 +140,9 @@ def rice_decode(data: np.ndarray, n: int, ones: int, k: int, name: str) -> np.nd
         raise HeaderError(f"layer {name!r}: rice parameter k must be in [0, {MAX_RICE_K}], found {k}")
     if not (0 <= ones <= n):
         raise HeaderError(f"layer {name!r}: ones must be in [0, {n}], found {ones}")
+    fast = rice_decode_fast(data, n, ones, k)  # bitarray, small k; only ever accepts what this function accepts
+    if fast is not None:
+        return fast
     bits = np.unpackbits(data)
     length = bits.size
     if ones * (k + 1) > length:  # each codeword has at least k + 1 bits
