@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal as signals
 
+from .errors import check_int
 from .train import Callback
 
 __all__ = ["InterruptAfterSteps"]
@@ -29,8 +30,7 @@ class InterruptAfterSteps(Callback):
     """
 
     def __init__(self, step: int, *, signal: bool = False):
-        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            raise ValueError(f"step must be an integer >= 1, found {step!r}")
+        check_int("step", step, minimum=1)
         self.step = step
         self.signal = signal
 
