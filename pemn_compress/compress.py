@@ -13,10 +13,13 @@
 2. ``prepare`` -> ``Prepared``: the data set (``DataNotFoundError`` says how to get it), the
    architecture and one dummy forward with a batch of the data's shape (``DataError`` naming both
    shapes), the loaders; when the input carries trained weights, its test accuracy
-   (``dense_accuracy``) and optionally that model as the distillation teacher; then ``mask_`` on a
-   fresh copy of the architecture: the student.
+   (``dense_accuracy``) and optionally that model as the distillation teacher; with
+   ``target_size`` / ``target_ratio``, the density whose file is guaranteed within the budget
+   (``budget.py``; ConfigError before training when none is); then ``mask_`` on a fresh copy of the
+   architecture: the student.
 3. ``train`` -> ``Trained``: ``Trainer.fit`` with checkpoints and graceful Ctrl-C.
-4. ``finish`` -> ``CompressResult``: the file is encoded, loaded back exactly as ``pemn.load`` will
+4. ``finish`` -> ``CompressResult``: the file is encoded (BatchNorm folded unless ``fold_batchnorm=False``;
+   the checkpoint always holds the unfolded trainable state), loaded back exactly as ``pemn.load`` will
    load it, its test accuracy is measured, and it is written atomically with ``provenance =
    {dataset, accuracy, dense_accuracy, normalization, evaluation, recipe, ...}``; the checkpoint is
    then removed.
