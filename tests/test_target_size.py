@@ -143,3 +143,13 @@ def test_unreachable_budget_stops_before_training(env, monkeypatch):
 def test_target_errors_are_one_line(env, args, fragment):
     one_line_error(run("test_mlp", *QUICK, *args, expect=None), fragment)
     assert sorted(os.listdir(env)) == []
+
+
+def test_benchmark_script_runs_and_reports_no_file_over_budget(env):
+    from conftest import load_benchmark
+
+    out = env / "target_size.md"
+    load_benchmark("target_size").main(["--models", "test_mlp", "--budgets", "2", "--train-samples", "128",
+                                        "--test-samples", "100", "--out", str(out)])
+    text = out.read_text()
+    assert "Within budget: 2/2 (100%)" in text and "| test_mlp |" in text and "OVER" not in text
