@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ModelError, PemnError, ShapeError, TrustError
+from .budget import parse_size
+from .errors import ConfigError, ModelError, PemnError, ShapeError, TrustError
 from .export import to_bytes
 from .fileformat.container import atomic_write
 from .fileformat.header import Json
@@ -44,6 +45,7 @@ def save(
     codec: str = "auto",
     architecture: dict | str | None = None,
     provenance: Json = None,
+    target_size: int | str | None = None,
 ) -> Path:
     """Write a masked model to ``path`` atomically; returns the path.
 
@@ -56,12 +58,23 @@ def save(
         "module:function" records a factory (loading it needs ``trust_code=True``); or a dict with
         ``kind`` registry / import / none.
     provenance: a JSON object stored as-is (dataset, accuracy, recipe, ...).
+    target_size: a budget in bytes (``40000``, ``"40KB"``, ``"40KiB"``, see ``budget.parse_size``): the
+        masks are fixed at save time, so a file that would be larger is refused (ConfigError, nothing
+        written) rather than changed; no other option is changed to fit either. Choose the density
+        before training with ``MaskConfig.for_target`` to meet a budget.
 
     Readers see the old file or the complete new one, never a partial file. Raises ConfigError for
     an invalid option and ModelError for a model that is not masked.
     """
+    budget = None if target_size is None else parse_size(target_size)
     blob = to_bytes(model, dense_dtype=dense_dtype, fold_batchnorm=fold_batchnorm, codec=codec,
                     architecture=architecture, provenance=provenance)
+    if budget is not None and len(blob) > budget:
+        raise ConfigError(
+            f"the file would be {len(blob):,} B, over target_size {budget:,} B; nothing was written: mask the "
+            "model with MaskConfig.for_target(model, target_size=...) before training, or store smaller "
+            "leftovers (dense_dtype='float16', fold_batchnorm=True)"
+        )
     return atomic_write(path, blob)
 
 
@@ -272,7 +285,11 @@ def load(
     masks = check_masks(pf)  # every mask validated before any weight is generated
     if masked:
         if folded:
-            raise ModelError("this file stores BatchNorm folded for deployment; it cannot be loaded in trainable form")
+            raise ModelError(
+                "this file stores BatchNorm folded for deployment (pemn compress's default), so it cannot be "
+                "loaded in trainable form (masked=True): to fine-tune, write it with --no-fold-batchnorm "
+                "(pemn.save(..., fold_batchnorm=False))"
+            )
         if verify:  # the fingerprint, streamed: no weight is kept
             stream_weights(pf, masks, {name: None for name in layers}, verify=True)
         mask_(skeleton, pf.config, filter_fn=lambda module, name: name in layers)

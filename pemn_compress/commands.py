@@ -19,7 +19,9 @@ input (click's own usage errors also exit 2); 130 interrupted (Ctrl-C), after sa
 ``pemn compress --json`` prints exactly one JSON document on stdout: on success the keys of
 ``CompressResult`` — output, input, input_kind, architecture, dataset, train_samples, test_samples,
 dense_accuracy, accuracy, file_bytes, dense_fp32_bytes, ratio, steps, epochs, train_seconds,
-seconds, images_per_sec, resumed, distill, device, world_size, rank, options, history, warnings;
+seconds, images_per_sec, resumed, distill, device, world_size, rank, options, history, warnings,
+target (None, or with --target-size / --target-ratio: budget_bytes, target_size, target_ratio, density,
+file_bytes_bound, masks_bytes_bound, leftover_bytes, header_bytes_bound);
 on failure ``{"error": {"type", "message", "checkpoint"}}``. ``pemn eval --json`` prints
 file, dataset, samples, accuracy, loss, recorded_accuracy, dense_accuracy, device, batch_size,
 seconds (or the same error document).
@@ -49,7 +51,8 @@ _DATA_HELP = (
 # is still listed, under "Other options"; a name here that matches no option is ignored.
 COMPRESS_SECTIONS = {
     "Input": ["model", "arch", "arch_kwargs", "allow_pickle", "data", "data_root", "max_train_samples"],
-    "Method": ["strategy", "ratio", "rp_mode", "density", "distribution", "rescale", "learn_values", "seed"],
+    "Method": ["strategy", "ratio", "rp_mode", "density", "target_size", "target_ratio", "distribution", "rescale",
+               "learn_values", "seed"],
     "Training": ["epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing", "augment",
                  "distill", "distill_alpha", "distill_temperature"],
     "Output": ["output", "dense_dtype", "fold_batchnorm", "checkpoint_every", "resume", "as_json", "quiet"],
@@ -72,6 +75,17 @@ def _training_failed(failed: TrainingFailed, as_json: bool) -> None:
     if failed.checkpoint:
         click.echo(f"{rank_prefix()}checkpoint saved to {failed.checkpoint}; rerun with --resume", err=True)
     raise failed.error from None
+
+
+def _check_explicit_density(kwargs: dict) -> None:
+    """--density typed with --target-size / --target-ratio (even its default value) is a one-line error."""
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source("density")
+    given = [name for name in ("target_size", "target_ratio") if kwargs.get(name) is not None]
+    targets = [f"--{name.replace('_', '-')}" for name in given]
+    if targets and source not in (None, ParameterSource.DEFAULT):
+        raise option_error("density", f"and {targets[0]} are mutually exclusive: {targets[0]} chooses the density")
 
 
 def _parse_kwargs(ctx, param, values) -> dict:
@@ -99,9 +113,11 @@ def _print_summary(result) -> None:
     opts = result.options
     strategy = opts["strategy"] + (f" (ratio {opts['ratio']:g}, {opts['rp_mode']})" if opts["strategy"] == "rp" else "")
     arch = result.architecture.get("name") or result.architecture.get("target") or "-"
+    density = result.target["density"] if result.target else opts["density"]
+    target = f" (target {result.target['budget_bytes']:,} B)" if result.target else ""
     rows = [
         ("input", f"{result.input} ({result.input_kind}, {arch})"),
-        ("method", f"{strategy}, density {opts['density']:g}, {opts['distribution']} values"
+        ("method", f"{strategy}, density {density:g}{target}, {opts['distribution']} values"
                    + (", distilled" if result.distill else "")),
         ("data", f"{result.dataset}: {result.train_samples:,} train / {result.test_samples:,} test images"),
     ]
@@ -147,6 +163,13 @@ def _print_summary(result) -> None:
                    "convmixer_64_4, see benchmarks/results/size_accuracy_*).")
 @click.option("--density", type=float, default=0.5, show_default=True,
               help="Fraction of each layer's weights the mask keeps, in (0, 1].")
+@click.option("--target-size", default=None, metavar="SIZE",
+              help="Choose the density so that the file is at most SIZE bytes whatever training learns: 40000, "
+                   "40KB (40,000), 40KiB (40,960), 1.5MB, 2MiB. The largest density up to 0.5 whose size bound "
+                   "fits; an error before training when even one kept weight per layer does not. Not with --density.")
+@click.option("--target-ratio", type=float, default=None, metavar="X",
+              help="Like --target-size, with the budget the dense fp32 safetensors file's size / X (file at least "
+                   "X times smaller). Not with --density or --target-size.")
 @click.option("--distribution", type=click.Choice(DISTRIBUTIONS), default="normal", show_default=True,
               help="Distribution of the fixed values before the per-layer scale: normal (sum of four uniforms), "
                    "signed_constant (+1/-1), uniform (on -sqrt 3..sqrt 3); all have unit variance.")
@@ -197,6 +220,11 @@ def _print_summary(result) -> None:
                    "softer targets that carry more of the teacher's ranking of the wrong classes. Only with --distill.")
 @click.option("--dense-dtype", type=click.Choice(["float32", "float16"]), default="float16", show_default=True,
               help="Storage of the parameters that stay dense (BatchNorm, biases); float16 halves their bytes.")
+@click.option("--fold-batchnorm/--no-fold-batchnorm", default=True, show_default=True,
+              help="Store each BatchNorm folded into one scale and shift per channel: a smaller file for deployment "
+                   "(the accuracy reported is that of this file). Such a file cannot be loaded for further training "
+                   "(pemn.load(masked=True)); --no-fold-batchnorm keeps the running statistics. Checkpoints stay "
+                   "unfolded either way.")
 @click.option("-o", "--output", default=None, metavar="PATH", help="Output file (default: <MODEL stem>.pemn here).")
 @click.option("--checkpoint-every", type=int, default=None, metavar="STEPS",
               help="Write <output>.ckpt every STEPS optimizer steps (default: after every epoch; 0: only on Ctrl-C "
@@ -232,6 +260,7 @@ def compress(as_json: bool, quiet: bool, **kwargs) -> None:
         from .compress import CompressOptions
         from .compress import compress as run_compress
 
+        _check_explicit_density(kwargs)
         options = CompressOptions(**kwargs)
         result = run_compress(options, progress=not (as_json or quiet))
     except TrainingFailed as failed:

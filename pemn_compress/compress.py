@@ -13,10 +13,13 @@
 2. ``prepare`` -> ``Prepared``: the data set (``DataNotFoundError`` says how to get it), the
    architecture and one dummy forward with a batch of the data's shape (``DataError`` naming both
    shapes), the loaders; when the input carries trained weights, its test accuracy
-   (``dense_accuracy``) and optionally that model as the distillation teacher; then ``mask_`` on a
-   fresh copy of the architecture: the student.
+   (``dense_accuracy``) and optionally that model as the distillation teacher; with
+   ``target_size`` / ``target_ratio``, the density whose file is guaranteed within the budget
+   (``budget.py``; ConfigError before training when none is); then ``mask_`` on a fresh copy of the
+   architecture: the student.
 3. ``train`` -> ``Trained``: ``Trainer.fit`` with checkpoints and graceful Ctrl-C.
-4. ``finish`` -> ``CompressResult``: the file is encoded, loaded back exactly as ``pemn.load`` will
+4. ``finish`` -> ``CompressResult``: the file is encoded (BatchNorm folded unless ``fold_batchnorm=False``;
+   the checkpoint always holds the unfolded trainable state), loaded back exactly as ``pemn.load`` will
    load it, its test accuracy is measured, and it is written atomically with ``provenance =
    {dataset, accuracy, dense_accuracy, normalization, evaluation, recipe, ...}``; the checkpoint is
    then removed.
@@ -63,7 +66,8 @@ import torch
 from torch import nn
 
 from . import distributed
-from .api import load, resolve_device, save
+from .api import load, resolve_device
+from .budget import WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density
 from .checkpoints import (
     CheckpointGuard,
     checkpoint_path,
@@ -76,6 +80,7 @@ from .data import ArrayDataset, BatchLoader, get_dataset
 from .errors import ConfigError, worded
 from .evaluation import accuracy_warnings
 from .export import to_bytes
+from .fileformat.container import atomic_write
 from .fileformat.reader import read_pemn
 from .fileformat.summary import summarize
 from .inputs import Architecture, Source, build_input_model, check_data_fits, read_source
@@ -93,6 +98,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# the entries of a BudgetChoice the file records (provenance "target"); the same in the budget's trial header
+_TARGET_PROVENANCE = ("budget_bytes", "target_size", "target_ratio", "density")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,6 +164,7 @@ class Prepared:
     student: nn.Module  # the masked model, on the device
     model: nn.Module  # the student as trained (in DistributedDataParallel under torchrun)
     warnings: list[str]
+    target: BudgetChoice | None = None  # the density chosen for --target-size / --target-ratio
 
 
 @dataclass
@@ -281,10 +289,44 @@ def prepare(options: CompressOptions, checked: Checked, run: RunContext) -> Prep
     test_loader = BatchLoader.from_dataset(data, "test", batch_size=options.eval_batch_size, device=run.device)
     dense_accuracy, teacher = _dense_input(arch, checked, test_loader, run)
     student = arch.dense if not checked.source.trained else arch.build_fresh()
-    mask_(student, options.mask_config())
+    config = options.mask_config()
+    target = None
+    if options.target is not None:
+        target = _choose_target(options, checked, student, arch, data, dense_accuracy)
+        config = config.replace(density=target.density)
+        if run.dist.is_main:
+            run.status.info(target.status_line())
+    mask_(student, config)
     student.train().to(run.device)
     model = distributed.wrap(student, run.dist, run.device)
-    return Prepared(arch, data, train_loader, test_loader, dense_accuracy, teacher, student, model, warnings)
+    return Prepared(arch, data, train_loader, test_loader, dense_accuracy, teacher, student, model, warnings,
+                    target)
+
+
+def _write_options(options: CompressOptions, arch: Architecture) -> dict[str, Any]:
+    """How the file is encoded (``export``'s options): the same for the budget's trial and the file."""
+    return {"dense_dtype": options.dense_dtype, "fold_batchnorm": options.fold_batchnorm,
+            "architecture": arch.reference}
+
+
+def _choose_target(options: CompressOptions, checked: Checked, model: nn.Module, arch: Architecture,
+                   data: ArrayDataset, dense_accuracy: float | None) -> BudgetChoice:
+    """The density whose file is guaranteed within ``--target-size`` / ``--target-ratio`` (``budget.py``),
+    chosen before training from a trial encoding of the unmasked ``model`` (not changed) with the
+    provenance the file will record; ConfigError when even one kept weight per layer is too large."""
+    target_size = cast(int | None, options.target_size)  # CompressOptions parsed it to bytes
+
+    def provenance(density: float) -> dict:
+        choice = {"budget_bytes": budget, "target_size": target_size, "target_ratio": options.target_ratio,
+                  "density": density}
+        return _provenance(options, checked, data, dense_accuracy=None if dense_accuracy is None else WORST_FLOAT,
+                           accuracy=WORST_FLOAT, target=choice)
+
+    budget = target_size or 1  # provisional: only the density-independent fp32 size is read before it is known
+    trial = Trial(model, options.mask_config(), provenance=provenance, **_write_options(options, arch))
+    budget = budget_bytes(target_size=target_size, target_ratio=options.target_ratio,
+                          dense_fp32_bytes=trial.dense_fp32_bytes())
+    return choose_density(trial, budget, target_size=target_size, target_ratio=options.target_ratio)
 
 
 def _input_and_data(options: CompressOptions, source: Source, status: StatusLines) -> tuple[Architecture, ArrayDataset]:
@@ -449,13 +491,13 @@ def finish(options: CompressOptions, checked: Checked, prepared: Prepared, train
     return _result(options, checked, prepared, trained, written, run, warnings)
 
 
-def _write(options: CompressOptions, checked: Checked, prepared: Prepared, run: RunContext) -> Written:
-    """Encode, load back as pemn.load will, measure the accuracy, write atomically."""
-    data = prepared.data
+def _provenance(options: CompressOptions, checked: Checked, data: ArrayDataset, *, dense_accuracy: float | None,
+                accuracy: float | None, target: dict | None) -> dict:
+    """What the file records about its making; ``accuracy`` None: not measured yet (left out)."""
     mean, std = cast(tuple, data.mean), cast(tuple, data.std)  # ArrayDataset sets them on construction
     provenance = {
         "dataset": options.data,
-        "dense_accuracy": prepared.dense_accuracy,
+        "dense_accuracy": dense_accuracy,
         "normalization": {"mean": list(mean), "std": list(std)},
         "evaluation": {"split": "test", "samples": data.num_test, "batch_size": options.eval_batch_size},
         "image_shape": list(data.image_shape),
@@ -463,13 +505,34 @@ def _write(options: CompressOptions, checked: Checked, prepared: Prepared, run: 
         "train_samples": data.num_train,
         "recipe": checked.recipe,
     }
-    write_options: dict[str, Any] = {"dense_dtype": options.dense_dtype, "architecture": prepared.arch.reference}
+    if target is not None:
+        provenance["target"] = target
+    if accuracy is not None:
+        provenance["accuracy"] = accuracy
+    return provenance
+
+
+def _write(options: CompressOptions, checked: Checked, prepared: Prepared, run: RunContext) -> Written:
+    """Encode (BatchNorm folded unless --no-fold-batchnorm), load back as pemn.load will, measure the
+    accuracy, write atomically; never a file over the target's budget."""
+    target = prepared.target
+    choice = None if target is None else {k: v for k, v in target.to_dict().items() if k in _TARGET_PROVENANCE}
+    provenance = _provenance(options, checked, prepared.data, dense_accuracy=prepared.dense_accuracy, accuracy=None,
+                             target=choice)
+    write_options = _write_options(options, prepared.arch)
     run.status.info("measuring the compressed model as it will be loaded ...")
     blob = to_bytes(prepared.student, provenance=provenance, **write_options)
     deployed = load(blob, device=run.device, model=prepared.arch.build_fresh())
     _, accuracy = evaluate(deployed, prepared.test_loader, run.device, amp=False)
     provenance["accuracy"] = accuracy
-    save(prepared.student, checked.output, provenance=provenance, **write_options)
+    blob = to_bytes(prepared.student, provenance=provenance, **write_options)
+    if target is not None and len(blob) > target.budget:
+        raise worded(
+            ConfigError,
+            f"the file would be {len(blob):,} B, over the {target.budget:,} B target: a dense leftover left float16's "
+            "range and is stored in float32; rerun with --dense-dtype float32 (then counted in the budget)",
+        )
+    atomic_write(checked.output, blob)
     totals = summarize(read_pemn(checked.output), checked.output)["totals"]
     written = Written(str(checked.output), accuracy, int(totals["file_bytes"]), int(totals["dense_fp32_bytes"]))
     run.status.info(f"wrote {checked.output}: {written.file_bytes:,} bytes, accuracy {accuracy:.4f}")
@@ -507,5 +570,6 @@ def _result(options: CompressOptions, checked: Checked, prepared: Prepared, trai
         options=options.to_dict(),
         history=[asdict(m) for m in trainer.history],
         warnings=warnings,
+        target=prepared.target.to_dict() if prepared.target is not None else None,
         model=prepared.student,
     )

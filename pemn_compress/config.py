@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from .errors import ConfigError, option_error
+from .errors import ConfigError, check_number, option_error
 
 __all__ = ["DISTRIBUTIONS", "JsonDataclass", "MaskConfig", "RP_MODES", "STRATEGIES"]
 
@@ -112,3 +112,32 @@ class MaskConfig(JsonDataclass):
             )
         if type(self.version) is not int or self.version != 1:
             raise ConfigError(f"MaskConfig version {self.version} is not supported (this library writes version 1)")
+
+    @classmethod
+    def for_target(cls, model: Any, *, target_size: int | str | None = None, target_ratio: float | None = None,
+                   dense_dtype: str = "float16", fold_batchnorm: bool = False, architecture: Any = None,
+                   provenance: Any = None, **config_fields: Any) -> MaskConfig:
+        """A config whose file is guaranteed within a budget, whatever the masks learn (``budget.py``).
+
+        ``model``: the unmasked module (not changed); exactly one of ``target_size`` (bytes: ``40000``,
+        ``"40KB"``, ``"40KiB"``) and ``target_ratio`` (file <= dense fp32 safetensors file / ratio);
+        ``dense_dtype``, ``fold_batchnorm``, ``architecture``, ``provenance``: as the ``pemn.save`` call
+        that will write the file (a provenance that grows after training, e.g. an accuracy, should
+        hold ``budget.WORST_FLOAT`` there); ``config_fields``: the other MaskConfig fields (not
+        density: the budget chooses it). The density is 0.5 when its bound fits, else the largest
+        below it that fits; ConfigError when even one kept weight per layer does not fit.
+        """
+        from .budget import Trial, budget_bytes, choose_density, parse_size
+
+        if "density" in config_fields:
+            raise ConfigError("density and a target are mutually exclusive: the target chooses the density")
+        if (target_size is None) == (target_ratio is None):
+            raise ConfigError("give exactly one of target_size and target_ratio")
+        check_number("target_ratio", target_ratio, low=0.0, optional=True)
+        config = cls(**config_fields)
+        size = None if target_size is None else parse_size(target_size)
+        trial = Trial(model, config, provenance=lambda density: provenance, dense_dtype=dense_dtype,
+                      fold_batchnorm=fold_batchnorm, architecture=architecture)
+        budget = budget_bytes(target_size=size, target_ratio=target_ratio, dense_fp32_bytes=trial.dense_fp32_bytes())
+        choice = choose_density(trial, budget, target_size=size, target_ratio=target_ratio)
+        return config.replace(density=choice.density)

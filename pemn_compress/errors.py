@@ -243,7 +243,8 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
         raise option_error(name, f"must be one of {', '.join(choices)}; found {value!r}")
 
 
-_BOOLEAN_FLAGS = {"resume", "trust-code", "allow-pickle"}  # flags that are True/False arguments in Python
+# flags that are True/False arguments in Python
+_BOOLEAN_FLAGS = {"resume", "trust-code", "allow-pickle", "fold-batchnorm"}
 
 
 def _as_arguments(cli_text: str) -> str:

@@ -16,9 +16,11 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from torch import nn
 
+from .budget import DEFAULT_DENSITY, parse_size
 from .config import JsonDataclass, MaskConfig
 from .errors import ConfigError, check_bool, check_int, check_number, option_error, worded
 from .fileformat.constants import DENSE_DTYPES
@@ -52,6 +54,8 @@ class CompressOptions(JsonDataclass):
     ratio: float | None = None  # rp only: unique values = int(N_max * ratio) + 1
     rp_mode: str = "rand"  # rp only: rand (tile then permute) | copy (tile in order: aliases with kernel shapes)
     density: float = 0.5  # fraction of each layer's weights the mask keeps
+    target_size: int | str | None = None  # file budget in bytes ("40KB", "40KiB"; stored as int): picks the density
+    target_ratio: float | None = None  # file budget as dense fp32 file bytes / X: picks the density
     distribution: str = "normal"  # normal | signed_constant | uniform
     rescale: bool = True  # per-layer fan-in scale (False: the paper's mp/rp)
     learn_values: bool = False  # mp/rp: train the few unique values too
@@ -76,6 +80,7 @@ class CompressOptions(JsonDataclass):
     distill_temperature: float = 4.0
     # the output
     dense_dtype: str = DEFAULT_DENSE_DTYPE  # float16 (measured default) | float32 for the dense leftovers
+    fold_batchnorm: bool = True  # store BatchNorm folded (deployment form); the checkpoint stays unfolded
     output: str | None = None  # default: <input stem>.pemn in the current folder
     checkpoint_every: int | None = None  # steps; None: every epoch; 0: only on interruption
     resume: bool = False  # continue <output>.ckpt
@@ -88,6 +93,7 @@ class CompressOptions(JsonDataclass):
         self._check_names()
         self._check_arch_kwargs()
         self._check_values()
+        self._check_target()
         self.mask_config()  # MaskConfig validates density, ratio, strategy, ...
         self.train_config(distill=False)
 
@@ -129,13 +135,30 @@ class CompressOptions(JsonDataclass):
         check_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, low_open=False)
         check_number("distill_alpha", self.distill_alpha, low=0.0, high=1.0)
         check_number("distill_temperature", self.distill_temperature, low=0.0)
-        for name in ("rescale", "learn_values", "augment", "amp", "resume", "allow_pickle"):
+        for name in ("rescale", "learn_values", "augment", "amp", "resume", "allow_pickle", "fold_batchnorm"):
             check_bool(name, getattr(self, name))
         check_bool("distill", self.distill, optional=True)
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise option_error("device", f"must be one of auto, cpu, cuda or cuda:N; found {self.device!r}")
         if self.dense_dtype not in DENSE_DTYPES:
             raise option_error("dense_dtype", f"must be one of {', '.join(DENSE_DTYPES)}; found {self.dense_dtype!r}")
+
+    def _check_target(self) -> None:
+        """``target_size`` as bytes (int); at most one of target_size, target_ratio, and neither with a
+        density other than the default (the target chooses it)."""
+        if self.target_size is not None:
+            object.__setattr__(self, "target_size", parse_size(self.target_size))
+        check_number("target_ratio", self.target_ratio, low=0.0, optional=True)
+        if self.target_size is not None and self.target_ratio is not None:
+            raise worded(ConfigError, "--target-size and --target-ratio are mutually exclusive: give one budget")
+        target = "--target-size" if self.target_size is not None else "--target-ratio"
+        if self.target is not None and self.density != DEFAULT_DENSITY:
+            raise worded(ConfigError, f"--density and {target} are mutually exclusive: {target} chooses the density")
+
+    @property
+    def target(self) -> int | float | None:
+        """The file budget asked for (target_size in bytes or target_ratio), None without one."""
+        return cast(int | None, self.target_size) if self.target_size is not None else self.target_ratio
 
     def mask_config(self) -> MaskConfig:
         return MaskConfig(
@@ -241,6 +264,7 @@ class CompressResult:
     options: dict  # every option as given
     history: list[dict]  # per epoch: epoch, train_loss, train_acc, eval_loss, eval_acc, ...
     warnings: list[str] = field(default_factory=list)
+    target: dict | None = None  # with a target: budget_bytes, density chosen, the bounds (budget.BudgetChoice)
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # the trained masked model
 
     def to_dict(self) -> dict:

@@ -36,6 +36,7 @@ RESULT_KEYS = {
     "output", "input", "input_kind", "architecture", "dataset", "train_samples", "test_samples", "dense_accuracy",
     "accuracy", "file_bytes", "dense_fp32_bytes", "ratio", "steps", "epochs", "train_seconds", "seconds",
     "images_per_sec", "resumed", "distill", "device", "world_size", "rank", "options", "history", "warnings",
+    "target",
 }  # fmt: skip
 
 
@@ -106,6 +107,8 @@ def test_zoo_name_json_document_and_file(env):
     assert prov["dataset"] == "fashion-mnist" and prov["accuracy"] == doc["accuracy"]
     assert prov["recipe"]["strategy"] == "onelayer" and prov["recipe"]["max_train_samples"] == 256
     assert "output" not in prov["recipe"] and "resume" not in prov["recipe"]
+    assert prov["recipe"]["fold_batchnorm"] is True and doc["target"] is None and "target" not in prov
+    assert pf.header["dense"]["folded_batchnorm"] == ["body.1"]  # deploy-ready by default: the eval below reads it
     assert len(prov["normalization"]["mean"]) == 1
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 

@@ -78,7 +78,8 @@ def test_export_then_encode_is_what_save_writes(tmp_path):
 
 def test_save_lists_its_options_as_keyword_arguments():
     params = inspect.signature(pemn.save).parameters
-    assert list(params) == ["model", "path", "dense_dtype", "fold_batchnorm", "codec", "architecture", "provenance"]
+    assert list(params) == ["model", "path", "dense_dtype", "fold_batchnorm", "codec", "architecture", "provenance",
+                            "target_size"]
     assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in list(params)[2:])
     assert params["dense_dtype"].default == "float16" and params["codec"].default == "auto"
     with pytest.raises(TypeError):

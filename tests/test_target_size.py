@@ -1,0 +1,155 @@
+"""`pemn compress` as a user types it: BatchNorm folded by default, and --target-size / --target-ratio
+(the file on disk never over the budget, the density printed, errors in one line before training)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import pemn_compress as pemn
+from pemn_compress.budget import parse_size
+from pemn_compress.commands import compress, eval_command
+from pemn_compress.compress import CompressOptions, TrainingInterrupted
+from pemn_compress.compress import compress as compress_api
+from pemn_compress.errors import ModelError
+from pemn_compress.faults import InterruptAfterSteps
+
+QUICK = ["--max-train-samples", "256", "--epochs", "1", "--batch-size", "64", "--threads", "1"]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def env(fmnist_subset, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEMN_FASHION_MNIST_DIR", str(fmnist_subset))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*args: str, expect: int | None = 0):
+    result = CliRunner().invoke(compress, [str(a) for a in args])
+    if expect is not None:
+        assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr, result.exception)
+    return result
+
+
+def one_line_error(result, *fragments: str) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and sum("error" in line for line in lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[-1], (fragment, lines[-1])
+    return lines[-1]
+
+
+def batchnorm_channels(name: str) -> int:
+    """Channels of every BatchNorm of the zoo model, counted from the module itself."""
+    model = pemn.create_model(name)
+    return sum(m.num_features for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+
+# ------------------------------------------------------------------------------------------------ folding
+
+
+def test_batchnorm_is_folded_by_default_and_kept_on_request(env):
+    folded = json.loads(run("test_convmixer", *QUICK, "-o", "folded.pemn", "--json").stdout)
+    plain = json.loads(run("test_convmixer", *QUICK, "-o", "plain.pemn", "--no-fold-batchnorm", "--json").stdout)
+    a, b = pemn.read_pemn(env / "folded.pemn"), pemn.read_pemn(env / "plain.pemn")
+    assert len(a.header["dense"]["folded_batchnorm"]) == 5 and b.header["dense"]["folded_batchnorm"] == []
+    assert a.header["provenance"]["recipe"]["fold_batchnorm"] is True
+    assert b.header["provenance"]["recipe"]["fold_batchnorm"] is False
+    # two running statistics per channel in fp16 are not stored: 4 bytes per channel fewer
+    assert b.tensor_bytes("dense.") - a.tensor_bytes("dense.") == 4 * batchnorm_channels("test_convmixer") == 320
+    assert os.path.getsize(env / "folded.pemn") < os.path.getsize(env / "plain.pemn")
+    assert folded["file_bytes"] == os.path.getsize(env / "folded.pemn")
+    assert plain["file_bytes"] == os.path.getsize(env / "plain.pemn")
+
+    # the accuracy reported is the folded file's, as pemn eval measures it
+    report = json.loads(CliRunner().invoke(eval_command, [str(env / "folded.pemn"), "--json"]).stdout)
+    assert report["accuracy"] == report["recorded_accuracy"] == folded["accuracy"]
+
+    with pytest.raises(ModelError, match=r"--no-fold-batchnorm \(pemn.save\(\.\.\., fold_batchnorm=False\)\)"):
+        pemn.load(env / "folded.pemn", device="cpu", masked=True)
+    assert pemn.load(env / "plain.pemn", device="cpu", masked=True) is not None
+
+
+def test_resume_compares_fold_batchnorm(env):
+    options = dict(model="test_mlp", max_train_samples=256, epochs=2, batch_size=64, threads=1, output="out.pemn")
+    with pytest.raises(TrainingInterrupted):
+        compress_api(CompressOptions(**options, checkpoint_every=3), callbacks=[InterruptAfterSteps(5)])
+    state = torch.load(env / "out.pemn.ckpt", weights_only=True)
+    assert state["recipe"]["fold_batchnorm"] is True
+    assert any(k.endswith("running_var") for k in state["trainer"]["model"])  # the checkpoint stays unfolded
+    changed = run("test_mlp", "--max-train-samples", "256", "--epochs", "2", "--batch-size", "64", "--threads", "1",
+                  "-o", "out.pemn", "--resume", "--no-fold-batchnorm", expect=None)
+    one_line_error(changed, "other settings", "fold_batchnorm True -> False")
+
+
+# ------------------------------------------------------------------------------------------------ budgets
+
+
+@pytest.mark.parametrize(("model", "budgets"), [
+    ("test_convmixer", ["4600", "4.7KB", "5KiB"]),
+    ("test_mlp", ["3.3KB", "4KiB", "5000", "1MB"]),
+])  # fmt: skip
+def test_target_size_as_typed_is_never_exceeded(env, model, budgets):
+    for i, typed in enumerate(budgets):
+        result = run(model, *QUICK, "--target-size", typed, "-o", f"t{i}.pemn")
+        budget = parse_size(typed)
+        size = os.path.getsize(env / f"t{i}.pemn")
+        assert size <= budget, (typed, size)
+        prov = pemn.read_pemn(env / f"t{i}.pemn").header["provenance"]
+        density = pemn.read_pemn(env / f"t{i}.pemn").header["config"]["density"]
+        assert prov["target"] == {"budget_bytes": budget, "target_size": budget, "target_ratio": None,
+                                  "density": density}
+        assert prov["recipe"]["target_size"] == budget
+        assert f"target {budget:,} B: density {density:g} (masks <= " in result.stderr
+        assert f"density {density:g} (target {budget:,} B)" in result.stdout
+
+
+def test_target_ratio_json(env):
+    doc = json.loads(run("test_mlp", *QUICK, "--target-ratio", "30", "--json").stdout)
+    target = doc["target"]
+    assert target["budget_bytes"] == doc["dense_fp32_bytes"] // 30 and target["target_ratio"] == 30
+    assert doc["file_bytes"] == os.path.getsize(env / "test_mlp.pemn") <= target["file_bytes_bound"]
+    assert target["file_bytes_bound"] <= target["budget_bytes"] and doc["ratio"] >= 30
+    assert target["masks_bytes_bound"] + target["leftover_bytes"] + target["header_bytes_bound"] == \
+        target["file_bytes_bound"]
+
+
+def test_unreachable_budget_stops_before_training(env, monkeypatch):
+    def no_training(self):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr("pemn_compress.compress.Trainer.fit", no_training)
+    result = run("test_convmixer", *QUICK, "--target-size", "1KB", expect=None)
+    one_line_error(result, "--target-size 1,000 B is below the smallest file this model can make",
+                   "the leftovers take 320 B")
+    assert sorted(os.listdir(env)) == []  # no checkpoint, no output file
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--density", "0.3", "--target-size", "40KB"], "--density and --target-size are mutually exclusive"),
+    (["--density", "0.5", "--target-ratio", "4"], "--density and --target-ratio are mutually exclusive"),
+    (["--target-size", "40KB", "--target-ratio", "4"], "--target-size and --target-ratio are mutually exclusive"),
+    (["--target-size", "40 kilobytes"], "--target-size must be a size in bytes such as 40000, 40KB"),
+    (["--target-ratio", "0"], "--target-ratio must be a number in (0.0, inf)"),
+])  # fmt: skip
+def test_target_errors_are_one_line(env, args, fragment):
+    one_line_error(run("test_mlp", *QUICK, *args, expect=None), fragment)
+    assert sorted(os.listdir(env)) == []
+
+
+def test_benchmark_script_runs_and_reports_no_file_over_budget(env):
+    from conftest import load_benchmark
+
+    out = env / "target_size.md"
+    load_benchmark("target_size").main(["--models", "test_mlp", "--budgets", "2", "--train-samples", "128",
+                                        "--test-samples", "100", "--out", str(out)])
+    text = out.read_text()
+    assert "Within budget: 2/2 (100%)" in text and "| test_mlp |" in text and "OVER" not in text
