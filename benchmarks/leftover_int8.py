@@ -9,7 +9,8 @@ leftover tensor quantized to int8 and back:
 
 - ``int8 symmetric``: ``q = round(x / s)``, ``s = max|x| / 127``, one float16 scale per tensor;
 - ``int8 affine``: ``q = round((x - lo) / s)``, ``s = (hi - lo) / 255``, a float16 scale and offset per
-  tensor (folded BatchNorm scales are mostly positive, so the affine grid uses the range better).
+  tensor (folded BatchNorm scales are mostly positive, so the affine grid uses the range better);
+- ``int8, blocks of 16``: symmetric, one float16 scale per 16 consecutive values (per channel group).
 
 v1 files cannot store int8 leftovers, so the int8 rows are simulated on the loaded model; their byte
 counts are what the leftovers would take (1 byte per value plus 2 or 4 bytes per tensor). Accuracy
@@ -52,7 +53,22 @@ def quantize_affine(x: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.round((x - lo) / scale), 0, 255) * scale + lo
 
 
-VARIANTS = (("float16", None, 0), ("int8 symmetric", quantize_symmetric, 2), ("int8 affine", quantize_affine, 4))
+def quantize_blocks(x: torch.Tensor, block: int = 16) -> torch.Tensor:
+    """int8 symmetric with one float16 scale per block of ``block`` consecutive values (per channel
+    group): an outlier (a folded BatchNorm channel with a tiny running variance) only coarsens its block."""
+    flat = x.reshape(-1)
+    out = torch.empty_like(flat)
+    for start in range(0, flat.numel(), block):
+        out[start : start + block] = quantize_symmetric(flat[start : start + block])
+    return out.reshape(x.shape)
+
+
+VARIANTS = (
+    ("float16", None, 0),
+    ("int8 symmetric", quantize_symmetric, 2),
+    ("int8 affine", quantize_affine, 4),
+    ("int8, blocks of 16", quantize_blocks, None),
+)
 
 
 def leftover_keys(path: Path) -> list[tuple[str, int]]:
@@ -92,7 +108,12 @@ def run(args) -> list[dict]:
                 keys = leftover_keys(path)
                 values = sum(n for _, n in keys)
                 for label, quantize, per_tensor in VARIANTS:
-                    leftovers = dense_bytes if quantize is None else values + per_tensor * len(keys)
+                    if quantize is None:
+                        leftovers = dense_bytes
+                    elif per_tensor is None:  # a float16 scale per block of 16 values
+                        leftovers = values + 2 * sum(-(-numel // 16) for _, numel in keys)
+                    else:
+                        leftovers = values + per_tensor * len(keys)
                     accuracy = evaluate_variant(path, keys, quantize, test)
                     rows.append(
                         {
