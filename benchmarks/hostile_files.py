@@ -356,11 +356,11 @@ def build_hostile() -> list[Hostile]:
         add(
             f"folded_batchnorm_{label}",
             "inconsistent",
-            f"dense.folded_batchnorm naming {names[0]!r}, not a module of the model",
+            f"dense.folded_batchnorm naming {names[0]!r}, with no folded weight/bias entries in the table",
             e.pack(),
-            "accepted",
-            "ModelError",
-            "is not a BatchNorm module",
+            "HeaderError",  # readers check folded names against the dense table (spec 11.2)
+            "HeaderError",
+            "folded_batchnorm",
         )
     entries, data = mv.container_entries(seq)
     order = sorted((n for n in entries if n != "__metadata__"), key=lambda n: entries[n]["data_offsets"])

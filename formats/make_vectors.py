@@ -46,6 +46,8 @@ from pemn_compress.config import MaskConfig  # noqa: E402
 from pemn_compress.export import to_bytes  # noqa: E402
 from pemn_compress.fileformat.codecs import rice_encode  # noqa: E402
 from pemn_compress.fileformat.constants import (  # noqa: E402
+    DENSE_GROUPS,
+    DENSE_PREFIX,
     KEY_HEADER,
     KEY_HEADER_SHA256,
     KEY_VERSION,
@@ -106,7 +108,14 @@ def convmixer_skeleton() -> nn.Module:
     return create_model("test_convmixer")
 
 
-SKELETONS = {"tiny_seq": tiny_seq, "tiny_conv1d": tiny_conv1d, "test_convmixer": convmixer_skeleton}
+def root_linear() -> nn.Module:
+    """The whole model is one Linear (12 -> 5, with bias): its layer is the root module, named ""."""
+    return nn.Linear(12, 5)
+
+
+SKELETONS = {
+    "tiny_seq": tiny_seq, "tiny_conv1d": tiny_conv1d, "test_convmixer": convmixer_skeleton, "root_linear": root_linear,
+}
 
 
 def _philox_uniform(seed: int, stream: int, n: int) -> np.ndarray:
@@ -217,12 +226,109 @@ def build_valid(name: str) -> bytes:
     _fill_scores(model, list(VALID).index(name))
     if config.learn_values:
         _learn_values(model)
-    return to_bytes(model, **{"dense_dtype": "float32", **save_kwargs})  # never the writer's default
+    # never the writer's defaults: the vectors must not change when a default does
+    return to_bytes(model, **{"dense_dtype": "float32", "fold_batchnorm": False, **save_kwargs})
+
+
+# --------------------------------------------------------------------------------------- derived valid
+# Valid files no writer option produces, made by editing a valid vector (or a wrapped model): each pins
+# a reader rule that says "accept". name -> (skeleton for pemn.load, codecs, description, builder);
+# a builder takes the VALID blobs by name and returns the file.
+def _root_linear_file(blobs: dict[str, bytes]) -> bytes:
+    """nn.Sequential(Linear) written by the package, then renamed to the bare Linear: layer "" and
+    dense key "bias" (mask_ cannot mask a bare layer in place, a writer of another tool may)."""
+    model = nn.Sequential(root_linear())
+    _fill_dense(model)
+    mask_(model, MaskConfig(strategy="dense", density=0.5, seed=19))
+    _fill_scores(model, len(VALID))
+    e = Edit(to_bytes(model, dense_dtype="float32", fold_batchnorm=False, codec="raw"))
+    e.header["layers"][0]["name"] = ""
+    table = e.header["dense"]["tensors"]
+    e.header["dense"]["tensors"] = [[key.removeprefix("0."), shape, group] for key, shape, group in table]
+    return e.pack()
+
+
+def _not_canonical_file(blobs: dict[str, bytes]) -> bytes:
+    """pemn.header indented, keys in reverse order, non-ASCII unescaped: hashed as stored, still read."""
+    e = Edit(blobs["seq_dense_raw_d50"])
+    e.header["provenance"] = {"note": "na\u00efve \u2713"}
+    reordered = dict(reversed(list(e.header.items())))
+    return e.pack(header_text=json.dumps(reordered, indent=1, ensure_ascii=False))
+
+
+def _nested(depth: int) -> list:
+    """A JSON array of the given depth ([] has depth 1)."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _depth_64_file(blobs: dict[str, bytes]) -> bytes:
+    """pemn.header of depth exactly 64: header object (1) + provenance object (1) + 62 arrays."""
+    e = Edit(blobs["seq_dense_raw_d50"])
+    e.header["provenance"] = {"deep": _nested(62)}
+    return e.pack()
+
+
+def _padding_file(blobs: dict[str, bytes]) -> bytes:
+    """Safetensors header preceded by LF and followed by tab, LF, CR, space: JSON whitespace, accepted."""
+    blob = blobs["seq_dense_raw_d50"]
+    (n,) = struct.unpack("<Q", blob[:8])
+    text = b"\n" + blob[8 : 8 + n].rstrip(b" ") + b"\t\n\r "
+    return struct.pack("<Q", len(text)) + text + blob[8 + n :]
+
+
+def _nonfinite_leftovers_file(blobs: dict[str, bytes]) -> bytes:
+    """Dense leftovers holding NaN and -inf: allowed (they do not enter the fingerprint)."""
+    e = Edit(blobs["seq_dense_raw_d50"])
+    e.tensors["dense.f32"][:2] = [np.nan, -np.inf]
+    return e.pack()
+
+
+def _fp16_with_f32_entry_file(blobs: dict[str, bytes]) -> bytes:
+    """A float16 file with an in-range leftover in dense.f32: readers do not look at the values."""
+    e = Edit(blobs["seq_onelayer_rice_d90_fp16"])
+    arrays = _dense_arrays(e)
+    table = e.header["dense"]["tensors"]
+    table[0][2] = "f32"
+    _set_dense(e, arrays, table)
+    return e.pack()
+
+
+DERIVED = {
+    "linear_root_layer": ("root_linear", {"raw"}, "the whole model is one Linear: layer '' and dense key 'bias'",
+                          _root_linear_file),
+    "seq_dense_header_not_canonical": ("tiny_seq", {"raw"}, "pemn.header indented, keys reversed, non-ASCII "
+                                       "unescaped: readers hash the stored text and accept it", _not_canonical_file),
+    "seq_dense_header_depth_64": ("tiny_seq", {"raw"}, "pemn.header nested exactly 64 deep (the limit)",
+                                  _depth_64_file),
+    "seq_dense_container_padding": ("tiny_seq", {"raw"}, "safetensors header with JSON whitespace before and after "
+                                    "(LF; tab, LF, CR, space)", _padding_file),
+    "seq_dense_leftovers_nonfinite": ("tiny_seq", {"raw"}, "dense leftovers holding NaN and -inf (allowed)",
+                                      _nonfinite_leftovers_file),
+    "seq_fp16_with_f32_entry": ("tiny_seq", {"rice"}, "float16 file with an in-range leftover stored in dense.f32",
+                                _fp16_with_f32_entry_file),
+}
+
+
+# derived vectors whose bytes are not what the writer makes of their content (``encode(decode(blob))``
+# differs): marked ``"canonical": false`` in valid/expected.json
+NOT_CANONICAL = {"seq_dense_header_not_canonical", "seq_dense_container_padding"}
+
+
+def _valid_info(name: str) -> tuple[str, set[str], str]:
+    """(skeleton, codecs that must appear, description) of a VALID or DERIVED vector."""
+    if name in DERIVED:
+        skeleton, codecs, description, _ = DERIVED[name]
+        return skeleton, codecs, description
+    skeleton, _, _, codecs, description = VALID[name]
+    return skeleton, codecs, description
 
 
 def describe_valid(name: str, blob: bytes) -> dict:
     """The pinned facts of one valid vector, computed with the package (and checked by it)."""
-    skeleton, config_kwargs, _, codecs, description = VALID[name]
+    skeleton, codecs, description = _valid_info(name)
     pf = read_pemn(blob)
     weights = decode_weights(pf)
     verify_fingerprint(pf, weights)
@@ -231,7 +337,9 @@ def describe_valid(name: str, blob: bytes) -> dict:
         raise AssertionError(f"{name}: expected codecs {sorted(codecs)}, the writer chose {sorted(found_codecs)}")
     arch = pf.file_header.architecture.reference
     dense = pf.dense_arrays()
+    extra = {"canonical": False} if name in NOT_CANONICAL else {}
     return {
+        **extra,
         "description": description,
         "file_sha256": sha256(blob),
         "bytes": len(blob),
@@ -291,6 +399,53 @@ class Edit:
     def index(self, codec: str) -> int:
         """Index of the first layer that uses ``codec``."""
         return next(i for i, layer in enumerate(self.header["layers"]) if layer["codec"] == codec)
+
+
+def _dense_arrays(e: Edit) -> dict[str, np.ndarray]:
+    """The leftovers of an edit by key, as stored (copies)."""
+    offsets: dict[str, int] = {}
+    out = {}
+    for key, shape, group in e.header["dense"]["tensors"]:
+        start, n = offsets.get(group, 0), math.prod(shape)
+        out[key] = e.tensors[DENSE_PREFIX + group][start : start + n].reshape(shape).copy()
+        offsets[group] = start + n
+    return out
+
+
+def _set_dense(e: Edit, arrays: dict[str, np.ndarray], table: list) -> None:
+    """Rebuild the ``dense.<group>`` tensors from ``arrays`` in ``table`` order (values cast to the group)."""
+    groups: dict[str, list[np.ndarray]] = {}
+    for key, _, group in table:
+        groups.setdefault(group, []).append(np.asarray(arrays[key], DENSE_GROUPS[group]).reshape(-1))
+    e.tensors = {name: t for name, t in e.tensors.items() if not name.startswith(DENSE_PREFIX)}
+    e.tensors.update({DENSE_PREFIX + group: np.concatenate(parts) for group, parts in groups.items()})
+    e.header["dense"]["tensors"] = table
+
+
+def _fingerprint_generated(e: Edit) -> str:
+    """The fingerprint of an edit whose banks are generated and untiled and whose masks are raw (the
+    ``dense`` strategy of ``seq_dense_raw_d50``), computed as section 10 says."""
+    h = hashlib.sha256()
+    config = e.header["config"]
+    for layer, stream in zip(e.header["layers"], e.streams, strict=True):
+        n = math.prod(layer["shape"])
+        unit = rng.unit_values(config["seed"], layer["bank"], n, config["distribution"])
+        mask = np.unpackbits(stream, count=n).astype(np.float32)
+        weight = (unit * np.float32(layer["scale"])) * mask
+        if not np.isfinite(weight).all():
+            raise AssertionError("_fingerprint_generated: the weights are not finite (machine-dependent bits)")
+        h.update(weight.astype("<f4").tobytes())
+    return h.hexdigest()
+
+
+def _rice_bits(e: Edit, i: int) -> int:
+    """Bits of layer ``i``'s rice codewords (without the padding)."""
+    layer = e.header["layers"][i]
+    bits = np.unpackbits(e.streams[i])
+    cursor = 0
+    for _ in range(layer["ones"]):
+        cursor = int(np.flatnonzero(bits[cursor:] == 0)[0]) + cursor + 1 + layer["rice_k"]
+    return cursor
 
 
 def raw_container(header: dict, data: bytes) -> bytes:
@@ -639,6 +794,119 @@ def build_invalid(valid: dict[str, bytes]) -> dict[str, tuple[bytes, dict]]:
     add("mask_byte_flipped.pemn", e.pack(sign_data=False), "ChecksumError", "data checksum",
         "one bit of a raw mask flipped")
 
+    # ---- non-finite weights (spec section 10, row 23): refused before the fingerprint
+    e = Edit(rp)
+    e.tensors["values.0"][3] = np.nan
+    add("values_nan.pemn", e.pack(), "ShapeError", "non-finite", "a stored unit value is NaN")
+    e = Edit(valid["seq_mp_learned"])
+    e.tensors["values.0"][0] = np.inf
+    add("values_inf.pemn", e.pack(), "ShapeError", "non-finite", "a stored (learned) unit value is +inf")
+    e = Edit(base)
+    e.header["layers"][0]["scale"] = float(np.finfo(np.float32).max)
+    add("scale_float32_max.pemn", e.pack(), "ShapeError", "not finite in float32",
+        "scale float32 max: values above 1 overflow, masked-out ones would be NaN (fingerprint left as it was)")
+    e = Edit(base)
+    bound = np.float32(rng.unit_bound("normal"))
+    scale = np.float32(np.finfo(np.float32).max / bound)
+    with np.errstate(over="ignore"):
+        while np.isfinite(np.float32(float(bound) * float(scale))):
+            scale = np.nextafter(scale, np.float32(np.inf))
+    e.header["layers"][0]["scale"] = float(scale)
+    e.header["fingerprint"]["value"] = _fingerprint_generated(e)  # every actual weight is finite
+    add("scale_over_bound.pemn", e.pack(), "ShapeError", "not finite in float32",
+        "the smallest scale whose product with the normal bound 3.4641013 overflows: no actual weight does "
+        "(fingerprint correct), refused by the bound rule")
+    e = Edit(rp)
+    e.tensors["values.0"][0] = np.float32(3e38)
+    e.header["layers"][0]["scale"] = 2.0
+    add("values_large_scale_overflow.pemn", e.pack(), "ShapeError", "not finite in float32",
+        "a finite stored value 3e38 read by a layer of scale 2: the product overflows")
+
+    # ---- reader rules for what the spec first wrote for writers only
+    e = Edit(base)
+    e.header["banks"][0]["stored"] = True
+    e.tensors["values.0"] = rng.unit_values(e.header["config"]["seed"], 0, e.header["banks"][0]["size"])
+    add("bank_stored_unexpected.pemn", e.pack(), "HeaderError", "stored",
+        "strategy dense without learned values, bank 0 stored anyway (with its vector)")
+    e = Edit(rp)
+    e.header["banks"][0]["stored"] = False
+    del e.tensors["values.0"]
+    add("bank_not_stored_rp.pemn", e.pack(), "HeaderError", "stored", "an rp bank not stored")
+    e = Edit(base)
+    arrays, table = _dense_arrays(e), e.header["dense"]["tensors"]
+    table[0][2] = "f16"
+    _set_dense(e, arrays, table)
+    add("dense_f16_in_float32_file.pemn", e.pack(), "HeaderError", "dense.dtype",
+        "dense.dtype float32 with a leftover in group f16")
+    text = base[8 : 8 + hlen].rstrip(b" ") + b"\x00"
+    add("container_padding_nul.pemn", struct.pack("<Q", len(text)) + text + base[8 + hlen :], "ContainerError",
+        "JSON", "safetensors header padded with a NUL byte (only JSON whitespace may follow the object)",
+        safetensors_rejects=True)
+
+    # ---- producer, architecture and folded BatchNorm checked as the tables say
+    e = Edit(base)
+    e.header["producer"] = "pemn-compress 0.1.0"
+    add("producer_not_object.pemn", e.pack(), "HeaderError", "producer", "producer is a string")
+    e = Edit(base)
+    del e.header["producer"]["version"]
+    add("producer_version_missing.pemn", e.pack(), "HeaderError", "producer", "producer without version")
+    e = Edit(cm)
+    del e.header["architecture"]["name"]
+    add("architecture_registry_name_missing.pemn", e.pack(), "HeaderError", "architecture.name",
+        "a registry reference without a name")
+    e = Edit(cm)
+    e.header["architecture"]["kwargs"] = []
+    add("architecture_registry_kwargs_list.pemn", e.pack(), "HeaderError", "architecture.kwargs",
+        "registry kwargs that are an array")
+    e = Edit(cm)
+    e.header["architecture"] = {"kind": "import", "target": "os.system", "kwargs": {}}
+    add("architecture_import_target_no_colon.pemn", e.pack(), "HeaderError", "architecture.target",
+        "an import target that is not module:function")
+    folded = valid["seq_rp_rand_maxseed_folded"]
+    e = Edit(folded)
+    e.header["dense"]["folded_batchnorm"].append(1)
+    add("folded_batchnorm_not_string.pemn", e.pack(), "HeaderError", "folded_batchnorm", "a folded name that is 1")
+    e = Edit(folded)
+    e.header["dense"]["folded_batchnorm"].append(e.header["dense"]["folded_batchnorm"][0])
+    add("folded_batchnorm_duplicate.pemn", e.pack(), "HeaderError", "folded_batchnorm", "a folded name twice")
+    e = Edit(folded)
+    e.header["dense"]["folded_batchnorm"].append("7")
+    add("folded_batchnorm_no_entries.pemn", e.pack(), "HeaderError", "folded_batchnorm",
+        "a folded name with no weight or bias in the table")
+    e = Edit(folded)
+    bn = e.header["dense"]["folded_batchnorm"][0]
+    e.header["dense"]["tensors"].append([f"{bn}.running_mean", [4], "f32"])
+    e.tensors["dense.f32"] = np.concatenate([e.tensors["dense.f32"], np.zeros(4, np.float32)])
+    add("folded_batchnorm_running_stats.pemn", e.pack(), "HeaderError", "folded_batchnorm",
+        "a folded BatchNorm whose running_mean is still stored")
+
+    # ---- one class per fault: wrong JSON type = HeaderError, integer out of range = ShapeError
+    e = Edit(base)
+    e.header["layers"][2]["shape"] = [3, 64.0]
+    add("layer_shape_float_dim.pemn", e.pack(), "HeaderError", "dimension must be an integer",
+        "a layer dimension written 64.0")
+    e = Edit(base)
+    e.header["layers"][2]["shape"] = [0, 64]
+    add("layer_shape_zero_dim.pemn", e.pack(), "ShapeError", "shape", "a layer dimension 0")
+    e = Edit(base)
+    e.header["dense"]["tensors"][0][1] = [float(e.header["dense"]["tensors"][0][1][0])]
+    add("dense_shape_float_dim.pemn", e.pack(), "HeaderError", "dimension must be an integer",
+        "a leftover dimension written as a float")
+    e = Edit(base)
+    e.header["dense"]["tensors"][0][1] = [-4]
+    add("dense_shape_negative_dim.pemn", e.pack(), "ShapeError", "shape", "a leftover dimension -4")
+
+    # ---- JSON depth (scalar 0, array/object 1 + deepest member) and rice padding bits
+    e = Edit(base)
+    e.header["provenance"] = {"deep": _nested(63)}
+    add("header_depth_65.pemn", e.pack(), "HeaderError", "deeper than 64", "pemn.header nested 65 deep")
+    e = Edit(rice)
+    i = next(j for j, layer in enumerate(e.header["layers"])
+             if layer["codec"] == "rice" and layer["ones"] and _rice_bits(e, j) % 8)
+    e.streams[i][-1] |= 0x01  # the last padding bit
+    add("rice_padding_one_bit.pemn", e.pack(), "ShapeError", "after its last codeword",
+        "a one among the (fewer than 8) padding bits after the last rice codeword")
+
     # ---- trust: valid data, but loading it would import and call os.system
     e = Edit(cm)
     e.header["architecture"] = {"kind": "import", "target": "os:system",
@@ -692,8 +960,9 @@ def generate(out: Path) -> dict[str, int]:
             if old.suffix in (".pemn", ".bin", ".json"):
                 old.unlink()
     blobs = {name: build_valid(name) for name in VALID}
+    derived = {name: builder(blobs) for name, (_, _, _, builder) in DERIVED.items()}
     expected_valid = {}
-    for name, blob in blobs.items():
+    for name, blob in {**blobs, **derived}.items():
         expected_valid[f"{name}.pemn"] = describe_valid(name, blob)
         (valid_dir / f"{name}.pemn").write_bytes(blob)
     _dump(valid_dir / "expected.json", expected_valid)
@@ -704,7 +973,9 @@ def generate(out: Path) -> dict[str, int]:
         expected_invalid[name] = entry
     _dump(invalid_dir / "expected.json", expected_invalid)
     sizes = {f"{p.parent.name}/{p.name}": p.stat().st_size for p in sorted(out.glob("*/*"))}
-    too_big = {name: size for name, size in sizes.items() if size >= MAX_VECTOR_BYTES}
+    too_big = {  # expected.json is the index, not a vector: only the total bounds it
+        name: size for name, size in sizes.items() if size >= MAX_VECTOR_BYTES and not name.endswith("expected.json")
+    }
     if too_big or sum(sizes.values()) >= MAX_TOTAL_BYTES:
         raise AssertionError(f"vectors too large: {too_big}, {sum(sizes.values())} bytes in all")
     return {"valid": len(expected_valid), "invalid": len(expected_invalid), "bytes": sum(sizes.values())}

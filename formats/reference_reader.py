@@ -123,6 +123,14 @@ PHILOX_ROUNDS = 10
 C_NORMAL = float.fromhex("0x1.bb67ae8584cb8p-24")  # 1 / sqrt((2**48 - 1) / 3)
 C_UNIFORM = float.fromhex("0x1.bb67ae8584caap-24")  # sqrt(3) / 2**24
 CHUNK = 1 << 18  # elements generated per step
+# largest |unit value| of each distribution: the extreme integer t mapped as unit_values maps it
+UNIT_BOUND = {
+    "normal": float(np.float32(float(2**25 - 2) * C_NORMAL)),
+    "uniform": float(np.float32(float(2**24 - 1) * C_UNIFORM)),
+    "signed_constant": 1.0,
+}
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+IMPORT_TARGET = re.compile(f"{_DOTTED}:{_DOTTED}")  # "module:function"
 
 
 # ------------------------------------------------------------------------------------------ JSON
@@ -430,6 +438,64 @@ def kaiming_scale(shape) -> float:
     return float(np.float32(math.sqrt(2.0 / max(1, math.prod(shape[1:])))))
 
 
+def _dims(shape: list, what: str) -> list:
+    """A shape's members must be JSON integers (HeaderError); their range is the caller's ShapeError."""
+    if not all(type(d) is int for d in shape):
+        raise HeaderError(f"{what}: every dimension must be an integer, found {shape!r}")
+    return shape
+
+
+def _key(module: str, attribute: str) -> str:
+    """State-dict key of a module's attribute; the root module is named ""."""
+    return f"{module}.{attribute}" if module else attribute
+
+
+def _check_folded(folded: list, groups: dict[str, str]) -> None:
+    """Unique strings; each module's weight and bias are floating entries, its running statistics absent."""
+    seen = set()
+    for name in folded:
+        if not isinstance(name, str) or name in seen:
+            raise HeaderError(f"dense.folded_batchnorm: {name!r} is not a string or is a duplicate")
+        seen.add(name)
+        if any(groups.get(_key(name, a)) not in ("f32", "f16") for a in ("weight", "bias")):
+            raise HeaderError(f"dense.folded_batchnorm: {name!r} needs floating 'weight' and 'bias' entries")
+        if any(_key(name, a) in groups for a in ("running_mean", "running_var")):
+            raise HeaderError(f"dense.folded_batchnorm: {name!r} is folded, yet its running statistics are stored")
+
+
+def _check_architecture(arch: dict) -> None:
+    """kind, and the keys of its row in the spec's table 11.3 with their types."""
+    kind = _get(arch, "kind", "str", "architecture")
+    if kind not in ARCH_KINDS:
+        raise HeaderError(f"architecture.kind must be one of {ARCH_KINDS}, found {kind!r}")
+    if kind == "registry" and not isinstance(arch.get("name"), str):
+        raise HeaderError("architecture.name: a registry reference needs a string")
+    if kind == "import" and not (isinstance(arch.get("target"), str) and IMPORT_TARGET.fullmatch(arch["target"])):
+        raise HeaderError(f"architecture.target must be 'module:function', found {arch.get('target')!r}")
+    if kind != "none" and not isinstance(arch.get("kwargs"), dict):
+        raise HeaderError(f"architecture.kwargs: a {kind} reference needs an object")
+
+
+def _check_finite(header: dict, tensors: dict[str, np.ndarray], distribution: str) -> None:
+    """Every weight finite: float32(B_b * |scale|) finite per layer, B_b the largest |unit value| of its bank."""
+    bounds = []
+    for bank in header["banks"]:
+        if bank["stored"]:
+            vector = tensors[f"{VALUES_PREFIX}{bank['index']}"]
+            if not np.isfinite(vector).all():
+                raise ShapeError(f"banks[{bank['index']}]: stored values hold a non-finite value")
+            bounds.append(float(np.abs(vector).max()))
+        else:
+            bounds.append(UNIT_BOUND[distribution])
+    for layer in header["layers"]:
+        with np.errstate(over="ignore"):
+            top = np.float32(bounds[layer["bank"]] * abs(layer["scale"]))  # exact binary64 product, one rounding
+        if not np.isfinite(top):
+            raise ShapeError(
+                f"layer {layer['name']!r}: |scale| times the bank's largest unit value is not finite in float32"
+            )
+
+
 def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int) -> dict:
     """Every rule of the spec's "Header validation", in its order. Returns the checked config."""
     for key in (
@@ -457,8 +523,8 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
         if name in names:
             raise HeaderError(f"{where}: duplicate layer name")
         names.add(name)
-        shape = _get(layer, "shape", "list", where)
-        if not (2 <= len(shape) <= 5 and all(type(d) is int and d > 0 for d in shape)):
+        shape = _dims(_get(layer, "shape", "list", where), f"{where}: shape")
+        if not (2 <= len(shape) <= 5 and all(d > 0 for d in shape)):
             raise ShapeError(f"{where}: shape must be 2 to 5 positive integers, found {shape!r}")
         n = math.prod(shape)
         if n > MAX_LAYER_WEIGHTS:
@@ -510,7 +576,12 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
         for key, value in spec.items():
             if key not in bank or type(bank[key]) is not type(value) or bank[key] != value:
                 raise HeaderError(f"{where}.{key}: expected {value!r} for these layers, found {bank.get(key)!r}")
-        if _get(bank, "stored", "bool", where):
+        stored = _get(bank, "stored", "bool", where)
+        if stored != (config["strategy"] == "rp" or config["learn_values"]):
+            raise HeaderError(
+                f"{where}.stored: values are stored exactly for strategy 'rp' and for learned values, found {stored}"
+            )
+        if stored:
             vector = tensors.get(f"{VALUES_PREFIX}{spec['index']}")
             if vector is None:
                 raise ShapeError(f"{where}: stored value vector '{VALUES_PREFIX}{spec['index']}' is missing")
@@ -529,7 +600,7 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
     dense = _get(header, "dense", "object", "header")
     if _get(dense, "dtype", "str", "dense") not in DENSE_DTYPES:
         raise HeaderError(f"dense.dtype must be one of {DENSE_DTYPES}, found {dense['dtype']!r}")
-    _get(dense, "folded_batchnorm", "list", "dense")
+    folded = _get(dense, "folded_batchnorm", "list", "dense")
     table = _get(dense, "tensors", "list", "dense")
     group_size: dict[str, int] = {}
     keys = set()
@@ -543,7 +614,10 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
         if key in keys:
             raise HeaderError(f"dense.tensors: duplicate key {key!r}")
         keys.add(key)
-        if not (len(shape) <= MAX_NDIM and all(type(d) is int and d >= 0 for d in shape)):
+        _dims(shape, f"dense tensor {key!r}: shape")
+        if group == "f16" and dense["dtype"] == "float32":
+            raise HeaderError(f"dense tensor {key!r} is in group 'f16' but dense.dtype is 'float32'")
+        if not (len(shape) <= MAX_NDIM and all(d >= 0 for d in shape)):
             raise ShapeError(
                 f"dense tensor {key!r}: shape must be at most {MAX_NDIM} non-negative integers, found {shape!r}"
             )
@@ -557,9 +631,13 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
                 f"found {found}"
             )
 
-    architecture = _get(header, "architecture", "object", "header")
-    if _get(architecture, "kind", "str", "architecture") not in ARCH_KINDS:
-        raise HeaderError(f"architecture.kind must be one of {ARCH_KINDS}, found {architecture['kind']!r}")
+    _check_folded(folded, {item[0]: item[2] for item in table})
+
+    producer = header["producer"]
+    if not (isinstance(producer, dict) and isinstance(producer.get("name"), str)
+            and isinstance(producer.get("version"), str)):
+        raise HeaderError("producer must be an object {name: str, version: str}")
+    _check_architecture(_get(header, "architecture", "object", "header"))
     fingerprint = _get(header, "fingerprint", "object", "header")
     if fingerprint.get("algorithm") != HASH or not isinstance(fingerprint.get("value"), str):
         raise HeaderError("fingerprint must be {'algorithm': 'sha256', 'value': <hex>}")
@@ -618,6 +696,7 @@ def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True)
     data_digest = hashlib.sha256(blob[data_start:]).hexdigest()
     if data_digest != header["checksums"]["data"]:
         raise ChecksumError(f"data checksum mismatch: stored {header['checksums']['data']}, computed {data_digest}")
+    _check_finite(header, tensors, config["distribution"])
 
     layers = header["layers"]
     masks, start = {}, 0

@@ -29,6 +29,7 @@ from .fileformat.container import atomic_write
 from .fileformat.header import Json
 from .fileformat.reader import DEFAULT_MAX_WEIGHTS, PemnFile, read_pemn
 from .fileformat.writer import DEFAULT_DENSE_DTYPE
+from .keys import state_key
 from .streaming import MaskSource, check_masks, stream_weights
 from .surgery import layer_weight, mask_, maskable_layers, masked_layers, plan_of, values_of
 from .usercode import build_model, is_reference
@@ -302,7 +303,7 @@ def load(
         }
         state = _dense_state(pf, expected, mismatch=mismatch)
     else:
-        weight_keys = {f"{name}.weight" for name in layers}
+        weight_keys = {state_key(name, "weight") for name in layers}
         expected = {k: v for k, v in skeleton.state_dict().items() if k not in weight_keys}
         if folded:
             stats = {f"{n}.{stat}" if n else stat for n in folded for stat in ("running_mean", "running_var")}

@@ -40,6 +40,7 @@ __all__ = [
     "philox4x32_torch",
     "permutation",
     "scaled_values",
+    "unit_bound",
     "unit_values",
     "unit_values_into",
 ]
@@ -264,6 +265,23 @@ def unit_values(seed: int, stream: int, count: int, distribution: str = "normal"
 
     for_chunks(fill, count, _NUMPY_CHUNK)
     return out if device is None else torch.from_numpy(out).to(device)
+
+
+def unit_bound(distribution: str) -> float:
+    """The largest ``|unit value|`` a distribution can give (a float32 value, as a Python float).
+
+    Invariant: ``abs(unit_values(K, s, n, distribution)[i]) <= unit_bound(distribution)`` for every
+    seed, stream and index: the bound is the mapping of the extreme integer (``normal``: ``|t| <=
+    2**25 - 2``; ``uniform``: ``|t| <= 2**24 - 1``), rounded as the mapping rounds, and rounding is
+    monotone. Readers use it to refuse a layer scale that could overflow float32 before generating
+    anything (formats/pemn-v1.md section 10).
+    """
+    _check_distribution(distribution)
+    if distribution == "normal":
+        return float(np.float32(float(2 * _U24 - 2) * _NORMAL_INV_STD))
+    if distribution == "uniform":
+        return float(np.float32(float(_U24 - 1) * _UNIFORM_MUL))
+    return 1.0
 
 
 def scaled_values(unit, scale: float):

@@ -1,7 +1,7 @@
 """The `.pemn` file format v1 (formats/pemn-v1.md), torch-free: numpy and the standard library only.
 
     encode(payload) -> bytes        writer.py: checksums, canonical header JSON, container
-    decode(data) -> PemnFile        reader.py: every check of the spec's section 12, rows 1 to 22
+    decode(data) -> PemnFile        reader.py: every check of the spec's section 12, rows 1 to 23
 
 Modules: ``constants`` (names and limits), ``container`` (safetensors, strict), ``codecs`` (raw and
 rice masks), ``header`` (the typed header and its one JSON conversion), ``payload`` (header plus

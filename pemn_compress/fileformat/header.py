@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..config import MaskConfig
 from ..errors import ConfigError, HeaderError, LimitError, MissingKeyError, ShapeError
+from ..keys import state_key
 from ..strategies import BankSpec, LayerSource, ValuePlan, make_plan
 from .codecs import MaskCoding
 from .constants import (
@@ -60,6 +62,12 @@ __all__ = [
 DEFAULT_MAX_WEIGHTS = 1 << 31  # total masked weights a reader materializes unless told otherwise
 
 Json = Any  # a value parsed by container.strict_json: dict, list, str, int, float, bool or None
+
+IMPORT_TARGET = re.compile(  # "module:function": dotted ASCII identifiers on both sides of one colon
+    r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+)
+FOLDED_STORED = ("weight", "bias")  # what a folded BatchNorm keeps in the dense table (section 11.2) ...
+FOLDED_DROPPED = ("running_mean", "running_var")  # ... and what it must not
 
 REQUIRED_KEYS = (
     "producer", "generator", "config", "banks", "layers", "dense", "architecture", "fingerprint", "checksums",
@@ -161,12 +169,14 @@ class DenseEntry:
 class DenseRecord:
     """``dense``: the leftovers' storage dtype, the folded BatchNorm modules and the storage table.
 
-    ``folded_batchnorm`` holds the names as the file wrote them: readers check only that it is a list
-    (a loader refuses a name that is not a BatchNorm module of the model).
+    Invariants of a decoded record: ``folded_batchnorm`` holds unique strings, each naming a module
+    whose ``weight`` and ``bias`` are floating entries of the table and whose running statistics are
+    not (a loader still refuses a name that is not a BatchNorm module of the model); a ``float32``
+    record has no ``f16`` entry.
     """
 
     dtype: str
-    folded_batchnorm: tuple[Json, ...]
+    folded_batchnorm: tuple[str, ...]
     tensors: tuple[DenseEntry, ...]
 
     def to_json(self) -> dict:
@@ -185,8 +195,10 @@ class DenseRecord:
 class Architecture:
     """``architecture``: how to rebuild the module (spec section 11.3).
 
-    ``reference`` is the whole object as written (``kind`` plus ``name``/``target``/``kwargs``); only
-    ``kind`` is checked on reading, the rest is untrusted input for the loader.
+    ``reference`` is the whole object as written (``kind`` plus ``name``/``target``/``kwargs``). On
+    reading, the table of section 11.3 is checked (registry: ``name`` a string and ``kwargs`` an
+    object; import: ``target`` a ``module:function`` reference and ``kwargs`` an object); what the
+    names mean is still untrusted input for the loader.
     """
 
     kind: str
@@ -222,9 +234,10 @@ class Checksums:
 class FileHeader:
     """The PEMN header, section by section.
 
-    ``producer`` and ``provenance`` are informative, untrusted JSON kept as read (the spec checks
-    neither); ``provenance`` None means the optional key is absent. ``checksums`` is None in a header
-    handed to ``writer.encode`` (which computes it from the tensors) and always set once decoded.
+    ``producer`` (checked to be ``{name: str, version: str}``) and ``provenance`` (free JSON) are
+    informative, untrusted JSON kept as read; ``provenance`` None means the optional key is absent.
+    ``checksums`` is None in a header handed to ``writer.encode`` (which computes it from the
+    tensors) and always set once decoded.
     """
 
     producer: Json
@@ -276,6 +289,7 @@ class FileHeader:
         _check_total_weights(layers, max_weights)
         banks = _check_banks(_require(obj, "banks", list, "header"), config, layers)
         dense = _check_dense(_require(obj, "dense", dict, "header"))
+        _check_producer(obj["producer"])
         architecture = _check_architecture(_require(obj, "architecture", dict, "header"))
         fingerprint = _check_fingerprint(_require(obj, "fingerprint", dict, "header"))
         checksums = _check_checksums(_require(obj, "checksums", dict, "header"))
@@ -299,6 +313,15 @@ def _require(mapping: Mapping, key: str, kind: type, where: str) -> Any:
     if kind not in (int, float) and not isinstance(value, kind):
         raise HeaderError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, found {type(value).__name__}")
     return value
+
+
+def _int_list(values: list, what: str) -> list[int]:
+    """``values`` if every member is a JSON integer, else HeaderError (a wrong JSON type; a dimension
+    of the right type but out of range is the caller's ShapeError)."""
+    for value in values:
+        if type(value) is not int:
+            raise HeaderError(f"{what}: every dimension must be an integer, found {json.dumps(value)[:40]}")
+    return values
 
 
 def _check_required(obj: dict) -> None:
@@ -347,8 +370,8 @@ def _check_layers(raw: list) -> tuple[LayerRecord, ...]:
 def _check_layer(entry: dict, name: str) -> LayerRecord:
     """Row 15, one layer: shape and its limit first, then type, bank, scale and the mask coding."""
     where = f"layer {name!r}"
-    shape = _require(entry, "shape", list, where)
-    if not (2 <= len(shape) <= 5) or not all(type(d) is int and d > 0 for d in shape):
+    shape = _int_list(_require(entry, "shape", list, where), f"{where}: shape")
+    if not (2 <= len(shape) <= 5) or not all(d > 0 for d in shape):
         raise ShapeError(f"{where}: shape must be 2 to 5 positive integers, found {shape!r}")
     n = math.prod(shape)
     if n > MAX_LAYER_WEIGHTS:
@@ -410,6 +433,11 @@ def _check_banks(raw: list, config: MaskConfig, layers: tuple[LayerRecord, ...])
             if found != want or type(found) is not type(want):
                 raise HeaderError(f"{where}.{key}: expected {want!r} for these layers, found {found!r}")
         stored = _require(entry, "stored", bool, where)
+        if stored != (config.strategy == "rp" or config.learn_values):
+            raise HeaderError(
+                f"{where}.stored: expected {not stored} (values are stored exactly for strategy 'rp' and for "
+                f"learned values; strategy {config.strategy!r}, learn_values {config.learn_values}), found {stored}"
+            )
         banks.append(BankRecord(spec.index, spec.size, spec.length, spec.tiling, stored))
     for source, layer in zip(expected.layers, layers, strict=True):
         if layer.bank != source.bank:
@@ -427,7 +455,8 @@ def _check_dense(raw: dict) -> DenseRecord:
         raise HeaderError(f"dense.dtype must be one of {DENSE_DTYPES}, found {dtype!r}")
     folded = _require(raw, "folded_batchnorm", list, "dense")
     table = _require(raw, "tensors", list, "dense")
-    entries, seen = [], set()
+    entries: list[DenseEntry] = []
+    seen: set[str] = set()
     for i, item in enumerate(table):
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], list)
                 and item[2] in DENSE_GROUPS):
@@ -438,19 +467,63 @@ def _check_dense(raw: dict) -> DenseRecord:
         if key in seen:
             raise HeaderError(f"dense.tensors: duplicate key {key!r}")
         seen.add(key)
-        if len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+        _int_list(shape, f"dense tensor {key!r}: shape")
+        if len(shape) > MAX_NDIM or not all(d >= 0 for d in shape):
             raise ShapeError(
                 f"dense tensor {key!r}: shape must be at most {MAX_NDIM} non-negative integers, found {shape!r}"
             )
+        if group == "f16" and dtype == "float32":
+            raise HeaderError(f"dense tensor {key!r} is in group 'f16' but dense.dtype is 'float32' (full precision)")
         entries.append(DenseEntry(key, tuple(shape), group))
-    return DenseRecord(dtype, tuple(folded), tuple(entries))
+    return DenseRecord(dtype, _check_folded(folded, entries), tuple(entries))
+
+
+def _check_folded(folded: list, entries: list[DenseEntry]) -> tuple[str, ...]:
+    """Row 19: ``folded_batchnorm`` holds unique strings, each a module whose ``weight`` and ``bias``
+    are floating table entries and whose running statistics are not (section 11.2)."""
+    groups = {entry.key: entry.group for entry in entries}
+    names: set[str] = set()
+    for name in folded:
+        if not isinstance(name, str) or name in names:
+            problem = "a duplicate" if isinstance(name, str) else "not a string"
+            raise HeaderError(f"dense.folded_batchnorm: {json.dumps(name)[:80]} is {problem}")
+        names.add(name)
+        for attribute in FOLDED_STORED:
+            if groups.get(state_key(name, attribute)) not in ("f32", "f16"):
+                raise HeaderError(
+                    f"dense.folded_batchnorm: {name!r} needs a floating dense entry "
+                    f"{state_key(name, attribute)!r} (its folded {attribute})"
+                )
+        for attribute in FOLDED_DROPPED:
+            if state_key(name, attribute) in groups:
+                raise HeaderError(
+                    f"dense.folded_batchnorm: {name!r} is folded, yet its {state_key(name, attribute)!r} is stored"
+                )
+    return tuple(folded)
+
+
+def _check_producer(raw: Json) -> None:
+    """Row 20: ``producer`` is ``{"name": str, "version": str}`` (other keys ignored)."""
+    if not (isinstance(raw, dict) and isinstance(raw.get("name"), str) and isinstance(raw.get("version"), str)):
+        raise HeaderError(f"producer must be {{'name': str, 'version': str}}, found {json.dumps(raw)[:80]}")
 
 
 def _check_architecture(raw: dict) -> Architecture:
-    """Row 20: a known ``architecture.kind`` (the reference itself is checked by the loader)."""
+    """Row 20: a known ``architecture.kind`` and the keys section 11.3 gives it, of their types
+    (what they name is checked by the loader)."""
     kind = _require(raw, "kind", str, "architecture")
     if kind not in ARCH_KINDS:
         raise HeaderError(f"architecture.kind must be one of {ARCH_KINDS}, found {kind!r}")
+    if kind == "registry" and not isinstance(raw.get("name"), str):
+        found = json.dumps(raw.get("name"))[:80]
+        raise HeaderError(f"architecture.name: a registry reference needs a string, found {found}")
+    if kind == "import":
+        target = raw.get("target")
+        if not (isinstance(target, str) and IMPORT_TARGET.fullmatch(target)):
+            raise HeaderError(f"architecture.target must be 'module:function', found {json.dumps(target)[:80]}")
+    if kind != "none" and not isinstance(raw.get("kwargs"), dict):
+        found = json.dumps(raw.get("kwargs"))[:80]
+        raise HeaderError(f"architecture.kwargs: a {kind} reference needs an object, found {found}")
     return Architecture(kind, dict(raw))
 
 

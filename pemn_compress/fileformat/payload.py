@@ -1,7 +1,7 @@
 """What a `.pemn` file holds, torch-free: a typed header and the tensors it describes.
 
 ``Payload`` is what ``writer.encode`` serializes; ``PemnFile`` is what ``reader.decode`` returns: a
-payload that passed every check of formats/pemn-v1.md section 12 (rows 1 to 22), with the header
+payload that passed every check of formats/pemn-v1.md section 12 (rows 1 to 23), with the header
 object as stored, the container metadata and the size that was read.
 
 Tensors are named as in section 7.1: ``masks`` (every layer's coded stream, in layer order),

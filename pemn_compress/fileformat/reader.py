@@ -3,13 +3,16 @@
 ``decode`` parses and validates everything the file declares *before* any large allocation, in the
 order of formats/pemn-v1.md section 12: the container tiling, the metadata and header hash, the typed
 header (``FileHeader.from_json``: shapes, limits, banks, codecs), the tensors the header describes,
-and the data checksum. ``decode_weights`` then rebuilds the materialized weights
+the data checksum and the finite-values rule (rows 1 to 23). Every path that materializes weights
+(``decode_weights``, ``streaming.stream_weights`` for ``pemn.load``) starts from ``decode``, so none
+can produce a non-finite weight. ``decode_weights`` then rebuilds the materialized weights
 (``values * scale * mask``) in numpy, bit-exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -145,6 +148,47 @@ def _check_data_checksum(header: FileHeader, blob: bytes) -> None:
         )
 
 
+def _value_bounds(header: FileHeader, tensors: Mapping[str, np.ndarray]) -> list[float]:
+    """Row 23, per bank: the largest ``|unit value|`` it can hold (``B_b`` of spec section 10).
+
+    A stored bank's bound is the largest magnitude in its vector (one pass of ``max`` and one of
+    ``min``, no temporary); a generated bank's is its distribution's (``rng.unit_bound``, no pass at
+    all). ShapeError when a stored vector holds a NaN or an infinity.
+    """
+    bounds = []
+    for bank in header.banks:
+        if not bank.stored:
+            bounds.append(rng.unit_bound(header.config.distribution))
+            continue
+        vec = tensors[f"{VALUES_PREFIX}{bank.index}"]
+        bound = max(float(vec.max()), -float(vec.min()))  # NaN propagates through max and min
+        if not math.isfinite(bound):
+            raise ShapeError(
+                f"banks[{bank.index}]: stored value vector '{VALUES_PREFIX}{bank.index}' holds a non-finite value: "
+                "weights must be finite"
+            )
+        bounds.append(bound)
+    return bounds
+
+
+def _check_finite_values(header: FileHeader, tensors: Mapping[str, np.ndarray]) -> None:
+    """Row 23: every materialized weight is finite, decided before any value is generated.
+
+    For each layer, ``float32(B_b * |scale|)`` must be finite (``B_b``: ``_value_bounds``). Both
+    factors are float32 values, so their binary64 product is exact and its rounding to float32 is
+    the float32 product's: every ``float32(T_b[i] * scale)`` is then at most that in magnitude.
+    """
+    bounds = _value_bounds(header, tensors)
+    for layer in header.layers:
+        with np.errstate(over="ignore"):
+            top = np.float32(bounds[layer.bank] * abs(layer.scale))
+        if not np.isfinite(top):
+            raise ShapeError(
+                f"layer {layer.name!r}: scale {layer.scale!r} times the largest unit value {bounds[layer.bank]!r} "
+                f"of bank {layer.bank} is not finite in float32: the weights would not be finite"
+            )
+
+
 def _typed_header(obj: dict, tensors: Mapping[str, np.ndarray], max_weights: int) -> FileHeader:
     """Rows 13 to 21: the typed header, then the tensors it describes."""
     try:
@@ -174,6 +218,7 @@ def decode(data: bytes, *, max_weights: int = DEFAULT_MAX_WEIGHTS, name: str | N
         raise better from exc
     header = _typed_header(obj, tensors, max_weights)
     _check_data_checksum(header, data)
+    _check_finite_values(header, tensors)
     return PemnFile(header, tensors, obj, metadata, len(data))
 
 

@@ -27,6 +27,10 @@ from pemn_compress.fileformat.header import canonical_json
 
 REPO = Path(__file__).resolve().parents[2]
 VALID = sorted((REPO / "formats" / "vectors" / "valid").glob("*.pemn"))
+# vectors whose bytes are deliberately not the writer's form (non-canonical header text, whitespace
+# around the safetensors header): readers accept them, re-encoding does not give them back
+_PINNED = json.loads((REPO / "formats" / "vectors" / "valid" / "expected.json").read_text())["vectors"]
+CANONICAL = [path for path in VALID if _PINNED[path.name].get("canonical", True)]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,13 +41,13 @@ def _masked_mlp(**config) -> nn.Module:
     return pemn.mask_(model, pemn.MaskConfig(**config))
 
 
-@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CANONICAL, ids=lambda p: p.stem)
 def test_every_valid_vector_reencodes_to_the_same_bytes(path):
     blob = path.read_bytes()
     assert encode(decode(blob)) == blob
 
 
-@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CANONICAL, ids=lambda p: p.stem)
 def test_header_json_round_trip_is_the_stored_text(path):
     pf = decode(path.read_bytes())
     text = pf.metadata[KEY_HEADER]

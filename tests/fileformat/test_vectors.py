@@ -81,8 +81,9 @@ def test_vector_sets_are_complete():
     assert {s for s, _ in strategies} == {"dense", "onelayer", "mp", "rp"}
     assert {c for e in VALID.values() for c in e["codecs"]} == {"raw", "rice"}
     assert {e["distribution"] for e in VALID.values()} == {"normal", "uniform", "signed_constant"}
-    sizes = [p.stat().st_size for p in VECTORS.glob("*/*")]
-    assert max(sizes) < 50_000 and sum(sizes) < 1_000_000
+    sizes = [p.stat().st_size for p in VECTORS.glob("*/*") if p.name != "expected.json"]
+    assert max(sizes) < 50_000
+    assert sum(p.stat().st_size for p in VECTORS.glob("*/*")) < 1_000_000
 
 
 # ----------------------------------------------------------------------------------- valid vectors
@@ -126,8 +127,8 @@ def test_valid_vector_loads_as_a_module(name, make_vectors):
         assert weight.dtype == torch.float32 and _sha(weight.numpy()) == pinned["sha256"]
     state = model.state_dict()
     reference = ref.read(path)["dense"]
-    for key, array in reference.items():
-        assert torch.equal(state[key], torch.from_numpy(array.astype(state[key].numpy().dtype))), key
+    for key, array in reference.items():  # by bits: leftovers may hold NaN (seq_dense_leftovers_nonfinite)
+        assert state[key].numpy().tobytes() == array.astype(state[key].numpy().dtype).tobytes(), key
     header = model.pemn_file_header
     for bn in header["dense"]["folded_batchnorm"]:  # x * scale + shift exactly: stats (0, 1), eps 0
         module = model.get_submodule(bn)
