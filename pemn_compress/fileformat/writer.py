@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FormatError
 from .constants import (
     CHECKSUM_ALGORITHM,
     FORMAT_NAME,
@@ -22,9 +23,10 @@ from .constants import (
     KEY_HEADER,
     KEY_HEADER_SHA256,
     KEY_VERSION,
+    MAX_TOTAL_WEIGHTS,
 )
 from .container import container_order, encode_container
-from .header import Checksums, canonical_json
+from .header import Checksums, FileHeader, canonical_json
 from .payload import Payload
 
 __all__ = ["DEFAULT_DENSE_DTYPE", "canonical_json", "data_checksum", "encode"]
@@ -44,6 +46,18 @@ def data_checksum(tensors: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def _check_readable(text: str) -> None:
+    """Never write a file a reader refuses: the header text passes the reader's own header checks.
+
+    What the caller chose (an architecture dict or target a reader refuses, for one) is a ConfigError
+    naming the reader's objection; the checks cost a small fraction of encoding the masks.
+    """
+    try:
+        FileHeader.from_json(json.loads(text), max_weights=MAX_TOTAL_WEIGHTS)
+    except FormatError as exc:
+        raise ConfigError(f"the file would not be readable: {exc}") from exc
+
+
 def encode(payload: Payload) -> bytes:
     """The `.pemn` bytes of ``payload``; its header's ``checksums`` is (re)computed from the tensors.
 
@@ -56,6 +70,7 @@ def encode(payload: Payload) -> bytes:
         text = canonical_json(header.to_json())
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"provenance and architecture must be plain JSON (no NaN, no objects): {exc}") from exc
+    _check_readable(text)
     metadata = {
         KEY_FORMAT: FORMAT_NAME,
         KEY_VERSION: str(FORMAT_VERSION),

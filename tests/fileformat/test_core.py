@@ -125,3 +125,15 @@ def test_a_header_without_checksums_cannot_be_serialized():
     header = dataclasses.replace(decode(VALID[0].read_bytes()).file_header, checksums=None)
     with pytest.raises(ValueError, match="checksums"):
         header.to_json()
+
+
+def test_the_writer_refuses_a_header_no_reader_accepts(tmp_path):
+    # an import target with a non-ASCII module name: the reader's rule (spec 11.3, dotted ASCII
+    # identifiers) refuses it, so the writer must not produce it: nothing is written
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(4, 3))
+    pemn.mask_(model, pemn.MaskConfig(density=0.5))
+    with pytest.raises(pemn.ConfigError, match="would not be readable.*architecture.target"):
+        pemn.save(model, tmp_path / "m.pemn", architecture="modèle:build")
+    assert not (tmp_path / "m.pemn").exists()
