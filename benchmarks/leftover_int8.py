@@ -87,6 +87,24 @@ def evaluate_variant(path: Path, keys: list[tuple[str, int]], quantize, test) ->
     return pemn.evaluate(model, test)[1]
 
 
+def worst_tensor(path: Path, keys: list[tuple[str, int]], quantize, test) -> dict:
+    """The leftover tensor whose quantization alone costs the most accuracy, and how spread its values are."""
+    state = {k: v.float() for k, v in pemn.load(path, device="cpu").state_dict().items()}
+    worst: dict | None = None
+    for key, numel in keys:
+        accuracy = evaluate_variant(path, [(key, numel)], quantize, test)
+        if worst is None or accuracy < worst["accuracy_alone"]:
+            values = state[key].abs().reshape(-1)
+            worst = {
+                "tensor": key,
+                "accuracy_alone": accuracy,
+                "max": float(values.max()),
+                "max_over_median": float(values.max() / values.median().clamp_min(1e-12)),
+            }
+    assert worst is not None
+    return worst
+
+
 def run(args) -> list[dict]:
     data = get_dataset("fashion-mnist").subset(args.train_samples, None, seed=0)
     test = BatchLoader.from_dataset(data, "test", batch_size=1000)
@@ -125,6 +143,10 @@ def run(args) -> list[dict]:
                             "file_bytes": file_bytes - dense_bytes + leftovers,
                         }
                     )
+                    if quantize is None:
+                        base = accuracy
+                    elif accuracy < base - 0.01:  # more than a point below float16: find the tensor that does it
+                        rows[-1]["worst"] = worst_tensor(path, keys, quantize, test)
                     print(rows[-1], flush=True)
     return rows
 
@@ -151,6 +173,23 @@ def render(rows: list[dict], args, command: str) -> str:
                 f"| {name} | {label} | {mine[0]['leftover_bytes']:,} | {mine[0]['file_bytes']:,} | "
                 f"{100 * statistics.fmean(r['accuracy'] for r in mine):.2f} | "
                 f"{statistics.fmean(deltas):+.2f} ({min(deltas):+.2f} to {max(deltas):+.2f}) |"
+            )
+    collapses = [r for r in rows if "worst" in r]
+    if collapses:
+        lines += [
+            "",
+            "Runs more than a point below float16, and the one leftover tensor whose quantization alone costs",
+            "the most (its largest |value| and that over its median |value|):",
+            "",
+            "| model | seed | leftovers | accuracy % | worst tensor | accuracy % with only it quantized | max "
+            "| max / median |",
+            "|---|---|---|---:|---|---:|---:|---:|",
+        ]
+        for r in collapses:
+            w = r["worst"]
+            lines.append(
+                f"| {r['model']} | {r['seed']} | {r['variant']} | {100 * r['accuracy']:.2f} | `{w['tensor']}` | "
+                f"{100 * w['accuracy_alone']:.2f} | {w['max']:.4g} | {w['max_over_median']:.3g} |"
             )
     return "\n".join(lines) + "\n"
 
