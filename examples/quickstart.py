@@ -17,6 +17,10 @@ from pemn_compress.data import BatchLoader, get_dataset
 from pemn_compress.fileformat.summary import summarize
 from pemn_compress.progress import RichProgress
 
+# float16 leftovers change a few predictions at most (2 of 10,000 test images in a stock-Debian run);
+# a real fault (wrong weights, a wrong mask) costs tens of points
+MAX_ROUNDING_CHANGE = 0.005
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,9 +55,10 @@ def main() -> None:
     result = trainer.fit()
     print(f"masked model accuracy: {result.final_acc:.4f}  ({result.images_per_sec:,.0f} training images/s)")
 
-    # 4. write the tiny file: seed + masks + BatchNorm, and report its real size
+    # 4. write the tiny file: seed + masks + BatchNorm (float16, the default), and report its real size
     recipe = {"epochs": args.epochs, "lr": args.lr, "optimizer": "adamw", "schedule": "cosine"}
-    pemn.save(model, args.out, provenance={"dataset": "fashion-mnist", "accuracy": result.final_acc, "recipe": recipe})
+    provenance = {"dataset": "fashion-mnist", "recipe": recipe}
+    pemn.save(model, args.out, provenance=provenance)
     summary = summarize(pemn.read_pemn(args.out), args.out)
     print(
         f"{args.out}: {os.path.getsize(args.out):,} bytes on disk; "
@@ -61,12 +66,18 @@ def main() -> None:
         f"(ratio {summary['totals']['disk_ratio']:.1f}x); unique values {summary['totals']['unique_values']:,}"
     )
 
-    # 5. load it back as a plain dense model and check it still classifies
+    # 5. load it back as a plain dense model (weights regenerated bit-exactly: load verifies their
+    # fingerprint) and check it still classifies; record the accuracy the file itself reaches
     deployed = pemn.load(args.out, device="auto")
     _, accuracy = pemn.evaluate(deployed, test)
-    print(f"loaded from {args.out}: accuracy {accuracy:.4f} on {next(deployed.parameters()).device}")
-    if abs(accuracy - result.final_acc) > 1e-6:
-        raise SystemExit("the loaded model's accuracy differs from the trained one")
+    print(
+        f"loaded from {args.out}: accuracy {accuracy:.4f} on {next(deployed.parameters()).device} "
+        f"({100 * (accuracy - result.final_acc):+.2f} points: float16 leftovers round BatchNorm, which can "
+        "flip a few test images; dense_dtype='float32' keeps the outputs bit-exact)"
+    )
+    if abs(accuracy - result.final_acc) > MAX_ROUNDING_CHANGE:
+        raise SystemExit(f"the loaded model's accuracy is more than {100 * MAX_ROUNDING_CHANGE:.1f} points off")
+    pemn.save(model, args.out, provenance={**provenance, "accuracy": accuracy})
 
 
 if __name__ == "__main__":
