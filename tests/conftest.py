@@ -81,3 +81,23 @@ def fmnist_subset(tmp_path_factory) -> Path:
     write_idx(folder / "t10k-images-idx3-ubyte", data.x_test[:, 0])
     write_idx(folder / "t10k-labels-idx1-ubyte", data.y_test)
     return folder
+
+
+@pytest.fixture
+def fmnist_cwd(fmnist_subset, tmp_path, monkeypatch):
+    """A fresh working folder in which the named data set ``fashion-mnist`` is the real subset."""
+    monkeypatch.setenv("PEMN_FASHION_MNIST_DIR", str(fmnist_subset))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_compress(*args, expect: int | None = 0):
+    """``pemn compress ARGS`` as typed (click's runner, in process); asserts the exit code unless None."""
+    from click.testing import CliRunner
+
+    from pemn_compress.commands import compress
+
+    result = CliRunner().invoke(compress, [str(a) for a in args])
+    if expect is not None:
+        assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr, result.exception)
+    return result

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import run_compress
 from safetensors.torch import save as st_save
 from safetensors.torch import save_file
 
@@ -44,17 +45,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)
-def env(fmnist_subset, tmp_path, monkeypatch):
-    monkeypatch.setenv("PEMN_FASHION_MNIST_DIR", str(fmnist_subset))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def env(fmnist_cwd):
+    return fmnist_cwd
 
 
-def run(*args: str, expect: int | None = 0):
-    result = CliRunner().invoke(compress, [str(a) for a in args])
-    if expect is not None:
-        assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr, result.exception)
-    return result
+run = run_compress
 
 
 def run_json(*args: str) -> dict:

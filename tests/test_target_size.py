@@ -9,10 +9,11 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import run_compress
 
 import pemn_compress as pemn
 from pemn_compress.budget import parse_size
-from pemn_compress.commands import compress, eval_command
+from pemn_compress.commands import eval_command
 from pemn_compress.compress import CompressOptions, TrainingInterrupted
 from pemn_compress.compress import compress as compress_api
 from pemn_compress.errors import ModelError
@@ -24,17 +25,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)
-def env(fmnist_subset, tmp_path, monkeypatch):
-    monkeypatch.setenv("PEMN_FASHION_MNIST_DIR", str(fmnist_subset))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def env(fmnist_cwd):
+    return fmnist_cwd
 
 
-def run(*args: str, expect: int | None = 0):
-    result = CliRunner().invoke(compress, [str(a) for a in args])
-    if expect is not None:
-        assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr, result.exception)
-    return result
+run = run_compress
 
 
 def one_line_error(result, *fragments: str) -> str:
