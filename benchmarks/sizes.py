@@ -7,7 +7,9 @@ file's bytes, the on-disk ratio, the paper's formula ratio, and the distance to 
 of the file: the masks' n*H(kept/n) bits, the dense leftovers at float16 with every BatchNorm as 2 values
 per channel (folded), and the stored values. Every zoo model (``pemn.list_models()`` without the tiny
 ``test_`` ones) and a small user model (``user_small``: 5 masked layers, 39,792 weights, BatchNorm after every
-conv, defined here) are measured.
+conv, defined here) are measured. Each file is written in the default format (version 2: deflated
+header without derived keys) and, side by side, in format version 1 (the whole header as metadata
+text), so the header columns compare the two on the same masks.
 
     python benchmarks/sizes.py
 """
@@ -56,6 +58,11 @@ def user_small() -> torch.nn.Module:
     )
 
 
+def _above(totals: dict) -> str:
+    """How far the file is above its information bound, in percent."""
+    return f"{100 * (totals['file_bytes'] / totals['bound_bytes'] - 1):.1f}%"
+
+
 def build(name: str) -> torch.nn.Module:
     return user_small() if name == "user_small" else pemn.create_model(name)
 
@@ -83,11 +90,13 @@ def main(argv=None) -> None:
         "Bytes are real file sizes. *paper ratio*: 32 bits per masked weight over (1 bit per masked weight + 32 "
         "bits per unique value), BatchNorm and seed not counted. *above bound*: how much larger the file is than "
         "its information bound: the masks' n·H(kept/n) bits per layer, the dense leftovers at float16 with each "
-        "BatchNorm as 2 values per channel, and the stored values (what `pemn inspect` calls the bound).",
+        "BatchNorm as 2 values per channel, and the stored values (what `pemn inspect` calls the bound). "
+        "*header*: every byte that is not mask, leftover or stored value (the safetensors header and, in "
+        "version 2, the deflated PEMN header); *v1*: the same masks written with `format_version=1`.",
         "",
         "| model | strategy | density | leftovers | .pemn bytes | dense fp32 bytes | on-disk ratio | paper ratio "
-        "| header bytes | above bound |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| header bytes (v1) | header bytes | above bound (v1) | above bound |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
@@ -95,15 +104,18 @@ def main(argv=None) -> None:
                 torch.manual_seed(0)
                 model = build(name)
                 pemn.mask_(model, pemn.MaskConfig(strategy=strategy, ratio=ratio, density=density))
-                path = Path(tmp) / f"{name}.pemn"
-                pemn.save(model, path, dense_dtype=dtype, fold_batchnorm=fold)
-                t = summarize(pemn.read_pemn(path), path)["totals"]
+                totals = {}
+                for version in (1, 2):
+                    path = Path(tmp) / f"{name}.v{version}.pemn"
+                    pemn.save(model, path, dense_dtype=dtype, fold_batchnorm=fold, format_version=version)
+                    totals[version] = summarize(pemn.read_pemn(path), path)["totals"]
+                t, v1 = totals[2], totals[1]
                 label = ("fp32" if dtype == "float32" else "fp16") + (" + BN folded" if fold else "")
                 method = strategy if ratio is None else f"{strategy} {ratio:g}"
                 lines.append(
                     f"| {name} | {method} | {density} | {label} | {t['file_bytes']:,} | {t['dense_fp32_bytes']:,} | "
-                    f"{t['disk_ratio']:.1f}x | {t['paper_ratio']:.1f}x | {t['header_bytes']:,} | "
-                    f"{100 * (t['file_bytes'] / t['bound_bytes'] - 1):.1f}% |"
+                    f"{t['disk_ratio']:.1f}x | {t['paper_ratio']:.1f}x | {v1['header_bytes']:,} | "
+                    f"{t['header_bytes']:,} | {_above(v1)} | {_above(t)} |"
                 )
                 print(lines[-1], flush=True)
     out = Path(args.out)

@@ -1,7 +1,8 @@
-"""(Re)generate the `.pemn` v1 golden vectors: formats/vectors/{valid,invalid}/*.pemn + expected.json.
+"""(Re)generate the `.pemn` golden vectors: formats/vectors/{valid,invalid}/*.pemn + expected.json
+(format version 1) and formats/vectors/v2/{valid,invalid}/ (format version 2, formats/pemn-v2.md).
 
     PYTHONPATH=. python formats/make_vectors.py            # writes formats/vectors/
-    PYTHONPATH=. python formats/make_vectors.py --out DIR  # writes DIR/valid, DIR/invalid
+    PYTHONPATH=. python formats/make_vectors.py --out DIR  # writes DIR/valid, DIR/invalid, DIR/v2/...
 
 Valid vectors are written by the package's own writer (``pemn_compress.export.to_bytes``)
 from tiny models whose every number is fixed: dense leftovers (biases, BatchNorm) and mask scores are
@@ -11,11 +12,16 @@ top-``density`` fraction of those seeded scores. ``valid/expected.json`` pins, p
 of every layer's materialized float32 weight bytes, of every dense tensor as stored, the fingerprint
 and the whole file.
 
+The version 2 set reuses the same models and options, written with ``format_version=2``, plus edits
+that pin what version 2 changes (a stored scale, every derived key present, other DEFLATE streams).
+
 Invalid vectors are edits of valid ones. Each edit is made deliberately so that the file reaches the
 check under test: after changing a tensor the header's ``checksums`` are recomputed, after changing
-the header ``pemn.header_sha256`` is recomputed, unless the point of the vector is that one of them is
-wrong. ``invalid/expected.json`` names, per file, the error class (from pemn_compress.errors; the
-reference reader defines classes of the same names), a substring of the message, and ``scope``:
+the header ``pemn.header_sha256`` is recomputed (version 2: the header is deflated again into the
+``header`` tensor, ``pemn.header_bytes`` set, and ``checksums.data`` covers every tensor but
+``header``), unless the point of the vector is that one of them is wrong. ``invalid/expected.json``
+names, per file, the error class (from pemn_compress.errors; the reference reader defines classes of
+the same names), a substring of the message, and ``scope``:
 ``readers`` (both readers refuse the file) or ``load`` (only ``pemn.load`` refuses it; for a reader
 that builds no architecture it is valid data).
 
@@ -31,6 +37,8 @@ import json
 import math
 import struct
 import sys
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -48,15 +56,28 @@ from pemn_compress.fileformat.codecs import rice_encode  # noqa: E402
 from pemn_compress.fileformat.constants import (  # noqa: E402
     DENSE_GROUPS,
     DENSE_PREFIX,
+    HEADER_TENSOR,
     KEY_HEADER,
+    KEY_HEADER_BYTES,
     KEY_HEADER_SHA256,
     KEY_VERSION,
     MASKS_TENSOR,
+    MAX_HEADER_BYTES,
     VALUES_PREFIX,
 )
 from pemn_compress.fileformat.container import data_buffer, decode_container, encode_container  # noqa: E402
+from pemn_compress.fileformat.deflate import deflate  # noqa: E402
 from pemn_compress.fileformat.header import canonical_json  # noqa: E402
-from pemn_compress.fileformat.reader import decode_masks, decode_weights, read_pemn, verify_fingerprint  # noqa: E402
+from pemn_compress.fileformat.payload import Payload  # noqa: E402
+from pemn_compress.fileformat.reader import (  # noqa: E402
+    decode,
+    decode_masks,
+    decode_weights,
+    read_pemn,
+    verify_fingerprint,
+    weights_fingerprint,
+)
+from pemn_compress.fileformat.writer import encode  # noqa: E402
 from pemn_compress.models import create_model  # noqa: E402
 from pemn_compress.strategies import kaiming_scale  # noqa: E402
 from pemn_compress.surgery import mask_, masked_layers  # noqa: E402
@@ -215,7 +236,8 @@ POST_FILL = {  # vector name -> a deterministic change made after _fill_dense
 }
 
 
-def build_valid(name: str) -> bytes:
+def build_valid(name: str, version: int = 1) -> bytes:
+    """VALID vector ``name`` written in format ``version`` (the same model and options in both)."""
     skeleton, config_kwargs, save_kwargs, _, _ = VALID[name]
     model = SKELETONS[skeleton]()
     _fill_dense(model)
@@ -227,7 +249,8 @@ def build_valid(name: str) -> bytes:
     if config.learn_values:
         _learn_values(model)
     # never the writer's defaults: the vectors must not change when a default does
-    return to_bytes(model, **{"dense_dtype": "float32", "fold_batchnorm": False, **save_kwargs})
+    return to_bytes(model, format_version=version,
+                    **{"dense_dtype": "float32", "fold_batchnorm": False, **save_kwargs})
 
 
 # --------------------------------------------------------------------------------------- derived valid
@@ -241,7 +264,7 @@ def _root_linear_file(blobs: dict[str, bytes]) -> bytes:
     _fill_dense(model)
     mask_(model, MaskConfig(strategy="dense", density=0.5, seed=19))
     _fill_scores(model, len(VALID))
-    e = Edit(to_bytes(model, dense_dtype="float32", fold_batchnorm=False, codec="raw"))
+    e = Edit(to_bytes(model, format_version=1, dense_dtype="float32", fold_batchnorm=False, codec="raw"))
     e.header["layers"][0]["name"] = ""
     table = e.header["dense"]["tensors"]
     e.header["dense"]["tensors"] = [[key.removeprefix("0."), shape, group] for key, shape, group in table]
@@ -317,19 +340,114 @@ DERIVED = {
 NOT_CANONICAL = {"seq_dense_header_not_canonical", "seq_dense_container_padding"}
 
 
-def _valid_info(name: str) -> tuple[str, set[str], str]:
-    """(skeleton, codecs that must appear, description) of a VALID or DERIVED vector."""
-    if name in DERIVED:
-        skeleton, codecs, description, _ = DERIVED[name]
+# --------------------------------------------------------------------------------------- derived valid, version 2
+# Valid version 2 files no writer option produces (or one that only an edit gives: a scale the rule does
+# not give), each pinning a rule of formats/pemn-v2.md that says "accept". Builders take the version 2
+# and the version 1 blobs of VALID by name.
+def _zlib_stream(text: bytes, level: int, strategy: int = zlib.Z_DEFAULT_STRATEGY, parts: int = 1) -> bytes:
+    """``text`` as one raw DEFLATE stream made with other zlib settings than the writer's; ``parts`` > 1
+    feeds it in pieces with a full flush between them (more blocks, empty stored ones included)."""
+    packer = zlib.compressobj(level, zlib.DEFLATED, -15, 9, strategy)
+    step = -(-len(text) // parts)
+    pieces = [packer.compress(text[i : i + step]) + packer.flush(zlib.Z_FULL_FLUSH) for i in range(0, len(text), step)]
+    return b"".join(pieces) + packer.flush()
+
+
+def _scale_not_derived_file(v2: dict[str, bytes], v1: dict[str, bytes]) -> bytes:
+    """mp without rescale: every layer's derived scale is the largest layer's; layer 0 gets its own
+    Kaiming scale instead, so the header stores it (used as stored; fingerprint recomputed)."""
+    e = Edit(v2["seq_mp_paper_signed"])
+    layer = e.header["layers"][0]
+    if "scale" in layer:
+        raise AssertionError("seq_mp_paper_signed: the version 2 writer wrote a derivable scale")
+    layer["scale"] = kaiming_scale(layer["shape"])
+    return _refingerprinted(e)
+
+
+def _every_key_present_file(v2: dict[str, bytes], v1: dict[str, bytes]) -> bytes:
+    """The version 1 header (generator, banks, every bank, bytes and scale present) in a version 2 file."""
+    e = Edit(v2["seq_rp_copy"])
+    e.header = Edit(v1["seq_rp_copy"]).header
+    return e.pack()
+
+
+def _stored_block_file(v2: dict[str, bytes], v1: dict[str, bytes]) -> bytes:
+    """The header text deflated at level 0: stored (uncompressed) blocks, a valid DEFLATE stream."""
+    return Edit(v2["seq_onelayer_rice_d10"]).pack(compress=lambda text: _zlib_stream(text, 0))
+
+
+def _flushed_blocks_file(v2: dict[str, bytes], v1: dict[str, bytes]) -> bytes:
+    """The header deflated at level 1 with fixed Huffman codes, in three parts with a full flush between
+    them (several blocks, empty stored blocks among them), memory level 9."""
+    return Edit(v2["cm_rp_copy_learned"]).pack(compress=lambda text: _zlib_stream(text, 1, zlib.Z_FIXED, parts=3))
+
+
+def _padding_bits_file(v2: dict[str, bytes], v1: dict[str, bytes]) -> bytes:
+    """The bits after the end of the final block in the stream's last byte set to 1 (ignored)."""
+    e = Edit(v2["seq_dense_raw_d50"])
+
+    def compress(text: bytes) -> bytes:
+        stream = bytearray(deflate(text))
+        for bit in range(7, -1, -1):  # from the top: padding bits are the high bits of the last byte
+            trial = bytearray(stream)
+            trial[-1] |= 1 << bit
+            unpacker = zlib.decompressobj(-15)
+            if unpacker.decompress(bytes(trial)) != text or not unpacker.eof or unpacker.unused_data:
+                break
+            stream = trial
+        if stream[-1] == deflate(text)[-1]:
+            raise AssertionError("the final block ends on a byte boundary: no padding bits to set")
+        return bytes(stream)
+
+    return e.pack(compress=compress)
+
+
+def _metadata_header_ignored_file(v2: dict[str, bytes], v1: dict[str, bytes]) -> bytes:
+    """A version 2 file whose metadata also holds a 'pemn.header' (not the header): readers ignore it."""
+    e = Edit(v2["seq_dense_raw_d50"])
+    e.metadata[KEY_HEADER] = '{"stale": "not the header of this file: version 2 readers ignore pemn.header"}'
+    return e.pack()
+
+
+DERIVED_V2 = {
+    "seq_mp_paper_scale_not_derived": ("tiny_seq", {"raw"}, "mp without rescale, layer 0's scale edited to its own "
+                                       "Kaiming scale: written in the header, used as stored",
+                                       _scale_not_derived_file),
+    "seq_rp_copy_every_key_present": ("tiny_seq", {"raw"}, "every derived key present (generator, banks, bank, "
+                                      "raw bytes, scale): accepted", _every_key_present_file),
+    "seq_onelayer_header_stored_block": ("tiny_seq", {"rice"}, "header stream of stored blocks (zlib level 0)",
+                                         _stored_block_file),
+    "cm_rp_copy_header_flushed_blocks": ("test_convmixer", {"raw"}, "header stream made by zlib level 1, fixed "
+                                         "Huffman codes, three full flushes (several blocks)", _flushed_blocks_file),
+    "seq_dense_header_padding_bits": ("tiny_seq", {"raw"}, "header stream whose bits after the final block "
+                                      "(in its last byte) are ones: ignored", _padding_bits_file),
+    "seq_dense_metadata_header_ignored": ("tiny_seq", {"raw"}, "metadata 'pemn.header' present with other text: "
+                                          "ignored in version 2", _metadata_header_ignored_file),
+}
+
+# version 2 vectors whose bytes are not the writer's (``encode(decode(blob), version=2)`` differs)
+NOT_CANONICAL_V2 = {
+    "seq_rp_copy_every_key_present", "seq_onelayer_header_stored_block", "cm_rp_copy_header_flushed_blocks",
+    "seq_dense_header_padding_bits", "seq_dense_metadata_header_ignored",
+}
+
+
+def _valid_info(name: str, version: int = 1) -> tuple[str, set[str], str]:
+    """(skeleton, codecs that must appear, description) of a VALID or DERIVED (DERIVED_V2) vector."""
+    derived = DERIVED if version == 1 else DERIVED_V2
+    if name in derived:
+        skeleton, codecs, description, _ = derived[name]
         return skeleton, codecs, description
     skeleton, _, _, codecs, description = VALID[name]
     return skeleton, codecs, description
 
 
-def describe_valid(name: str, blob: bytes) -> dict:
+def describe_valid(name: str, blob: bytes, version: int = 1) -> dict:
     """The pinned facts of one valid vector, computed with the package (and checked by it)."""
-    skeleton, codecs, description = _valid_info(name)
+    skeleton, codecs, description = _valid_info(name, version)
     pf = read_pemn(blob)
+    if pf.format_version != version:
+        raise AssertionError(f"{name}: format version {pf.format_version}, expected {version}")
     weights = decode_weights(pf)
     verify_fingerprint(pf, weights)
     found_codecs = {layer.codec for layer in pf.layers}
@@ -337,7 +455,13 @@ def describe_valid(name: str, blob: bytes) -> dict:
         raise AssertionError(f"{name}: expected codecs {sorted(codecs)}, the writer chose {sorted(found_codecs)}")
     arch = pf.file_header.architecture.reference
     dense = pf.dense_arrays()
-    extra = {"canonical": False} if name in NOT_CANONICAL else {}
+    not_canonical = name in (NOT_CANONICAL if version == 1 else NOT_CANONICAL_V2)
+    if version == 2 and not not_canonical:  # the writer gives these bytes back (less the header tensor it makes)
+        decoded = decode(blob)
+        tensors = {key: t for key, t in decoded.tensors.items() if key != HEADER_TENSOR}
+        if encode(Payload(decoded.file_header, tensors), version=2) != blob:
+            raise AssertionError(f"{name}: the version 2 writer does not give these bytes back")
+    extra = {"canonical": False} if not_canonical else {}
     return {
         **extra,
         "description": description,
@@ -368,37 +492,98 @@ def describe_valid(name: str, blob: bytes) -> dict:
 # --------------------------------------------------------------------------------------- editing
 class Edit:
     """A decoded valid file to modify: header (dict), tensors (name -> writable numpy), metadata,
-    and ``streams``: each layer's coded mask bytes (the ``masks`` tensor, split by ``layers[i].bytes``)."""
+    and ``streams``: each layer's coded mask bytes (the ``masks`` tensor, split by ``layers[i].bytes``).
+
+    ``layout`` is the file's format version as read (1: the header text in the metadata; 2: deflated in
+    the ``header`` tensor, which ``tensors`` leaves out and ``pack`` makes again); ``pack`` keeps that
+    layout whatever ``metadata["pemn.version"]`` is changed to. A version 2 header is as stored: derived
+    keys absent (a raw layer's ``bytes`` is then taken from its stream, and set by ``pack`` only when the
+    header has it)."""
 
     def __init__(self, blob: bytes):
         tensors, metadata = decode_container(blob)
         self.tensors = {name: np.array(t) for name, t in tensors.items()}
         self.metadata = dict(metadata)
-        self.header = json.loads(self.metadata[KEY_HEADER])
-        cuts = np.cumsum([layer["bytes"] for layer in self.header["layers"]])[:-1]
+        self.layout = int(self.metadata[KEY_VERSION])
+        if self.layout == 1:
+            self.header = json.loads(self.metadata[KEY_HEADER])
+        else:
+            self.header = json.loads(zlib.decompress(self.tensors.pop(HEADER_TENSOR).tobytes(), -15))
+        sizes = [layer.get("bytes", -(-math.prod(layer["shape"]) // 8)) for layer in self.header["layers"]]
+        cuts = np.cumsum(sizes)[:-1]
         self.streams = [s.copy() for s in np.split(self.tensors[MASKS_TENSOR], cuts)]
 
     def pack(self, *, sync_masks: bool = True, sign_data: bool = True, sign_header: bool = True,
-             header_text: str | None = None) -> bytes:
+             header_text: str | bytes | None = None, compress: Callable[[bytes], bytes] = deflate) -> bytes:
         """Re-encode. sync_masks: rebuild ``masks`` from ``streams`` and set each layer's ``bytes``;
-        sign_data / sign_header: recompute ``checksums.data`` / ``pemn.header_sha256``."""
+        sign_data / sign_header: recompute ``checksums.data`` / ``pemn.header_sha256`` (version 2 always
+        sets ``pemn.header_bytes``); ``compress``: how a version 2 header text becomes the ``header`` tensor."""
         if sync_masks:
             # one stream per layer: __init__ splits the masks tensor by the layers' bytes, and every edit that
             # replaces the layer list replaces the streams with it
             for layer, stream in zip(self.header["layers"], self.streams, strict=True):
-                layer["bytes"] = int(stream.size)
+                if self.layout == 1 or "bytes" in layer:
+                    layer["bytes"] = int(stream.size)
             self.tensors[MASKS_TENSOR] = np.concatenate(self.streams) if self.streams else np.zeros(0, np.uint8)
-        if sign_data:
+        if sign_data:  # without the header tensor: version 2's rule (version 1 files have none)
             self.header["checksums"]["data"] = sha256(bytes(data_buffer(encode_container(self.tensors, {}))))
         text = header_text if header_text is not None else canonical_json(self.header)
-        self.metadata[KEY_HEADER] = text
+        if self.layout == 1:
+            assert isinstance(text, str)
+            self.metadata[KEY_HEADER] = text
+            if sign_header:
+                self.metadata[KEY_HEADER_SHA256] = sha256(text.encode("utf-8"))
+            return encode_container(self.tensors, self.metadata)
+        encoded = text.encode("utf-8") if isinstance(text, str) else text
+        self.metadata[KEY_HEADER_BYTES] = str(len(encoded))  # a wrong one: ``rewrapped``
         if sign_header:
-            self.metadata[KEY_HEADER_SHA256] = sha256(text.encode("utf-8"))
-        return encode_container(self.tensors, self.metadata)
+            self.metadata[KEY_HEADER_SHA256] = sha256(encoded)
+        block = np.frombuffer(compress(encoded), np.uint8)
+        blob = encode_container({**self.tensors, HEADER_TENSOR: block}, self.metadata)
+        if sign_data and v2_data_checksum(blob) != self.header["checksums"]["data"]:
+            raise AssertionError("Edit.pack: checksums.data is not the version 2 checksum of the file")
+        return blob
 
     def index(self, codec: str) -> int:
         """Index of the first layer that uses ``codec``."""
         return next(i for i, layer in enumerate(self.header["layers"]) if layer["codec"] == codec)
+
+
+def v2_data_checksum(blob: bytes) -> str:
+    """SHA-256 of the data buffer with the ``header`` tensor's byte range cut out (v2 section 5),
+    computed from the container's own offsets."""
+    entries, data = container_entries(blob)
+    begin, end = entries[HEADER_TENSOR]["data_offsets"] if HEADER_TENSOR in entries else (0, 0)
+    return sha256(data[:begin] + data[end:])
+
+
+def _refingerprinted(e: Edit) -> bytes:
+    """``e`` packed with the fingerprint of the weights it decodes to (the package decodes them; every
+    check but the fingerprint passes first)."""
+    pf = read_pemn(e.pack())
+    weights = decode_weights(pf)
+    e.header["fingerprint"]["value"] = weights_fingerprint([weights[layer.name] for layer in pf.layers])
+    return e.pack()
+
+
+def rewrapped(blob: bytes, *, metadata: dict[str, str | None] | None = None,
+              tensors: dict[str, np.ndarray | None] | None = None) -> bytes:
+    """``blob`` with metadata keys and tensors replaced (None: removed), nothing re-signed: for faults in
+    what no checksum covers (the metadata, version 2's ``header`` tensor)."""
+    found, meta = decode_container(blob)
+    arrays = {name: np.array(t) for name, t in found.items()}
+    meta = dict(meta)
+    for key, value in (metadata or {}).items():
+        if value is None:
+            del meta[key]
+        else:
+            meta[key] = value
+    for name, array in (tensors or {}).items():
+        if array is None:
+            del arrays[name]
+        else:
+            arrays[name] = array
+    return encode_container(arrays, meta)
 
 
 def _dense_arrays(e: Edit) -> dict[str, np.ndarray]:
@@ -556,8 +741,8 @@ def build_invalid(valid: dict[str, bytes]) -> dict[str, tuple[bytes, dict]]:
     e.metadata["format"] = "pt"
     add("format_pt.pemn", e.pack(), "HeaderError", "not a .pemn file", "__metadata__ format 'pt'")
     e = Edit(base)
-    e.metadata[KEY_VERSION] = "2"
-    add("version_2.pemn", e.pack(), "VersionError", "version 2", "a newer format version")
+    e.metadata[KEY_VERSION] = "3"
+    add("version_3.pemn", e.pack(), "VersionError", "version 3", "a newer format version")
     e = Edit(base)
     e.metadata[KEY_VERSION] = "0"
     add("version_0.pemn", e.pack(), "HeaderError", "pemn.version", "format version 0")
@@ -917,6 +1102,136 @@ def build_invalid(valid: dict[str, bytes]) -> dict[str, tuple[bytes, dict]]:
     return out
 
 
+def build_invalid_v2(v2: dict[str, bytes], v1: dict[str, bytes]) -> dict[str, tuple[bytes, dict]]:
+    """name -> (bytes, expectation) of the version 2 invalid set: every row formats/pemn-v2.md section 6
+    changes and each derivation rule of its section 4. ``v2`` / ``v1``: the VALID vectors by name."""
+    out: dict[str, tuple[bytes, dict]] = {}
+
+    def add(name, blob, error, message, description):
+        out[name] = (blob, {"error": error, "message": message, "scope": "readers", "description": description})
+
+    base = v2["seq_dense_raw_d50"]  # three raw layers: 144, 144 and 192 weights; fp32 leftovers
+    rice = v2["seq_onelayer_rice_d10"]
+    text = canonical_json(Edit(base).header).encode("utf-8")
+    stream = deflate(text)
+
+    # ---- metadata (rows 7 to 11b)
+    e = Edit(base)
+    del e.metadata[KEY_VERSION]
+    add("missing_version.pemn", e.pack(), "MissingKeyError", "pemn.version", "no pemn.version")
+    add("version_3.pemn", rewrapped(base, metadata={KEY_VERSION: "3"}), "VersionError", "version 3",
+        "a version 2 file labelled with a newer format version")
+    add("missing_header_bytes.pemn", rewrapped(base, metadata={KEY_HEADER_BYTES: None}), "MissingKeyError",
+        KEY_HEADER_BYTES, "no pemn.header_bytes")
+    add("missing_header_sha256.pemn", rewrapped(base, metadata={KEY_HEADER_SHA256: None}), "MissingKeyError",
+        KEY_HEADER_SHA256, "no pemn.header_sha256")
+    add("header_bytes_not_digits.pemn", rewrapped(base, metadata={KEY_HEADER_BYTES: hex(len(text))}), "HeaderError",
+        KEY_HEADER_BYTES, f"pemn.header_bytes {hex(len(text))!r}: the right length, not in decimal digits")
+    arabic = "".join(chr(0x660 + int(d)) for d in str(len(text)))
+    add("header_bytes_unicode_digits.pemn", rewrapped(base, metadata={KEY_HEADER_BYTES: arabic}), "HeaderError",
+        KEY_HEADER_BYTES, "pemn.header_bytes: the right length in Arabic-Indic digits (not ASCII)")
+    add("header_bytes_10_digits.pemn", rewrapped(base, metadata={KEY_HEADER_BYTES: f"{len(text):010d}"}),
+        "HeaderError", KEY_HEADER_BYTES, f"pemn.header_bytes {len(text):010d}: the right length in 10 digits")
+    add("header_bytes_over_limit.pemn", rewrapped(base, metadata={KEY_HEADER_BYTES: str(MAX_HEADER_BYTES + 1)}),
+        "LimitError", KEY_HEADER_BYTES, "pemn.header_bytes one more than MAX_HEADER_BYTES: refused before inflating")
+
+    # ---- the header tensor (rows 11c, 11d)
+    add("header_tensor_missing.pemn", rewrapped(base, tensors={HEADER_TENSOR: None}), "ShapeError",
+        f"tensor {HEADER_TENSOR!r}", "no header tensor")
+    block = np.frombuffer(stream, np.uint8)
+    add("header_tensor_i8.pemn", rewrapped(base, tensors={HEADER_TENSOR: block.view(np.int8)}), "ShapeError",
+        f"tensor {HEADER_TENSOR!r}", "the header tensor stored as I8")
+    add("header_tensor_2d.pemn", rewrapped(base, tensors={HEADER_TENSOR: block.reshape(1, -1)}), "ShapeError",
+        f"tensor {HEADER_TENSOR!r}", "the header tensor of shape [1, n]")
+    wrapped = np.frombuffer(zlib.compress(text, 9), np.uint8)
+    add("header_zlib_wrapper.pemn", rewrapped(base, tensors={HEADER_TENSOR: wrapped}), "HeaderError",
+        "not a raw DEFLATE stream", "the header text with a zlib wrapper (RFC 1950), not a raw DEFLATE stream")
+    add("header_cut_short.pemn", rewrapped(base, tensors={HEADER_TENSOR: block[: block.size // 2]}), "HeaderError",
+        "cut short", "the header stream cut in half: it ends before its final block")
+    trailing = np.concatenate([block, np.zeros(1, np.uint8)])
+    add("header_trailing_byte.pemn", rewrapped(base, tensors={HEADER_TENSOR: trailing}), "HeaderError",
+        "after its final DEFLATE block", "a zero byte after the end of the final block")
+    bomb = np.frombuffer(deflate(b" " * (32 << 20)), np.uint8)
+    add("header_inflation_bomb.pemn", rewrapped(base, metadata={KEY_HEADER_BYTES: "10"},
+                                                tensors={HEADER_TENSOR: bomb}),
+        "HeaderError", "more than", f"a {bomb.size}-byte stream of 32 MiB of spaces, 10 bytes declared: "
+        "refused after inflating 11 bytes")
+    add("header_inflates_short.pemn", rewrapped(base, metadata={KEY_HEADER_BYTES: str(len(text) + 1)}),
+        "HeaderError", f"bytes; {KEY_HEADER_BYTES} declares", "pemn.header_bytes one more than the text's length")
+
+    # ---- the header text (rows 11e, 12)
+    e = Edit(base)
+    e.header["provenance"] = {"tampered": True}
+    add("header_sha256_mismatch.pemn", e.pack(sign_header=False), "ChecksumError", "header checksum",
+        "header edited, its hash not updated (pemn.header_bytes updated)")
+    e = Edit(base)
+    e.header["provenance"] = {"note": "@@"}
+    latin1 = canonical_json(e.header).encode("utf-8").replace(b"@@", b"na\xefve")  # Latin-1 i-diaeresis, not UTF-8
+    add("header_not_utf8.pemn", e.pack(header_text=latin1), "HeaderError", "UTF-8",
+        "the header text holds a Latin-1 byte 0xEF (hashed and declared as stored)")
+    e = Edit(base)
+    add("header_not_json.pemn", e.pack(header_text="{not json"), "HeaderError", "not valid JSON",
+        "the inflated header text is not JSON")
+
+    # ---- header keys and derivation (rows 13 to 18)
+    e = Edit(base)
+    del e.header["config"]
+    add("missing_config.pemn", e.pack(), "MissingKeyError", "config", "no 'config' key (nothing to derive from)")
+    e = Edit(base)
+    e.header["generator"] = {"name": "philox4x32-10", "seed": e.header["config"]["seed"] + 1}
+    add("generator_seed_mismatch.pemn", e.pack(), "HeaderError", "generator.seed",
+        "generator present with another seed than config.seed")
+    e = Edit(base)
+    e.header["banks"] = Edit(v1["seq_dense_raw_d50"]).header["banks"]
+    e.header["banks"][0]["size"] += 1
+    add("banks_present_wrong_size.pemn", e.pack(), "HeaderError", "banks[0].size",
+        "banks present, bank 0 one value larger than derived")
+    e = Edit(base)
+    e.header["layers"][1]["bank"] = 0
+    add("layer_bank_wrong.pemn", e.pack(), "HeaderError", "bank must be", "layer 1's bank present and 0 (derived: 1)")
+    e = Edit(base)
+    e.header["layers"][0]["bank"] = -1
+    add("layer_bank_minus_one.pemn", e.pack(), "HeaderError", "bank must be",
+        "layer 0's bank present and -1 (a value a reader might use to mean 'left out')")
+    e = Edit(base)
+    e.header["layers"][2]["bytes"] = 25  # 192 weights: 24 bytes
+    add("raw_layer_bytes_wrong.pemn", e.pack(sync_masks=False), "ShapeError", "raw mask",
+        "a raw layer's bytes present and 25 (derived: 24)")
+    e = Edit(rice)
+    del e.header["layers"][e.index("rice")]["bytes"]
+    add("rice_layer_bytes_missing.pemn", e.pack(sync_masks=False), "MissingKeyError", "bytes",
+        "a rice layer without bytes (only a raw layer's is derived)")
+    e = Edit(v2["seq_mp_paper_signed"])
+    layer = e.header["layers"][0]
+    layer["scale"] = kaiming_scale(layer["shape"])
+    _refingerprinted(e)
+    del layer["scale"]
+    add("scale_left_out_not_derived.pemn", e.pack(), "ChecksumError", "fingerprint",
+        "layer 0's fingerprinted scale is its own Kaiming scale, left out: readers derive the largest layer's")
+
+    # ---- tensors and checksums (rows 21, 22)
+    e = Edit(v1["seq_dense_raw_d50"])
+    e.tensors[HEADER_TENSOR] = block.copy()
+    add("v1_with_header_tensor.pemn", e.pack(), "HeaderError", "not described",
+        "a version 1 file with a 'header' tensor (the deflated header): unknown in version 1")
+    add("v1_layout_labelled_2.pemn", rewrapped(v1["seq_dense_raw_d50"], metadata={KEY_VERSION: "2"}),
+        "MissingKeyError", KEY_HEADER_BYTES, "a version 1 file (header in the metadata, no header tensor) "
+        "labelled version 2")
+    add("v2_labelled_1.pemn", rewrapped(base, metadata={KEY_VERSION: "1"}), "MissingKeyError", f"{KEY_HEADER!r}",
+        "a version 2 file labelled version 1")
+    e = Edit(base)
+    e.pack()
+    e.streams[1][0] ^= 0x80
+    add("mask_byte_flipped.pemn", e.pack(sign_data=False), "ChecksumError", "data checksum",
+        "one bit of a raw mask flipped")
+    e = Edit(base)
+    e.header["checksums"]["data"] = sha256(bytes(data_buffer(base)))
+    add("data_checksum_whole_buffer.pemn", e.pack(sign_data=False), "ChecksumError", "data checksum",
+        "checksums.data set to the SHA-256 of the valid file's whole data buffer, its header tensor included "
+        "(version 1's span)")
+    return out
+
+
 # --------------------------------------------------------------------------------------- checks
 def package_outcome(blob: bytes, scope: str) -> BaseException | None:
     """What the package raises on ``blob``: read + decode + fingerprint, or ``pemn.load`` (scope load)."""
@@ -942,43 +1257,55 @@ def check_invalid(name: str, blob: bytes, entry: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------- main
-def _dump(path: Path, vectors: dict) -> None:
+def _dump(path: Path, vectors: dict, version: int = 1) -> None:
     """One vector per line: small, diffable, deterministic."""
     lines = [
         f" {json.dumps(name)}: {json.dumps(entry, sort_keys=True, ensure_ascii=True)}"
         for name, entry in sorted(vectors.items())
     ]
-    path.write_text('{"format": "pemn", "pemn.version": "1", "vectors": {\n' + ",\n".join(lines) + "\n}}\n")
+    head = f'{{"format": "pemn", "pemn.version": "{version}", "vectors": {{\n'
+    path.write_text(head + ",\n".join(lines) + "\n}}\n")
+
+
+def _write_set(folder: Path, valid: dict[str, bytes], invalid: dict[str, tuple[bytes, dict]], version: int) -> None:
+    """``folder``/valid and ``folder``/invalid with their expected.json (stale vectors removed first)."""
+    valid_dir, invalid_dir = folder / "valid", folder / "invalid"
+    for sub in (valid_dir, invalid_dir):
+        sub.mkdir(parents=True, exist_ok=True)
+        for old in sub.iterdir():  # stale vectors of a previous version of this script
+            if old.suffix in (".pemn", ".bin", ".json"):
+                old.unlink()
+    expected_valid = {}
+    for name, blob in valid.items():
+        expected_valid[f"{name}.pemn"] = describe_valid(name, blob, version)
+        (valid_dir / f"{name}.pemn").write_bytes(blob)
+    _dump(valid_dir / "expected.json", expected_valid, version)
+    expected_invalid = {}
+    for name, (blob, entry) in invalid.items():
+        check_invalid(name, blob, entry)
+        (invalid_dir / name).write_bytes(blob)
+        expected_invalid[name] = entry
+    _dump(invalid_dir / "expected.json", expected_invalid, version)
 
 
 def generate(out: Path) -> dict[str, int]:
     torch.set_num_threads(1)
-    valid_dir, invalid_dir = out / "valid", out / "invalid"
-    for folder in (valid_dir, invalid_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.iterdir():  # stale vectors of a previous version of this script
-            if old.suffix in (".pemn", ".bin", ".json"):
-                old.unlink()
     blobs = {name: build_valid(name) for name in VALID}
     derived = {name: builder(blobs) for name, (_, _, _, builder) in DERIVED.items()}
-    expected_valid = {}
-    for name, blob in {**blobs, **derived}.items():
-        expected_valid[f"{name}.pemn"] = describe_valid(name, blob)
-        (valid_dir / f"{name}.pemn").write_bytes(blob)
-    _dump(valid_dir / "expected.json", expected_valid)
-    expected_invalid = {}
-    for name, (blob, entry) in build_invalid(blobs).items():
-        check_invalid(name, blob, entry)
-        (invalid_dir / name).write_bytes(blob)
-        expected_invalid[name] = entry
-    _dump(invalid_dir / "expected.json", expected_invalid)
-    sizes = {f"{p.parent.name}/{p.name}": p.stat().st_size for p in sorted(out.glob("*/*"))}
+    _write_set(out, {**blobs, **derived}, build_invalid(blobs), 1)
+    blobs_v2 = {name: build_valid(name, version=2) for name in VALID}
+    derived_v2 = {name: builder(blobs_v2, blobs) for name, (_, _, _, builder) in DERIVED_V2.items()}
+    _write_set(out / "v2", {**blobs_v2, **derived_v2}, build_invalid_v2(blobs_v2, blobs), 2)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    sizes = {p.relative_to(out).as_posix(): p.stat().st_size for p in files}
     too_big = {  # expected.json is the index, not a vector: only the total bounds it
         name: size for name, size in sizes.items() if size >= MAX_VECTOR_BYTES and not name.endswith("expected.json")
     }
     if too_big or sum(sizes.values()) >= MAX_TOTAL_BYTES:
         raise AssertionError(f"vectors too large: {too_big}, {sum(sizes.values())} bytes in all")
-    return {"valid": len(expected_valid), "invalid": len(expected_invalid), "bytes": sum(sizes.values())}
+    count = {kind: sum(1 for p in files if p.parent.name == kind and p.name != "expected.json")
+             for kind in ("valid", "invalid")}
+    return {**count, "bytes": sum(sizes.values())}
 
 
 def main(argv: list[str] | None = None) -> int:

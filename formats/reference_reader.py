@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Reference reader for `.pemn` v1 files, using only numpy and the Python standard library.
+"""Reference reader for `.pemn` files of versions 1 and 2, using only numpy and the Python standard library.
 
-It is written from the specification (formats/pemn-v1.md), independently of the pemn_compress
-package: it never imports that package or torch, it has its own Philox4x32-10, its own rice decoder
-(a plain loop over codewords) and its own strategy rules. The golden vectors in formats/vectors/ are
-read by both, and both must give the same float32 bits or the same error class.
+It is written from the specifications (formats/pemn-v1.md, and formats/pemn-v2.md for what version 2
+changes: the PEMN header deflated in the ``header`` tensor, derived keys left out, the data checksum
+without the ``header`` tensor), independently of the pemn_compress package: it never imports that
+package or torch, it has its own Philox4x32-10, its own rice decoder (a plain loop over codewords),
+its own strategy rules and its own derivation of the keys version 2 leaves out (zlib only inflates).
+The golden vectors in formats/vectors/ (version 1) and formats/vectors/v2/ are read by both, and both
+must give the same float32 bits or the same error class.
 
     import reference_reader as ref
     out = ref.read("model.pemn")          # a path, or the file's bytes
     out["weights"]["head"]                # float32 array: values * scale * mask, bit-exact
     out["masks"], out["dense"], out["values"], out["header"], out["metadata"]
+    out["header"]                         # the PEMN header completed with its derived keys (v2)
+    out["stored_header"], out["version"]  # the header object as stored, and the format version
 
     python formats/reference_reader.py model.pemn [more.pemn ...]   # JSON summary, exit 1 on error
 
@@ -26,6 +31,7 @@ import math
 import os
 import re
 import sys
+import zlib
 
 import numpy as np
 
@@ -47,7 +53,7 @@ __all__ = [
 
 # ------------------------------------------------------------------------------------------ errors
 class FormatError(ValueError):
-    """The bytes are not a readable `.pemn` v1 file."""
+    """The bytes are not a readable `.pemn` file."""
 
 
 class ContainerError(FormatError):
@@ -63,7 +69,7 @@ class MissingKeyError(HeaderError):
 
 
 class VersionError(FormatError):
-    """The file's format version is newer than 1."""
+    """The file's format version is newer than 2."""
 
 
 class ChecksumError(FormatError):
@@ -80,9 +86,12 @@ class ShapeError(FormatError):
 
 # ------------------------------------------------------------------------------------------ constants (spec names)
 FORMAT_NAME = "pemn"
-FORMAT_VERSION = 1
+FORMAT_VERSIONS = (1, 2)  # the versions this reader implements
+FORMAT_VERSION = max(FORMAT_VERSIONS)
 KEY_FORMAT, KEY_VERSION, KEY_HEADER, KEY_HEADER_SHA256 = "format", "pemn.version", "pemn.header", "pemn.header_sha256"
+KEY_HEADER_BYTES = "pemn.header_bytes"  # v2: the inflated header text's length, 1 to 9 ASCII digits
 MASKS_TENSOR, DENSE_PREFIX, VALUES_PREFIX = "masks", "dense.", "values."
+HEADER_TENSOR = "header"  # v2: U8, the header text as one raw DEFLATE stream (RFC 1951)
 DENSE_GROUPS = {"f32": "<f4", "f16": "<f2", "i64": "<i8"}
 GENERATOR = "philox4x32-10"
 DISTRIBUTIONS = ("normal", "signed_constant", "uniform")
@@ -196,8 +205,9 @@ def _strict_json(text: str, what: str, error: type[FormatError], invalid: str = 
 
 
 # ------------------------------------------------------------------------------------------ container
-def parse_container(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
-    """(tensors, metadata, data_start) of a safetensors file, validated as the spec requires."""
+def parse_container(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], int, dict[str, tuple[int, int]]]:
+    """(tensors, metadata, data_start, offsets) of a safetensors file, validated as the spec requires;
+    ``offsets`` maps each tensor name to its [begin, end) byte range in the data buffer."""
     if len(blob) < 8:
         raise ContainerError(f"file of {len(blob)} bytes is too short for the 8-byte safetensors header length")
     header_len = int.from_bytes(blob[:8], "little")
@@ -255,7 +265,7 @@ def parse_container(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str],
         cursor = end
     if cursor != data_len:
         raise ContainerError(f"{data_len - cursor} trailing bytes after the last tensor")
-    return tensors, metadata, data_start
+    return tensors, metadata, data_start, {name: (begin, end) for begin, end, name in spans}
 
 
 # ------------------------------------------------------------------------------------------ generator
@@ -496,22 +506,45 @@ def _check_finite(header: dict, tensors: dict[str, np.ndarray], distribution: st
             )
 
 
-def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int) -> dict:
-    """Every rule of the spec's "Header validation", in its order. Returns the checked config."""
-    for key in (
-        "producer", "generator", "config", "banks", "layers", "dense", "architecture", "fingerprint", "checksums"
-    ):
-        if key not in header:
-            raise MissingKeyError(f"header: required key {key!r} is missing")
-    generator = _get(header, "generator", "object", "header")
-    if _get(generator, "name", "str", "generator") != GENERATOR:
-        raise HeaderError(f"generator.name must be {GENERATOR!r}, found {generator['name']!r}")
-    seed = _get(generator, "seed", "int", "generator")
-    config = _config(_get(header, "config", "object", "header"))
-    if config["seed"] != seed:
-        raise HeaderError(f"config.seed {config['seed']} differs from generator.seed {seed}")
+def derived_scales(config: dict, shapes: list[tuple[int, ...]]) -> list[float]:
+    """Each layer's scale by the writer rule of v1 section 9.3 (what a version 2 header may leave out):
+    its own Kaiming scale, or, for mp and rp without rescale, that of the first layer of N_max weights."""
+    if config["strategy"] in ("mp", "rp") and not config["rescale"]:
+        sizes = [math.prod(s) for s in shapes]
+        largest = shapes[sizes.index(max(sizes))]  # index() finds the first
+        return [kaiming_scale(largest)] * len(shapes)
+    return [kaiming_scale(s) for s in shapes]
 
-    layers = _get(header, "layers", "list", "header")
+
+# top-level keys every version requires, and those version 2 derives when absent (v2 section 4)
+REQUIRED_KEYS = ("producer", "generator", "config", "banks", "layers", "dense", "architecture", "fingerprint",
+                 "checksums")
+DERIVABLE_KEYS = ("generator", "banks")
+
+
+def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int, version: int) -> tuple[dict, dict]:
+    """Every rule of the spec's "Header validation", in its order (v1 section 12 rows 13 to 21; version 2
+    derives an absent derivable key at the row v2 section 4 names). Returns the checked config and the
+    header completed with the derived keys (a new object; ``header`` is left as stored)."""
+    derive = version >= 2
+    for key in REQUIRED_KEYS:
+        if key not in header and not (derive and key in DERIVABLE_KEYS):
+            raise MissingKeyError(f"header: required key {key!r} is missing")
+    full = dict(header)
+    if "generator" in header:
+        generator = _get(header, "generator", "object", "header")
+        if _get(generator, "name", "str", "generator") != GENERATOR:
+            raise HeaderError(f"generator.name must be {GENERATOR!r}, found {generator['name']!r}")
+        seed = _get(generator, "seed", "int", "generator")
+        config = _config(_get(header, "config", "object", "header"))
+        if config["seed"] != seed:
+            raise HeaderError(f"config.seed {config['seed']} differs from generator.seed {seed}")
+    else:  # version 2, row 14: the generator is the format's, keyed by config.seed
+        config = _config(_get(header, "config", "object", "header"))
+        full["generator"] = {"name": GENERATOR, "seed": config["seed"]}
+
+    layers = [dict(layer) if isinstance(layer, dict) else layer for layer in _get(header, "layers", "list", "header")]
+    full["layers"] = layers
     if not layers:
         raise HeaderError("header.layers is empty: a .pemn file has at least one masked layer")
     names, total, stream_bytes = set(), 0, 0
@@ -532,10 +565,12 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
         total += n
         if _get(layer, "type", "str", where) not in LAYER_TYPES:
             raise HeaderError(f"{where}: type must be one of {LAYER_TYPES}, found {layer['type']!r}")
-        _get(layer, "bank", "int", where)
-        scale = _get(layer, "scale", "number", where)
-        if float(np.float32(scale)) != scale:
-            raise HeaderError(f"{where}: scale {scale!r} is not a float32 value")
+        if not (derive and "bank" not in layer):  # version 2: an absent bank is derived at row 18
+            _get(layer, "bank", "int", where)
+        if not (derive and "scale" not in layer):  # version 2: an absent scale is derived at row 18
+            scale = _get(layer, "scale", "number", where)
+            if float(np.float32(scale)) != scale:
+                raise HeaderError(f"{where}: scale {scale!r} is not a float32 value")
         codec = _get(layer, "codec", "str", where)
         if codec not in CODECS:
             raise HeaderError(f"{where}: codec must be one of {CODECS}, found {codec!r}")
@@ -548,7 +583,9 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
                 raise HeaderError(f"{where}: rice parameter k must be in [0, {MAX_RICE_K}], found {k}")
             if not isinstance(layer.get("invert"), bool):
                 raise HeaderError(f"{where}: the rice codec needs a boolean 'invert'")
-        size = _get(layer, "bytes", "int", where)
+        if derive and codec == "raw" and "bytes" not in layer:  # version 2: a raw stream's length is derived
+            layer["bytes"] = (n + 7) // 8
+        size = _get(layer, "bytes", "int", where)  # a rice layer's is never derived
         if size < 0:
             raise HeaderError(f"{where}: bytes must be >= 0, found {size}")
         if codec == "raw" and size != (n + 7) // 8:
@@ -565,8 +602,15 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
     if total > max_weights:
         raise LimitError(f"{total} masked weights in all, over this reader's limit of {max_weights}")
 
-    want, bank_of = expected_banks(config, [tuple(layer["shape"]) for layer in layers])
-    banks = _get(header, "banks", "list", "header")
+    shapes = [tuple(layer["shape"]) for layer in layers]
+    want, bank_of = expected_banks(config, shapes)
+    stored_rule = config["strategy"] == "rp" or config["learn_values"]  # v1 section 9.2
+    if "banks" not in header:  # version 2, row 18: the banks section 9 derives
+        full["banks"] = [{**spec, "stored": stored_rule} for spec in want]
+    for layer, b, scale in zip(layers, bank_of, derived_scales(config, shapes), strict=True):
+        layer.setdefault("bank", b)  # absent only in version 2 (checked at row 15)
+        layer.setdefault("scale", scale)
+    banks = _get(full, "banks", "list", "header")
     if len(banks) != len(want):
         raise HeaderError(f"header.banks: strategy {config['strategy']!r} makes {len(want)} banks, found {len(banks)}")
     for spec, bank in zip(want, banks, strict=True):  # same length: checked just above
@@ -577,7 +621,7 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
             if key not in bank or type(bank[key]) is not type(value) or bank[key] != value:
                 raise HeaderError(f"{where}.{key}: expected {value!r} for these layers, found {bank.get(key)!r}")
         stored = _get(bank, "stored", "bool", where)
-        if stored != (config["strategy"] == "rp" or config["learn_values"]):
+        if stored != stored_rule:
             raise HeaderError(
                 f"{where}.stored: values are stored exactly for strategy 'rp' and for learned values, found {stored}"
             )
@@ -646,54 +690,123 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
         raise HeaderError("checksums must be {'algorithm': 'sha256', 'data': <hex>}")
     described = {MASKS_TENSOR} | {DENSE_PREFIX + g for g in group_size}
     described |= {f"{VALUES_PREFIX}{b['index']}" for b in banks if b["stored"]}
+    if version >= 2:  # row 21: the deflated header is a tensor of version 2 only
+        described.add(HEADER_TENSOR)
     extra = sorted(set(tensors) - described)
     if extra:
         raise HeaderError(f"tensors not described by the header: {extra}")
-    return config
+    return config, full
 
 
 # ------------------------------------------------------------------------------------------ read
-def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True) -> dict:
-    """Read, validate and decode a `.pemn` v1 file (a path or its bytes).
+def _require(metadata: dict[str, str], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key not in metadata:
+            raise MissingKeyError(f"metadata key {key!r} is missing")
 
-    Returns a dict: ``header`` (the decoded PEMN header), ``metadata`` (the safetensors metadata),
-    ``weights`` (layer name -> float32 materialized weight), ``masks`` (layer name -> bool array),
-    ``dense`` (state-dict key -> array as stored), ``values`` (bank index -> stored float32 vector).
+
+def _inflate_header(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> bytes:
+    """Version 2, rows 11b to 11d: the declared length, the ``header`` tensor, then its one raw DEFLATE
+    stream inflated to exactly that length (never more than one byte beyond it is produced)."""
+    declared = metadata[KEY_HEADER_BYTES]
+    if not re.fullmatch(r"[0-9]{1,9}", declared):
+        raise HeaderError(f"{KEY_HEADER_BYTES} must be 1 to 9 ASCII digits, found {declared[:40]!r}")
+    size = int(declared)
+    if size > MAX_HEADER_BYTES:
+        raise LimitError(f"{KEY_HEADER_BYTES} declares {size} bytes, over the {MAX_HEADER_BYTES}-byte limit")
+    block = tensors.get(HEADER_TENSOR)
+    if block is None:
+        raise ShapeError(f"tensor {HEADER_TENSOR!r} is missing: a version 2 file keeps its PEMN header there")
+    if block.dtype != np.uint8 or block.ndim != 1:
+        raise ShapeError(f"tensor {HEADER_TENSOR!r} must be 1-D uint8, found {block.dtype} {list(block.shape)}")
+    inflater = zlib.decompressobj(-15)  # raw DEFLATE: no zlib or gzip wrapper
+    try:
+        text = inflater.decompress(block.tobytes(), size + 1)  # at most one byte more than declared
+    except zlib.error as exc:
+        raise HeaderError(f"tensor {HEADER_TENSOR!r} is not a raw DEFLATE stream: {exc}") from None
+    if len(text) > size:
+        raise HeaderError(
+            f"tensor {HEADER_TENSOR!r} inflates to more than the {size} bytes {KEY_HEADER_BYTES} declares"
+        )
+    if not inflater.eof:
+        raise HeaderError(f"tensor {HEADER_TENSOR!r} ends before its final DEFLATE block: the stream is cut short")
+    if inflater.unused_data:
+        raise HeaderError(
+            f"tensor {HEADER_TENSOR!r} has {len(inflater.unused_data)} bytes after its final DEFLATE block"
+        )
+    if len(text) != size:
+        raise HeaderError(f"tensor {HEADER_TENSOR!r} inflates to {len(text)} bytes; {KEY_HEADER_BYTES} declares {size}")
+    return text
+
+
+def _header_object(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> tuple[dict, int]:
+    """Rows 6 to 12 of either version: (the PEMN header object as stored, the format version)."""
+    if metadata.get(KEY_FORMAT) != FORMAT_NAME:
+        raise HeaderError(
+            f"not a .pemn file: metadata {KEY_FORMAT!r} is {metadata.get(KEY_FORMAT)!r}, expected {FORMAT_NAME!r}"
+        )
+    _require(metadata, (KEY_VERSION,))
+    version_text = metadata[KEY_VERSION]
+    if not re.fullmatch(r"[0-9]{1,6}", version_text):
+        raise HeaderError(f"{KEY_VERSION} must be a decimal integer of ASCII digits, found {version_text!r}")
+    version = int(version_text)
+    if version > FORMAT_VERSION:  # before anything else of the file is read: a newer header may be anything
+        raise VersionError(
+            f"file is .pemn format version {version}; this reader understands versions "
+            f"{', '.join(map(str, FORMAT_VERSIONS))}: a newer reader is needed"
+        )
+    if version < 1:
+        raise HeaderError(f"{KEY_VERSION} must be >= 1, found {version_text!r}")
+    if version == 1:  # v1 row 7, then the header text from the metadata
+        _require(metadata, (KEY_HEADER, KEY_HEADER_SHA256))
+        text = metadata[KEY_HEADER]
+        encoded = text.encode("utf-8")  # no surrogates: refused in parse_container
+        where = KEY_HEADER
+    else:  # v2 row 11a, then the header text inflated from the header tensor
+        _require(metadata, (KEY_HEADER_BYTES, KEY_HEADER_SHA256))
+        encoded = _inflate_header(metadata, tensors)
+        where = f"the PEMN header in tensor {HEADER_TENSOR!r}"
+    digest = hashlib.sha256(encoded).hexdigest()
+    if digest != metadata[KEY_HEADER_SHA256]:
+        raise ChecksumError(
+            f"PEMN header checksum mismatch: stored {metadata[KEY_HEADER_SHA256]!r}, computed {digest!r}"
+        )
+    if version >= 2:
+        try:
+            text = encoded.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HeaderError(f"{where} is not valid UTF-8: {exc}") from None
+    header = _strict_json(text, where, HeaderError)
+    if not isinstance(header, dict):
+        raise HeaderError(f"{where} must be a JSON object, found {type(header).__name__}")
+    return header, version
+
+
+def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True) -> dict:
+    """Read, validate and decode a `.pemn` file of version 1 or 2 (a path or its bytes).
+
+    Returns a dict: ``header`` (the decoded PEMN header, completed with the keys version 2 derives),
+    ``stored_header`` (the header object as stored), ``version`` (the format version), ``metadata``
+    (the safetensors metadata), ``weights`` (layer name -> float32 materialized weight), ``masks``
+    (layer name -> bool array), ``dense`` (state-dict key -> array as stored), ``values`` (bank index
+    -> stored float32 vector).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         blob = bytes(source)
     else:
         with open(os.fspath(source), "rb") as fh:
             blob = fh.read()
-    tensors, metadata, data_start = parse_container(blob)
-
-    if metadata.get(KEY_FORMAT) != FORMAT_NAME:
-        raise HeaderError(
-            f"not a .pemn file: metadata {KEY_FORMAT!r} is {metadata.get(KEY_FORMAT)!r}, expected {FORMAT_NAME!r}"
-        )
-    for key in (KEY_VERSION, KEY_HEADER, KEY_HEADER_SHA256):
-        if key not in metadata:
-            raise MissingKeyError(f"metadata key {key!r} is missing")
-    version = metadata[KEY_VERSION]
-    if not re.fullmatch(r"[0-9]{1,6}", version):
-        raise HeaderError(f"{KEY_VERSION} must be a decimal integer of ASCII digits, found {version!r}")
-    if int(version) > FORMAT_VERSION:
-        raise VersionError(
-            f"file is .pemn format version {int(version)}; this reader understands version {FORMAT_VERSION} only"
-        )
-    if int(version) < 1:
-        raise HeaderError(f"{KEY_VERSION} must be >= 1, found {version!r}")
-    text = metadata[KEY_HEADER]
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()  # no surrogates: refused in parse_container
-    if digest != metadata[KEY_HEADER_SHA256]:
-        raise ChecksumError(
-            f"PEMN header checksum mismatch: stored {metadata[KEY_HEADER_SHA256]!r}, computed {digest!r}"
-        )
-    header = _strict_json(text, KEY_HEADER, HeaderError)
-    if not isinstance(header, dict):
-        raise HeaderError(f"{KEY_HEADER} must be a JSON object, found {type(header).__name__}")
-    config = _check_header(header, tensors, max_weights)
-    data_digest = hashlib.sha256(blob[data_start:]).hexdigest()
+    tensors, metadata, data_start, offsets = parse_container(blob)
+    stored, version = _header_object(metadata, tensors)
+    config, header = _check_header(stored, tensors, max_weights, version)
+    data, h = memoryview(blob)[data_start:], hashlib.sha256()
+    if version >= 2:  # v2 section 5: the data buffer with the header tensor's bytes cut out
+        begin, end = offsets[HEADER_TENSOR]
+        h.update(data[:begin])
+        h.update(data[end:])
+    else:
+        h.update(data)
+    data_digest = h.hexdigest()
     if data_digest != header["checksums"]["data"]:
         raise ChecksumError(f"data checksum mismatch: stored {header['checksums']['data']}, computed {data_digest}")
     _check_finite(header, tensors, config["distribution"])
@@ -745,7 +858,8 @@ def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True)
         dense[key] = np.array(tensors[DENSE_PREFIX + group][at : at + n]).reshape(shape)
         offset[group] = at + n
     return {
-        "header": header, "metadata": metadata, "weights": weights, "masks": masks, "dense": dense, "values": values
+        "header": header, "stored_header": stored, "version": version, "metadata": metadata, "weights": weights,
+        "masks": masks, "dense": dense, "values": values,
     }
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from .budget import parse_size
 from .errors import ConfigError, ModelError, PemnError, ShapeError, TrustError
 from .export import to_bytes
+from .fileformat.constants import FORMAT_VERSION
 from .fileformat.container import atomic_write
 from .fileformat.header import Json
 from .fileformat.reader import DEFAULT_MAX_WEIGHTS, PemnFile, read_pemn
@@ -47,6 +48,7 @@ def save(
     architecture: dict | str | None = None,
     provenance: Json = None,
     target_size: int | str | None = None,
+    format_version: int = FORMAT_VERSION,
 ) -> Path:
     """Write a masked model to ``path`` atomically; returns the path.
 
@@ -63,13 +65,15 @@ def save(
         masks are fixed at save time, so a file that would be larger is refused (ConfigError, nothing
         written) rather than changed; no other option is changed to fit either. Choose the density
         before training with ``MaskConfig.for_target`` to meet a budget.
+    format_version: 2 (default: the compact deflated header of formats/pemn-v2.md) or 1 (for readers
+        that only know formats/pemn-v1.md); ``load`` reads both.
 
     Readers see the old file or the complete new one, never a partial file. Raises ConfigError for
     an invalid option and ModelError for a model that is not masked.
     """
     budget = None if target_size is None else parse_size(target_size)
     blob = to_bytes(model, dense_dtype=dense_dtype, fold_batchnorm=fold_batchnorm, codec=codec,
-                    architecture=architecture, provenance=provenance)
+                    architecture=architecture, provenance=provenance, format_version=format_version)
     if budget is not None and len(blob) > budget:
         raise ConfigError(
             f"the file would be {len(blob):,} B, over target_size {budget:,} B; nothing was written: mask the "

@@ -16,6 +16,8 @@ that size is at or under the budget, so that the file meets it whatever the mask
   each layer record as a ``rice`` record with ``ones = n``, ``bytes`` = its bound, ``rice_k = 40``,
   ``invert = false``; the masks tensor as long as the sum of the bounds; the provenance values known
   only after training as ``WORST_FLOAT`` (as long as any float's JSON). Every other field is exact.
+  Format version 2 deflates that text: the bound counts it at zlib's ``deflateBound`` of the text's
+  length (``writer.encoded_size_bound``), since a smaller text may deflate worse than the trial's.
 
 Sizes are bytes: ``parse_size("40KB") == 40_000``, ``parse_size("40KiB") == 40_960``.
 """
@@ -36,12 +38,12 @@ from torch import nn
 from .config import MaskConfig
 from .errors import ConfigError, PemnError, option_error, worded
 from .export import export
-from .fileformat.constants import MASKS_TENSOR, MAX_RICE_K
+from .fileformat.constants import FORMAT_VERSION, MASKS_TENSOR, MAX_RICE_K
 from .fileformat.header import Json
 from .fileformat.payload import Payload
 from .fileformat.reader import read_pemn
 from .fileformat.summary import dense_fp32_entries, safetensors_file_size
-from .fileformat.writer import encode
+from .fileformat.writer import encode, encoded_size_bound
 from .nn.topk import kept_count
 from .surgery import mask_
 
@@ -196,8 +198,9 @@ class Trial:
     """
 
     def __init__(self, model: nn.Module, config: MaskConfig, *, provenance: Callable[[float], Json] | None = None,
-                 **write_options) -> None:
+                 format_version: int = FORMAT_VERSION, **write_options) -> None:
         self.config = config
+        self.format_version = format_version
         self.provenance = provenance or (lambda density: None)
         skeleton = copy.deepcopy(model)
         mask_(skeleton, config.replace(density=DEFAULT_DENSITY))
@@ -220,7 +223,7 @@ class Trial:
                                      layers=layers, provenance=self.provenance(density) or {})
         tensors = dict(self.payload.tensors)
         tensors[MASKS_TENSOR] = np.zeros(sum(masks), dtype=np.uint8)
-        total = len(encode(Payload(header, tensors)))
+        total = encoded_size_bound(Payload(header, tensors), self.format_version)
         return SizeBound(density, sum(masks), self.leftovers, total - sum(masks) - self.leftovers)
 
     def smallest_density(self) -> float:

@@ -245,6 +245,15 @@ def _strategy(config: dict) -> str:
     return ", ".join(parts)
 
 
+def _header_note(t: dict) -> str:
+    """What the header row says: its share of the bound and, version 2, the JSON it was deflated from."""
+    note = f"safetensors + PEMN: {_share(t['header_fraction'])} of the bound"
+    deflated = t.get("header_deflated_bytes")
+    if deflated is not None:
+        note += f"; PEMN header {t['header_text_bytes']:,} B of JSON deflated to {deflated:,} B"
+    return note
+
+
 def _provenance(prov) -> list[tuple[str, str]]:
     if not isinstance(prov, dict) or not prov:
         return [("provenance", "[dim]none recorded[/]")]
@@ -381,7 +390,7 @@ def _size_table(out: Console, t: dict) -> Table:
         ("  dense leftovers", _human(t["dense_bytes"]),
          f"bound (fp16, BN folded) {t['dense_bound_bytes']:,} B: {_pct(t['dense_overhead_fraction'])}"),
         ("  stored values", _human(t["values_bytes"]), "rp / learned vectors; bound: as stored"),
-        ("  header", _human(t["header_bytes"]), f"safetensors + PEMN: {_share(t['header_fraction'])} of the bound"),
+        ("  header", _human(t["header_bytes"]), _header_note(t)),
         ("dense fp32 safetensors", _human(t["dense_fp32_bytes"]), "same model, every weight in fp32"),
         ("on-disk ratio", _x(t["disk_ratio"]), "dense fp32 file / this file, everything counted"),
         ("paper formula (BN not counted)", _x(t["paper_ratio"]),
@@ -453,7 +462,7 @@ def verify(file: str) -> None:
         kept = sum(int(m.sum()) for m in masks.values())
         ok("masks", f"{len(masks)} layers decoded, {kept:,} of {pf.plan.masked_weights:,} weights kept")
         weights = reader.decode_weights(pf, masks)
-        ok("weights", f"regenerated in numpy ({safe(pf.header['generator']['name'])}, seed {pf.plan.seed}, "
+        ok("weights", f"regenerated in numpy ({safe(pf.file_header.generator.name)}, seed {pf.plan.seed}, "
                       f"{pf.plan.unique_values:,} unique values)")
         reader.verify_fingerprint(pf, weights)
         prefix = safe(pf.header["fingerprint"]["value"][:16])

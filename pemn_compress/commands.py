@@ -55,7 +55,8 @@ COMPRESS_SECTIONS = {
                "learn_values", "seed"],
     "Training": ["epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing", "augment",
                  "distill", "distill_alpha", "distill_temperature"],
-    "Output": ["output", "dense_dtype", "fold_batchnorm", "checkpoint_every", "resume", "as_json", "quiet"],
+    "Output": ["output", "dense_dtype", "fold_batchnorm", "format_version", "checkpoint_every", "resume", "as_json",
+               "quiet"],
     "Runtime": ["device", "amp", "threads"],
 }
 EVAL_SECTIONS = {
@@ -225,6 +226,9 @@ def _print_summary(result) -> None:
                    "(the accuracy reported is that of this file). Such a file cannot be loaded for further training "
                    "(pemn.load(masked=True)); --no-fold-batchnorm keeps the running statistics. Checkpoints stay "
                    "unfolded either way.")
+@click.option("--format-version", type=click.IntRange(1, 2), default=2, show_default=True,
+              help="File format: 2 stores a compact, deflated header (smaller files); 1 is for readers that only "
+                   "know format version 1 (formats/pemn-v1.md). pemn-compress reads both.")
 @click.option("-o", "--output", default=None, metavar="PATH", help="Output file (default: <MODEL stem>.pemn here).")
 @click.option("--checkpoint-every", type=int, default=None, metavar="STEPS",
               help="Write <output>.ckpt every STEPS optimizer steps (default: after every epoch; 0: only on Ctrl-C "

@@ -306,7 +306,7 @@ def prepare(options: CompressOptions, checked: Checked, run: RunContext) -> Prep
 def _write_options(options: CompressOptions, arch: Architecture) -> dict[str, Any]:
     """How the file is encoded (``export``'s options): the same for the budget's trial and the file."""
     return {"dense_dtype": options.dense_dtype, "fold_batchnorm": options.fold_batchnorm,
-            "architecture": arch.reference}
+            "architecture": arch.reference, "format_version": options.format_version}
 
 
 def _choose_target(options: CompressOptions, checked: Checked, model: nn.Module, arch: Architecture,

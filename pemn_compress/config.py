@@ -116,13 +116,13 @@ class MaskConfig(JsonDataclass):
     @classmethod
     def for_target(cls, model: Any, *, target_size: int | str | None = None, target_ratio: float | None = None,
                    dense_dtype: str = "float16", fold_batchnorm: bool = False, architecture: Any = None,
-                   provenance: Any = None, **config_fields: Any) -> MaskConfig:
+                   provenance: Any = None, format_version: int = 2, **config_fields: Any) -> MaskConfig:
         """A config whose file is guaranteed within a budget, whatever the masks learn (``budget.py``).
 
         ``model``: the unmasked module (not changed); exactly one of ``target_size`` (bytes: ``40000``,
         ``"40KB"``, ``"40KiB"``) and ``target_ratio`` (file <= dense fp32 safetensors file / ratio);
-        ``dense_dtype``, ``fold_batchnorm``, ``architecture``, ``provenance``: as the ``pemn.save`` call
-        that will write the file (a provenance that grows after training, e.g. an accuracy, should
+        ``dense_dtype``, ``fold_batchnorm``, ``architecture``, ``provenance``, ``format_version``: as the
+        ``pemn.save`` call that will write the file (a provenance that grows after training, e.g. an accuracy, should
         hold ``budget.WORST_FLOAT`` there); ``config_fields``: the other MaskConfig fields (not
         density: the budget chooses it). The density is 0.5 when its bound fits, else the largest
         below it that fits; ConfigError when even one kept weight per layer does not fit.
@@ -137,7 +137,7 @@ class MaskConfig(JsonDataclass):
         config = cls(**config_fields)
         size = None if target_size is None else parse_size(target_size)
         trial = Trial(model, config, provenance=lambda density: provenance, dense_dtype=dense_dtype,
-                      fold_batchnorm=fold_batchnorm, architecture=architecture)
+                      fold_batchnorm=fold_batchnorm, architecture=architecture, format_version=format_version)
         budget = budget_bytes(target_size=size, target_ratio=target_ratio, dense_fp32_bytes=trial.dense_fp32_bytes())
         choice = choose_density(trial, budget, target_size=size, target_ratio=target_ratio)
         return config.replace(density=choice.density)

@@ -26,6 +26,7 @@ from .fileformat.constants import (
     DENSE_FLOAT_GROUP,
     DENSE_GROUPS,
     DENSE_PREFIX,
+    FORMAT_VERSION,
     GENERATOR,
     MASKS_TENSOR,
     VALUES_PREFIX,
@@ -100,9 +101,9 @@ def export(
     return Payload(header, tensors)
 
 
-def to_bytes(model: nn.Module, **options) -> bytes:
-    """The `.pemn` bytes of a masked model: ``encode(export(model, **options))``."""
-    return encode(export(model, **options))
+def to_bytes(model: nn.Module, *, format_version: int = FORMAT_VERSION, **options) -> bytes:
+    """The `.pemn` bytes of a masked model: ``encode(export(model, **options), format_version)``."""
+    return encode(export(model, **options), format_version)
 
 
 def _check_options(*, dense_dtype: str, codec: str) -> None:

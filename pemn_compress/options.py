@@ -23,7 +23,7 @@ from torch import nn
 from .budget import DEFAULT_DENSITY, parse_size
 from .config import JsonDataclass, MaskConfig
 from .errors import ConfigError, check_bool, check_int, check_number, option_error, worded
-from .fileformat.constants import DENSE_DTYPES
+from .fileformat.constants import DENSE_DTYPES, FORMAT_VERSION, FORMAT_VERSIONS
 from .fileformat.writer import DEFAULT_DENSE_DTYPE
 from .train import TrainConfig
 from .usercode import is_reference
@@ -81,6 +81,7 @@ class CompressOptions(JsonDataclass):
     # the output
     dense_dtype: str = DEFAULT_DENSE_DTYPE  # float16 (measured default) | float32 for the dense leftovers
     fold_batchnorm: bool = True  # store BatchNorm folded (deployment form); the checkpoint stays unfolded
+    format_version: int = FORMAT_VERSION  # 2: compact deflated header; 1: for readers that know version 1 only
     output: str | None = None  # default: <input stem>.pemn in the current folder
     checkpoint_every: int | None = None  # steps; None: every epoch; 0: only on interruption
     resume: bool = False  # continue <output>.ckpt
@@ -142,6 +143,8 @@ class CompressOptions(JsonDataclass):
             raise option_error("device", f"must be one of auto, cpu, cuda or cuda:N; found {self.device!r}")
         if self.dense_dtype not in DENSE_DTYPES:
             raise option_error("dense_dtype", f"must be one of {', '.join(DENSE_DTYPES)}; found {self.dense_dtype!r}")
+        if self.format_version not in FORMAT_VERSIONS or isinstance(self.format_version, bool):
+            raise option_error("format_version", f"must be one of {FORMAT_VERSIONS}; found {self.format_version!r}")
 
     def _check_target(self) -> None:
         """``target_size`` as bytes (int); at most one of target_size, target_ratio, and neither with a

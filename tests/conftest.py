@@ -28,6 +28,56 @@ def one_torch_thread():
 REPO = Path(__file__).resolve().parents[1]
 
 
+def edit_pemn(blob: bytes, *, header=None, tensors=None, metadata=None, text: str | None = None,
+              resign: bool = True) -> bytes:
+    """A `.pemn` file (version 1 or 2) with its parts changed, re-signed as a writer would sign it.
+
+    ``tensors(dict)`` edits the data tensors (the version 2 ``header`` tensor is not among them),
+    ``header(dict)`` the PEMN header object, ``metadata(dict)`` the final metadata; ``text`` replaces
+    the header text outright. ``resign``: recompute ``checksums.data`` (formats/pemn-v1.md section 6.2,
+    pemn-v2.md section 5) and the header hash (and, version 2, ``pemn.header_bytes``), after the edits.
+    Written here with the container codec, zlib and hashlib: a test's file is not the writer's.
+    """
+    import hashlib
+    import json
+    import zlib
+
+    from pemn_compress.fileformat.container import decode_container, encode_container
+
+    found, meta = decode_container(blob)
+    meta = dict(meta)
+    version = meta["pemn.version"]
+    data = {name: np.array(t) for name, t in found.items() if not (version == "2" and name == "header")}
+    if version == "2":
+        head = json.loads(zlib.decompress(found["header"].tobytes(), -15))
+    else:
+        head = json.loads(meta["pemn.header"])
+    if tensors:
+        tensors(data)
+    if header:
+        header(head)
+    if resign:
+        digest = hashlib.sha256()
+        for name in sorted(data, key=lambda n: (-data[n].dtype.itemsize, n)):  # the writer's layout order
+            digest.update(data[name].tobytes())
+        head["checksums"]["data"] = digest.hexdigest()
+    if text is None:
+        text = json.dumps(head, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    encoded = text.encode("utf-8", "surrogatepass")
+    if version == "2":
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+        data["header"] = np.frombuffer(packer.compress(encoded) + packer.flush(), dtype=np.uint8)
+        if resign:
+            meta["pemn.header_bytes"] = str(len(encoded))
+    else:
+        meta["pemn.header"] = text
+    if resign:
+        meta["pemn.header_sha256"] = hashlib.sha256(encoded).hexdigest()
+    if metadata:
+        metadata(meta)
+    return encode_container(data, meta)
+
+
 def load_script(relative: str, name: str) -> ModuleType:
     """Import a script of the repository (``benchmarks/*.py``, ``formats/reference_reader.py``) from its
     file, as module ``name``: they are scripts, not package modules, and no test edits ``sys.path``."""

@@ -129,9 +129,12 @@ def test_for_target_and_save_refuse_what_does_not_fit(tmp_path):
     assert (tmp_path / "a.pemn").exists() is False
     path = pemn.save(model, tmp_path / "a.pemn", fold_batchnorm=True, target_size="4KiB")
     assert path.stat().st_size <= 4096
-    with pytest.raises(ConfigError, match="over target_size 4,096 B; nothing was written"):
-        pemn.save(model, tmp_path / "b.pemn", dense_dtype="float32", target_size="4KiB")
+    fp32 = pemn.save(model, tmp_path / "fp32.pemn", dense_dtype="float32").stat().st_size
+    assert fp32 > path.stat().st_size  # float32 leftovers, BatchNorm unfolded: a larger file
+    with pytest.raises(ConfigError, match=f"would be {fp32:,} B, over target_size {fp32 - 1:,} B; nothing was written"):
+        pemn.save(model, tmp_path / "b.pemn", dense_dtype="float32", target_size=fp32 - 1)
     assert not (tmp_path / "b.pemn").exists()
+    assert pemn.save(model, tmp_path / "b.pemn", dense_dtype="float32", target_size=fp32).stat().st_size == fp32
     ratio = pemn.MaskConfig.for_target(dense, target_ratio=2.0, fold_batchnorm=True)
     assert 0 < ratio.density <= 0.5
     for bad, match in [(dict(target_size=100), "below the smallest file"), (dict(), "exactly one"),

@@ -5,7 +5,6 @@ codes and one-line errors, hostile strings kept off the terminal, and no torch i
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import subprocess
@@ -16,16 +15,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import edit_pemn
 from safetensors.numpy import save_file
 from torch import nn
 
 import pemn_compress as pemn
 from pemn_compress import cli as cli_module
 from pemn_compress.cli import cli, sanitize
-from pemn_compress.fileformat.container import data_buffer, decode_container, encode_container
 from pemn_compress.fileformat.reader import read_pemn
 from pemn_compress.fileformat.summary import safetensors_file_size, summarize
-from pemn_compress.fileformat.writer import canonical_json
 from pemn_compress.surgery import materialize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,24 +70,7 @@ def assert_one_line_error(result, code: int) -> str:
 
 def rewrite(src: Path, dst: Path, *, tensors=None, header=None, metadata=None, resign: bool = True) -> Path:
     """Copy a .pemn file with its tensors / header / metadata changed; re-sign header and checksums."""
-    tens, meta = decode_container(src.read_bytes())
-    tens = {k: np.array(v) for k, v in tens.items()}
-    head = json.loads(meta["pemn.header"])
-    if tensors:
-        tensors(tens)
-    if header:
-        header(head)
-    if resign:
-        checks = head["checksums"]
-        if "data" in checks:  # one SHA-256 over the whole data buffer
-            checks["data"] = hashlib.sha256(data_buffer(encode_container(tens, meta))).hexdigest()
-        else:  # one per tensor
-            checks["tensors"] = {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in tens.items()}
-        text = canonical_json(head)
-        meta = {**meta, "pemn.header": text, "pemn.header_sha256": hashlib.sha256(text.encode()).hexdigest()}
-    if metadata:
-        metadata(meta)
-    dst.write_bytes(encode_container(tens, meta))
+    dst.write_bytes(edit_pemn(src.read_bytes(), tensors=tensors, header=header, metadata=metadata, resign=resign))
     return dst
 
 
@@ -191,7 +172,7 @@ def test_inspect_json_totals_agree_with_disk_and_the_reference_reader(files, str
     # sizes: the file on disk and the byte ranges of its tensors
     prefix_bytes, spans = safetensors_layout(path)
     assert t["file_bytes"] == os.path.getsize(path) == prefix_bytes + max(end for _, end in spans.values())
-    assert t["header_bytes"] == prefix_bytes
+    assert t["header_bytes"] == prefix_bytes + span_bytes(spans, "header") > prefix_bytes  # v2: the deflated header
     assert t["mask_bytes"] == span_bytes(spans, "masks") > 0
     assert t["dense_bytes"] == span_bytes(spans, "dense.") > 0
     assert t["values_bytes"] == span_bytes(spans, "values.")
@@ -216,7 +197,7 @@ def test_inspect_json_totals_agree_with_disk_and_the_reference_reader(files, str
     # what must hold whatever the formulas (their values are checked by hand on a tiny file below)
     assert t["disk_ratio"] > 1 and (t["paper_ratio"] > 1 or strategy == "dense")  # dense: 32 / 33
     assert t["mask_bytes"] >= t["mask_information_bytes"]  # no coder beats the entropy of these masks
-    assert s["config"]["strategy"] == STRATEGIES[strategy].strategy and s["format_version"] == 1
+    assert s["config"]["strategy"] == STRATEGIES[strategy].strategy and s["format_version"] == 2
     assert s["provenance"] == PROVENANCE
 
 
@@ -457,15 +438,12 @@ def test_hostile_names_and_provenance_never_reach_the_terminal_raw(tmp_path):
 
 
 def test_non_finite_numbers_in_a_header_are_refused_in_one_line(files, tmp_path):
-    import hashlib
-
     path, _ = files["mp"]
-    tensors, meta = decode_container(path.read_bytes())
-    header = json.loads(meta["pemn.header"])
-    header["provenance"] = {"accuracy": float("nan"), "loss": float("inf")}
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"))  # NaN: only a crafted file has it
-    meta = {**meta, "pemn.header": text, "pemn.header_sha256": hashlib.sha256(text.encode()).hexdigest()}
-    (tmp_path / "nan.pemn").write_bytes(encode_container({k: np.array(v) for k, v in tensors.items()}, meta))
+
+    def crafted(header):  # NaN: only a crafted file has it
+        header["provenance"] = {"accuracy": float("nan"), "loss": float("inf")}
+
+    (tmp_path / "nan.pemn").write_bytes(edit_pemn(path.read_bytes(), header=crafted))
     for args in (("--json",), ()):
         result = invoke("inspect", tmp_path / "nan.pemn", *args)
         assert_one_line_error(result, 2)

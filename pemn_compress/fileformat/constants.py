@@ -1,19 +1,22 @@
-"""Names and limits of the `.pemn` v1 format, spelled as in formats/pemn-v1.md."""
+"""Names and limits of the `.pemn` format, spelled as in formats/pemn-v1.md and formats/pemn-v2.md."""
 
 from __future__ import annotations
 
 from ..rng import GENERATOR as GENERATOR  # re-exported: the header names the generator rng implements
 
 FORMAT_NAME = "pemn"
-FORMAT_VERSION = 1  # bumped only for structural changes (see the spec's versioning policy)
+FORMAT_VERSION = 2  # the newest version: what writers write by default (bumped only for structural changes)
+FORMAT_VERSIONS = (1, 2)  # every version this package reads and can write
 
 # __metadata__ keys (safetensors metadata is a flat string -> string map)
 KEY_FORMAT = "format"  # "pemn"
-KEY_VERSION = "pemn.version"  # decimal string, "1"
-KEY_HEADER = "pemn.header"  # the PEMN header: canonical JSON (sorted keys, no spaces)
-KEY_HEADER_SHA256 = "pemn.header_sha256"  # hex SHA-256 of the UTF-8 bytes of KEY_HEADER's value
+KEY_VERSION = "pemn.version"  # decimal string, "1" or "2"
+KEY_HEADER = "pemn.header"  # v1: the PEMN header, canonical JSON (sorted keys, no spaces)
+KEY_HEADER_SHA256 = "pemn.header_sha256"  # hex SHA-256 of the UTF-8 bytes of the PEMN header text
+KEY_HEADER_BYTES = "pemn.header_bytes"  # v2: decimal length of the PEMN header text once inflated
 
 # tensor names: few tensors, so the container header stays small next to the masks
+HEADER_TENSOR = "header"  # v2, uint8: the PEMN header text as one raw DEFLATE stream (RFC 1951)
 MASKS_TENSOR = "masks"  # uint8: every layer's coded mask stream, concatenated in layer order
 DENSE_PREFIX = "dense."  # "dense.f32" / "dense.f16" / "dense.i64": leftovers flattened and concatenated
 VALUES_PREFIX = "values."  # "values.<bank>": an explicitly stored value vector (float32)
@@ -34,7 +37,7 @@ ST_DTYPES = {
 }
 
 # limits that bound what a hostile file can make a reader do
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own cap on the JSON header; v2: on the inflated PEMN header
 MAX_TENSORS = 100_000
 MAX_NDIM = 8
 MAX_LAYER_WEIGHTS = 1 << 34  # 16 G weights in one layer: beyond any sane model

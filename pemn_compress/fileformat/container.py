@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write",
     "container_order",
     "data_buffer",
+    "data_buffer_without",
     "decode_container",
     "encode_container",
     "strict_json",
@@ -201,6 +202,18 @@ def data_buffer(blob: bytes | memoryview) -> memoryview:
     blob = memoryview(blob)
     (n,) = struct.unpack("<Q", blob[:8])
     return blob[8 + n :]
+
+
+def data_buffer_without(blob: bytes | memoryview, name: str) -> tuple[memoryview, memoryview]:
+    """The data buffer of an accepted container with tensor ``name``'s bytes cut out: the parts before
+    and after them (the whole buffer and an empty part when there is no such tensor)."""
+    buffer = data_buffer(blob)
+    (n,) = struct.unpack("<Q", memoryview(blob)[:8])
+    entry = json.loads(bytes(memoryview(blob)[8 : 8 + n])).get(name)
+    if entry is None:
+        return buffer, buffer[:0]
+    begin, end = entry["data_offsets"]
+    return buffer[:begin], buffer[end:]
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:

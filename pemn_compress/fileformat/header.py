@@ -1,10 +1,15 @@
 """The PEMN header (formats/pemn-v1.md section 6.2) as typed records, and its one JSON conversion.
 
-``FileHeader.to_json()`` gives the JSON object a writer serializes (``canonical_json``);
-``FileHeader.from_json(obj, max_weights=...)`` is the only way back: it checks the object section by
-section, in the order of the spec's section 12 (rows 13 to 20), and raises the error that section
-names. What it cannot check alone (the tensors the header describes, the data checksum) is checked by
-``reader.decode``, which calls it.
+``FileHeader.to_json(version)`` gives the JSON object a writer serializes (``canonical_json``);
+``FileHeader.from_json(obj, max_weights=..., version=...)`` is the only way back: it checks the object
+section by section, in the order of the spec's section 12 (rows 13 to 20), and raises the error that
+section names. What it cannot check alone (the tensors the header describes, the data checksum) is
+checked by ``reader.decode``, which calls it.
+
+Format version 2 (formats/pemn-v2.md section 4) leaves out what section 9 derives: ``generator``,
+``banks``, each layer's ``bank``, a ``raw`` layer's ``bytes`` and a ``scale`` equal to the writer's
+scale rule. ``from_json(..., version=2)`` completes an absent one with its derived value, then checks
+everything as version 1 does; a present one is checked (or, for ``scale``, used) as in version 1.
 
 Invariants of a record built by ``from_json``: every type and range of sections 6.2 and 6.3 holds,
 the banks are exactly those section 9 derives from ``config`` and the layer shapes, the layers'
@@ -17,6 +22,7 @@ numpy only, no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -72,6 +78,7 @@ FOLDED_DROPPED = ("running_mean", "running_var")  # ... and what it must not
 REQUIRED_KEYS = (
     "producer", "generator", "config", "banks", "layers", "dense", "architecture", "fingerprint", "checksums",
 )
+DERIVED_KEYS = ("generator", "banks")  # required in version 1; left out by version 2 writers (derived)
 
 
 def canonical_json(value: Json) -> str:
@@ -139,13 +146,21 @@ class LayerRecord:
         """Kept weights of the mask (``ones`` counts the ones of ``mask XOR invert``)."""
         return self.numel - self.ones if self.invert else self.ones
 
-    def to_json(self) -> dict:
+    def to_json(self, derived_scale: float | None = None) -> dict:
+        """The layer object; with ``derived_scale`` (version 2), without what section 9 derives: the
+        bank, a ``raw`` layer's byte count and the scale when it equals ``derived_scale``."""
         entry = {
             "name": self.name, "type": self.type, "shape": list(self.shape), "bank": self.bank, "scale": self.scale,
             "codec": self.codec, "ones": self.ones, "bytes": self.bytes,
         }
         if self.codec == "rice":
             entry.update(rice_k=self.rice_k, invert=self.invert)
+        if derived_scale is not None:
+            del entry["bank"]
+            if self.codec == "raw":
+                del entry["bytes"]
+            if self.scale == derived_scale:
+                del entry["scale"]
         return entry
 
 
@@ -257,37 +272,55 @@ class FileHeader:
         layers = tuple(LayerSource(layer.name, layer.shape, layer.bank, layer.scale) for layer in self.layers)
         return ValuePlan(self.config.strategy, self.config.distribution, self.config.seed, banks, layers)
 
-    def to_json(self) -> dict:
-        """The header object; ``checksums`` must be set."""
+    def to_json(self, version: int = 1) -> dict:
+        """The header object of format ``version``; ``checksums`` must be set.
+
+        Version 2 leaves out what a reader derives (module docstring); version 1 writes everything.
+        """
         if self.checksums is None:
             raise ValueError("FileHeader.to_json needs checksums (writer.encode computes them)")
+        compact = version >= 2
+        derived = make_plan(self.config, [(layer.name, layer.shape) for layer in self.layers]) if compact else None
         obj = {
             "producer": self.producer,
             "generator": self.generator.to_json(),
             "config": self.config.to_dict(),
             "banks": [bank.to_json() for bank in self.banks],
-            "layers": [layer.to_json() for layer in self.layers],
+            "layers": [
+                layer.to_json(None if derived is None else derived.layers[i].scale)
+                for i, layer in enumerate(self.layers)
+            ],
             "dense": self.dense.to_json(),
             "architecture": self.architecture.to_json(),
             "fingerprint": self.fingerprint.to_json(),
             "checksums": self.checksums.to_json(),
         }
+        if compact:
+            for key in DERIVED_KEYS:
+                del obj[key]
         if self.provenance is not None:
             obj["provenance"] = self.provenance
         return obj
 
     @classmethod
-    def from_json(cls, obj: dict, *, max_weights: int = DEFAULT_MAX_WEIGHTS) -> FileHeader:
+    def from_json(cls, obj: dict, *, max_weights: int = DEFAULT_MAX_WEIGHTS, version: int = 1) -> FileHeader:
         """Check the header object section by section and return it typed (see the module docstring).
 
         ``max_weights``: the caller's limit on the total masked weights (LimitError beyond it).
+        ``version``: the file's format version; from 2 on, derived keys may be absent.
         """
-        _check_required(obj)
-        generator = _check_generator(_require(obj, "generator", dict, "header"))
-        config = _check_config(_require(obj, "config", dict, "header"), generator)
-        layers = _check_layers(_require(obj, "layers", list, "header"))
+        compact = version >= 2
+        _check_required(obj, DERIVED_KEYS if compact else ())
+        if compact and "generator" not in obj:
+            config = _check_config(_require(obj, "config", dict, "header"), None)
+            generator = Generator(GENERATOR, config.seed)
+        else:
+            generator = _check_generator(_require(obj, "generator", dict, "header"))
+            config = _check_config(_require(obj, "config", dict, "header"), generator)
+        layers = _check_layers(_require(obj, "layers", list, "header"), compact)
         _check_total_weights(layers, max_weights)
-        banks = _check_banks(_require(obj, "banks", list, "header"), config, layers)
+        raw_banks = None if compact and "banks" not in obj else _require(obj, "banks", list, "header")
+        banks, layers = _check_banks(raw_banks, config, layers)
         dense = _check_dense(_require(obj, "dense", dict, "header"))
         _check_producer(obj["producer"])
         architecture = _check_architecture(_require(obj, "architecture", dict, "header"))
@@ -324,10 +357,10 @@ def _int_list(values: list, what: str) -> list[int]:
     return values
 
 
-def _check_required(obj: dict) -> None:
-    """Section 12 row 13: the nine required keys."""
+def _check_required(obj: dict, optional: tuple[str, ...]) -> None:
+    """Section 12 row 13: the nine required keys (version 2: seven, ``optional`` may be absent)."""
     for key in REQUIRED_KEYS:
-        if key not in obj:
+        if key not in obj and key not in optional:
             raise MissingKeyError(f"header: required key {key!r} is missing")
 
 
@@ -339,19 +372,21 @@ def _check_generator(gen: dict) -> Generator:
     return Generator(name, _require(gen, "seed", int, "generator"))
 
 
-def _check_config(raw: dict, generator: Generator) -> MaskConfig:
-    """Row 14: ``config`` is a valid MaskConfig (section 6.3) whose seed is the generator's."""
+def _check_config(raw: dict, generator: Generator | None) -> MaskConfig:
+    """Row 14: ``config`` is a valid MaskConfig (section 6.3) whose seed is the generator's (version 2
+    without ``generator``: None, the generator is derived from the config)."""
     try:
         config = MaskConfig.from_dict(raw)
     except (ConfigError, TypeError) as exc:
         raise HeaderError(f"config: {exc}") from exc
-    if config.seed != generator.seed:
+    if generator is not None and config.seed != generator.seed:
         raise HeaderError(f"config.seed {config.seed} differs from generator.seed {generator.seed}")
     return config
 
 
-def _check_layers(raw: list) -> tuple[LayerRecord, ...]:
-    """Row 15: a non-empty list of layer objects with unique names."""
+def _check_layers(raw: list, compact: bool) -> tuple[LayerRecord, ...]:
+    """Row 15: a non-empty list of layer objects with unique names (``compact``: version 2, see
+    ``_check_layer``)."""
     if not raw:
         raise HeaderError("header.layers is empty: a .pemn file has at least one masked layer")
     layers: list[LayerRecord] = []
@@ -363,12 +398,21 @@ def _check_layers(raw: list) -> tuple[LayerRecord, ...]:
         if name in names:
             raise HeaderError(f"layer {name!r}: duplicate layer name")
         names.add(name)
-        layers.append(_check_layer(entry, name))
+        layers.append(_check_layer(entry, name, compact))
     return tuple(layers)
 
 
-def _check_layer(entry: dict, name: str) -> LayerRecord:
-    """Row 15, one layer: shape and its limit first, then type, bank, scale and the mask coding."""
+# placeholders of a version 2 layer whose bank or scale is left out, which ``_check_banks`` replaces by the
+# derived value: values no file can hold (a JSON integer below -2**63 is refused, a NaN is not JSON)
+_DERIVED_BANK, _DERIVED_SCALE = -(1 << 64), math.nan
+
+
+def _check_layer(entry: dict, name: str, compact: bool) -> LayerRecord:
+    """Row 15, one layer: shape and its limit first, then type, bank, scale and the mask coding.
+
+    ``compact`` (version 2): an absent ``bank`` or ``scale`` is left to ``_check_banks`` (placeholders),
+    an absent ``bytes`` of a ``raw`` layer is ``ceil(n / 8)``.
+    """
     where = f"layer {name!r}"
     shape = _int_list(_require(entry, "shape", list, where), f"{where}: shape")
     if not (2 <= len(shape) <= 5) or not all(d > 0 for d in shape):
@@ -379,9 +423,9 @@ def _check_layer(entry: dict, name: str) -> LayerRecord:
     layer_type = _require(entry, "type", str, where)
     if layer_type not in LAYER_TYPES:
         raise HeaderError(f"{where}: type must be one of {LAYER_TYPES}, found {layer_type!r}")
-    bank = _require(entry, "bank", int, where)
-    scale = _require(entry, "scale", float, where)
-    if float(np.float32(scale)) != scale:
+    bank = _DERIVED_BANK if compact and "bank" not in entry else _require(entry, "bank", int, where)
+    scale = _DERIVED_SCALE if compact and "scale" not in entry else _require(entry, "scale", float, where)
+    if float(np.float32(scale)) != scale and not math.isnan(scale):
         raise HeaderError(f"{where}: scale {scale!r} is not exactly representable in float32")
     codec = _require(entry, "codec", str, where)
     if codec not in CODECS:
@@ -395,7 +439,10 @@ def _check_layer(entry: dict, name: str) -> LayerRecord:
         invert = entry.get("invert")
         if not isinstance(invert, bool):
             raise HeaderError(f"{where}: rice codec needs a boolean 'invert'")
-    size = _require(entry, "bytes", int, where)
+    if compact and codec == "raw" and "bytes" not in entry:
+        size = (n + 7) // 8
+    else:
+        size = _require(entry, "bytes", int, where)
     if size < 0:
         raise HeaderError(f"{where}: bytes must be >= 0, found {size}")
     if codec == "raw" and size != (n + 7) // 8:
@@ -412,13 +459,30 @@ def _check_total_weights(layers: tuple[LayerRecord, ...], max_weights: int) -> N
         )
 
 
-def _check_banks(raw: list, config: MaskConfig, layers: tuple[LayerRecord, ...]) -> tuple[BankRecord, ...]:
+def _check_banks(
+    raw: list | None, config: MaskConfig, layers: tuple[LayerRecord, ...]
+) -> tuple[tuple[BankRecord, ...], tuple[LayerRecord, ...]]:
     """Row 18: the banks are exactly what the strategy makes of these layers, with the same JSON
-    types; ``stored`` is a bool; each layer reads the bank the strategy gives it."""
+    types; ``stored`` is a bool; each layer reads the bank the strategy gives it.
+
+    Version 2: ``raw`` None (``banks`` left out) gives the derived banks; a layer whose bank or scale
+    was left out gets the derived one. Returns the banks and the completed layers.
+    """
     try:
         expected = make_plan(config, [(layer.name, layer.shape) for layer in layers])
     except ConfigError as exc:
         raise HeaderError(f"config and layers are inconsistent: {exc}") from exc
+    stored_rule = config.strategy == "rp" or config.learn_values
+    layers = tuple(
+        dataclasses.replace(
+            layer,
+            bank=source.bank if layer.bank == _DERIVED_BANK else layer.bank,
+            scale=source.scale if math.isnan(layer.scale) else layer.scale,
+        )
+        for source, layer in zip(expected.layers, layers, strict=True)
+    )
+    if raw is None:
+        raw = [{**dataclasses.asdict(spec), "stored": stored_rule} for spec in expected.banks]
     if len(raw) != len(expected.banks):
         raise HeaderError(
             f"header.banks: strategy {config.strategy!r} makes {len(expected.banks)} banks, found {len(raw)}"
@@ -433,7 +497,7 @@ def _check_banks(raw: list, config: MaskConfig, layers: tuple[LayerRecord, ...])
             if found != want or type(found) is not type(want):
                 raise HeaderError(f"{where}.{key}: expected {want!r} for these layers, found {found!r}")
         stored = _require(entry, "stored", bool, where)
-        if stored != (config.strategy == "rp" or config.learn_values):
+        if stored != stored_rule:
             raise HeaderError(
                 f"{where}.stored: expected {not stored} (values are stored exactly for strategy 'rp' and for "
                 f"learned values; strategy {config.strategy!r}, learn_values {config.learn_values}), found {stored}"
@@ -445,7 +509,7 @@ def _check_banks(raw: list, config: MaskConfig, layers: tuple[LayerRecord, ...])
                 f"layer {source.name!r}: bank must be {source.bank} under strategy {config.strategy!r}, "
                 f"found {layer.bank}"
             )
-    return tuple(banks)
+    return tuple(banks), layers
 
 
 def _check_dense(raw: dict) -> DenseRecord:

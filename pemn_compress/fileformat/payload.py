@@ -1,5 +1,8 @@
 """What a `.pemn` file holds, torch-free: a typed header and the tensors it describes.
 
+A version 2 file also holds the ``header`` tensor (its PEMN header, deflated); ``tensors`` of a
+decoded file include it.
+
 ``Payload`` is what ``writer.encode`` serializes; ``PemnFile`` is what ``reader.decode`` returns: a
 payload that passed every check of formats/pemn-v1.md section 12 (rows 1 to 23), with the header
 object as stored, the container metadata and the size that was read.
@@ -69,13 +72,15 @@ class Payload:
 class PemnFile(Payload):
     """A validated `.pemn` file (see ``reader.decode``).
 
-    ``header`` is the PEMN header object exactly as stored (unknown keys included), for display and
-    for callers that want the JSON; decoding uses the typed ``file_header``.
+    ``header`` is the PEMN header object exactly as stored (unknown keys included; a version 2 file
+    leaves derived keys out), for display and for callers that want the JSON; decoding uses the typed
+    ``file_header``, complete in every version. ``format_version`` is the file's ``pemn.version``.
     """
 
     header: dict
     metadata: dict[str, str]
     file_size: int
+    format_version: int
     config: MaskConfig = field(init=False)
     plan: ValuePlan = field(init=False)
 

@@ -1,7 +1,8 @@
 """Reading `.pemn` files without torch: ``decode(data)``, ``read_pemn(path)``, masks, regenerated weights.
 
 ``decode`` parses and validates everything the file declares *before* any large allocation, in the
-order of formats/pemn-v1.md section 12: the container tiling, the metadata and header hash, the typed
+order of formats/pemn-v1.md section 12 (version 2: formats/pemn-v2.md, which reads its header from
+the ``header`` tensor): the container tiling, the metadata and header hash, the typed
 header (``FileHeader.from_json``: shapes, limits, banks, codecs), the tensors the header describes,
 the data checksum and the finite-values rule (rows 1 to 23). Every path that materializes weights
 (``decode_weights``, ``streaming.stream_weights`` for ``pemn.load``) starts from ``decode``, so none
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import rng
-from ..errors import ChecksumError, HeaderError, MissingKeyError, ShapeError, VersionError
+from ..errors import ChecksumError, HeaderError, LimitError, MissingKeyError, ShapeError, VersionError
 from ..strategies import bank_index_map
 from .codecs import decode_mask
 from .constants import (
@@ -28,14 +29,18 @@ from .constants import (
     DENSE_PREFIX,
     FORMAT_NAME,
     FORMAT_VERSION,
+    HEADER_TENSOR,
     KEY_FORMAT,
     KEY_HEADER,
+    KEY_HEADER_BYTES,
     KEY_HEADER_SHA256,
     KEY_VERSION,
     MASKS_TENSOR,
+    MAX_HEADER_BYTES,
     VALUES_PREFIX,
 )
-from .container import data_buffer, decode_container, strict_json
+from .container import data_buffer_without, decode_container, strict_json
+from .deflate import inflate
 from .header import DEFAULT_MAX_WEIGHTS, FileHeader
 from .payload import PemnFile
 from .sniff import wrong_file_error
@@ -54,15 +59,24 @@ __all__ = [
 ]
 
 
-def _parse_metadata(metadata: dict[str, str]) -> dict:
+def _require_metadata(metadata: dict[str, str], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key not in metadata:
+            raise MissingKeyError(f"metadata key {key!r} is missing")
+
+
+def _parse_metadata(metadata: dict[str, str], tensors: Mapping[str, np.ndarray]) -> tuple[dict, int]:
+    """Rows 6 to 12: the format name, the version and the PEMN header object with its hash checked.
+
+    Version 1 reads the header text from the metadata; version 2 inflates it from the ``header``
+    tensor (at most ``pemn.header_bytes`` bytes, declared before anything is inflated).
+    """
     if metadata.get(KEY_FORMAT) != FORMAT_NAME:
         found = metadata.get(KEY_FORMAT)
         raise HeaderError(
             f"not a .pemn file: safetensors metadata {KEY_FORMAT!r} is {found!r}, expected {FORMAT_NAME!r}"
         )
-    for key in (KEY_VERSION, KEY_HEADER, KEY_HEADER_SHA256):
-        if key not in metadata:
-            raise MissingKeyError(f"metadata key {key!r} is missing")
+    _require_metadata(metadata, (KEY_VERSION,))
     version_text = metadata[KEY_VERSION]
     if not (version_text.isascii() and version_text.isdigit()) or len(version_text) > 6:
         raise HeaderError(f"{KEY_VERSION} must be a decimal integer, found {version_text!r}")
@@ -71,21 +85,51 @@ def _parse_metadata(metadata: dict[str, str]) -> dict:
             f"file is .pemn format version {int(version_text)}; this reader understands up to {FORMAT_VERSION}: "
             "upgrade pemn-compress to read it"
         )
-    if int(version_text) < 1:
+    version = int(version_text)
+    if version < 1:
         raise HeaderError(f"{KEY_VERSION} must be >= 1, found {version_text}")
-    text = metadata[KEY_HEADER]
-    try:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    except UnicodeEncodeError as exc:
-        raise HeaderError(f"{KEY_HEADER} holds an unpaired surrogate: not valid UTF-8 text") from exc
+    if version == 1:
+        _require_metadata(metadata, (KEY_HEADER, KEY_HEADER_SHA256))
+        text, where = metadata[KEY_HEADER], KEY_HEADER
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise HeaderError(f"{KEY_HEADER} holds an unpaired surrogate: not valid UTF-8 text") from exc
+    else:
+        _require_metadata(metadata, (KEY_HEADER_BYTES, KEY_HEADER_SHA256))
+        encoded, where = _inflate_header(metadata, tensors), f"the {HEADER_TENSOR!r} tensor"
+    digest = hashlib.sha256(encoded).hexdigest()
     if digest != metadata[KEY_HEADER_SHA256]:
         raise ChecksumError(
             f"PEMN header checksum mismatch: stored {metadata[KEY_HEADER_SHA256]!r}, computed {digest!r}"
         )
-    header = strict_json(text, HeaderError, KEY_HEADER)
+    if version > 1:
+        try:
+            text = encoded.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HeaderError(f"the PEMN header in {where} is not valid UTF-8: {exc}") from exc
+    header = strict_json(text, HeaderError, "the PEMN header" if version > 1 else KEY_HEADER)
     if not isinstance(header, dict):
-        raise HeaderError(f"{KEY_HEADER} must be a JSON object, found {type(header).__name__}")
-    return header
+        raise HeaderError(f"the PEMN header in {where} must be a JSON object, found {type(header).__name__}")
+    return header, version
+
+
+def _inflate_header(metadata: dict[str, str], tensors: Mapping[str, np.ndarray]) -> bytes:
+    """Version 2, row 11: the declared size (1 to 9 digits, within MAX_HEADER_BYTES), then the
+    ``header`` tensor (1-D uint8) inflated to exactly that size."""
+    size_text = metadata[KEY_HEADER_BYTES]
+    if not (size_text.isascii() and size_text.isdigit()) or len(size_text) > 9:
+        raise HeaderError(f"{KEY_HEADER_BYTES} must be a decimal integer of 1 to 9 digits, found {size_text[:20]!r}")
+    size = int(size_text)
+    if size > MAX_HEADER_BYTES:
+        raise LimitError(f"{KEY_HEADER_BYTES} declares a {size}-byte PEMN header; the limit is {MAX_HEADER_BYTES}")
+    block = tensors.get(HEADER_TENSOR)
+    if block is None:
+        raise ShapeError(f"tensor {HEADER_TENSOR!r} is missing: a version 2 file keeps its PEMN header there")
+    if block.dtype != np.uint8 or block.ndim != 1:
+        found = f"{block.dtype} of shape {list(block.shape)}"
+        raise ShapeError(f"tensor {HEADER_TENSOR!r} must be 1-D uint8, found {found}")
+    return inflate(block.tobytes(), size, f"tensor {HEADER_TENSOR!r}")
 
 
 def _check_masks_tensor(header: FileHeader, tensors: Mapping[str, np.ndarray]) -> None:
@@ -128,19 +172,25 @@ def _check_dense_tensors(header: FileHeader, tensors: Mapping[str, np.ndarray]) 
             )
 
 
-def _check_no_other_tensors(header: FileHeader, tensors: Mapping[str, np.ndarray]) -> None:
-    """Row 21: no tensor beyond those the header describes."""
+def _check_no_other_tensors(header: FileHeader, tensors: Mapping[str, np.ndarray], version: int) -> None:
+    """Row 21: no tensor beyond those the header describes (and, version 2, the ``header`` tensor)."""
     known = {MASKS_TENSOR} | {DENSE_PREFIX + group for group in header.dense.group_sizes()}
+    if version > 1:
+        known.add(HEADER_TENSOR)
     known |= {f"{VALUES_PREFIX}{bank.index}" for bank in header.banks if bank.stored}
     if set(tensors) - known:
         raise HeaderError(f"tensors not described by the header: {sorted(set(tensors) - known)}")
 
 
 def _check_data_checksum(header: FileHeader, blob: bytes) -> None:
-    """Row 22: the SHA-256 of the data buffer is ``checksums.data``."""
+    """Row 22: the SHA-256 of the data buffer (version 2: without the ``header`` tensor, whose text
+    holds this checksum) is ``checksums.data``."""
     assert header.checksums is not None  # always set by FileHeader.from_json
     stored = header.checksums.data
-    digest = hashlib.sha256(data_buffer(blob)).hexdigest()
+    digest_of = hashlib.sha256()
+    for part in data_buffer_without(blob, HEADER_TENSOR):
+        digest_of.update(part)
+    digest = digest_of.hexdigest()
     if digest != stored:
         raise ChecksumError(
             f"data checksum mismatch (stored {stored}, computed {digest}): "
@@ -189,12 +239,13 @@ def _check_finite_values(header: FileHeader, tensors: Mapping[str, np.ndarray]) 
             )
 
 
-def _typed_header(obj: dict, tensors: Mapping[str, np.ndarray], max_weights: int) -> FileHeader:
+def _typed_header(obj: dict, tensors: Mapping[str, np.ndarray], max_weights: int, version: int) -> FileHeader:
     """Rows 13 to 21: the typed header, then the tensors it describes."""
     try:
-        header = FileHeader.from_json(obj, max_weights=max_weights)
-        for check in (_check_masks_tensor, _check_value_tensors, _check_dense_tensors, _check_no_other_tensors):
+        header = FileHeader.from_json(obj, max_weights=max_weights, version=version)
+        for check in (_check_masks_tensor, _check_value_tensors, _check_dense_tensors):
             check(header, tensors)
+        _check_no_other_tensors(header, tensors, version)
     except (KeyError, TypeError, AttributeError, OverflowError) as exc:  # unanticipated shapes: still format errors
         raise HeaderError(f"malformed PEMN header: {type(exc).__name__}: {exc}") from exc
     return header
@@ -210,16 +261,16 @@ def decode(data: bytes, *, max_weights: int = DEFAULT_MAX_WEIGHTS, name: str | N
     """
     tensors, metadata = decode_container(data, name=name)
     try:
-        obj = _parse_metadata(metadata)
+        obj, version = _parse_metadata(metadata, tensors)
     except HeaderError as exc:  # "not a .pemn file": say what it is instead (a plain safetensors file)
         better = wrong_file_error(exc, data, name)
         if better is None:
             raise
         raise better from exc
-    header = _typed_header(obj, tensors, max_weights)
+    header = _typed_header(obj, tensors, max_weights, version)
     _check_data_checksum(header, data)
     _check_finite_values(header, tensors)
-    return PemnFile(header, tensors, obj, metadata, len(data))
+    return PemnFile(header, tensors, obj, metadata, len(data), version)
 
 
 def read_pemn(

@@ -6,7 +6,10 @@
     layers[]   name, type, shape, weights, bank, value_source, codec, mask_bytes,
                mask_bits_per_weight, kept, density_kept, information_bits, ...
     totals     file_bytes             real on-disk size (os.path.getsize)
-               header_bytes           8-byte length + safetensors JSON header (PEMN header included)
+               header_bytes           8-byte length + safetensors JSON header + (version 2) the
+                                      deflated PEMN header tensor: everything that is not data
+               header_text_bytes      the PEMN header's JSON text (version 1: as stored in the metadata)
+               header_deflated_bytes  version 2: the ``header`` tensor (the text deflated); None in v1
                mask_bytes, dense_bytes, values_bytes   the data buffer, by tensor kind
                dense_fp32_bytes       exact on-disk size of the safetensors file of the model that
                                       pemn.load returns, in fp32 (masked weights, dense leftovers,
@@ -34,7 +37,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from .constants import DENSE_PREFIX, KEY_VERSION, MASKS_TENSOR, VALUES_PREFIX
+from .constants import DENSE_PREFIX, HEADER_TENSOR, KEY_HEADER, KEY_HEADER_BYTES, MASKS_TENSOR, VALUES_PREFIX
 from .header import DenseEntry, LayerRecord
 from .payload import PemnFile
 
@@ -52,6 +55,13 @@ _ST_ITEMSIZE = {
 }
 # dense leftover group (constants.DENSE_GROUPS) -> safetensors dtype in the dense fp32 model
 _GROUP_TO_ST = {"f32": "F32", "f16": "F32", "i64": "I64"}
+
+
+def _header_text_bytes(pf: PemnFile) -> int:
+    """Bytes of the PEMN header's JSON text: declared in version 2, the metadata string in version 1."""
+    if pf.format_version >= 2:
+        return int(pf.metadata[KEY_HEADER_BYTES])
+    return len(pf.metadata[KEY_HEADER].encode("utf-8"))
 
 
 def binary_entropy(p: float) -> float:
@@ -184,8 +194,8 @@ def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
     mask_bytes = pf.tensor_bytes(MASKS_TENSOR)
     dense_bytes = pf.tensor_bytes(DENSE_PREFIX)
     values_bytes = pf.tensor_bytes(VALUES_PREFIX)
-    data_bytes = sum(int(t.nbytes) for t in pf.tensors.values())
-    header_bytes = pf.file_size - data_bytes  # 8 + the JSON header as read
+    data_bytes = sum(int(t.nbytes) for name, t in pf.tensors.items() if name != HEADER_TENSOR)
+    header_bytes = pf.file_size - data_bytes  # 8 + the JSON header as read (+ the header tensor)
     masked_weights = pf.plan.masked_weights
     unique_values = pf.plan.unique_values
     dense_fp32 = safetensors_file_size(dense_fp32_entries(pf))
@@ -197,7 +207,7 @@ def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
 
     dense_groups = {k[len(DENSE_PREFIX) :]: t for k, t in sorted(pf.tensors.items()) if k.startswith(DENSE_PREFIX)}
     return {
-        "format_version": int(pf.metadata.get(KEY_VERSION, "0")),
+        "format_version": pf.format_version,
         "producer": header.producer,
         "generator": header.generator.to_json(),
         "config": dict(pf.header["config"]),  # as the file states it, in its key order
@@ -219,6 +229,8 @@ def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
         "totals": {
             "file_bytes": file_bytes,
             "header_bytes": header_bytes,
+            "header_text_bytes": _header_text_bytes(pf),
+            "header_deflated_bytes": int(pf.tensors[HEADER_TENSOR].nbytes) if HEADER_TENSOR in pf.tensors else None,
             "mask_bytes": mask_bytes,
             "dense_bytes": dense_bytes,
             "values_bytes": values_bytes,

@@ -1,9 +1,13 @@
-"""Writing `.pemn` bytes, torch-free: ``encode(payload) -> bytes``.
+"""Writing `.pemn` bytes, torch-free: ``encode(payload, version=2) -> bytes``.
 
 ``encode`` computes the data checksum, serializes the header as canonical JSON, signs it
 (``pemn.header_sha256``) and lays out the safetensors container (``container.encode_container``).
-It is deterministic: the same payload always gives the same bytes. Getting a payload out of a torch
-model is ``pemn_compress.export``; ``pemn_compress.save`` does both and writes the file atomically.
+Version 2 (the default, formats/pemn-v2.md) leaves derived keys out of the header and stores it as a
+raw DEFLATE stream in the ``header`` tensor; version 1 (formats/pemn-v1.md) stores the whole header
+as text in the metadata, for readers that know version 1 only.
+It is deterministic: the same payload always gives the same bytes (for version 2, with one zlib).
+Getting a payload out of a torch model is ``pemn_compress.export``; ``pemn_compress.save`` does both
+and writes the file atomically.
 """
 
 from __future__ import annotations
@@ -19,17 +23,21 @@ from .constants import (
     CHECKSUM_ALGORITHM,
     FORMAT_NAME,
     FORMAT_VERSION,
+    FORMAT_VERSIONS,
+    HEADER_TENSOR,
     KEY_FORMAT,
     KEY_HEADER,
+    KEY_HEADER_BYTES,
     KEY_HEADER_SHA256,
     KEY_VERSION,
     MAX_TOTAL_WEIGHTS,
 )
 from .container import container_order, encode_container
+from .deflate import deflate, deflate_bound
 from .header import Checksums, FileHeader, canonical_json
 from .payload import Payload
 
-__all__ = ["DEFAULT_DENSE_DTYPE", "canonical_json", "data_checksum", "encode"]
+__all__ = ["DEFAULT_DENSE_DTYPE", "canonical_json", "data_checksum", "encode", "encoded_size_bound", "header_text"]
 
 # Measured by benchmarks/dense_dtype.py (results/dense_dtype_fashion-mnist_cpu.md): on small models the
 # BatchNorm leftovers in fp32 take half the file or more, and fp16 halves them with no accuracy change
@@ -38,28 +46,31 @@ DEFAULT_DENSE_DTYPE = "float16"
 
 
 def data_checksum(tensors: dict[str, np.ndarray]) -> str:
-    """Hex SHA-256 of the data buffer ``encode_container`` lays out for ``tensors`` (no buffer is built)."""
+    """Hex SHA-256 of the data buffer ``encode_container`` lays out for ``tensors`` (no buffer is built),
+    the ``header`` tensor left out (version 2: the header holds this checksum)."""
     digest = hashlib.sha256()
     for name in container_order(tensors):
+        if name == HEADER_TENSOR:
+            continue
         array = np.asarray(tensors[name])
         digest.update(array.astype(array.dtype.newbyteorder("<")).tobytes())
     return digest.hexdigest()
 
 
-def _check_readable(text: str) -> None:
+def _check_readable(text: str, version: int) -> None:
     """Never write a file a reader refuses: the header text passes the reader's own header checks.
 
     What the caller chose (an architecture dict or target a reader refuses, for one) is a ConfigError
     naming the reader's objection; the checks cost a small fraction of encoding the masks.
     """
     try:
-        FileHeader.from_json(json.loads(text), max_weights=MAX_TOTAL_WEIGHTS)
+        FileHeader.from_json(json.loads(text), max_weights=MAX_TOTAL_WEIGHTS, version=version)
     except FormatError as exc:
         raise ConfigError(f"the file would not be readable: {exc}") from exc
 
 
-def encode(payload: Payload) -> bytes:
-    """The `.pemn` bytes of ``payload``; its header's ``checksums`` is (re)computed from the tensors.
+def header_text(payload: Payload, version: int = FORMAT_VERSION) -> str:
+    """The canonical JSON text of ``payload``'s header in format ``version``, checksums computed.
 
     Raises ConfigError when the header holds something that is not plain JSON (the caller's
     provenance or architecture: objects, NaN).
@@ -67,15 +78,49 @@ def encode(payload: Payload) -> bytes:
     checksums = Checksums(CHECKSUM_ALGORITHM, data_checksum(payload.tensors))
     header = dataclasses.replace(payload.file_header, checksums=checksums)
     try:
-        text = canonical_json(header.to_json())
+        return canonical_json(header.to_json(version))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"provenance and architecture must be plain JSON (no NaN, no objects): {exc}") from exc
-    _check_readable(text)
+
+
+def encode(payload: Payload, version: int = FORMAT_VERSION) -> bytes:
+    """The `.pemn` bytes of ``payload`` in format ``version`` (1 or 2); its header's ``checksums`` is
+    (re)computed from the tensors. ConfigError for a header that is not plain JSON or that a reader
+    would refuse, and for a version this writer does not know."""
+    if version not in FORMAT_VERSIONS:
+        raise ConfigError(f"format version must be one of {FORMAT_VERSIONS}, found {version!r}")
+    if HEADER_TENSOR in payload.tensors:  # a decoded version 2 file: its header tensor is made anew
+        payload = Payload(payload.file_header, {k: v for k, v in payload.tensors.items() if k != HEADER_TENSOR})
+    text = header_text(payload, version)
+    _check_readable(text, version)
+    if version == 1:
+        return encode_container(payload.tensors, _metadata(1, text))
+    block = np.frombuffer(deflate(text.encode("utf-8")), dtype=np.uint8)
+    return encode_container({**payload.tensors, HEADER_TENSOR: block}, _metadata(2, text))
+
+
+def encoded_size_bound(payload: Payload, version: int = FORMAT_VERSION) -> int:
+    """At least ``len(encode(payload, version))``, for any payload whose header text is no longer and
+    whose tensors are no larger than ``payload``'s (``--target-size`` bounds a file before its masks
+    exist). Version 1: the size itself; version 2: the deflated header counted at ``deflate_bound``."""
+    text = header_text(payload, version)
+    if version == 1:
+        return len(encode_container(payload.tensors, _metadata(1, text)))
+    block = np.zeros(deflate_bound(len(text.encode("utf-8"))), dtype=np.uint8)
+    return len(encode_container({**payload.tensors, HEADER_TENSOR: block}, _metadata(2, text)))
+
+
+def _metadata(version: int, text: str) -> dict[str, str]:
+    """The ``__metadata__`` of a file of ``version`` whose PEMN header is ``text``."""
+    encoded = text.encode("utf-8")
     metadata = {
         KEY_FORMAT: FORMAT_NAME,
-        KEY_VERSION: str(FORMAT_VERSION),
-        KEY_HEADER: text,
-        KEY_HEADER_SHA256: hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        KEY_VERSION: str(version),
+        KEY_HEADER_SHA256: hashlib.sha256(encoded).hexdigest(),
     }
-    return encode_container(payload.tensors, metadata)
+    if version == 1:
+        metadata[KEY_HEADER] = text
+    else:
+        metadata[KEY_HEADER_BYTES] = str(len(encoded))
+    return metadata
 

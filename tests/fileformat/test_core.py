@@ -5,10 +5,13 @@ write side and of a caller's skeleton."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +47,7 @@ def _masked_mlp(**config) -> nn.Module:
 @pytest.mark.parametrize("path", CANONICAL, ids=lambda p: p.stem)
 def test_every_valid_vector_reencodes_to_the_same_bytes(path):
     blob = path.read_bytes()
-    assert encode(decode(blob)) == blob
+    assert encode(decode(blob), version=1) == blob
 
 
 @pytest.mark.parametrize("path", CANONICAL, ids=lambda p: p.stem)
@@ -53,6 +56,67 @@ def test_header_json_round_trip_is_the_stored_text(path):
     text = pf.metadata[KEY_HEADER]
     assert canonical_json(pf.file_header.to_json()) == text
     assert FileHeader.from_json(json.loads(text)) == pf.file_header
+
+
+def _inflated_header(blob: bytes) -> tuple[dict, bytes]:
+    """(metadata, header text) of a version 2 file, read with the standard library only."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    table = json.loads(blob[8 : 8 + n])
+    begin, end = table["header"]["data_offsets"]
+    assert table["header"]["dtype"] == "U8"
+    return table["__metadata__"], zlib.decompress(blob[8 + n + begin : 8 + n + end], -15)
+
+
+def test_version_2_is_the_default_and_leaves_derived_keys_out():
+    model = _masked_mlp(density=0.3, strategy="mp", rescale=False)
+    blob = to_bytes(model)
+    metadata, text = _inflated_header(blob)
+    assert metadata["pemn.version"] == "2" and "pemn.header" not in metadata
+    assert int(metadata["pemn.header_bytes"]) == len(text)
+    assert metadata["pemn.header_sha256"] == hashlib.sha256(text).hexdigest()
+    header = json.loads(text)
+    assert "banks" not in header and "generator" not in header
+    for layer in header["layers"]:
+        assert "bank" not in layer and "scale" not in layer  # mp without rescale: the largest layer's Kaiming scale
+        assert layer["codec"] == "rice" or "bytes" not in layer
+    # the version 1 file of the same model: same weights and fingerprint, every derived key written
+    v1 = to_bytes(model, format_version=1)
+    assert len(v1) > len(blob)
+    pf1, pf2 = decode(v1), decode(blob)
+    assert (pf1.format_version, pf2.format_version) == (1, 2)
+    assert pf1.file_header == pf2.file_header  # the reader derives exactly what version 1 writes
+    assert pf1.header["banks"] == [{"index": 0, "size": 16 * 12, "length": 16 * 12, "tiling": "none",
+                                    "stored": False}]  # mp: one bank of N_max = 16 * 12 values
+    largest = float(np.float32(np.sqrt(2.0 / 12)))  # Kaiming scale of the 16x12 layer, fan_in 12
+    assert [layer["scale"] for layer in pf1.header["layers"]] == [largest, largest]
+
+
+def test_version_2_checksum_leaves_the_header_tensor_out():
+    blob = to_bytes(_masked_mlp(density=0.3))
+    metadata, text = _inflated_header(blob)
+    (n,) = struct.unpack("<Q", blob[:8])
+    table = json.loads(blob[8 : 8 + n])
+    begin, end = table["header"]["data_offsets"]
+    buffer = blob[8 + n :]
+    assert json.loads(text)["checksums"]["data"] == hashlib.sha256(buffer[:begin] + buffer[end:]).hexdigest()
+
+
+def test_a_scale_other_than_the_rule_is_written_in_version_2():
+    model = _masked_mlp(density=0.3)
+    payload = export(model)
+    odd = dataclasses.replace(payload.file_header.layers[1], scale=0.5)
+    header = dataclasses.replace(payload.file_header, layers=(payload.file_header.layers[0], odd))
+    blob = encode(dataclasses.replace(payload, file_header=header))
+    layers = json.loads(_inflated_header(blob)[1])["layers"]
+    assert "scale" not in layers[0] and layers[1]["scale"] == 0.5
+    assert decode(blob).file_header.layers[1].scale == 0.5
+
+
+def test_an_unknown_format_version_is_a_config_error():
+    payload = export(_masked_mlp())
+    for version in (0, 3, "2"):
+        with pytest.raises(ConfigError, match="format version"):
+            encode(payload, version=version)
 
 
 def test_header_records_are_typed():
@@ -83,7 +147,7 @@ def test_export_then_encode_is_what_save_writes(tmp_path):
 def test_save_lists_its_options_as_keyword_arguments():
     params = inspect.signature(pemn.save).parameters
     assert list(params) == ["model", "path", "dense_dtype", "fold_batchnorm", "codec", "architecture", "provenance",
-                            "target_size"]
+                            "target_size", "format_version"]
     assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in list(params)[2:])
     assert params["dense_dtype"].default == "float16" and params["codec"].default == "auto"
     with pytest.raises(TypeError):

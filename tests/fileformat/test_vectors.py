@@ -1,11 +1,13 @@
-"""Test vectors of the `.pemn` v1 format (formats/vectors/, made by formats/make_vectors.py).
+"""Test vectors of the `.pemn` format (formats/vectors/ for version 1, formats/vectors/v2/ for version 2,
+made by formats/make_vectors.py). Every check runs over both sets; test ids are ``v1/<file>`` and
+``v2/<file>``.
 
 What is independent and what is not:
 
-* the oracles: the numpy-only reference reader (formats/reference_reader.py, written from the spec
-  formats/pemn-v1.md, sharing no code with the package) and published known answers (the Random123
-  Philox4x32-10 test vectors). Both readers must give the same float32 bits on every valid vector and
-  refuse every invalid vector with the error class named in invalid/expected.json;
+* the oracles: the numpy-only reference reader (formats/reference_reader.py, written from the specs
+  formats/pemn-v1.md and formats/pemn-v2.md, sharing no code with the package) and published known
+  answers (the Random123 Philox4x32-10 test vectors). Both readers must give the same float32 bits on
+  every valid vector and refuse every invalid vector with the error class named in invalid/expected.json;
 * the regression pins: the hashes in valid/expected.json (per-layer weight bytes, dense tensors, the
   fingerprint, the file) were produced by the package itself when the vectors were made. They prove
   nothing about correctness on their own; they catch any change of the bits a file decodes to. Never
@@ -37,10 +39,24 @@ from pemn_compress.fileformat.reader import decode_masks, decode_weights, read_p
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ROOT / "formats"
 VECTORS = FORMATS / "vectors"
-VALID = json.loads((VECTORS / "valid" / "expected.json").read_text())["vectors"]
-INVALID = json.loads((VECTORS / "invalid" / "expected.json").read_text())["vectors"]
-READER_INVALID = sorted(name for name, entry in INVALID.items() if entry["scope"] == "readers")
-LOAD_INVALID = sorted(name for name, entry in INVALID.items() if entry["scope"] == "load")
+SETS = {"v1": VECTORS, "v2": VECTORS / "v2"}  # each holds valid/ and invalid/ with their expected.json
+VERSION = {"v1": 1, "v2": 2}
+VALID_SETS = {s: json.loads((f / "valid" / "expected.json").read_text())["vectors"] for s, f in SETS.items()}
+INVALID_SETS = {s: json.loads((f / "invalid" / "expected.json").read_text())["vectors"] for s, f in SETS.items()}
+VALID, INVALID = VALID_SETS["v1"], INVALID_SETS["v1"]
+
+
+def _cases(sets: dict[str, dict], keep=lambda name, entry: True) -> list:
+    """(set, file name) of every vector of ``sets`` that ``keep`` accepts, with ids ``v1/name``."""
+    return [
+        pytest.param(vset, name, id=f"{vset}/{name}")
+        for vset, entries in sets.items() for name, entry in sorted(entries.items()) if keep(name, entry)
+    ]
+
+
+VALID_CASES = _cases(VALID_SETS)
+READER_INVALID = _cases(INVALID_SETS, lambda name, entry: entry["scope"] == "readers")
+LOAD_INVALID = _cases(INVALID_SETS, lambda name, entry: entry["scope"] == "load")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -73,23 +89,28 @@ def make_vectors():
 
 
 def test_vector_sets_are_complete():
-    on_disk = {p.name for p in (VECTORS / "valid").iterdir() if p.name != "expected.json"}
-    assert on_disk == set(VALID)
-    on_disk = {p.name for p in (VECTORS / "invalid").iterdir() if p.name != "expected.json"}
-    assert on_disk == set(INVALID)
-    strategies = {(e["strategy"], e["codecs"][0]) for e in VALID.values()}
-    assert {s for s, _ in strategies} == {"dense", "onelayer", "mp", "rp"}
-    assert {c for e in VALID.values() for c in e["codecs"]} == {"raw", "rice"}
-    assert {e["distribution"] for e in VALID.values()} == {"normal", "uniform", "signed_constant"}
-    sizes = [p.stat().st_size for p in VECTORS.glob("*/*") if p.name != "expected.json"]
-    assert max(sizes) < 50_000
-    assert sum(p.stat().st_size for p in VECTORS.glob("*/*")) < 1_000_000
+    assert {p.name for p in VECTORS.iterdir()} == {"valid", "invalid", "v2"}
+    assert {p.name for p in (VECTORS / "v2").iterdir()} == {"valid", "invalid"}
+    for vset, folder in SETS.items():
+        valid, invalid = VALID_SETS[vset], INVALID_SETS[vset]
+        assert {p.name for p in (folder / "valid").iterdir() if p.name != "expected.json"} == set(valid)
+        assert {p.name for p in (folder / "invalid").iterdir() if p.name != "expected.json"} == set(invalid)
+        assert {e["strategy"] for e in valid.values()} == {"dense", "onelayer", "mp", "rp"}, vset
+        assert {c for e in valid.values() for c in e["codecs"]} == {"raw", "rice"}, vset
+        assert {e["distribution"] for e in valid.values()} == {"normal", "uniform", "signed_constant"}, vset
+        for kind in ("valid", "invalid"):
+            header = json.loads((folder / kind / "expected.json").read_text())
+            assert header["format"] == "pemn" and header["pemn.version"] == str(VERSION[vset])
+    assert "version_3.pemn" in INVALID and "version_2.pemn" not in INVALID  # version 2 is no longer newer
+    files = [p for p in VECTORS.rglob("*") if p.is_file()]
+    assert max(p.stat().st_size for p in files if p.name != "expected.json") < 50_000
+    assert sum(p.stat().st_size for p in files) < 1_000_000
 
 
 # ----------------------------------------------------------------------------------- valid vectors
-@pytest.mark.parametrize("name", sorted(VALID))
-def test_valid_vector_both_readers_bit_identical(name):
-    path, expected = VECTORS / "valid" / name, VALID[name]
+@pytest.mark.parametrize("vset,name", VALID_CASES)
+def test_valid_vector_both_readers_bit_identical(vset, name):
+    path, expected = SETS[vset] / "valid" / name, VALID_SETS[vset][name]
     assert _sha(path.read_bytes()) == expected["file_sha256"], "the committed vector changed: regenerate or restore it"
     pf, weights = _package_read(path)
     masks = decode_masks(pf)
@@ -108,15 +129,27 @@ def test_valid_vector_both_readers_bit_identical(name):
         assert str(dense[key].dtype) == str(out["dense"][key].dtype) == pinned["dtype"]
         assert list(out["dense"][key].shape) == pinned["shape"]
         assert _sha(dense[key]) == _sha(out["dense"][key]) == pinned["sha256"]
-    assert out["header"] == pf.header and pf.header["fingerprint"]["value"] == expected["fingerprint"]
-    for bank in pf.header["banks"]:
-        if bank["stored"]:
-            assert out["values"][bank["index"]].tobytes() == pf.tensors[f"values.{bank['index']}"].tobytes()
+    assert out["version"] == pf.format_version == VERSION[vset]
+    assert out["stored_header"] == pf.header and pf.header["fingerprint"]["value"] == expected["fingerprint"]
+    if vset == "v1":  # nothing to derive: the completed header is the stored one
+        assert out["header"] == pf.header
+    # the header the reference reader completes (version 2: derived keys) is the one the package decodes with
+    completed = out["header"]
+    assert completed["generator"] == {"name": pf.file_header.generator.name, "seed": pf.file_header.generator.seed}
+    assert [(b["index"], b["size"], b["length"], b["tiling"], b["stored"]) for b in completed["banks"]] == [
+        (b.index, b.size, b.length, b.tiling, b.stored) for b in pf.file_header.banks
+    ]
+    assert [(layer["bank"], layer["scale"], layer["bytes"]) for layer in completed["layers"]] == [
+        (layer.bank, layer.scale, layer.bytes) for layer in pf.file_header.layers
+    ]
+    for bank in pf.file_header.banks:
+        if bank.stored:
+            assert out["values"][bank.index].tobytes() == pf.tensors[f"values.{bank.index}"].tobytes()
 
 
-@pytest.mark.parametrize("name", sorted(VALID))
-def test_valid_vector_loads_as_a_module(name, make_vectors):
-    path, expected = VECTORS / "valid" / name, VALID[name]
+@pytest.mark.parametrize("vset,name", VALID_CASES)
+def test_valid_vector_loads_as_a_module(vset, name, make_vectors):
+    path, expected = SETS[vset] / "valid" / name, VALID_SETS[vset][name]
     if "registry" in expected["load"]:
         model = pemn.load(path, device="cpu")
     else:
@@ -135,9 +168,9 @@ def test_valid_vector_loads_as_a_module(name, make_vectors):
         assert module.eps == 0.0 and not module.running_mean.any() and bool((module.running_var == 1).all())
 
 
-@pytest.mark.parametrize("name", sorted(VALID))
-def test_valid_vector_opens_with_safetensors(name):
-    path = VECTORS / "valid" / name
+@pytest.mark.parametrize("vset,name", VALID_CASES)
+def test_valid_vector_opens_with_safetensors(vset, name):
+    path = SETS[vset] / "valid" / name
     pf = read_pemn(path)
     with safetensors.safe_open(str(path), "np") as fh:
         assert fh.metadata() == pf.metadata
@@ -147,9 +180,45 @@ def test_valid_vector_opens_with_safetensors(name):
             assert array.dtype == pf.tensors[key].dtype and array.tobytes() == pf.tensors[key].tobytes()
 
 
+@pytest.mark.parametrize("name", sorted(set(VALID_SETS["v1"]) & set(VALID_SETS["v2"])))
+def test_v2_vector_is_its_v1_vector_with_a_compact_header(name):
+    """The same model and options in both versions (formats/pemn-v2.md section 7): the version 2 header,
+    completed, is the version 1 header (checksums.data and fingerprint included), the tensors but
+    ``header`` are the same bytes, and the weights the same bits."""
+    one, two = ref.read(VECTORS / "valid" / name), ref.read(SETS["v2"] / "valid" / name)
+    assert two["header"] == one["header"] and two["stored_header"] != one["stored_header"]
+    assert VALID_SETS["v2"][name]["layers"] == VALID_SETS["v1"][name]["layers"]
+    assert VALID_SETS["v2"][name]["dense"] == VALID_SETS["v1"][name]["dense"]
+    v1_tensors, v2_tensors = read_pemn(VECTORS / "valid" / name).tensors, read_pemn(SETS["v2"] / "valid" / name).tensors
+    assert set(v2_tensors) == set(v1_tensors) | {"header"}
+    for key, array in v1_tensors.items():
+        assert array.dtype == v2_tensors[key].dtype and array.tobytes() == v2_tensors[key].tobytes(), key
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in VALID_SETS["v2"].items() if e.get("canonical", True)))
+def test_v2_writer_leaves_the_derived_keys_out(name):
+    """What a version 2 writer leaves out is fixed (section 4): generator, banks, every layer's bank, a
+    raw layer's bytes, and a scale equal to the rule's (the reference reader's own derivation)."""
+    out = ref.read(SETS["v2"] / "valid" / name)
+    stored, metadata = out["stored_header"], out["metadata"]
+    assert "generator" not in stored and "banks" not in stored and "pemn.header" not in metadata
+    config = out["header"]["config"]
+    rule = ref.derived_scales(config, [tuple(layer["shape"]) for layer in stored["layers"]])
+    for layer, scale in zip(stored["layers"], rule, strict=True):
+        assert "bank" not in layer
+        assert ("bytes" in layer) == (layer["codec"] == "rice"), layer["name"]
+        assert ("scale" in layer) == (np.float32(layer.get("scale", scale)) != np.float32(scale)), layer["name"]
+    written = [layer["name"] for layer in stored["layers"] if "scale" in layer]
+    assert written == (["0"] if name == "seq_mp_paper_scale_not_derived.pemn" else [])
+
+
 def test_valid_headers_match_the_json_schema():
     """Every valid vector's header passes the schema, and each single edit fails it at the edited
-    place for the edited reason (not for some other problem the edit happens to cause)."""
+    place for the edited reason (not for some other problem the edit happens to cause).
+
+    The schema describes the complete header: a version 2 header is checked once completed with its
+    derived keys (by the reference reader, formats/pemn-v2.md section 4); as stored it lacks exactly
+    the required keys ``generator`` and ``banks`` (and, in layers, what the schema requires there)."""
     import jsonschema  # in the test extra: a missing install fails here rather than skipping
 
     schema = json.loads((FORMATS / "pemn-header.schema.json").read_text())
@@ -160,6 +229,10 @@ def test_valid_headers_match_the_json_schema():
         header = read_pemn(VECTORS / "valid" / name).header
         problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(header)]
         assert not problems, f"{name}: {problems}"
+    for name in sorted(VALID_SETS["v2"]):
+        header = ref.read(SETS["v2"] / "valid" / name)["header"]
+        problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(header)]
+        assert not problems, f"v2/{name}: {problems}"
     header = read_pemn(VECTORS / "valid" / "seq_onelayer_rice_d10.pemn").header
     assert not list(validator.iter_errors(header))
     for edit, path, keyword in (  # the edit, where the schema must object, with which keyword
@@ -177,35 +250,35 @@ def test_valid_headers_match_the_json_schema():
 
 
 # ----------------------------------------------------------------------------------- invalid vectors
-@pytest.mark.parametrize("name", READER_INVALID)
-def test_invalid_vector_package_refuses(name):
-    expected = INVALID[name]
+@pytest.mark.parametrize("vset,name", READER_INVALID)
+def test_invalid_vector_package_refuses(vset, name):
+    expected = INVALID_SETS[vset][name]
     with pytest.raises(errors.FormatError) as info:
-        _package_read(VECTORS / "invalid" / name)
+        _package_read(SETS[vset] / "invalid" / name)
     assert type(info.value).__name__ == expected["error"], info.value
     assert expected["message"] in str(info.value)
 
 
-@pytest.mark.parametrize("name", READER_INVALID)
-def test_invalid_vector_reference_refuses(name):
-    expected = INVALID[name]
+@pytest.mark.parametrize("vset,name", READER_INVALID)
+def test_invalid_vector_reference_refuses(vset, name):
+    expected = INVALID_SETS[vset][name]
     with pytest.raises(ref.FormatError) as info:
-        ref.read(VECTORS / "invalid" / name)
+        ref.read(SETS[vset] / "invalid" / name)
     assert type(info.value).__name__ == expected["error"], info.value
     assert expected["message"] in str(info.value)
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in INVALID.items() if e.get("safetensors_rejects")))
-def test_invalid_container_is_refused_by_safetensors_too(name):
+@pytest.mark.parametrize("vset,name", _cases(INVALID_SETS, lambda name, entry: entry.get("safetensors_rejects")))
+def test_invalid_container_is_refused_by_safetensors_too(vset, name):
     with pytest.raises(safetensors.SafetensorError):
-        with safetensors.safe_open(str(VECTORS / "invalid" / name), "np") as fh:
+        with safetensors.safe_open(str(SETS[vset] / "invalid" / name), "np") as fh:
             for key in fh.keys():
                 fh.get_tensor(key)
 
 
-@pytest.mark.parametrize("name", LOAD_INVALID)
-def test_import_architecture_needs_trust_and_never_runs(name, monkeypatch):
-    path, expected = VECTORS / "invalid" / name, INVALID[name]
+@pytest.mark.parametrize("vset,name", LOAD_INVALID)
+def test_import_architecture_needs_trust_and_never_runs(vset, name, monkeypatch):
+    path, expected = SETS[vset] / "invalid" / name, INVALID_SETS[vset][name]
     calls = []
     monkeypatch.setattr(os, "system", lambda *a, **k: calls.append(("os.system", a, k)) or 0)
     import importlib
@@ -239,12 +312,15 @@ def test_registry_kwargs_cannot_force_a_huge_allocation(make_vectors):
         resource.setrlimit(resource.RLIMIT_AS, old)
 
 
-HOSTILE_SIZES = sorted(n for n, e in INVALID.items() if e["error"] == "LimitError" or n == "rice_huge_ones.pemn")
+HOSTILE_SIZES = _cases(  # a few bytes that declare or inflate to many: refused before allocating
+    INVALID_SETS,
+    lambda n, e: e["error"] == "LimitError" or n in ("rice_huge_ones.pemn", "header_inflation_bomb.pemn"),
+)
 
 
-@pytest.mark.parametrize("name", HOSTILE_SIZES)
-def test_hostile_sizes_are_refused_before_allocating(name):
-    blob = (VECTORS / "invalid" / name).read_bytes()
+@pytest.mark.parametrize("vset,name", HOSTILE_SIZES)
+def test_hostile_sizes_are_refused_before_allocating(vset, name):
+    blob = (SETS[vset] / "invalid" / name).read_bytes()
     for reader in (_package_read, ref.read):
         tracemalloc.start()
         try:
@@ -253,7 +329,7 @@ def test_hostile_sizes_are_refused_before_allocating(name):
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert type(info.value).__name__ == INVALID[name]["error"]
+        assert type(info.value).__name__ == INVALID_SETS[vset][name]["error"]
         assert peak < 16 * len(blob) + (8 << 20), f"{reader.__name__}: {peak} bytes for a {len(blob)}-byte file"
 
 
@@ -272,13 +348,16 @@ def test_reference_reader_imports_only_numpy_and_the_standard_library():
     nodes = list(ast.walk(tree))
     imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= {"__future__", "hashlib", "json", "math", "os", "re", "sys", "numpy"}, imported
+    assert imported <= {"__future__", "hashlib", "json", "math", "os", "re", "sys", "zlib", "numpy"}, imported
 
 
 def test_reference_reader_cli_runs_without_torch_or_the_package():
     """Poison torch and pemn_compress, run the CLI on every vector, check nothing else got imported."""
-    valid = sorted(str(VECTORS / "valid" / n) for n in VALID)
-    bad = str(VECTORS / "invalid" / "version_2.pemn")
+    pinned_by_path = {
+        str(SETS[vset] / "valid" / n): e for vset, entries in VALID_SETS.items() for n, e in entries.items()
+    }
+    valid = sorted(pinned_by_path)
+    bad = str(VECTORS / "invalid" / "version_3.pemn")
     code = (
         "import sys, runpy, json\n"
         "for m in ('torch', 'pemn_compress', 'safetensors'): sys.modules[m] = None\n"
@@ -296,8 +375,9 @@ def test_reference_reader_cli_runs_without_torch_or_the_package():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     summaries = json.loads(done.stdout)
+    assert sorted(summaries) == valid
     for path, summary in summaries.items():
-        pinned = VALID[Path(path).name]["layers"]
+        pinned = pinned_by_path[path]["layers"]
         found = [(layer["name"], layer["sha256"]) for layer in summary["layers"]]
         assert found == [(p["name"], p["sha256"]) for p in pinned]
     done = subprocess.run([sys.executable, str(FORMATS / "reference_reader.py"), bad], capture_output=True, text=True,
@@ -333,7 +413,8 @@ def test_make_vectors_regenerates_identical_bytes(tmp_path):
     done = subprocess.run([sys.executable, str(FORMATS / "make_vectors.py"), "--out", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    for folder in ("valid", "invalid"):
+    assert {p.name for p in tmp_path.iterdir()} == {p.name for p in VECTORS.iterdir()}
+    for folder in ("valid", "invalid", "v2/valid", "v2/invalid"):
         fresh = {p.name: p.read_bytes() for p in (tmp_path / folder).iterdir()}
         committed = {p.name: p.read_bytes() for p in (VECTORS / folder).iterdir()}
         assert sorted(fresh) == sorted(committed)
