@@ -1,11 +1,15 @@
 """Hostile `.pemn` files beyond formats/vectors/invalid (benchmarks/hostile_files.py): code references,
 huge claimed sizes, escape sequences and markup, non-PEMN safetensors, headers that disagree with the
-tensors. Each is refused with a PemnError (or, for text, shown escaped), and nothing is imported or run."""
+tensors, in both format versions, and version 2's header block (inflation bombs, declared sizes, header
+tensors of the wrong kind). Each is refused with a PemnError (or, for text, shown escaped), nothing is
+imported or run, and a version 2 header is refused before anything of its declared size is allocated."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import struct
 import sys
 
 import pytest
@@ -32,12 +36,43 @@ def test_hostile_file_is_harmless(name, tmp_path, monkeypatch):
 
 
 def test_every_group_is_covered():
-    assert {h.group for h in HOSTILE.values()} == {"code", "size", "text", "not-pemn", "inconsistent"}
+    assert {h.group for h in HOSTILE.values()} == {"code", "size", "text", "not-pemn", "inconsistent", "v2-header"}
     refusals = {h.read for h in HOSTILE.values()} | {h.load for h in HOSTILE.values()}
-    assert {"TrustError", "UnknownModelError", "ModelError", "LimitError", "ShapeError", "HeaderError"} <= refusals
+    assert {"TrustError", "UnknownModelError", "ModelError", "LimitError", "ShapeError", "HeaderError",
+            "ContainerError", "ChecksumError", "MissingKeyError"} <= refusals
     for h in HOSTILE.values():  # expectations name real PemnError classes
         for expected in {h.read, h.load} - {"accepted"}:
             assert issubclass(getattr(errors, expected), errors.PemnError)
+    for group in ("code", "size", "text", "inconsistent"):  # each in both format versions
+        names = {n for n, h in HOSTILE.items() if h.group == group}
+        assert {n.removesuffix("_v2") for n in names if n.endswith("_v2")} == {
+            n for n in names if not n.endswith("_v2")} - {"container_offsets_swapped"}
+
+
+def test_versions_are_what_they_claim():
+    """The version 2 files really are version 2 (header tensor, no pemn.header) and the others version 1."""
+    fz = hostile_files.fuzz_loader()
+    for name, h in HOSTILE.items():
+        if h.group in ("code", "size", "text", "inconsistent"):
+            version, tensors, metadata, _ = fz.parse_file(h.blob)
+            assert version == (2 if name.endswith("_v2") else 1), name
+            assert ("header" in tensors) == (version == 2) and ("pemn.header" in metadata) == (version == 1), name
+
+
+def test_v2_header_files_are_small_and_refused_before_allocating():
+    """What a version 2 hostile file declares is large (an inflation bomb, 999999999 header bytes, a 100 MiB
+    header tensor); the file is not, and reading it stays within a few MiB of traced allocation
+    (test_hostile_file_is_harmless checks each file's bound: ``max_peak``)."""
+    v2 = {n: h for n, h in HOSTILE.items() if h.group == "v2-header"}
+    assert len(v2) >= 15 and all(len(h.blob) <= 128 * 1024 and h.max_peak for h in v2.values())
+    assert all(h.max_peak <= hostile_files.SMALL_PEAK for n, h in v2.items() if "bomb" in n or "header_bytes" in n)
+    fz = hostile_files.fuzz_loader()
+    bomb = v2["v2_inflation_bomb_declared_small"].blob
+    (n,) = struct.unpack("<Q", bomb[:8])
+    entries = json.loads(bomb[8 : 8 + n])
+    stream = bomb[8 + n :][slice(*entries["header"]["data_offsets"])]
+    declared = int(entries["__metadata__"]["pemn.header_bytes"])
+    assert len(fz.inflate_bounded(stream, 1 << 30)) > 60 * (1 << 20) > 1000 * declared  # the bomb is real
 
 
 def test_import_reference_runs_with_trust_only(tmp_path, monkeypatch):
@@ -85,14 +120,15 @@ def test_architecture_kwargs_cannot_hang_the_loader():
     The file describes 26 tensors (layers + dense entries), so construction stops at 4 x 26 + 256 = 360
     registered tensors, whatever the depth asks for; sizes torch cannot even compute are refused too.
     Checked by the refusal's reason, not by a clock (a loaded machine must not fail it)."""
-    mv = hostile_files.make_vectors()
-    for kwargs, reason in (
-        ({"depth": 10**6}, "builds more than 360 tensors while the file describes 26 tensors"),
-        ({"depth": 2**31}, "builds more than 360 tensors while the file describes 26 tensors"),
-        ({"kernel_size": 2**31}, "cannot be built: RuntimeError"),
-        ({"dim": 2**62}, "cannot be built: RuntimeError"),
-    ):
-        edit = mv.Edit((hostile_files.VALID / "cm_onelayer_d50.pemn").read_bytes())
-        edit.header["architecture"]["kwargs"].update(kwargs)
-        with pytest.raises(errors.ModelError, match=re.escape(reason)):
-            pemn.load(edit.pack(), device="cpu")
+    for version in (1, 2):
+        base = hostile_files.base_file("cm_onelayer_d50", version)
+        for kwargs, reason in (
+            ({"depth": 10**6}, "builds more than 360 tensors while the file describes 26 tensors"),
+            ({"depth": 2**31}, "builds more than 360 tensors while the file describes 26 tensors"),
+            ({"kernel_size": 2**31}, "cannot be built: RuntimeError"),
+            ({"dim": 2**62}, "cannot be built: RuntimeError"),
+        ):
+            edit = hostile_files.edit(base)
+            edit.header["architecture"]["kwargs"].update(kwargs)
+            with pytest.raises(errors.ModelError, match=re.escape(reason)):
+                pemn.load(edit.encode(), device="cpu")
