@@ -56,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -85,8 +86,9 @@ from .fileformat.reader import read_pemn
 from .fileformat.summary import summarize
 from .inputs import Architecture, Source, build_input_model, check_data_fits, read_source
 from .interrupt import GracefulInterrupt, TrainingFailed, TrainingInterrupted
+from .nn.topk import kept_count
 from .options import CompressOptions, CompressResult, recipe, resolve_output
-from .surgery import mask_
+from .surgery import config_of, mask_, masked_layers, set_density_
 from .train import Callback, Trainer, TrainResult, _unwrap, evaluate
 
 __all__ = [
@@ -323,7 +325,8 @@ def _choose_target(options: CompressOptions, checked: Checked, model: nn.Module,
                            accuracy=WORST_FLOAT, target=choice)
 
     budget = target_size or 1  # provisional: only the density-independent fp32 size is read before it is known
-    trial = Trial(model, options.mask_config(), provenance=provenance, **_write_options(options, arch))
+    trial = Trial(model, options.mask_config(), provenance=provenance, header_estimate=True,
+                  **_write_options(options, arch))
     budget = budget_bytes(target_size=target_size, target_ratio=options.target_ratio,
                           dense_fp32_bytes=trial.dense_fp32_bytes())
     return choose_density(trial, budget, target_size=target_size, target_ratio=options.target_ratio)
@@ -520,23 +523,68 @@ def _write(options: CompressOptions, checked: Checked, prepared: Prepared, run: 
     provenance = _provenance(options, checked, prepared.data, dense_accuracy=prepared.dense_accuracy, accuracy=None,
                              target=choice)
     write_options = _write_options(options, prepared.arch)
-    run.status.info("measuring the compressed model as it will be loaded ...")
-    blob = to_bytes(prepared.student, provenance=provenance, **write_options)
-    deployed = load(blob, device=run.device, model=prepared.arch.build_fresh())
-    _, accuracy = evaluate(deployed, prepared.test_loader, run.device, amp=False)
-    provenance["accuracy"] = accuracy
-    blob = to_bytes(prepared.student, provenance=provenance, **write_options)
-    if target is not None and len(blob) > target.budget:
-        raise worded(
-            ConfigError,
-            f"the file would be {len(blob):,} B, over the {target.budget:,} B target: a dense leftover left float16's "
-            "range and is stored in float32; rerun with --dense-dtype float32 (then counted in the budget)",
-        )
+    while True:
+        if target is not None:
+            _fit(prepared.student, provenance, target, write_options, run)
+        run.status.info("measuring the compressed model as it will be loaded ...")
+        blob = to_bytes(prepared.student, provenance=provenance, **write_options)
+        deployed = load(blob, device=run.device, model=prepared.arch.build_fresh())
+        _, accuracy = evaluate(deployed, prepared.test_loader, run.device, amp=False)
+        provenance["accuracy"] = accuracy
+        blob = to_bytes(prepared.student, provenance=provenance, **write_options)
+        if target is None or len(blob) <= target.budget:
+            break
+        provenance.pop("accuracy")  # the measured digits deflated longer than the placeholder's: fit again
     atomic_write(checked.output, blob)
     totals = summarize(read_pemn(checked.output), checked.output)["totals"]
     written = Written(str(checked.output), accuracy, int(totals["file_bytes"]), int(totals["dense_fp32_bytes"]))
     run.status.info(f"wrote {checked.output}: {written.file_bytes:,} bytes, accuracy {accuracy:.4f}")
     return written
+
+
+def _fit(student: nn.Module, provenance: dict, target: BudgetChoice, write_options: dict, run: RunContext) -> None:
+    """Make the trained file fit ``target.budget`` (an accuracy still to be measured counted at its longest).
+
+    The density was chosen from an estimate of the deflated header (``budget.Trial(header_estimate=True)``);
+    should the file be over it all the same, first the provenance's recipe is left out (informative only),
+    then the density is lowered (the largest layer keeps fewer weights, bisected; every mask keeps a subset of
+    what it kept: the lowest scores go). ConfigError when even one weight per layer does not fit: a dense
+    leftover outside float16's range is stored in float32, the one size the budget cannot foresee.
+    """
+
+    def size() -> int:
+        return len(to_bytes(student, provenance={**provenance, "accuracy": WORST_FLOAT}, **write_options))
+
+    over = size() - target.budget
+    if over <= 0:
+        return
+    if "recipe" in provenance:
+        provenance.pop("recipe")
+        run.status.info(f"the trained file is {over:,} B over the budget: the recipe is left out of its provenance")
+        if size() <= target.budget:
+            return
+    sizes = [math.prod(layer.source.shape) for _, layer in masked_layers(student)]
+    largest, start = max(sizes), config_of(student).density
+    lo, hi = 0, kept_count(start, largest)  # fits(lo) assumed, not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        set_density_(student, mid / largest)
+        if size() <= target.budget:
+            lo = mid
+        else:
+            hi = mid
+    if lo == 0:
+        set_density_(student, start)
+        raise worded(
+            ConfigError,
+            f"the trained file is over the {target.budget:,} B target even with one kept weight per layer: a dense "
+            "leftover left float16's range and is stored in float32; rerun with --dense-dtype float32 (then "
+            "counted in the budget)",
+        )
+    set_density_(student, lo / largest)
+    provenance["target"] = {**provenance.get("target", {}), "density": lo / largest}
+    run.status.info(f"the trained file was {over:,} B over the budget: density lowered from {start:g} to "
+                    f"{lo / largest:g} (the lowest-score weights dropped)")
 
 
 def _result(options: CompressOptions, checked: Checked, prepared: Prepared, trained: Trained, written: Written | None,

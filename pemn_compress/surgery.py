@@ -12,6 +12,7 @@ config's ``train_norm``, ``train_bias`` and ``train_other``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -20,9 +21,10 @@ from torch import nn
 from .config import MaskConfig
 from .errors import ModelError
 from .nn.layers import MaskedConv1d, MaskedConv2d, MaskedLayer, MaskedLinear, ValueBank
+from .nn.topk import kept_count
 from .strategies import ValuePlan, make_plan
 
-__all__ = ["MASKABLE_TYPES", "is_masked", "mask_", "masked_layers", "materialize", "maskable_layers"]
+__all__ = ["MASKABLE_TYPES", "is_masked", "mask_", "masked_layers", "materialize", "maskable_layers", "set_density_"]
 
 # dense type -> masked type; dispatch walks the module's MRO, so subclasses of Linear are masked too
 MASKABLE_TYPES: dict[type[nn.Module], type[MaskedLayer]] = {
@@ -117,6 +119,19 @@ def mask_(model: nn.Module, config: MaskConfig | None = None, filter_fn: FilterF
     setattr(model, "pemn_config", config)  # noqa: B010 (nn.Module's __setattr__ is typed for tensors)
     setattr(model, "pemn_plan", plan)  # noqa: B010
     _set_trainable(model, config)
+    return model
+
+
+def set_density_(model: nn.Module, density: float) -> nn.Module:
+    """Change a masked model's density in place and return it: each layer then keeps its
+    ``kept_count(density, n)`` weights of largest ``|score|`` (a lower density keeps a subset of what
+    the layer kept), and the recorded MaskConfig says the new density. ConfigError for a density
+    outside (0, 1]; ModelError for a model that is not masked."""
+    config = config_of(model).replace(density=density)  # validates the density
+    for _, layer in masked_layers(model):
+        layer.density = float(density)
+        layer.kept = kept_count(density, math.prod(layer.source.shape))
+    setattr(model, "pemn_config", config)  # noqa: B010 (nn.Module's __setattr__ is typed for tensors)
     return model
 
 

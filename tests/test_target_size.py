@@ -16,8 +16,9 @@ from pemn_compress.budget import parse_size
 from pemn_compress.commands import eval_command
 from pemn_compress.compress import CompressOptions, TrainingInterrupted
 from pemn_compress.compress import compress as compress_api
-from pemn_compress.errors import ModelError
+from pemn_compress.errors import ConfigError, ModelError
 from pemn_compress.faults import InterruptAfterSteps
+from pemn_compress.surgery import set_density_
 
 QUICK = ["--max-train-samples", "256", "--epochs", "1", "--batch-size", "64", "--threads", "1"]
 
@@ -111,10 +112,55 @@ def test_target_ratio_json(env):
     doc = json.loads(run("test_mlp", *QUICK, "--target-ratio", "30", "--json").stdout)
     target = doc["target"]
     assert target["budget_bytes"] == doc["dense_fp32_bytes"] // 30 and target["target_ratio"] == 30
-    assert doc["file_bytes"] == os.path.getsize(env / "test_mlp.pemn") <= target["file_bytes_bound"]
+    assert doc["file_bytes"] == os.path.getsize(env / "test_mlp.pemn") <= target["budget_bytes"]
     assert target["file_bytes_bound"] <= target["budget_bytes"] and doc["ratio"] >= 30
     assert target["masks_bytes_bound"] + target["leftover_bytes"] + target["header_bytes_bound"] == \
         target["file_bytes_bound"]
+
+
+def test_a_trained_file_over_the_estimate_is_made_to_fit_before_writing(env, monkeypatch):
+    # an estimate of the deflated header 1,500 B too optimistic: the density chosen (0.5) is too high
+    monkeypatch.setattr("pemn_compress.budget.header_margin", lambda deflated: -1500)
+    run("test_convmixer", *QUICK, "-o", "plain.pemn")
+    plain = os.path.getsize(env / "plain.pemn")
+
+    # 10 B over: leaving the recipe out of the provenance is enough, the density stays
+    result = run("test_convmixer", *QUICK, "--target-size", str(plain - 10), "-o", "a.pemn")
+    a = pemn.read_pemn(env / "a.pemn")
+    assert os.path.getsize(env / "a.pemn") <= plain - 10 and a.header["config"]["density"] == 0.5
+    assert "over the budget: the recipe is left out of its provenance" in result.stderr
+    assert "recipe" not in a.header["provenance"] and "density lowered" not in result.stderr
+
+    # over even without the recipe: the density is lowered, the lowest-score weights dropped
+    budget = os.path.getsize(env / "a.pemn") - 10
+    result = run("test_convmixer", *QUICK, "--target-size", str(budget), "-o", "b.pemn")
+    assert os.path.getsize(env / "b.pemn") <= budget
+    b = pemn.read_pemn(env / "b.pemn")
+    final = b.header["config"]["density"]
+    assert f"target {budget:,} B: density 0.5 (" in result.stderr  # what was chosen before training
+    assert f"density lowered from 0.5 to {final:g}" in result.stderr and final < 0.5
+    assert "recipe" not in b.header["provenance"] and b.header["provenance"]["target"]["density"] == final
+    masks_a, masks_b = (pemn.fileformat.reader.decode_masks(f) for f in (a, b))
+    for name, mask in masks_b.items():  # test_convmixer's layers: 256, 144, 256, 144, 256 and 160 weights
+        assert int(mask.sum()) == max(1, int(final * mask.size + 0.5))
+        assert not (mask & ~masks_a[name]).any()  # same training, so a subset of the density 0.5 masks
+    # the accuracy reported and recorded is the fitted file's own, as pemn eval measures it
+    report = json.loads(CliRunner().invoke(eval_command, [str(env / "b.pemn"), "--json"]).stdout)
+    assert report["accuracy"] == report["recorded_accuracy"]
+    assert f"accuracy {report['accuracy']:.4f}" in result.stderr
+
+
+def test_set_density_keeps_a_subset_of_the_mask(env):
+    model = pemn.mask_(pemn.create_model("test_mlp"), pemn.MaskConfig(density=0.5, seed=4))
+    before = {name: layer.mask().clone() for name, layer in pemn.masked_layers(model)}
+    set_density_(model, 0.2)
+    assert pemn.surgery.config_of(model).density == 0.2
+    for name, layer in pemn.masked_layers(model):
+        after = layer.mask()
+        assert int(after.sum()) == max(1, int(0.2 * after.numel() + 0.5))
+        assert not (after & ~before[name]).any()  # nothing kept that was not kept before
+    with pytest.raises(ConfigError, match="density"):
+        set_density_(model, 0.0)
 
 
 def test_unreachable_budget_stops_before_training(env, monkeypatch):
