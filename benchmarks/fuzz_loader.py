@@ -240,7 +240,10 @@ def set_padding_bits(stream: bytes) -> bytes:
     found by trial: a reader ignores them (v2 section 3, item 4)."""
     if not stream:
         return stream
-    want = zlib.decompressobj(-15).decompress(stream)
+    try:
+        want = zlib.decompressobj(-15).decompress(stream)
+    except zlib.error:  # an earlier edit of this case broke the stream: nothing to pad
+        return stream
     out = bytearray(stream)
     for bit in range(7, -1, -1):
         trial = bytearray(out)
