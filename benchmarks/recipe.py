@@ -26,11 +26,16 @@ stopped mid-training from its ``compress`` checkpoint). ``--render`` rebuilds th
 task, model and device: ``benchmarks/results/recipe_<task>_<model>_cpu.{csv,json,md}``; the
 ``.pemn`` files and dense teachers go to ``runs/recipe/<name>/``.
 
+The full run is 28 sweep jobs (84 epochs) then 8 long jobs (80 epochs): at the measured 2.5 minutes
+per epoch (plus about 10 s of data loading and test evaluations per job) about 7.5 hours on a quiet
+core, and about twice that while other jobs share the 2 cores (200 img/s measured then). The log
+prints the measured time per epoch and the hours left after every job.
+
 ``--candidates`` measures the mask-training throughput of candidate 28x28 ConvMixers (1 thread,
 real augmented batches) and writes ``benchmarks/results/recipe_candidates_cpu.md``: the registered
 ``convmixer_192_6_p4`` was chosen from it (one epoch in about 2-3 minutes on one core).
 
-    nohup nice -n 10 python benchmarks/recipe.py --resume > recipe_run.log 2>&1 &   # the full sweep (hours)
+    nohup nice -n 10 python benchmarks/recipe.py --resume > recipe_run.log 2>&1 &   # the full sweep, see below
     python benchmarks/recipe.py --dry-run                 # the job list and its epoch count
     python benchmarks/recipe.py --quick --out /tmp/q      # a few hundred images, 1 epoch: seconds
     python benchmarks/recipe.py --render benchmarks/results/recipe_fashion-mnist_convmixer_192_6_p4_cpu.csv
