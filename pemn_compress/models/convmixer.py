@@ -11,7 +11,9 @@ conv and the head). For ConvMixer-256 the largest layer is the pointwise conv: 2
 weights, the N_max of the mp / rp strategies.
 
 Registered: ``convmixer_256_6``, ``convmixer_256_8``, ``convmixer_512_8`` (CIFAR: 32x32, 3 channels,
-kernel 5, patch 2), ``convmixer_128_4``, ``convmixer_64_4`` (28x28, 1 channel) and ``test_convmixer``.
+kernel 5, patch 2), ``convmixer_192_6_p4`` (the paper's proportions for 28x28, 1 channel: depth 6, kernel 5,
+7x7 feature maps, 260k parameters; the recipe benchmark's model), ``convmixer_128_4``, ``convmixer_64_4``
+(28x28, 1 channel) and ``test_convmixer``.
 """
 
 from __future__ import annotations
@@ -124,6 +126,17 @@ def convmixer_512_8(
     *, dim=512, depth=8, kernel_size=5, patch_size=2, in_chans=3, num_classes=10, img_size=32, bias=False
 ) -> ConvMixer:
     """ConvMixer-512/8 for CIFAR."""
+    return ConvMixer(**locals())
+
+
+@register_model
+def convmixer_192_6_p4(
+    *, dim=192, depth=6, kernel_size=5, patch_size=4, in_chans=1, num_classes=10, img_size=28, bias=False
+) -> ConvMixer:
+    """ConvMixer-192/6 with 4x4 patches for 28x28 grayscale (Fashion-MNIST): the paper's ConvMixer-256/6
+    proportions (depth 6, kernel 5) at a width where one epoch of mask training over 60,000 images takes
+    about 2 minutes on one CPU core (benchmarks/results/recipe_candidates_cpu.md). 7x7 feature maps,
+    259,968 parameters; its largest layer is the 192 x 192 pointwise conv (36,864 weights)."""
     return ConvMixer(**locals())
 
 

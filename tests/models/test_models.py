@@ -65,8 +65,8 @@ def test_every_family_registers_a_test_model():
 
 def test_expected_names_are_registered():
     expected = {
-        "convmixer_256_6", "convmixer_256_8", "convmixer_512_8", "convmixer_128_4", "convmixer_64_4",
-        "resnet20", "resnet32", "resnet56", "vit_tiny_6", "vit_tiny_8", "vit_small_28", "mlp_3",
+        "convmixer_256_6", "convmixer_256_8", "convmixer_512_8", "convmixer_192_6_p4", "convmixer_128_4",
+        "convmixer_64_4", "resnet20", "resnet32", "resnet56", "vit_tiny_6", "vit_tiny_8", "vit_small_28", "mlp_3",
     }  # fmt: skip
     assert expected <= set(ALL_MODELS)
 
@@ -248,11 +248,20 @@ def test_convmixer_structure():
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 1 + 2 * 6
 
 
-@pytest.mark.parametrize("name", ["convmixer_128_4", "convmixer_64_4"])
+@pytest.mark.parametrize("name", ["convmixer_192_6_p4", "convmixer_128_4", "convmixer_64_4"])
 def test_small_convmixers_take_28x28(name):
     model = create_model(name).eval()
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_convmixer_192_6_p4_is_the_paper_shape_for_28x28():
+    model = on_meta("convmixer_192_6_p4")
+    assert sum(p.numel() for p in model.parameters()) == 259968  # within the 100k-600k of a paper-class model
+    dw = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(dw) == 6 and all(c.kernel_size == (5, 5) for c in dw)  # the paper's depth 6, kernel 5
+    assert model.stem[0].stride == (4, 4)  # 28x28 -> 7x7 feature maps
+    assert max(m.weight.numel() for m in weight_layers(model)) == 192 * 192
 
 
 def test_resnet_depths_and_shortcuts():

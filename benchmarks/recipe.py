@@ -1,0 +1,610 @@
+"""The training recipe of `pemn compress`, measured: each knob users never change, one at a time.
+
+For one zoo model on the full Fashion-MNIST training set (60,000 images, the 10,000 test images),
+every point is a real ``compress()`` run (the pipeline behind ``pemn compress``): masks trained,
+the ``.pemn`` file written, loaded back and evaluated, exactly as a user gets it. Each point changes
+one option of ``CompressOptions`` against its current defaults (strategy onelayer, density 0.5,
+Kaiming-normal values, crop+flip augmentation, AdamW lr 0.01, cosine schedule, batch 128, weight
+decay 5e-5 on the scores, no label smoothing): value distribution, augmentation, learning rate x0.5
+and x2, one-cycle schedule, batch 256, weight decay 0 and x10, label smoothing 0.1, distillation from
+a dense model (what a user who brings trained weights gets by default), and the combination that
+issue 13 reported (signed-constant values, no augmentation, batch 256, one-cycle). The reference
+``dense training`` row trains the model's weights with the same recipe and budget (its accuracy is
+that of its fp32 safetensors file loaded back); it is also the distillation teacher of its seed.
+
+Every point runs for every seed in ``--seeds`` with the same seed as the defaults (same values,
+initial scores, data order and augmentation), so each change is reported as a *paired* difference
+against the defaults, seed by seed. Phase ``sweep`` runs ``--epochs`` (3); phase ``long`` then
+reruns the defaults, the ``--long-top`` (2) best sweep settings and dense training for
+``--long-epochs`` (10). Jobs run in priority order, every seed of a point back to back: the
+defaults, signed-constant values, no augmentation, dense training, the issue's combination, then
+the rest, so a run stopped early has the most informative points.
+
+Each finished job appends one CSV row, so ``--resume`` skips finished jobs (and continues a job
+stopped mid-training from its ``compress`` checkpoint). ``--render`` rebuilds the Markdown table
+(mean, per-seed values, paired delta against the defaults) from the CSV alone. Outputs, named by
+task, model and device: ``benchmarks/results/recipe_<task>_<model>_cpu.{csv,json,md}``; the
+``.pemn`` files and dense teachers go to ``runs/recipe/<name>/``.
+
+The full run is 28 sweep jobs (84 epochs) then 8 long jobs (80 epochs): at the measured 2.5 minutes
+per epoch (plus about 10 s of data loading and test evaluations per job) about 7.5 hours on a quiet
+core, and about twice that while other jobs share the 2 cores (200 img/s measured then). The log
+prints the measured time per epoch and the hours left after every job.
+
+``--candidates`` measures the mask-training throughput of candidate 28x28 ConvMixers (1 thread,
+real augmented batches) and writes ``benchmarks/results/recipe_candidates_cpu.md``: the registered
+``convmixer_192_6_p4`` was chosen from it (one epoch in about 2-3 minutes on one core).
+
+    nohup nice -n 10 python benchmarks/recipe.py --resume > recipe_run.log 2>&1 &   # the full sweep, see below
+    python benchmarks/recipe.py --dry-run                 # the job list and its epoch count
+    python benchmarks/recipe.py --quick --out /tmp/q      # a few hundred images, 1 epoch: seconds
+    python benchmarks/recipe.py --render benchmarks/results/recipe_fashion-mnist_convmixer_192_6_p4_cpu.csv
+    python benchmarks/recipe.py --candidates              # the model-choice throughput table (a few minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+import pemn_compress as pemn
+from pemn_compress.compress import CompressOptions, compress
+from pemn_compress.data import BatchLoader, get_dataset
+from pemn_compress.models.convmixer import ConvMixer
+from pemn_compress.train import evaluate
+
+RESULTS = Path(__file__).parent / "results"
+MODEL = "convmixer_192_6_p4"
+DEFAULTS = CompressOptions(model=MODEL)  # the current defaults of `pemn compress`
+FIELDS = [
+    "job",
+    "phase",
+    "epochs",
+    "factor",
+    "setting",
+    "flags",
+    "seed",
+    "accuracy",
+    "epoch_accuracies",
+    "dense_accuracy",
+    "file_bytes",
+    "ratio",
+    "train_samples",
+    "test_samples",
+    "train_seconds",
+    "seconds",
+    "images_per_sec",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One setting of the sweep: the options it changes against the defaults."""
+
+    setting: str  # the label in the report (unique)
+    factor: str  # what it varies
+    changes: dict = dataclasses.field(default_factory=dict)  # CompressOptions overrides
+    kind: str = "pemn"  # pemn (a zoo model, no teacher) | dense (weights trained) | distill (the dense model as input)
+
+    @property
+    def flags(self) -> str:
+        """The `pemn compress` flags that give this setting."""
+        if self.kind == "dense":
+            return "(weights trained; no mask)"
+        if self.kind == "distill":
+            return "a trained state dict as input (distillation on by default)"
+        parts = []
+        for key, value in self.changes.items():
+            name = key.replace("_", "-")
+            if isinstance(value, bool):
+                parts.append(f"--{name}" if value else f"--no-{name}")
+            else:
+                parts.append(f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}")
+        return " ".join(parts) or "(none)"
+
+
+D = DEFAULTS
+POINTS = (  # in priority order: the defaults, the two changes issue 13 suspects, the dense gap, the issue's setting
+    Point("defaults", "defaults"),
+    Point("signed-constant values", "value distribution", {"distribution": "signed_constant"}),
+    Point("no augmentation", "augmentation", {"augment": False}),
+    Point("dense training", "reference", kind="dense"),
+    Point(
+        "issue 13 combination",
+        "combination",
+        {"distribution": "signed_constant", "augment": False, "batch_size": 2 * D.batch_size, "schedule": "onecycle"},
+    ),
+    Point("one-cycle schedule", "schedule", {"schedule": "onecycle"}),
+    Point("batch 256", "batch size", {"batch_size": 2 * D.batch_size}),
+    Point("lr x2", "learning rate", {"lr": 2 * D.lr}),
+    Point("lr x0.5", "learning rate", {"lr": D.lr / 2}),
+    Point("distillation from the dense model", "distillation", kind="distill"),
+    Point("label smoothing 0.1", "label smoothing", {"label_smoothing": 0.1}),
+    Point("no weight decay", "weight decay (scores)", {"weight_decay": 0.0}),
+    Point("weight decay x10", "weight decay (scores)", {"weight_decay": 10 * D.weight_decay}),
+    Point("uniform values", "value distribution", {"distribution": "uniform"}),
+)
+BY_SETTING = {p.setting: p for p in POINTS}
+SELECTABLE = [p.setting for p in POINTS if p.kind == "pemn" and p.setting != "defaults"]  # long-phase candidates
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def job(phase: str, point: Point, seed: int, epochs: int) -> dict:
+    return {"job": f"{phase}|{point.setting}|{seed}", "phase": phase, "point": point, "seed": seed, "epochs": epochs}
+
+
+def sweep_jobs(seeds: list[int], epochs: int) -> list[dict]:
+    return [job("sweep", p, s, epochs) for p in POINTS for s in seeds]
+
+
+def best_settings(rows: list[dict], epochs: int, top: int) -> list[str]:
+    """The ``top`` selectable settings with the highest mean accuracy at ``epochs`` (phase sweep)."""
+    accs: dict[str, list[float]] = {}
+    for r in rows:
+        if r["phase"] == "sweep" and int(r["epochs"]) == epochs and r["setting"] in SELECTABLE:
+            accs.setdefault(r["setting"], []).append(float(r["accuracy"]))
+    return sorted(accs, key=lambda s: -statistics.fmean(accs[s]))[:top]
+
+
+def long_jobs(rows: list[dict], seeds: list[int], args) -> list[dict]:
+    """Defaults, the best sweep settings and dense training at ``--long-epochs`` (after the whole sweep)."""
+    if not args.long_epochs or not args.long_top:
+        return []
+    points = [BY_SETTING["defaults"]] + [BY_SETTING[s] for s in best_settings(rows, args.epochs, args.long_top)]
+    points.append(BY_SETTING["dense training"])
+    return [job("long", p, s, args.long_epochs) for p in points for s in seeds]
+
+
+# ------------------------------------------------------------------------------------------- running
+class Runner:
+    def __init__(self, args, data_spec: str):
+        self.args, self.data_spec = args, data_spec
+        self.work = Path(args.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._data = None
+
+    def options(self, point: Point, seed: int, epochs: int, **extra) -> CompressOptions:
+        settings = dict(model=self.args.model, data=self.data_spec, epochs=epochs, seed=seed, threads=self.args.threads,
+                        device="cpu")  # fmt: skip
+        return CompressOptions(**(settings | point.changes | extra))
+
+    def dense_path(self, seed: int, epochs: int) -> Path:
+        return self.work / f"dense_e{epochs}_s{seed}.safetensors"
+
+    def run(self, j: dict) -> dict:
+        point, seed, epochs = j["point"], j["seed"], j["epochs"]
+        stem = self.work / re.sub(r"[^A-Za-z0-9]+", "_", f"{j['phase']}_e{epochs}_{point.setting}_s{seed}")
+        if point.kind == "dense":
+            values = self.run_dense(self.options(point, seed, epochs), self.dense_path(seed, epochs))
+        else:
+            extra = {}
+            if point.kind == "distill":
+                teacher = self.dense_path(seed, epochs)
+                if not teacher.exists():
+                    raise SystemExit(f"distillation needs {teacher}: run the dense training job of seed {seed} first")
+                extra = {"model": str(teacher), "arch": self.args.model}
+            output = stem.with_suffix(".pemn")
+            resume = Path(str(output) + ".ckpt").exists()  # a job stopped mid-training continues
+            options = dataclasses.replace(self.options(point, seed, epochs, **extra), output=str(output), resume=resume)
+            result = compress(options)  # result.accuracy: the written bytes loaded back as pemn.load does
+            values = {
+                "accuracy": result.accuracy,
+                "epoch_accuracies": [h["eval_acc"] for h in result.history[:-1]] + [result.accuracy],
+                "dense_accuracy": result.dense_accuracy,
+                "file_bytes": result.file_bytes,
+                "ratio": result.ratio,
+                "train_samples": result.train_samples,
+                "test_samples": result.test_samples,
+                "train_seconds": result.train_seconds,
+                "seconds": result.seconds,
+                "images_per_sec": result.images_per_sec,
+            }
+        return {
+            "job": j["job"], "phase": j["phase"], "epochs": epochs, "factor": point.factor, "setting": point.setting,
+            "flags": point.flags, "seed": seed,
+        } | values  # fmt: skip
+
+    def data(self):
+        if self._data is None:
+            self._data = get_dataset(self.data_spec)
+        return self._data
+
+    def run_dense(self, options: CompressOptions, path: Path) -> dict:
+        """The model's own weights trained with the same recipe (loader, optimizer, schedule, seed) as
+        ``compress`` trains masks; saved as fp32 safetensors (the distillation input) and evaluated loaded back."""
+        started = time.perf_counter()
+        data = self.data()
+        torch.set_num_threads(self.args.threads)
+        kwargs = {"in_chans": data.in_chans, "num_classes": data.num_classes, "img_size": data.img_size[0]}
+        torch.manual_seed(options.seed)
+        model = pemn.create_model(self.args.model, **kwargs)
+        loader = BatchLoader.from_dataset(
+            data, "train", batch_size=options.batch_size, shuffle=True, seed=options.seed,
+            crop_padding=data.suggested_crop_padding if options.augment else 0, hflip=options.augment, drop_last=True,
+        )  # fmt: skip
+        test = BatchLoader.from_dataset(data, "test", batch_size=options.eval_batch_size)
+        history = []
+
+        class EpochEval(pemn.Callback):
+            def on_epoch_end(self, trainer, metrics) -> None:
+                if trainer.epoch < trainer.config.epochs:
+                    history.append(evaluate(model, test, "cpu")[1])
+
+        fit = pemn.Trainer(
+            model, loader, None, options.train_config(distill=False), callbacks=[EpochEval()], device="cpu"
+        ).fit()
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+        os.replace(tmp, path)
+        fresh = pemn.create_model(self.args.model, **kwargs)
+        fresh.load_state_dict(load_file(path))
+        _, accuracy = evaluate(fresh, test, "cpu")
+        return {
+            "accuracy": accuracy,
+            "epoch_accuracies": history + [accuracy],
+            "dense_accuracy": None,
+            "file_bytes": os.path.getsize(path),
+            "ratio": 1.0,
+            "train_samples": data.num_train,
+            "test_samples": data.num_test,
+            "train_seconds": fit.train_seconds,
+            "seconds": time.perf_counter() - started,
+            "images_per_sec": fit.images_per_sec,
+        }
+
+
+def quick_data(work: Path, n_train: int, n_test: int) -> str:
+    """A class-stratified subset of the real Fashion-MNIST written once as .npz (the --quick data set)."""
+    path = work / f"fashion-mnist_{n_train}_{n_test}.npz"
+    if not path.exists():
+        d = get_dataset("fashion-mnist").subset(n_train, n_test, seed=0)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test)
+        os.replace(tmp, path)
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------ reports
+def read_rows(csv_path: Path) -> list[dict]:
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["seed"], r["epochs"] = int(r["seed"]), int(r["epochs"])
+        for key in ("accuracy", "train_seconds", "seconds", "images_per_sec", "file_bytes", "ratio"):
+            r[key] = float(r[key])
+    return rows
+
+
+def write_row(csv_path: Path, row: dict) -> None:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        if isinstance(v, list):
+            return " ".join(f"{a:.4f}" for a in v)
+        return "" if v is None else v
+
+    with open(csv_path, "a", newline="") as fh:
+        csv.DictWriter(fh, fieldnames=FIELDS).writerow({k: cell(row[k]) for k in FIELDS})
+
+
+def paired(rows: list[dict], base: list[dict]) -> dict[int, float]:
+    """Seed -> accuracy difference in points against ``base`` (the defaults), for the seeds both have."""
+    base_acc = {r["seed"]: r["accuracy"] for r in base}
+    return {r["seed"]: 100 * (r["accuracy"] - base_acc[r["seed"]]) for r in rows if r["seed"] in base_acc}
+
+
+def fmt_delta(deltas: dict[int, float]) -> str:
+    if not deltas:
+        return "-"
+    mean = statistics.fmean(deltas.values())
+    spread = f" ± {statistics.stdev(deltas.values()):.2f}" if len(deltas) > 1 else ""
+    return f"{mean:+.2f}{spread}"
+
+
+def table(rows: list[dict], phase: str, epochs: int) -> tuple[list[str], list[tuple[str, float, dict]]]:
+    """The Markdown table of one phase, and (setting, mean accuracy, paired deltas) of each of its rows."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["phase"] == phase and r["epochs"] == epochs:
+            groups.setdefault(r["setting"], []).append(r)
+    order = [p.setting for p in POINTS]
+    base = groups.get("defaults", [])
+    lines = [
+        "| factor | setting | `pemn compress` flags | n | accuracy % (mean) | per seed % "
+        "| Δ vs defaults, paired (pts) | per-seed Δ (pts) | train img/s | file bytes | ratio vs fp32 |",
+        "|---|---|---|---:|---:|---|---:|---|---:|---:|---:|",
+    ]
+    summary = []
+    for setting in sorted(groups, key=lambda s: order.index(s) if s in order else len(order)):
+        rs = sorted(groups[setting], key=lambda r: r["seed"])
+        mean = statistics.fmean(r["accuracy"] for r in rs)
+        deltas = paired(rs, base) if setting != "defaults" else {}
+        summary.append((setting, mean, deltas))
+        per_seed = ", ".join(f"s{r['seed']} {100 * r['accuracy']:.2f}" for r in rs)
+        per_delta = ", ".join(f"s{s} {d:+.2f}" for s, d in sorted(deltas.items())) or "-"
+        lines.append(
+            f"| {rs[0]['factor']} | {setting} | {rs[0]['flags']} | {len(rs)} | {100 * mean:.2f} | {per_seed} | "
+            f"{fmt_delta(deltas)} | {per_delta} | {statistics.fmean(r['images_per_sec'] for r in rs):,.0f} | "
+            f"{statistics.fmean(r['file_bytes'] for r in rs):,.0f} | {statistics.fmean(r['ratio'] for r in rs):.1f}x |"
+        )
+    return lines, summary
+
+
+def findings(summary: list[tuple[str, float, dict]], epochs: int) -> list[str]:
+    lines = []
+    masked = [s for s in summary if BY_SETTING.get(s[0], Point("", "")).kind != "dense"]
+    if not masked:
+        return lines
+    best = max(masked, key=lambda s: s[1])
+    span = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    lines.append(f"- Best `.pemn` setting at {span}: **{best[0]}**, {100 * best[1]:.2f}% (mean over seeds).")
+    for setting, _, deltas in summary:
+        if len(deltas) > 1:
+            values = list(deltas.values())
+            if all(d > 0 for d in values) or all(d < 0 for d in values):
+                lines.append(
+                    f"- {setting}: {'better' if values[0] > 0 else 'worse'} than the defaults on every seed "
+                    f"({fmt_delta(deltas)} points)."
+                )
+    dense = next((s for s in summary if s[0] == "dense training"), None)
+    default = next((s for s in summary if s[0] == "defaults"), None)
+    if dense and default:
+        lines.append(
+            f"- Gap of the defaults to dense training in the same budget: {100 * (dense[1] - default[1]):.2f} points; "
+            f"of the best setting: {100 * (dense[1] - best[1]):.2f} points (design bar for the defaults: within 1.0 "
+            "point at >= 25x on disk)."
+        )
+    return lines
+
+
+def render(csv_path: Path) -> Path:
+    """(Re)build the Markdown report of a run from its CSV and its .json (command, setup)."""
+    rows = read_rows(csv_path)
+    meta_path = csv_path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    lines = [
+        f"# {meta.get('title', csv_path.stem)}",
+        "",
+        f"Command: `{meta.get('command', 'python benchmarks/recipe.py')}`",
+        "",
+        f"Setup: {meta.get('setup', '')}",
+        "",
+        "Every `.pemn` accuracy is that of the written file loaded back (the accuracy `compress` measures and "
+        "records in the file), after the last epoch, on the full test set; dense training: its fp32 safetensors "
+        "file loaded back. *Δ vs defaults, paired*: mean ± standard deviation over seeds of (setting - defaults) "
+        "with the same seed (same values, initial scores, data order and augmentation). *train img/s*: whole-epoch "
+        "training throughput on a machine shared with other jobs (noisy). *ratio vs fp32*: the dense fp32 "
+        "safetensors file's bytes over this file's.",
+    ]
+    phases = sorted({(r["phase"], r["epochs"]) for r in rows}, key=lambda pe: (pe[0] != "sweep", pe[1]))
+    for phase, epochs in phases:
+        body, summary = table(rows, phase, epochs)
+        title = "one factor at a time" if phase == "sweep" else "longer training of the best settings"
+        lines += (
+            ["", f"## {epochs} epoch{'s' if epochs != 1 else ''}: {title}", ""]
+            + body
+            + [""]
+            + findings(summary, epochs)
+        )
+    if not rows:
+        lines += ["", "No finished job yet."]
+    md_path = csv_path.with_suffix(".md")
+    md_path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {md_path}")
+    return md_path
+
+
+# ----------------------------------------------------------------------------------------- candidates
+CANDIDATES = (  # (dim, depth, kernel, patch): ConvMixer at the paper's proportions for 28x28 inputs
+    (256, 6, 5, 4),
+    (192, 6, 5, 4),
+    (256, 6, 5, 7),
+    (128, 8, 5, 2),
+)
+
+CHOICE = (
+    "Chosen: ConvMixer-192/6, kernel 5, patch 4, registered as `convmixer_192_6_p4`: the paper's depth and kernel "
+    "on 7x7 feature maps, the widest whose epoch fits 2-3 minutes on one core. Patch 7 is faster but leaves 4x4 "
+    "maps (a 5x5 kernel there reads mostly padding); patch 2 (14x14 maps, the closest to the paper's 16x16 on "
+    "CIFAR) is 4-5x slower; width 256 at patch 4 takes well over 3 minutes per epoch."
+)
+
+
+def measure_candidates(args) -> None:
+    """Mask-training img/s of each candidate: the defaults' mask and trainer on real augmented batches of
+    128, 1 thread; rounds alternate the candidates so that machine noise hits all alike; median over rounds."""
+    torch.set_num_threads(args.threads)
+    data = get_dataset(args.data)
+    runs = []
+    for dim, depth, kernel, patch in CANDIDATES:
+        torch.manual_seed(0)
+        model = ConvMixer(dim=dim, depth=depth, kernel_size=kernel, patch_size=patch, in_chans=1, img_size=28)
+        params = sum(p.numel() for p in model.parameters())
+        pemn.mask_(model, DEFAULTS.mask_config())
+        loader = BatchLoader.from_dataset(
+            data, "train", batch_size=128, shuffle=True, seed=0, crop_padding=2, hflip=True, drop_last=True
+        )
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=DEFAULTS.lr)
+        name = f"ConvMixer-{dim}/{depth}, kernel {kernel}, patch {patch}"
+        runs.append({"name": name, "model": model.train(), "optimizer": optimizer, "params": params,
+                     "batches": iter(loader), "ips": [], "eval_ips": []})  # fmt: skip
+    test = BatchLoader.from_dataset(data.subset(None, 2000, seed=0), "test", batch_size=500)
+    steps, warmup = (3, 1) if args.quick else (30, 3)
+    rounds = 1 if args.quick else args.rounds
+    for r in range(rounds):
+        for run in runs:
+            model, optimizer = run["model"], run["optimizer"]
+            for i in range(warmup + steps):
+                if i == warmup:
+                    t0 = time.perf_counter()
+                x, y = next(run["batches"])  # the loader's crop and flip are part of an epoch: timed too
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            run["ips"].append(steps * 128 / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            evaluate(model, test, "cpu")
+            run["eval_ips"].append(2000 / (time.perf_counter() - t0))
+            print(f"round {r + 1}: {run['name']}: {run['ips'][-1]:,.0f} img/s", flush=True)
+    lines = [
+        "# Throughput of candidate 28x28 ConvMixers (mask training, cpu)",
+        "",
+        "Command: `python benchmarks/recipe.py --candidates`",
+        "",
+        f"Setup: defaults' mask (onelayer, density 0.5) and AdamW step on real augmented Fashion-MNIST batches of 128; "
+        f"{rounds} rounds x ({warmup} warm-up + {steps} timed steps) per candidate, candidates alternated; "
+        f"median over rounds; eval: 2,000 test images in batches of 500; torch {torch.__version__}, "
+        f"{platform.machine()}, {args.threads} thread(s), load average {os.getloadavg()[0]:.2f} at the end "
+        f"(2 cores shared with other jobs); {datetime.date.today().isoformat()}.",
+        "",
+        "*epoch s*: 468 steps of 128 at the median rate. *3-epoch run s*: three epochs plus three evaluations of the "
+        "10,000 test images (two epoch-end ones and the written file's).",
+        "",
+        "| candidate | parameters | train img/s (median) | per-round img/s | eval img/s | epoch s | 3-epoch run s |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for run in runs:
+        ips, eval_ips = statistics.median(run["ips"]), statistics.median(run["eval_ips"])
+        epoch = 468 * 128 / ips
+        lines.append(
+            f"| {run['name']} | {run['params']:,} | {ips:,.0f} | {', '.join(f'{v:,.0f}' for v in run['ips'])} | "
+            f"{eval_ips:,.0f} | {epoch:,.0f} | {3 * epoch + 3 * 10000 / eval_ips:,.0f} |"
+        )
+    lines += ["", CHOICE]
+    out = Path(args.out) / f"recipe_candidates{'_quick' if args.quick else ''}_cpu.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=MODEL, help="zoo model name")
+    parser.add_argument("--data", default="fashion-mnist", help="dataset spec (see `pemn compress --help`)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the one-factor sweep")
+    parser.add_argument("--long-epochs", type=int, default=10, help="epochs of the long phase (0: no long phase)")
+    parser.add_argument("--long-top", type=int, default=2, help="best sweep settings rerun in the long phase")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated; every point runs every seed")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for the CSV, JSON and Markdown")
+    parser.add_argument("--work", default=None, help="folder for the .pemn files (default runs/recipe/<name>)")
+    parser.add_argument("--resume", action="store_true", help="skip the jobs already in the CSV")
+    parser.add_argument("--only", metavar="REGEX", help="run only the jobs whose id (phase|setting|seed) matches")
+    parser.add_argument("--dry-run", action="store_true", help="print the jobs that would run, and their epochs")
+    parser.add_argument(
+        "--quick", action="store_true", help="test_convmixer, 300 training / 500 test images, 1 epoch (2 long)"
+    )
+    parser.add_argument("--render", metavar="CSV", nargs="+", help="only rebuild the Markdown from results CSVs")
+    parser.add_argument("--candidates", action="store_true", help="measure candidate models' throughput")
+    parser.add_argument("--rounds", type=int, default=3, help="--candidates: rounds")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.model, args.epochs, args.long_epochs, args.long_top = "test_convmixer", 1, 2, 1
+    return args
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.render:
+        for csv_path in args.render:
+            render(Path(csv_path))
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.candidates:
+        measure_candidates(args)
+        return
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    task = args.data.replace(":", "_").replace("/", "_")
+    name = f"recipe{'_quick' if args.quick else ''}_{task}_{args.model}_cpu"
+    args.work = args.work or str(Path("runs") / "recipe" / name)
+    csv_path = out / f"{name}.csv"
+    done = {r["job"] for r in read_rows(csv_path)} if args.resume and csv_path.exists() else set()
+    selected = lambda js: [j for j in js if j["job"] not in done and (not args.only or re.search(args.only, j["job"]))]  # noqa: E731
+    if args.dry_run:
+        jobs = selected(sweep_jobs(seeds, args.epochs))
+        for j in jobs:
+            print(f"{j['job']:<55} {j['epochs']} epochs")
+        print(f"{len(jobs)} sweep jobs, {sum(j['epochs'] for j in jobs)} epochs; then the long phase: "
+              f"{args.long_top + 2} settings x {len(seeds)} seeds x {args.long_epochs} epochs")  # fmt: skip
+        return
+    if not done:
+        with open(csv_path, "w", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=FIELDS).writeheader()
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    runner = Runner(args, quick_data(Path(args.work), 300, 500) if args.quick else args.data)
+    recorded = [
+        a for i, a in enumerate(argv) if a not in ("--resume", "--only") and (i == 0 or argv[i - 1] != "--only")
+    ]
+    setup = (
+        f"{args.model} on {'a 300/500-image subset of ' if args.quick else ''}{args.data}; every option at its "
+        f"`pemn compress` default (strategy {D.strategy}, density {D.density}, {D.distribution} values, "
+        f"augmentation {'on' if D.augment else 'off'}, {D.optimizer} lr {D.lr:g}, {D.schedule} schedule, batch "
+        f"{D.batch_size}, weight decay {D.weight_decay:g}, label smoothing {D.label_smoothing:g}, BatchNorm folded, "
+        f"{D.dense_dtype} leftovers) except the one a row changes; sweep {args.epochs} epochs, long phase "
+        f"{args.long_epochs} epochs (defaults, the {args.long_top} best sweep settings, dense); seeds {args.seeds}; "
+        f"cpu, torch {torch.__version__}, {platform.machine()}, {args.threads} thread(s); started "
+        f"{datetime.date.today().isoformat()}."
+    )
+    csv_path.with_suffix(".json").write_text(json.dumps({
+        "command": ("python benchmarks/recipe.py " + " ".join(shlex.quote(a) for a in recorded)).strip(),
+        "setup": setup,
+        "title": f"Training recipe of `pemn compress`: {args.model} on {args.data}",
+    }, indent=1))  # fmt: skip
+    started, epochs_done = time.time(), 0
+    long_epochs = (args.long_top + 2) * len(seeds) * args.long_epochs if args.long_top and args.long_epochs else 0
+
+    def run_all(jobs: list[dict], later: int) -> None:
+        """Run ``jobs``; after each, print the time per epoch so far and the hours left (``later``: epochs
+        of a later phase)."""
+        nonlocal epochs_done
+        remaining = sum(j["epochs"] for j in jobs) + later
+        for i, j in enumerate(jobs, 1):
+            row = runner.run(j)
+            write_row(csv_path, row)
+            epochs_done += j["epochs"]
+            remaining -= j["epochs"]
+            per_epoch = (time.time() - started) / epochs_done
+            print(
+                f"[{i}/{len(jobs)}] {j['job']:<50} acc {100 * row['accuracy']:.2f}%  "
+                f"{row['images_per_sec']:,.0f} img/s  {time.time() - started:,.0f}s elapsed, "
+                f"{per_epoch:,.0f}s per epoch, {remaining} epochs (about {per_epoch * remaining / 3600:.1f} h) left",
+                flush=True,
+            )
+
+    sweep = selected(sweep_jobs(seeds, args.epochs))
+    print(f"sweep: {len(sweep)} jobs, {sum(j['epochs'] for j in sweep)} epochs; then at most {long_epochs} epochs "
+          "in the long phase", flush=True)  # fmt: skip
+    run_all(sweep, later=long_epochs)
+    rows = read_rows(csv_path)
+    finished = {r["job"] for r in rows}
+    if all(j["job"] in finished for j in sweep_jobs(seeds, args.epochs)):
+        long = selected(long_jobs(rows, seeds, args))
+        print(f"long phase: {len(long)} jobs, {sum(j['epochs'] for j in long)} epochs", flush=True)
+        run_all(long, later=0)
+    else:
+        print("long phase skipped: the sweep is not complete in the CSV", flush=True)
+    render(csv_path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Recipe benchmark (benchmarks/recipe.py): its quick mode runs the real compress pipeline on a real
+Fashion-MNIST subset, --resume skips finished jobs, the long phase reruns the best sweep setting, and
+the rendered table's accuracies and paired deltas are those of the raw CSV rows (recomputed here from
+the CSV, not with the script's own functions)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import re
+import statistics
+
+import pytest
+from conftest import load_benchmark
+
+import pemn_compress as pemn
+from pemn_compress.data import BatchLoader, get_dataset
+
+rc = load_benchmark("recipe")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FIRST = r"^sweep\|(defaults|signed-constant values)\|"  # the part the first, interrupted run finishes
+NAME = "recipe_quick_fashion-mnist_test_convmixer_cpu"
+TOL = 0.005 + 1e-9  # the table shows points with 2 decimals
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def run(args: list[str]) -> str:
+    """``recipe.main(args)``; its standard output."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        rc.main(args)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A quick run stopped after two settings, continued with --resume, then resumed once more."""
+    out = tmp_path_factory.mktemp("results")
+    args = ["--quick", "--out", str(out), "--work", str(out / "work")]
+    run(args + ["--only", FIRST])
+    first = read_csv(out / f"{NAME}.csv")
+    run(args + ["--resume"])
+    second = read_csv(out / f"{NAME}.csv")
+    third_log = run(args + ["--resume"])
+    third = read_csv(out / f"{NAME}.csv")
+    return out, first, second, third, third_log
+
+
+def test_resume_skips_finished_jobs(runs):
+    _, first, second, third, third_log = runs
+    assert [r["job"] for r in first] == [f"sweep|{s}|{seed}" for s in ("defaults", "signed-constant values")
+                                         for seed in (0, 1)]  # fmt: skip
+    assert second[: len(first)] == first  # the finished rows were neither rerun nor rewritten
+    jobs = [r["job"] for r in second]
+    assert len(jobs) == len(set(jobs))
+    sweep = {f"sweep|{p.setting}|{seed}" for p in rc.POINTS for seed in (0, 1)}
+    assert {j for j in jobs if j.startswith("sweep|")} == sweep
+    assert third == second  # everything was finished: a third run adds nothing
+    assert "sweep: 0 jobs" in third_log and "long phase: 0 jobs" in third_log
+
+
+def test_rows_are_real_files_loaded_back(runs):
+    out, _, rows, _, _ = runs
+    work = out / "work"
+    data = get_dataset(str(next(work.glob("fashion-mnist_*.npz"))))
+    assert (data.num_train, data.num_test) == (300, 500)
+    assert all(int(r["train_samples"]) == 300 and int(r["test_samples"]) == 500 for r in rows)
+    test = BatchLoader.from_dataset(data, "test", batch_size=500)
+    row = next(r for r in rows if r["job"] == "sweep|signed-constant values|1")
+    path = work / "sweep_e1_signed_constant_values_s1.pemn"
+    _, accuracy = pemn.evaluate(pemn.load(path, device="cpu"), test)
+    assert accuracy == pytest.approx(float(row["accuracy"]), abs=1e-9)
+    recipe = pemn.read_pemn(path).header["provenance"]["recipe"]
+    assert (recipe["distribution"], recipe["seed"], recipe["epochs"]) == ("signed_constant", 1, 1)
+    dense = {r["seed"]: r["accuracy"] for r in rows if r["job"].startswith("sweep|dense training|")}
+    for r in rows:
+        if r["setting"] == "distillation from the dense model":  # the teacher is the dense row's own file
+            assert r["dense_accuracy"] == dense[r["seed"]]
+
+
+def test_long_phase_reruns_the_best_sweep_setting(runs):
+    _, _, rows, _, _ = runs
+    sweep: dict[str, list[float]] = {}
+    for r in rows:
+        if r["phase"] == "sweep" and r["factor"] not in ("defaults", "reference", "distillation"):
+            sweep.setdefault(r["setting"], []).append(float(r["accuracy"]))
+    best = max(sweep, key=lambda s: statistics.fmean(sweep[s]))
+    long = [(r["setting"], r["seed"], r["epochs"]) for r in rows if r["phase"] == "long"]
+    assert long == [(s, seed, "2") for s in ("defaults", best, "dense training") for seed in ("0", "1")]
+    assert all(len(r["epoch_accuracies"].split()) == int(r["epochs"]) for r in rows)
+
+
+def parse_tables(markdown: str) -> dict[tuple[int, str], dict]:
+    """(epochs, setting) -> the cells of its table row, from the rendered Markdown."""
+    parsed, epochs = {}, None
+    for line in markdown.splitlines():
+        heading = re.match(r"## (\d+) epochs?:", line)
+        if heading:
+            epochs = int(heading.group(1))
+        elif line.startswith("| ") and epochs is not None and not line.startswith("| factor"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            parsed[(epochs, cells[1])] = {"mean": cells[4], "per_seed": cells[5], "delta": cells[6],
+                                          "per_delta": cells[7]}  # fmt: skip
+    return parsed
+
+
+def per_seed(cell: str) -> dict[int, float]:
+    """``"s0 87.12, s1 -0.40"`` -> {0: 87.12, 1: -0.4}."""
+    return {int(seed): float(value) for seed, value in re.findall(r"s(\d+) ([+-]?\d+\.\d+)", cell)}
+
+
+def test_rendered_table_matches_the_raw_rows(runs):
+    out, _, rows, _, _ = runs
+    csv_path = out / f"{NAME}.csv"
+    csv_path.with_suffix(".md").unlink()
+    run(["--render", str(csv_path)])  # from the CSV alone
+    table = parse_tables(csv_path.with_suffix(".md").read_text())
+    acc = {(int(r["epochs"]), r["setting"], int(r["seed"])): float(r["accuracy"]) for r in rows}
+    settings = {(e, s) for e, s, _ in acc}
+    assert set(table) == settings
+    deltas_checked = 0
+    for epochs, setting in settings:
+        cells = table[(epochs, setting)]
+        seeds = sorted(seed for e, s, seed in acc if (e, s) == (epochs, setting))
+        values = [100 * acc[(epochs, setting, seed)] for seed in seeds]
+        assert float(cells["mean"]) == pytest.approx(sum(values) / len(values), abs=TOL)
+        assert per_seed(cells["per_seed"]) == pytest.approx(dict(zip(seeds, values, strict=True)), abs=TOL)
+        if setting == "defaults":
+            assert cells["delta"] == "-"
+            continue
+        paired = [100 * (acc[(epochs, setting, seed)] - acc[(epochs, "defaults", seed)]) for seed in seeds]
+        assert per_seed(cells["per_delta"]) == pytest.approx(dict(zip(seeds, paired, strict=True)), abs=TOL)
+        mean, spread = re.fullmatch(r"([+-]\d+\.\d+) ± (\d+\.\d+)", cells["delta"]).groups()
+        assert float(mean) == pytest.approx(sum(paired) / len(paired), abs=TOL)
+        assert float(spread) == pytest.approx(statistics.stdev(paired), abs=TOL)
+        deltas_checked += 1
+    assert deltas_checked == len(settings) - 2  # every row but the two phases' defaults
