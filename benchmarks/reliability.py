@@ -72,6 +72,11 @@ FINDINGS = [
      "a `.<output>.ckpt.XXXX.tmp` file stayed in the output folder for good (nothing ever removed it)",
      "pemn_compress/checkpoints.py `remove_stale_temp_files`: every run (fresh or --resume) first removes "
      "`.<output name>.*.tmp`, the temp files of its own output and checkpoint"),
+    ("format v2: the reference reader and the fuzzer's single-fault checks (a header edit: layer bank = -1)",
+     "the package accepted a layer whose stated bank was -1 (v1 and v2): -1 was its placeholder for a bank a v2 "
+     "header leaves out, so the derived bank replaced it",
+     "pemn_compress/fileformat/header.py: the placeholders are -(2**64) and NaN, which no JSON number a reader "
+     "accepts can be; vector v2/invalid/layer_bank_minus_one and the fuzzer's bank = -1 edit pin it"),
 ]
 
 

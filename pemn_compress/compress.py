@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import math
 import time
@@ -205,6 +206,7 @@ def compress(options: CompressOptions, *, progress: bool = False, callbacks: Seq
     started = time.perf_counter()
     with _torch_threads(options.threads):
         dist, device = distributed.init(resolve_device(options.device))
+        prepared = trained = None
         try:
             run = RunContext(dist, device, StatusLines(enabled=progress and dist.is_main), started)
             checked = validate(options, run)
@@ -212,6 +214,9 @@ def compress(options: CompressOptions, *, progress: bool = False, callbacks: Seq
             trained = train(options, checked, prepared, run, progress=progress, callbacks=callbacks)
             return finish(options, checked, prepared, trained, run)
         finally:
+            if dist.enabled:  # free the DistributedDataParallel wrapper (and its hold on the process group) first
+                prepared = trained = None
+                gc.collect()
             distributed.teardown(dist)
 
 

@@ -111,7 +111,10 @@ def teardown(ctx: DistContext) -> None:
     keeps a C++ reference to the gloo process group (torch 2.13), so ``destroy_process_group`` leaves
     its worker and transport threads running, and the process then exits while they still serve the
     connection to a rank that is still at work. After the barrier no rank is at work, every
-    connection is idle, and every rank exits 0.
+    connection is idle, and every rank exits 0. ``compress`` also frees the DistributedDataParallel
+    wrapper (and collects its reference cycles) before calling this: otherwise its hold on the group
+    can outlive ``destroy_process_group`` until interpreter shutdown, where the threads' destruction
+    order is arbitrary and the same abort came back about once in ten runs on a loaded machine.
     """
     dist = torch.distributed
     if not (ctx.owns_group and dist.is_available() and dist.is_initialized()):
