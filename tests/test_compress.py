@@ -117,6 +117,19 @@ def test_zoo_name_json_document_and_file(env):
     assert text.exit_code == 0 and "(same)" in text.stdout
 
 
+def test_format_version_1_on_request_same_model_larger_header(env):
+    run("test_mlp", *QUICK, "-o", "v2.pemn")
+    run("test_mlp", *QUICK, "-o", "v1.pemn", "--format-version", "1")
+    v1, v2 = pemn.read_pemn(env / "v1.pemn"), pemn.read_pemn(env / "v2.pemn")
+    assert (v1.metadata["pemn.version"], v2.metadata["pemn.version"]) == ("1", "2")
+    assert "pemn.header" in v1.metadata and "header" in v2.tensors and "header" not in v1.tensors
+    assert v1.file_header.fingerprint == v2.file_header.fingerprint  # the same training, the same weights
+    assert v1.header["provenance"]["recipe"]["format_version"] == 1
+    assert (env / "v1.pemn").stat().st_size > (env / "v2.pemn").stat().st_size
+    result = run("test_mlp", *QUICK, "--format-version", "3", expect=None)
+    assert result.exit_code == 2 and "--format-version" in result.stderr
+
+
 def test_state_dict_with_module_prefix_distills_by_default(env):
     torch.save({f"module.{k}": v for k, v in state_dict_of("test_mlp").items()}, env / "model.pt")
     doc = run_json("model.pt", "--arch", "test_mlp", *QUICK)
