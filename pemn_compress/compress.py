@@ -539,7 +539,8 @@ def _write(options: CompressOptions, checked: Checked, prepared: Prepared, run: 
         blob = to_bytes(prepared.student, provenance=provenance, **write_options)
         if target is None or len(blob) <= target.budget:
             break
-        provenance.pop("accuracy")  # the measured digits deflated longer than the placeholder's: fit again
+        # the measured digits deflated longer than the placeholder's: fit again with them (each round lowers the
+        # density or fits, so this ends)
     atomic_write(checked.output, blob)
     totals = summarize(read_pemn(checked.output), checked.output)["totals"]
     written = Written(str(checked.output), accuracy, int(totals["file_bytes"]), int(totals["dense_fp32_bytes"]))
@@ -548,7 +549,7 @@ def _write(options: CompressOptions, checked: Checked, prepared: Prepared, run: 
 
 
 def _fit(student: nn.Module, provenance: dict, target: BudgetChoice, write_options: dict, run: RunContext) -> None:
-    """Make the trained file fit ``target.budget`` (an accuracy still to be measured counted at its longest).
+    """Make the trained file fit ``target.budget`` (an accuracy not yet measured counted at its longest).
 
     The density was chosen from an estimate of the deflated header (``budget.Trial(header_estimate=True)``);
     should the file be over it all the same, first the provenance's recipe is left out (informative only),
@@ -558,7 +559,8 @@ def _fit(student: nn.Module, provenance: dict, target: BudgetChoice, write_optio
     """
 
     def size() -> int:
-        return len(to_bytes(student, provenance={**provenance, "accuracy": WORST_FLOAT}, **write_options))
+        accuracy = provenance.get("accuracy", WORST_FLOAT)
+        return len(to_bytes(student, provenance={**provenance, "accuracy": accuracy}, **write_options))
 
     over = size() - target.budget
     if over <= 0:
