@@ -8,7 +8,8 @@ Kaiming-normal values, crop+flip augmentation, AdamW lr 0.01, cosine schedule, b
 decay 5e-5 on the scores, no label smoothing): value distribution, augmentation, learning rate x0.5
 and x2, one-cycle schedule, batch 256, weight decay 0 and x10, label smoothing 0.1, distillation from
 a dense model (what a user who brings trained weights gets by default), and the combination that
-issue 13 reported (signed-constant values, no augmentation, batch 256, one-cycle). The reference
+issue 13 reported (signed-constant values, no augmentation, batch 256, one-cycle), and density annealing
+(``pemn_compress.annealing``: a method measured here before it becomes an option). The reference
 ``dense training`` row trains the model's weights with the same recipe and budget (its accuracy is
 that of its fp32 safetensors file loaded back); it is also the distillation teacher of its seed.
 
@@ -26,8 +27,8 @@ stopped mid-training from its ``compress`` checkpoint). ``--render`` rebuilds th
 task, model and device: ``benchmarks/results/recipe_<task>_<model>_cpu.{csv,json,md}``; the
 ``.pemn`` files and dense teachers go to ``runs/recipe/<name>/``.
 
-The full run is 28 sweep jobs (84 epochs) then 8 long jobs (80 epochs): at the measured 2.5 minutes
-per epoch (plus about 10 s of data loading and test evaluations per job) about 7.5 hours on a quiet
+The full run is 30 sweep jobs (90 epochs) then 8 long jobs (80 epochs): at the measured 2.5 minutes
+per epoch (plus about 10 s of data loading and test evaluations per job) about 7.8 hours on a quiet
 core, and about twice that while other jobs share the 2 cores (200 img/s measured then). The log
 prints the measured time per epoch and the hours left after every job.
 
@@ -64,6 +65,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import pemn_compress as pemn
+from pemn_compress.annealing import DensityAnnealing
 from pemn_compress.compress import CompressOptions, compress
 from pemn_compress.data import BatchLoader, get_dataset
 from pemn_compress.models.convmixer import ConvMixer
@@ -101,6 +103,8 @@ class Point:
     factor: str  # what it varies
     changes: dict = dataclasses.field(default_factory=dict)  # CompressOptions overrides
     kind: str = "pemn"  # pemn (a zoo model, no teacher) | dense (weights trained) | distill (the dense model as input)
+    callbacks: tuple = ()  # trainer callback factories: a method measured here before it becomes an option
+    note: str = ""  # how to get it, for a setting that is no `pemn compress` flag yet
 
     @property
     def flags(self) -> str:
@@ -109,6 +113,8 @@ class Point:
             return "(weights trained; no mask)"
         if self.kind == "distill":
             return "a trained state dict as input (distillation on by default)"
+        if self.note:
+            return self.note
         parts = []
         for key, value in self.changes.items():
             name = key.replace("_", "-")
@@ -139,6 +145,8 @@ POINTS = (  # in priority order: the defaults, the two changes issue 13 suspects
     Point("no weight decay", "weight decay (scores)", {"weight_decay": 0.0}),
     Point("weight decay x10", "weight decay (scores)", {"weight_decay": 10 * D.weight_decay}),
     Point("uniform values", "value distribution", {"distribution": "uniform"}),
+    Point("density annealing", "density schedule", callbacks=(DensityAnnealing,),
+          note="not a flag yet: compress(options, callbacks=[DensityAnnealing()]), from 1.0, cubic, done at 75%"),
 )
 BY_SETTING = {p.setting: p for p in POINTS}
 SELECTABLE = [p.setting for p in POINTS if p.kind == "pemn" and p.setting != "defaults"]  # long-phase candidates
@@ -202,7 +210,8 @@ class Runner:
             output = stem.with_suffix(".pemn")
             resume = Path(str(output) + ".ckpt").exists()  # a job stopped mid-training continues
             options = dataclasses.replace(self.options(point, seed, epochs, **extra), output=str(output), resume=resume)
-            result = compress(options)  # result.accuracy: the written bytes loaded back as pemn.load does
+            # result.accuracy: the written bytes loaded back as pemn.load does
+            result = compress(options, callbacks=[make() for make in point.callbacks])
             values = {
                 "accuracy": result.accuracy,
                 "epoch_accuracies": [h["eval_acc"] for h in result.history[:-1]] + [result.accuracy],

@@ -1,0 +1,65 @@
+"""Density annealing (pemn_compress.annealing): the schedule, a real compress run on Fashion-MNIST
+images, and --resume through it."""
+
+from __future__ import annotations
+
+import pytest
+
+import pemn_compress as pemn
+from pemn_compress.annealing import DensityAnnealing
+from pemn_compress.compress import CompressOptions, TrainingInterrupted, compress
+from pemn_compress.errors import ConfigError
+from pemn_compress.faults import InterruptAfterSteps
+from pemn_compress.surgery import config_of
+from pemn_compress.train import Callback, _unwrap
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# 256 images in batches of 32 for 2 epochs: 16 optimizer steps
+OPTIONS = dict(model="test_mlp", max_train_samples=256, epochs=2, batch_size=32, threads=1, density=0.2)
+
+
+def test_the_schedule_by_hand():
+    anneal = DensityAnnealing(start=1.0, end=0.5)
+    anneal.target = 0.2
+    # d + (1 - d) * (1 - s / 50)**3 over the first 50 of 100 steps, then d
+    assert anneal.density_at(0, 100) == 1.0
+    assert anneal.density_at(25, 100) == pytest.approx(0.2 + 0.8 * 0.125)  # (1 - 25/50)**3 = 1/8
+    assert anneal.density_at(40, 100) == pytest.approx(0.2 + 0.8 * 0.2**3)
+    assert anneal.density_at(50, 100) == anneal.density_at(100, 100) == 0.2
+    for bad in (dict(start=0.0), dict(start=1.5), dict(end=0.0), dict(end=2.0)):
+        with pytest.raises(ConfigError):
+            DensityAnnealing(**bad)
+
+
+class Densities(Callback):
+    """Records the model's density after every step (runs after the annealing callback)."""
+
+    def __init__(self):
+        self.seen: list[float] = []
+
+    def on_batch_end(self, trainer, batch, loss, correct, size) -> None:
+        self.seen.append(config_of(_unwrap(trainer.model)).density)
+
+
+def test_a_run_anneals_to_its_density_and_writes_it(fmnist_cwd):
+    seen = Densities()
+    result = compress(CompressOptions(**OPTIONS, output="a.pemn"), callbacks=[DensityAnnealing(end=0.5), seen])
+    assert len(seen.seen) == result.steps == 16
+    # by hand: after step 4 of the 8 annealing steps, 0.2 + 0.8 * (1/2)**3 = 0.3; after step 1, (7/8)**3 of the way
+    assert seen.seen[3] == pytest.approx(0.3) and seen.seen[0] == pytest.approx(0.2 + 0.8 * 343 / 512)
+    assert seen.seen == sorted(seen.seen, reverse=True)  # never up
+    assert seen.seen[7:] == [0.2] * 9  # from step 8 of 16 (end = 0.5) on: the target
+    pf = pemn.read_pemn(fmnist_cwd / "a.pemn")
+    assert pf.header["config"]["density"] == 0.2
+    masks = pemn.fileformat.reader.decode_masks(pf)
+    assert all(int(m.sum()) == max(1, int(0.2 * m.size + 0.5)) for m in masks.values())
+
+
+def test_resume_through_the_schedule_gives_the_same_file(fmnist_cwd):
+    compress(CompressOptions(**OPTIONS, output="ref.pemn"), callbacks=[DensityAnnealing()])
+    with pytest.raises(TrainingInterrupted):
+        compress(CompressOptions(**OPTIONS, output="cut.pemn", checkpoint_every=0),
+                 callbacks=[DensityAnnealing(), InterruptAfterSteps(5)])
+    compress(CompressOptions(**OPTIONS, output="cut.pemn", resume=True), callbacks=[DensityAnnealing()])
+    assert (fmnist_cwd / "cut.pemn").read_bytes() == (fmnist_cwd / "ref.pemn").read_bytes()
