@@ -1,5 +1,7 @@
 """How many bytes the `.pemn` header costs, and what a compact header could save (format v2 input).
 
+This is the input study of format version 2 (formats/pemn-v2.md section 9), so it writes version 1
+files (``--format-version 1``); ``benchmarks/sizes.py`` measures both versions on the same masks.
 A `.pemn` v1 file stores its PEMN header as canonical JSON inside the safetensors ``__metadata__``
 (a JSON string inside JSON, so every quote is escaped), next to the safetensors tensor table. For
 small models this header is a large share of the file. This benchmark writes real files with
@@ -113,6 +115,8 @@ def write_files(work: Path, seed: int) -> list[tuple[str, Path]]:
                 str(seed),
                 "--output",
                 str(out),
+                "--format-version",  # the study behind format version 2: it measures version 1 headers
+                "1",
             ]
             subprocess.run(cmd, cwd=work, check=True, capture_output=True, text=True)
         files.append((label, out))
