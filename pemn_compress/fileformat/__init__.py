@@ -1,13 +1,15 @@
-"""The `.pemn` file format v1 (formats/pemn-v1.md), torch-free: numpy and the standard library only.
+"""The `.pemn` file format, versions 1 and 2 (formats/pemn-v1.md, formats/pemn-v2.md), torch-free:
+numpy and the standard library only.
 
-    encode(payload) -> bytes        writer.py: checksums, canonical header JSON, container
-    decode(data) -> PemnFile        reader.py: every check of the spec's section 12, rows 1 to 23
+    encode(payload, version=2) -> bytes   writer.py: checksums, canonical header JSON, container
+    decode(data) -> PemnFile              reader.py: every check of the spec's section 12, rows 1 to 23
 
 Modules: ``constants`` (names and limits), ``container`` (safetensors, strict), ``codecs`` (raw and
-rice masks), ``header`` (the typed header and its one JSON conversion), ``payload`` (header plus
-tensors), ``reader`` / ``writer``, ``sniff`` (naming files that are not `.pemn`), ``summary`` (size
-accounting for ``pemn inspect``). Turning a torch model into a payload is ``pemn_compress.export``;
-building a model from a decoded file is ``pemn_compress.api.load``.
+rice masks), ``deflate`` (the version 2 header block), ``header`` (the typed header and its one JSON
+conversion, derived keys included), ``payload`` (header plus tensors), ``reader`` / ``writer``,
+``sniff`` (naming files that are not `.pemn`), ``summary`` (size accounting for ``pemn inspect``).
+Turning a torch model into a payload is ``pemn_compress.export``; building a model from a decoded
+file is ``pemn_compress.api.load``.
 """
 
 from .header import (
