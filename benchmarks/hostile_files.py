@@ -77,14 +77,18 @@ class Hostile:
     max_peak: int | None = None  # traced bytes the package read may allocate at most (None: not measured)
 
 
-def make_vectors():
-    name = "pemn_make_vectors"
+def _script(name: str, relative: str):
+    """The repository script ``relative`` as module ``name`` (loaded once)."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "formats" / "make_vectors.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / relative)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def make_vectors():
+    return _script("pemn_make_vectors", "formats/make_vectors.py")
 
 
 def _container(header: dict, data: bytes = b"") -> bytes:
@@ -96,13 +100,7 @@ def _container(header: dict, data: bytes = b"") -> bytes:
 def fuzz_loader():
     """benchmarks/fuzz_loader.py as a module: its file model (``Candidate``: unpack, edit, repack and
     re-sign a file of either version, with struct/json/zlib/hashlib only) builds every hostile file."""
-    name = "fuzz_loader"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "fuzz_loader.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return _script("fuzz_loader", "benchmarks/fuzz_loader.py")
 
 
 def edit(blob: bytes):
