@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, load_script
+from conftest import REPO, edit_pemn, load_script
 from torch import nn
 
 import pemn_compress as pemn
@@ -93,3 +93,34 @@ def test_state_key_joins_the_root_without_a_dot():
     assert state_key("", "weight") == "weight"
     assert state_key("0", "weight") == "0.weight"
     assert state_key("blocks.1.bn", "running_var") == "blocks.1.bn.running_var"
+
+
+# formats/pemn-v1.md section 6.3, the "default" column: what an absent config field means in a file
+SPEC_CONFIG_DEFAULTS = {"density": 0.5, "strategy": "onelayer", "rp_mode": "copy", "distribution": "normal",
+                        "rescale": True, "seed": 0, "learn_values": False, "ratio": None, "train_norm": True,
+                        "train_bias": True, "train_other": True, "version": 1}  # fmt: skip
+
+
+def test_absent_config_fields_take_the_format_defaults_not_the_products(ref, make_vectors, tmp_path):
+    """A file that leaves out every config field equal to the spec's default decodes to the weights the
+    reference reader gives the complete file, although ``MaskConfig``'s own defaults (chosen by the recipe
+    benchmark) differ: the product's defaults never change how a file decodes."""
+    assert pemn.MaskConfig().distribution != SPEC_CONFIG_DEFAULTS["distribution"]  # the case this test is about
+    path = VECTORS / "valid" / "cm_onelayer_d50.pemn"
+    blob = path.read_bytes()
+    expected = ref.read(path)["weights"]
+
+    def drop_defaults(header: dict) -> None:
+        config = header["config"]
+        for key, value in SPEC_CONFIG_DEFAULTS.items():
+            if key in config and config[key] == value:
+                del config[key]
+        assert "distribution" not in config and "strategy" not in config
+
+    edited = tmp_path / "defaults_left_out.pemn"
+    edited.write_bytes(edit_pemn(blob, header=drop_defaults))
+    model = pemn.load(edited, device="cpu", model=make_vectors.SKELETONS["test_convmixer"]())
+    masked = {name: m for name, m in model.named_modules() if name in expected}
+    assert set(masked) == set(expected)
+    for name, module in masked.items():
+        assert module.weight.detach().numpy().tobytes() == expected[name].tobytes(), name
