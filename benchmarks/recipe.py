@@ -3,40 +3,44 @@
 For one zoo model on the full Fashion-MNIST training set (60,000 images, the 10,000 test images),
 every point is a real ``compress()`` run (the pipeline behind ``pemn compress``): masks trained,
 the ``.pemn`` file written, loaded back and evaluated, exactly as a user gets it. Each point changes
-one option of ``CompressOptions`` against its current defaults (strategy onelayer, density 0.5,
-Kaiming-normal values, crop+flip augmentation, AdamW lr 0.01, cosine schedule, batch 128, weight
-decay 5e-5 on the scores, no label smoothing): value distribution, augmentation, learning rate x0.5
-and x2, one-cycle schedule, batch 256, weight decay 0 and x10, label smoothing 0.1, distillation from
-a dense model (what a user who brings trained weights gets by default), and the combination that
-issue 13 reported (signed-constant values, no augmentation, batch 256, one-cycle), and density annealing
-(``pemn_compress.annealing``: a method measured here before it becomes an option). The reference
-``dense training`` row trains the model's weights with the same recipe and budget (its accuracy is
-that of its fp32 safetensors file loaded back); it is also the distillation teacher of its seed.
+one option against the *baseline* (``BASELINE``: the defaults of ``pemn compress`` when the sweep
+started, pinned so that rows stay comparable after the sweep changed the defaults: strategy onelayer,
+density 0.5, Kaiming-normal values, crop+flip augmentation, AdamW lr 0.01, cosine schedule, batch 128,
+weight decay 5e-5 on the scores, no label smoothing): value distribution, augmentation, learning rate
+x0.5 and x2, one-cycle schedule, batch 256, weight decay 0 and x10, label smoothing 0.1, distillation
+from a dense model (what a user who brings trained weights gets by default), the combination that
+issue 13 reported (signed-constant values, no augmentation, batch 256, one-cycle), and density
+annealing (``pemn_compress.annealing``: a method measured here before it becomes an option). The
+reference ``dense training`` row trains the model's weights with the same recipe and budget (its
+accuracy is that of its fp32 safetensors file loaded back); it is also the distillation teacher of its seed.
 
-Every point runs for every seed in ``--seeds`` with the same seed as the defaults (same values,
+Every point runs for every seed in ``--seeds`` with the same seed as the baseline (same values,
 initial scores, data order and augmentation), so each change is reported as a *paired* difference
-against the defaults, seed by seed. Phase ``sweep`` runs ``--epochs`` (3); phase ``long`` then
-reruns the defaults, the ``--long-top`` (2) best sweep settings and dense training for
-``--long-epochs`` (10). Jobs run in priority order, every seed of a point back to back: the
-defaults, signed-constant values, no augmentation, dense training, the issue's combination, then
-the rest, so a run stopped early has the most informative points.
+against the baseline, seed by seed. The report ends with the *recommended defaults*: per option, the
+value of the single-flag row with the largest mean gain among those better than the baseline on every
+seed, else the baseline's; ``tests/test_recipe.py`` checks that the code's defaults equal it. Phase
+``sweep`` runs ``--epochs`` (3); an optional phase ``long`` (``--long-epochs N``, off by default) reruns
+the baseline, the ``--long-top`` best settings and dense training for N epochs. The 10-epoch
+comparison of the chosen defaults against dense training, the baselines and ``--target-ratio`` is
+``benchmarks/frontier.py``. Jobs run in priority order, every seed of a point back to back.
 
 Each finished job appends one CSV row, so ``--resume`` skips finished jobs (and continues a job
-stopped mid-training from its ``compress`` checkpoint). ``--render`` rebuilds the Markdown table
-(mean, per-seed values, paired delta against the defaults) from the CSV alone. Outputs, named by
-task, model and device: ``benchmarks/results/recipe_<task>_<model>_cpu.{csv,json,md}``; the
-``.pemn`` files and dense teachers go to ``runs/recipe/<name>/``.
+stopped mid-training from its ``compress`` checkpoint); ``--only REGEX`` selects jobs, so two processes
+on disjoint selections share the 2 cores. ``--render`` rebuilds the Markdown table (mean, per-seed
+values, paired delta against the baseline, the recommendation) from the CSV alone. Outputs, named by
+task, model and device: ``benchmarks/results/recipe_<task>_<model>_cpu.{csv,json,md}``; the ``.pemn``
+files and dense teachers go to ``runs/recipe/<name>/``. A distillation job trains its seed's 3-epoch
+dense teacher first when the file is missing (its dense row is not rewritten).
 
-The full run is 30 sweep jobs (90 epochs) then 8 long jobs (80 epochs): at the measured 2.5 minutes
-per epoch (plus about 10 s of data loading and test evaluations per job) about 7.8 hours on a quiet
-core, and about twice that while other jobs share the 2 cores (200 img/s measured then). The log
-prints the measured time per epoch and the hours left after every job.
+The sweep is 30 jobs (90 epochs): at about 2.5-3.5 minutes per epoch on one core (the slower while
+other jobs share the 2 cores), about 4.5 hours of one core. The log prints the measured time per epoch
+and the hours left after every job.
 
 ``--candidates`` measures the mask-training throughput of candidate 28x28 ConvMixers (1 thread,
 real augmented batches) and writes ``benchmarks/results/recipe_candidates_cpu.md``: the registered
 ``convmixer_192_6_p4`` was chosen from it (one epoch in about 2-3 minutes on one core).
 
-    nohup nice -n 10 python benchmarks/recipe.py --resume > recipe_run.log 2>&1 &   # the full sweep, see below
+    nohup nice -n 10 python benchmarks/recipe.py --resume > recipe_run.log 2>&1 &   # the sweep
     python benchmarks/recipe.py --dry-run                 # the job list and its epoch count
     python benchmarks/recipe.py --quick --out /tmp/q      # a few hundred images, 1 epoch: seconds
     python benchmarks/recipe.py --render benchmarks/results/recipe_fashion-mnist_convmixer_192_6_p4_cpu.csv
@@ -73,7 +77,11 @@ from pemn_compress.train import evaluate
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = "convmixer_192_6_p4"
-DEFAULTS = CompressOptions(model=MODEL)  # the current defaults of `pemn compress`
+# The sweep's baseline: the defaults of `pemn compress` when the sweep started, before it changed them. Every
+# row changes one of these against it; pinned here so that rows stay comparable as the code's defaults move.
+BASELINE = dict(strategy="onelayer", density=0.5, distribution="normal", augment=True, optimizer="adamw", lr=0.01,
+                schedule="cosine", batch_size=128, weight_decay=5e-5, label_smoothing=0.0)  # fmt: skip
+DEFAULTS = CompressOptions(model=MODEL, **BASELINE)
 FIELDS = [
     "job",
     "phase",
@@ -190,7 +198,7 @@ class Runner:
     def options(self, point: Point, seed: int, epochs: int, **extra) -> CompressOptions:
         settings = dict(model=self.args.model, data=self.data_spec, epochs=epochs, seed=seed, threads=self.args.threads,
                         device="cpu")  # fmt: skip
-        return CompressOptions(**(settings | point.changes | extra))
+        return CompressOptions(**(settings | BASELINE | point.changes | extra))
 
     def dense_path(self, seed: int, epochs: int) -> Path:
         return self.work / f"dense_e{epochs}_s{seed}.safetensors"
@@ -204,8 +212,9 @@ class Runner:
             extra = {}
             if point.kind == "distill":
                 teacher = self.dense_path(seed, epochs)
-                if not teacher.exists():
-                    raise SystemExit(f"distillation needs {teacher}: run the dense training job of seed {seed} first")
+                if not teacher.exists():  # its dense row is in the CSV from an earlier run: train the file again
+                    print(f"training the dense teacher {teacher.name} first", flush=True)
+                    self.run_dense(self.options(BY_SETTING["dense training"], seed, epochs), teacher)
                 extra = {"model": str(teacher), "arch": self.args.model}
             output = stem.with_suffix(".pemn")
             resume = Path(str(output) + ".ckpt").exists()  # a job stopped mid-training continues
@@ -235,35 +244,17 @@ class Runner:
         return self._data
 
     def run_dense(self, options: CompressOptions, path: Path) -> dict:
-        """The model's own weights trained with the same recipe (loader, optimizer, schedule, seed) as
-        ``compress`` trains masks; saved as fp32 safetensors (the distillation input) and evaluated loaded back."""
+        """The model's own weights trained with the same recipe as ``compress`` trains masks (``train_weights``);
+        saved as fp32 safetensors (the distillation input) and evaluated loaded back."""
         started = time.perf_counter()
         data = self.data()
-        torch.set_num_threads(self.args.threads)
-        kwargs = {"in_chans": data.in_chans, "num_classes": data.num_classes, "img_size": data.img_size[0]}
-        torch.manual_seed(options.seed)
-        model = pemn.create_model(self.args.model, **kwargs)
-        loader = BatchLoader.from_dataset(
-            data, "train", batch_size=options.batch_size, shuffle=True, seed=options.seed,
-            crop_padding=data.suggested_crop_padding if options.augment else 0, hflip=options.augment, drop_last=True,
-        )  # fmt: skip
-        test = BatchLoader.from_dataset(data, "test", batch_size=options.eval_batch_size)
-        history = []
-
-        class EpochEval(pemn.Callback):
-            def on_epoch_end(self, trainer, metrics) -> None:
-                if trainer.epoch < trainer.config.epochs:
-                    history.append(evaluate(model, test, "cpu")[1])
-
-        fit = pemn.Trainer(
-            model, loader, None, options.train_config(distill=False), callbacks=[EpochEval()], device="cpu"
-        ).fit()
+        model, fit, history = train_weights(options, data, self.args.model)
         tmp = path.with_name(path.name + ".tmp")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
         os.replace(tmp, path)
-        fresh = pemn.create_model(self.args.model, **kwargs)
+        fresh = pemn.create_model(self.args.model, **model_kwargs(data))
         fresh.load_state_dict(load_file(path))
-        _, accuracy = evaluate(fresh, test, "cpu")
+        _, accuracy = evaluate(fresh, BatchLoader.from_dataset(data, "test", batch_size=options.eval_batch_size), "cpu")
         return {
             "accuracy": accuracy,
             "epoch_accuracies": history + [accuracy],
@@ -276,6 +267,35 @@ class Runner:
             "seconds": time.perf_counter() - started,
             "images_per_sec": fit.images_per_sec,
         }
+
+
+def model_kwargs(data) -> dict:
+    """The zoo keyword arguments that fit a data set (channels, classes, image size)."""
+    return {"in_chans": data.in_chans, "num_classes": data.num_classes, "img_size": data.img_size[0]}
+
+
+def train_weights(options: CompressOptions, data, model_name: str, callbacks=()):
+    """A zoo model's own weights trained with the recipe ``compress`` trains masks with (loader, augmentation,
+    optimizer, schedule, seed, threads of ``options``); ``callbacks``: factories ``f(model) -> Callback`` (a
+    pruning schedule, say). Returns (model, the fit result, the test accuracy after each epoch but the last)."""
+    torch.set_num_threads(options.threads or torch.get_num_threads())
+    torch.manual_seed(options.seed)
+    model = pemn.create_model(model_name, **model_kwargs(data))
+    loader = BatchLoader.from_dataset(
+        data, "train", batch_size=options.batch_size, shuffle=True, seed=options.seed,
+        crop_padding=data.suggested_crop_padding if options.augment else 0, hflip=options.augment, drop_last=True,
+    )  # fmt: skip
+    test = BatchLoader.from_dataset(data, "test", batch_size=options.eval_batch_size)
+    history: list[float] = []
+
+    class EpochEval(pemn.Callback):
+        def on_epoch_end(self, trainer, metrics) -> None:
+            if trainer.epoch < trainer.config.epochs:
+                history.append(evaluate(model, test, "cpu")[1])
+
+    hooks = [*(make(model) for make in callbacks), EpochEval()]
+    fit = pemn.Trainer(model, loader, None, options.train_config(distill=False), callbacks=hooks, device="cpu").fit()
+    return model, fit, history
 
 
 def quick_data(work: Path, n_train: int, n_test: int) -> str:
@@ -382,6 +402,54 @@ def findings(summary: list[tuple[str, float, dict]], epochs: int) -> list[str]:
     return lines
 
 
+SINGLE_FLAG = [p for p in POINTS if p.kind == "pemn" and len(p.changes) == 1 and not p.callbacks]
+
+
+def recommended(rows: list[dict], epochs: int) -> list[dict]:
+    """The defaults the sweep at ``epochs`` recommends, one entry per option a single-flag row changes: the
+    value of the row with the largest mean paired gain among the rows that beat the baseline on every seed
+    (at least 2 seeds) and whose flag is a `pemn compress` option; otherwise the baseline's value."""
+    summary = {s: d for s, _, d in table(rows, "sweep", epochs)[1]}
+    out = []
+    for option in dict.fromkeys(k for p in SINGLE_FLAG for k in p.changes):
+        wins = []
+        for p in SINGLE_FLAG:
+            deltas = summary.get(p.setting, {})
+            if option in p.changes and len(deltas) >= 2 and all(d > 0 for d in deltas.values()):
+                wins.append((statistics.fmean(deltas.values()), p))
+        measured = [p.setting for p in SINGLE_FLAG if option in p.changes and p.setting in summary]
+        if wins:
+            gain, best = max(wins, key=lambda w: w[0])
+            value, why = best.changes[option], f"{best.setting}: {fmt_delta(summary[best.setting])} points, every seed"
+        elif measured:
+            value, why = BASELINE[option], "no change beat the baseline on every seed: " + ", ".join(
+                f"{s} {fmt_delta(summary[s])}" for s in measured
+            )
+        else:
+            continue
+        out.append({"option": option, "baseline": BASELINE[option], "value": value, "why": why})
+    return out
+
+
+def recommendation_lines(rows: list[dict], epochs: int) -> list[str]:
+    recs = recommended(rows, epochs)
+    if not recs:
+        return []
+    lines = [
+        "",
+        f"## Recommended defaults ({epochs}-epoch sweep)",
+        "",
+        "The rule: per option, the value of the single-flag row with the largest mean paired gain among those "
+        "better than the baseline on every seed; else the baseline's value. `tests/test_recipe.py` checks that the "
+        "defaults of `pemn compress` (`CompressOptions`) equal this column.",
+        "",
+        "| option | baseline | recommended default | why |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r['option']} | {r['baseline']!r} | {r['value']!r} | {r['why']} |" for r in recs]
+    return lines
+
+
 def render(csv_path: Path) -> Path:
     """(Re)build the Markdown report of a run from its CSV and its .json (command, setup)."""
     rows = read_rows(csv_path)
@@ -413,6 +481,8 @@ def render(csv_path: Path) -> Path:
         )
     if not rows:
         lines += ["", "No finished job yet."]
+    elif any(r["phase"] == "sweep" for r in rows):
+        lines += recommendation_lines(rows, min(r["epochs"] for r in rows if r["phase"] == "sweep"))
     md_path = csv_path.with_suffix(".md")
     md_path.write_text("\n".join(lines) + "\n")
     print(f"wrote {md_path}")
@@ -508,7 +578,10 @@ def parse_args(argv):
     parser.add_argument("--model", default=MODEL, help="zoo model name")
     parser.add_argument("--data", default="fashion-mnist", help="dataset spec (see `pemn compress --help`)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the one-factor sweep")
-    parser.add_argument("--long-epochs", type=int, default=10, help="epochs of the long phase (0: no long phase)")
+    parser.add_argument(
+        "--long-epochs", type=int, default=0,
+        help="epochs of the long phase (0: none; the 10-epoch comparison is benchmarks/frontier.py)",
+    )  # fmt: skip
     parser.add_argument("--long-top", type=int, default=2, help="best sweep settings rerun in the long phase")
     parser.add_argument("--seeds", default="0,1", help="comma-separated; every point runs every seed")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")

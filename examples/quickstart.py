@@ -32,6 +32,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--train-samples", type=int, default=None, help="use a stratified subset of the training set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--augment", action="store_true",
+        help="random crop + flip of training images (off, as in `pemn compress`: benchmarks/results/recipe_*)",
+    )  # fmt: skip
     parser.add_argument("--out", default="quickstart.pemn")
     args = parser.parse_args()
 
@@ -39,13 +43,14 @@ def main() -> None:
     if args.train_samples:
         data = data.subset(args.train_samples, None, seed=args.seed)
     train = BatchLoader.from_dataset(
-        data, "train", batch_size=128, shuffle=True, seed=args.seed, crop_padding=2, hflip=True, drop_last=True
-    )
+        data, "train", batch_size=128, shuffle=True, seed=args.seed, drop_last=True,
+        crop_padding=data.suggested_crop_padding if args.augment else 0, hflip=args.augment,
+    )  # fmt: skip
     test = BatchLoader.from_dataset(data, "test", batch_size=1000)
 
     # 1. a zoo model whose weights will never be trained
     model = pemn.create_model(args.model, in_chans=data.in_chans, num_classes=data.num_classes)
-    # 2. fixed pseudo-random weights + trainable scores in every Linear/Conv
+    # 2. fixed pseudo-random weights (signed constants, the default) + trainable scores in every Linear/Conv
     config = pemn.MaskConfig(density=args.density, strategy=args.strategy, ratio=args.ratio, seed=args.seed)
     pemn.mask_(model, config)
     # 3. learn the masks (and the BatchNorm affine parameters)
@@ -56,7 +61,7 @@ def main() -> None:
     print(f"masked model accuracy: {result.final_acc:.4f}  ({result.images_per_sec:,.0f} training images/s)")
 
     # 4. write the tiny file: seed + masks + BatchNorm (float16, the default), and report its real size
-    recipe = {"epochs": args.epochs, "lr": args.lr, "optimizer": "adamw", "schedule": "cosine"}
+    recipe = {"epochs": args.epochs, "lr": args.lr, "optimizer": "adamw", "schedule": "cosine", "augment": args.augment}
     provenance = {"dataset": "fashion-mnist", "recipe": recipe}
     pemn.save(model, args.out, provenance=provenance)
     summary = summarize(pemn.read_pemn(args.out), args.out)

@@ -32,6 +32,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--train-samples", type=int, default=None, help="use a stratified subset of the training set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--augment", action="store_true",
+        help="random crop + flip of training images (off, as in `pemn compress`: benchmarks/results/recipe_*)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1), help="CPU threads for torch")
     parser.add_argument("--out", default="model.pt")
@@ -48,8 +52,8 @@ def main() -> None:
         batch_size=args.batch_size,
         shuffle=True,
         seed=args.seed,
-        crop_padding=data.suggested_crop_padding,
-        hflip=True,
+        crop_padding=data.suggested_crop_padding if args.augment else 0,
+        hflip=args.augment,
         drop_last=True,
         device=device,
     )

@@ -56,7 +56,7 @@ class CompressOptions(JsonDataclass):
     density: float = 0.5  # fraction of each layer's weights the mask keeps
     target_size: int | str | None = None  # file budget in bytes ("40KB", "40KiB"; stored as int): picks the density
     target_ratio: float | None = None  # file budget as dense fp32 file bytes / X: picks the density
-    distribution: str = "normal"  # normal | signed_constant | uniform
+    distribution: str = "signed_constant"  # signed_constant | normal | uniform (benchmarks/results/recipe_*)
     rescale: bool = True  # per-layer fan-in scale (False: the paper's mp/rp)
     learn_values: bool = False  # mp/rp: train the few unique values too
     seed: int = 0  # one seed: values, scores, data order, augmentation
@@ -64,7 +64,7 @@ class CompressOptions(JsonDataclass):
     data: str = "fashion-mnist"  # see data.DATASET_SPECS
     data_root: str | None = None  # folder of a named data set (default: its environment variable / package path)
     max_train_samples: int | None = None  # class-stratified training subset, for quick runs
-    augment: bool = True  # random crop + horizontal flip of training images
+    augment: bool = False  # random crop + horizontal flip of training images (off: benchmarks/results/recipe_*)
     # training (TrainConfig)
     epochs: int = 10
     batch_size: int = 128  # global batch (split across torchrun ranks)

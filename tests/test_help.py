@@ -112,3 +112,25 @@ def test_help_stays_torch_free():
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60,
                           cwd=repo)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_compress_flag_defaults_are_the_api_defaults():
+    """`pemn compress` and ``CompressOptions`` declare each default separately (the CLI module does not
+    import torch): every option both have starts at the same value, so the CLI and the Python API give
+    the same file for the same input."""
+    import dataclasses
+
+    from pemn_compress.commands import compress
+    from pemn_compress.options import CompressOptions
+
+    api = {f.name: f.default for f in dataclasses.fields(CompressOptions) if f.default is not dataclasses.MISSING}
+    shared = 0
+    for param in compress.params:
+        if param.name not in api:
+            continue
+        default = param.default
+        if getattr(param, "is_flag", False) and type(default).__name__ == "Sentinel":
+            default = False  # a plain flag (--learn-values): off unless given
+        assert default == api[param.name], param.name
+        shared += 1
+    assert shared >= 30

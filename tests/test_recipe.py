@@ -5,6 +5,7 @@ the CSV, not with the script's own functions)."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
 import io
@@ -104,6 +105,8 @@ def parse_tables(markdown: str) -> dict[tuple[int, str], dict]:
         heading = re.match(r"## (\d+) epochs?:", line)
         if heading:
             epochs = int(heading.group(1))
+        elif line.startswith("## "):  # the recommendation section: another table
+            epochs = None
         elif line.startswith("| ") and epochs is not None and not line.startswith("| factor"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             parsed[(epochs, cells[1])] = {"mean": cells[4], "per_seed": cells[5], "delta": cells[6],
@@ -142,3 +145,67 @@ def test_rendered_table_matches_the_raw_rows(runs):
         assert float(spread) == pytest.approx(statistics.stdev(paired), abs=TOL)
         deltas_checked += 1
     assert deltas_checked == len(settings) - 2  # every row but the two phases' defaults
+
+
+COMMITTED = rc.RESULTS / "recipe_fashion-mnist_convmixer_192_6_p4_cpu"
+
+
+def recommended_table(markdown: str) -> dict[str, object]:
+    """option -> recommended default, from the rendered "Recommended defaults" table."""
+    section = markdown.split("## Recommended defaults", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| option")]
+    return {cells[0]: ast.literal_eval(cells[2]) for cells in ([c.strip() for c in r.strip("|").split("|")]
+                                                                 for r in rows)}  # fmt: skip
+
+
+def flag_change(flags: str) -> tuple[str, object] | None:
+    """``"--distribution signed_constant"`` -> ("distribution", "signed_constant"); ``--no-augment`` ->
+    ("augment", False); None for rows that are not one `pemn compress` flag."""
+    words = flags.split()
+    if len(words) == 1 and words[0].startswith("--no-"):
+        return words[0][5:].replace("-", "_"), False
+    if len(words) == 2 and words[0].startswith("--"):
+        value = words[1]
+        with contextlib.suppress(ValueError, SyntaxError):
+            value = ast.literal_eval(value)
+        return words[0][2:].replace("-", "_"), value
+    return None
+
+
+def test_code_defaults_are_the_committed_recommendation():
+    """The defaults of `pemn compress` (CompressOptions, the CLI, and MaskConfig / TrainConfig where they
+    have the option) equal the committed recipe table's recommendation; and each recommendation follows
+    from the committed raw rows: a changed default beat the baseline on every seed, a kept one was not
+    beaten on every seed by any single-flag row (paired deltas recomputed here from the CSV)."""
+    from pemn_compress.commands import compress as compress_command
+    from pemn_compress.options import CompressOptions
+
+    recs = recommended_table(COMMITTED.with_suffix(".md").read_text())
+    assert {"distribution", "augment", "lr", "schedule"} <= set(recs)
+    options = CompressOptions(model="convmixer_192_6_p4")
+    cli = {p.name: p.default for p in compress_command.params}
+    rows = read_csv(COMMITTED.with_suffix(".csv"))
+    sweep = [r for r in rows if r["phase"] == "sweep"]
+    base = {r["seed"]: float(r["accuracy"]) for r in sweep if r["setting"] == "defaults"}
+    wins: dict[str, list[object]] = {}
+    for r in sweep:
+        change = flag_change(r["flags"])
+        if change is None or r["setting"] == "defaults":
+            continue
+        seeds = [x for x in sweep if x["setting"] == r["setting"]]
+        if r["seed"] == seeds[0]["seed"] and len(seeds) >= 2:
+            if all(float(x["accuracy"]) > base[x["seed"]] for x in seeds):
+                wins.setdefault(change[0], []).append(change[1])
+            else:
+                wins.setdefault(change[0], [])
+    assert set(wins) == set(recs)
+    for option, value in recs.items():
+        assert getattr(options, option) == value, option
+        assert cli[option] == value, option
+        for config in (pemn.MaskConfig(), pemn.TrainConfig()):
+            if hasattr(config, option):
+                assert getattr(config, option) == value, (type(config).__name__, option)
+        if value != rc.BASELINE[option]:
+            assert value in wins[option], option
+        else:
+            assert not wins[option], option
