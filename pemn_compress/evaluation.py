@@ -31,8 +31,7 @@ NEAR_CHANCE_MARGIN = 0.10  # accuracy within 10 points of chance (1 / classes) g
 DENSE_GAP_WARNING = 0.10  # so does accuracy more than 10 points below the dense input's
 DEFAULT_EVAL_BATCH = 500  # files that record no evaluation batch size
 _USUALLY_HELPS = (
-    "what usually helps: more training images (--max-train-samples, or all of them), more --epochs, "
-    "--distribution signed_constant, --no-augment for short runs"
+    "what usually helps: more training images (--max-train-samples, or all of them), more --epochs"
 )
 
 
