@@ -801,6 +801,12 @@ class BatchLoader:
         mine = order[:total][self.rank :: self.world_size]
         return mine[: self.num_samples]
 
+    def unaugmented(self, batch_size: int | None = None) -> BatchLoader:
+        """Every sample of the arrays once, in order, normalised like this loader's, never augmented
+        (all ranks' samples; what a cache of per-sample outputs reads)."""
+        return BatchLoader(self._x.numpy(), self._y.numpy(), batch_size=batch_size or self.batch_size,
+                           mean=self.mean, std=self.std, device=self.device)  # fmt: skip
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self.indices()
         aug = torch.Generator().manual_seed(_derive_seed(self.seed, self.epoch, self.rank, _AUGMENT_STREAM))

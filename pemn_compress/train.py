@@ -30,6 +30,7 @@ from .errors import CheckpointError, ConfigError, DataError, check_bool, check_c
 __all__ = ["Callback", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "evaluate"]
 
 OPTIMIZERS = ("adamw", "sgd")
+TEACHER_CACHE_BYTES = 1 << 30  # the most memory cached teacher logits may take
 SCHEDULES = ("cosine", "onecycle", "constant")
 
 
@@ -47,6 +48,8 @@ class TrainConfig:
     grad_clip: float | None = None  # max global grad norm, None = off
     distill_alpha: float = 0.0  # weight of the distillation term (0 = off, 1 = teacher only)
     distill_temperature: float = 4.0  # softmax temperature of teacher and student logits
+    cache_teacher: bool = True  # distillation from a loader that does not augment: the teacher's logits of
+    # every training sample computed once, then looked up (the same logits, no teacher pass per step)
     keep_best: bool = False  # restore the state with the best eval accuracy at the end (optimistic!)
     max_steps: int | None = None  # stop after this many optimizer steps (quick runs, tests)
     seed: int = 0  # seeds torch's global RNG for the run (dropout, ...); loaders carry their own seed
@@ -169,6 +172,8 @@ class Trainer:
             raise ConfigError("distill_alpha > 0 needs a teacher model")
         if teacher is not None:
             teacher.eval().requires_grad_(False)
+        self._teacher_logits: torch.Tensor | None = None  # (samples, classes) when cached, see _cache_teacher
+        self._batch_indices: torch.Tensor | None = None  # the samples of the current epoch, in order
         self.steps_per_epoch = len(train_loader)
         if self.steps_per_epoch == 0:
             raise DataError("the training loader yields no batch (too few samples for the batch size?)")
@@ -221,13 +226,44 @@ class Trainer:
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine)
 
     # ------------------------------------------------------------------ loop
-    def _loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def teacher_cacheable(self) -> bool:
+        """Whether the teacher's logits are computed once: distillation on, ``cache_teacher``, and a
+        ``BatchLoader`` that yields every sample the same way every epoch (no crop, no flip) whose logits
+        fit in ``TEACHER_CACHE_BYTES`` (checked on the first batch)."""
+        loader, cfg = self.train_loader, self.config
+        if cfg.distill_alpha <= 0 or not cfg.cache_teacher or not hasattr(loader, "unaugmented"):
+            return False
+        return getattr(loader, "crop_padding", 1) == 0 and not getattr(loader, "hflip", True)
+
+    @torch.no_grad()
+    def _cache_teacher(self) -> None:
+        """The teacher's logits of every training sample, in dataset order, in batches of the training
+        batch size (the same arithmetic as the per-step pass it replaces)."""
+        assert self.teacher is not None
+        loader = self.train_loader
+        ordered = loader.unaugmented(loader.batch_size)
+        parts: list[torch.Tensor] = []
+        for x, _ in ordered:
+            with _autocast(self.device, self.config.amp):
+                parts.append(self.teacher(x.to(self.device)).float())
+            if len(parts) == 1 and parts[0][0].numel() * 4 * loader.dataset_size > TEACHER_CACHE_BYTES:
+                return  # too many classes x samples: the teacher runs every step instead
+        self._teacher_logits = torch.cat(parts)
+
+    def _teacher_batch(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        if self._teacher_logits is not None and self._batch_indices is not None:
+            size = self.train_loader.batch_size
+            index = self._batch_indices[batch * size : (batch + 1) * size].to(self._teacher_logits.device)
+            return self._teacher_logits.index_select(0, index)
+        assert self.teacher is not None  # __init__ refuses distill_alpha > 0 without a teacher
+        with torch.no_grad(), _autocast(self.device, self.config.amp):
+            return self.teacher(x).float()
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, batch: int = 0) -> torch.Tensor:
         cfg = self.config
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         if cfg.distill_alpha > 0:
-            assert self.teacher is not None  # __init__ refuses distill_alpha > 0 without a teacher
-            with torch.no_grad(), _autocast(self.device, cfg.amp):
-                teacher_logits = self.teacher(x).float()
+            teacher_logits = self._teacher_batch(x, batch)
             t = cfg.distill_temperature
             kl = F.kl_div(
                 F.log_softmax(logits.float() / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
@@ -245,6 +281,8 @@ class Trainer:
         if self.step == 0:
             torch.manual_seed(cfg.seed)
         self.model.to(self.device)
+        if self._teacher_logits is None and self.teacher_cacheable():
+            self._cache_teacher()
         self._emit("on_fit_start")
         started = time.perf_counter()
         while self.epoch < cfg.epochs and self.step < self.total_steps and not self.stop_requested:
@@ -269,6 +307,8 @@ class Trainer:
             if loader is not None and hasattr(loader, "set_epoch"):
                 loader.set_epoch(epoch)
         done_in_epoch = self.step - epoch * self.steps_per_epoch  # > 0 when resuming mid-epoch
+        if self._teacher_logits is not None:
+            self._batch_indices = self.train_loader.indices(epoch)
         self._emit("on_epoch_start", epoch)
         self.model.train()
         loss_sum, correct, seen, timed_images = 0.0, 0, 0, 0
@@ -281,7 +321,7 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with _autocast(self.device, cfg.amp):
                 logits = self.model(x)
-            loss = self._loss(x, y, logits)
+            loss = self._loss(x, y, logits, batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:

@@ -166,3 +166,58 @@ def test_other_optimizers_and_schedules_run(fmnist, optimizer, schedule):
                      TrainConfig(epochs=1, lr=0.05, optimizer=optimizer, schedule=schedule, label_smoothing=0.1,
                                  grad_clip=1.0)).fit()
     assert result.steps == len(train) and result.final_acc is not None
+
+
+class CountingTeacher(torch.nn.Module):
+    """A dense model that counts the images it is run on."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.images = model, 0
+
+    def forward(self, x):
+        self.images += len(x)
+        return self.model(x)
+
+
+def distill_setup(fmnist, augment: bool, cache: bool = True):
+    torch.manual_seed(1)
+    teacher = CountingTeacher(pemn.create_model("test_mlp", in_chans=1, num_classes=10))
+    train = BatchLoader.from_dataset(fmnist, "train", batch_size=64, shuffle=True, seed=3, drop_last=True,
+                                     hflip=augment)  # fmt: skip
+    config = TrainConfig(epochs=2, lr=0.02, distill_alpha=0.7, cache_teacher=cache)
+    return Trainer(masked_mlp(), train, None, config, teacher=teacher), teacher, train
+
+
+def test_teacher_logits_are_computed_once_and_are_the_teachers(fmnist):
+    """Without augmentation the teacher sees each training image once (not once per step), and the logits a
+    batch is distilled from are the teacher's own on that batch's images."""
+    trainer, teacher, train = distill_setup(fmnist, augment=False)
+    trainer.fit()
+    n = train.dataset_size
+    assert teacher.images == n  # one pass over the training images; 2 epochs x all batches without the cache
+    seen = teacher.images
+    for epoch in (0, 1):
+        train.set_epoch(epoch)
+        trainer._batch_indices = train.indices(epoch)
+        for b, (x, _) in enumerate(train):
+            with torch.no_grad():
+                live = teacher.model(x)
+            torch.testing.assert_close(trainer._teacher_batch(x, b), live, rtol=1e-5, atol=1e-6)
+    assert teacher.images == seen  # the lookups above did not run the teacher
+
+
+def test_augmented_or_uncached_distillation_runs_the_teacher_every_step(fmnist):
+    for augment, cache in ((True, True), (False, False)):
+        trainer, teacher, train = distill_setup(fmnist, augment=augment, cache=cache)
+        trainer.fit()
+        assert teacher.images == 2 * len(train) * 64, (augment, cache)
+
+
+def test_cached_teacher_trains_like_the_live_teacher(fmnist):
+    """The cache changes where the logits come from, not what is learned: the same losses to float noise."""
+    results = []
+    for cache in (True, False):
+        trainer, _, _ = distill_setup(fmnist, augment=False, cache=cache)
+        results.append([m.train_loss for m in trainer.fit().history])
+    assert results[0] == pytest.approx(results[1], rel=1e-4)
