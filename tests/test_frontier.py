@@ -60,7 +60,8 @@ def test_resume_runs_each_job_once(runs):
     assert len(jobs) == len(set(jobs))
     seeds = {m: {x["seed"] for x in second if x["method"] == m} for m in {r["method"] for r in second}}
     headline = {m for m, s in seeds.items() if s == {"0", "1", "2"}}
-    assert headline == {"dense fp32", "dense fp16", "int8 weight-only", "defaults", "--target-ratio 2"}
+    assert headline == {"dense fp32", "dense fp16", "int8 weight-only", "defaults", "--target-ratio 2",
+                        "--target-ratio 2 + density annealing"}  # fmt: skip
     single = {r["method"] for r in second} - headline
     assert single == {"magnitude pruning 98%", "magnitude pruning 99%", "random pruning 98%",
                       "previous defaults (normal values, augmentation)"}  # fmt: skip
@@ -145,7 +146,22 @@ def test_workers_split_the_plan(tmp_path):
     args = ["--quick", "--dry-run", "--out", str(tmp_path), "--work", str(tmp_path / "work")]
     everything = set(re.findall(r"^(\S.*?\|\d)\s", run(args), flags=re.M))
     shares = [set(re.findall(r"^(\S.*?\|\d)\s", run(args + ["--worker", f"{i}/2"]), flags=re.M)) for i in (0, 1)]
-    assert len(everything) == 13 and shares[0] | shares[1] == everything and not shares[0] & shares[1]
+    assert len(everything) == 16 and shares[0] | shares[1] == everything and not shares[0] & shares[1]
     assert shares[0] and shares[1]
     with pytest.raises(SystemExit):
         fr.parse_args(["--worker", "2/2"])
+
+
+def test_annealing_is_paired_against_its_base_row(runs):
+    """The beyond-the-paper line: per-seed differences to the row without the method, from the raw CSV."""
+    out, _, rows, _, _ = runs
+    markdown = (out / f"{NAME}.md").read_text()
+    acc = {(r["method"], int(r["seed"])): 100 * float(r["accuracy"]) for r in rows}
+    line = next(x for x in markdown.splitlines() if x.startswith("- --target-ratio 2 + density annealing against"))
+    found = {int(s): float(d) for s, d in re.findall(r"s(\d) ([+-]\d+\.\d+)", line)}
+    expected = {s: acc[("--target-ratio 2 + density annealing", s)] - acc[("--target-ratio 2", s)] for s in (0, 1, 2)}
+    assert found == pytest.approx(expected, abs=0.005 + 1e-9)
+    # the file was trained with the schedule and written at the density the budget chose
+    path = out / "work" / "e1_target_ratio_2_density_annealing_s0.pemn"
+    assert pemn.read_pemn(path).header["config"]["density"] == float(
+        next(r["density"] for r in rows if r["job"] == "--target-ratio 2 + density annealing|0"))
