@@ -350,13 +350,8 @@ def render(csv_path: Path, readme: Path | None = None) -> Path:
     md_path.write_text("\n".join(lines) + "\n")
     print(f"wrote {md_path}")
     if readme is not None:
-        text = readme.read_text()
-        if README_BEGIN not in text or README_END not in text:
-            raise SystemExit(f"{readme} has no generated frontier block ({README_BEGIN!r} ... {README_END!r})")
-        head, rest = text.split(README_BEGIN, 1)
-        _, tail = rest.split(README_END, 1)
-        block = "\n".join([README_BEGIN, f"Setup: {meta.get('setup', '')}", "", *body, README_END])
-        readme.write_text(head + block + tail)
+        block = [README_BEGIN, f"Setup: {meta.get('setup', '')}", "", *body, README_END]
+        _script("size_accuracy").replace_block(readme, README_BEGIN, README_END, block)
         print(f"updated {readme}")
     return md_path
 

@@ -779,9 +779,6 @@ def headline(entries: list[dict]) -> list[dict]:
 
 def update_readme(readme: Path, csv_paths: list[Path]) -> None:
     """Replace the README block between the size_accuracy markers with each run's plot, headline and findings."""
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise SystemExit(f"{readme} has no {README_BEGIN} ... {README_END} block to fill")
     block = [
         README_BEGIN,
         "",
@@ -813,9 +810,18 @@ def update_readme(readme: Path, csv_paths: list[Path]) -> None:
         block += [""] + found[:1] + [line for line in found if line.startswith("- vs ") and " 96% (" in line]
         block += ["", f"<sub>source: {rel}</sub>", ""]
     block.append(README_END)
-    head, rest = text.split(README_BEGIN, 1)
-    readme.write_text(head + "\n".join(block) + rest.split(README_END, 1)[1])
+    replace_block(readme, README_BEGIN, README_END, block)
     print(f"updated {readme}")
+
+
+def replace_block(readme: Path, begin: str, end: str, block: list[str]) -> None:
+    """Replace the README's lines from the ``begin`` marker to the ``end`` marker (both included) by
+    ``block`` (which starts and ends with them); refuse a README without both markers."""
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{readme} has no {begin} ... {end} block to fill")
+    head, rest = text.split(begin, 1)
+    readme.write_text(head + "\n".join(block) + rest.split(end, 1)[1])
 
 
 # -------------------------------------------------------------------------------------------- main

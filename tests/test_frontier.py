@@ -136,7 +136,7 @@ def test_goals_are_the_paired_gaps_of_the_rows(runs, tmp_path):
     text = readme.read_text()
     assert "old text" not in text and text.startswith("# title\n\nbefore\n") and text.endswith("after\n")
     assert "| dense fp32 |" in text and "Goals" in text
-    with pytest.raises(SystemExit, match="no generated frontier block"):
+    with pytest.raises(SystemExit, match="has no <!-- frontier:begin"):
         readme.write_text("# no block\n")
         run(["--render", str(csv_path), "--readme", str(readme)])
 
