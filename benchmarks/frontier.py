@@ -110,14 +110,7 @@ class Point:
             return "(weights trained, no mask)"
         if self.group == "pruning":
             return f"(weights trained, {self.sparsity:.1%} of conv/linear weights removed)"
-        parts = []
-        for key, value in self.changes.items():
-            name = key.replace("_", "-")
-            if isinstance(value, bool):
-                parts.append(f"--{name}" if value else f"--no-{name}")
-            else:
-                parts.append(f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}")
-        return " ".join(parts) or "(none)"
+        return _script("recipe").cli_flags(self.changes)
 
 
 POINTS = (

@@ -125,14 +125,19 @@ class Point:
             return "a trained state dict as input (distillation on by default)"
         if self.note:
             return self.note
-        parts = []
-        for key, value in self.changes.items():
-            name = key.replace("_", "-")
-            if isinstance(value, bool):
-                parts.append(f"--{name}" if value else f"--no-{name}")
-            else:
-                parts.append(f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}")
-        return " ".join(parts) or "(none)"
+        return cli_flags(self.changes)
+
+
+def cli_flags(changes: dict) -> str:
+    """The `pemn compress` flags that set ``changes`` (CompressOptions field -> value); "(none)" for none."""
+    parts = []
+    for key, value in changes.items():
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            parts.append(f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}")
+    return " ".join(parts) or "(none)"
 
 
 D = DEFAULTS

@@ -151,3 +151,22 @@ def run_compress(*args, expect: int | None = 0):
     if expect is not None:
         assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr, result.exception)
     return result
+
+
+def read_csv(path) -> list[dict]:
+    """A results CSV as a list of rows (every value a string, as written)."""
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def run_main(module, args: list[str]) -> str:
+    """``module.main(args)`` (a benchmark script); what it printed on standard output."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        module.main(args)
+    return buffer.getvalue()

@@ -5,15 +5,12 @@ finished run, and the rendered goals are the paired gaps recomputed here from th
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import re
 import statistics
 
 import pytest
 import torch
-from conftest import load_benchmark
+from conftest import load_benchmark, read_csv, run_main
 from safetensors.torch import load_file
 
 import pemn_compress as pemn
@@ -26,16 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NAME = "frontier_quick_fashion-mnist_test_convmixer_cpu"
 
 
-def read_csv(path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def run(args: list[str]) -> str:
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        fr.main(args)
-    return buffer.getvalue()
+    return run_main(fr, args)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import csv
-import io
 import re
 import statistics
 
 import pytest
-from conftest import load_benchmark
+from conftest import load_benchmark, read_csv, run_main
 
 import pemn_compress as pemn
 from pemn_compress.data import BatchLoader, get_dataset
@@ -27,17 +25,8 @@ NAME = "recipe_quick_fashion-mnist_test_convmixer_cpu"
 TOL = 0.005 + 1e-9  # the table shows points with 2 decimals
 
 
-def read_csv(path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def run(args: list[str]) -> str:
-    """``recipe.main(args)``; its standard output."""
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        rc.main(args)
-    return buffer.getvalue()
+    return run_main(rc, args)
 
 
 @pytest.fixture(scope="module")
