@@ -198,7 +198,7 @@ def _print_summary(result) -> None:
               help="Learning rate over the run: cosine (linear warm-up over the first half epoch, then cosine decay "
                    "to 0), onecycle (torch's OneCycleLR: up from --lr/25 to --lr over the first 30% of steps, then "
                    "down to near 0), constant (--lr throughout).")
-@click.option("--weight-decay", type=float, default=5e-5, show_default=True,
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True,
               help="Weight decay on the mask scores (and on any other trained parameter with 2+ dimensions); never "
                    "on norms, biases or learned values. 0 turns it off.")
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True,

@@ -71,7 +71,7 @@ class CompressOptions(JsonDataclass):
     lr: float = 0.01
     optimizer: str = "adamw"  # adamw | sgd
     schedule: str = "cosine"  # cosine | onecycle | constant
-    weight_decay: float = 5e-5
+    weight_decay: float = 5e-4  # on the mask scores and trained 2-D+ parameters (benchmarks/results/recipe_*)
     label_smoothing: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
