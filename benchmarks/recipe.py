@@ -509,7 +509,9 @@ def render(csv_path: Path, readme: Path | None = None) -> Path:
         "records in the file), after the last epoch, on the full test set; dense training: its fp32 safetensors "
         "file loaded back. *Δ vs defaults, paired*: mean ± standard deviation over seeds of (setting - defaults) "
         "with the same seed (same values, initial scores, data order and augmentation). *train img/s*: whole-epoch "
-        "training throughput on a machine shared with other jobs (noisy). *ratio vs fp32*: the dense fp32 "
+        "training throughput on a machine shared with other jobs (noisy). *file bytes*: as written when the row ran "
+        "(the rows of the sweep's first session wrote format version 1 files, about 4.5 KB larger than the version "
+        "2 files of later rows: the header; accuracy does not depend on it). *ratio vs fp32*: the dense fp32 "
         "safetensors file's bytes over this file's.",
     ]
     phases = sorted({(r["phase"], r["epochs"]) for r in rows}, key=lambda pe: (pe[0] != "sweep", pe[1]))
