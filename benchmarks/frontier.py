@@ -285,10 +285,11 @@ def paired_lines(groups: dict[str, dict[int, dict]], target_ratio: float) -> lis
             continue
         deltas = [100 * (rows[s]["accuracy"] - base[s]["accuracy"]) for s in seeds]
         per_seed = ", ".join(f"s{s} {d:+.2f}" for s, d in zip(seeds, deltas, strict=True))
-        verdict = ("better on every seed" if all(d > 0 for d in deltas) else
-                   "worse on every seed" if all(d < 0 for d in deltas) else "mixed")  # fmt: skip
-        lines.append(f"- {p.method} against {p.base}: {mean_sd(deltas)} points over {len(seeds)} seed(s), paired "
-                     f"({per_seed}): {verdict}.")  # fmt: skip
+        verdict = ("one seed: no verdict yet" if len(deltas) < 2 else "better on every seed" if min(deltas) > 0
+                   else "worse on every seed" if max(deltas) < 0 else "mixed")  # fmt: skip
+        spread = f" ± {statistics.stdev(deltas):.2f}" if len(deltas) > 1 else ""
+        lines.append(f"- {p.method} against {p.base}: {statistics.fmean(deltas):+.2f}{spread} points over "
+                     f"{len(seeds)} seed(s), paired ({per_seed}): {verdict}.")  # fmt: skip
     return lines
 
 
