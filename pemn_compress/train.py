@@ -70,6 +70,7 @@ class TrainConfig:
         check_number("distill_alpha", self.distill_alpha, low=0, high=1, low_open=False)
         check_number("distill_temperature", self.distill_temperature, low=0)
         check_bool("keep_best", self.keep_best)
+        check_bool("cache_teacher", self.cache_teacher)
         check_int("max_steps", self.max_steps, minimum=1, optional=True)
         check_int("seed", self.seed, minimum=0)
 
