@@ -11,14 +11,16 @@ seeds) and becomes a ``pemn compress`` option only if it wins there.
 At step ``s`` of ``S`` the density is ``d + (start - d) * (1 - min(1, s / (end * S)))**3`` with ``d``
 the model's own density: the same function of the step on every rank and after ``--resume``, and
 exactly ``d`` from ``end * S`` steps on, so the file is written at the density it was asked for. Each
-change keeps the largest ``|scores|`` of every layer (``surgery.set_density_``), so the kept weights of
-a lower density are a subset of those of a higher one.
+change keeps the largest ``|scores|`` of every layer (``surgery.set_density_``; across layers under
+``allocation.GlobalAllocation``), so the kept weights of a lower density are a subset of those of a
+higher one.
 """
 
 from __future__ import annotations
 
+from .allocation import set_model_density_
 from .errors import check_number
-from .surgery import config_of, set_density_
+from .surgery import config_of
 from .train import Callback, Trainer, TrainResult, _unwrap
 
 __all__ = ["DensityAnnealing"]
@@ -42,7 +44,7 @@ class DensityAnnealing(Callback):
         return self.target + (self.start - self.target) * (1.0 - progress) ** 3
 
     def _apply(self, trainer: Trainer) -> None:
-        set_density_(_unwrap(trainer.model), self.density_at(trainer.step, trainer.total_steps))
+        set_model_density_(_unwrap(trainer.model), self.density_at(trainer.step, trainer.total_steps))
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if self.target is None:  # the density the model was masked at: what the file must have
@@ -54,4 +56,4 @@ class DensityAnnealing(Callback):
 
     def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None:
         assert self.target is not None
-        set_density_(_unwrap(trainer.model), self.target)  # a run stopped early still ends at its density
+        set_model_density_(_unwrap(trainer.model), self.target)  # a run stopped early still ends at its density

@@ -68,6 +68,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from .allocation import set_model_density_
 from .api import load, resolve_device
 from .budget import WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density
 from .checkpoints import (
@@ -89,7 +90,7 @@ from .inputs import Architecture, Source, build_input_model, check_data_fits, re
 from .interrupt import GracefulInterrupt, TrainingFailed, TrainingInterrupted
 from .nn.topk import kept_count
 from .options import CompressOptions, CompressResult, recipe, resolve_output
-from .surgery import config_of, mask_, masked_layers, set_density_
+from .surgery import config_of, mask_, masked_layers
 from .train import Callback, Trainer, TrainResult, _unwrap, evaluate
 
 __all__ = [
@@ -554,8 +555,9 @@ def _fit(student: nn.Module, provenance: dict, target: BudgetChoice, write_optio
     The density was chosen from an estimate of the deflated header (``budget.Trial(header_estimate=True)``);
     should the file be over it all the same, first the provenance's recipe is left out (informative only),
     then the density is lowered (the largest layer keeps fewer weights, bisected; every mask keeps a subset of
-    what it kept: the lowest scores go). ConfigError when even one weight per layer does not fit: a dense
-    leftover outside float16's range is stored in float32, the one size the budget cannot foresee.
+    what it kept: the lowest scores go; a model allocated across layers stays so, ``allocation.py``).
+    ConfigError when even one weight per layer does not fit: a dense leftover outside float16's range is
+    stored in float32, the one size the budget cannot foresee.
     """
 
     def size() -> int:
@@ -575,20 +577,20 @@ def _fit(student: nn.Module, provenance: dict, target: BudgetChoice, write_optio
     lo, hi = 0, kept_count(start, largest)  # fits(lo) assumed, not fits(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        set_density_(student, mid / largest)
+        set_model_density_(student, mid / largest)
         if size() <= target.budget:
             lo = mid
         else:
             hi = mid
     if lo == 0:
-        set_density_(student, start)
+        set_model_density_(student, start)
         raise worded(
             ConfigError,
             f"the trained file is over the {target.budget:,} B target even with one kept weight per layer: a dense "
             "leftover left float16's range and is stored in float32; rerun with --dense-dtype float32 (then "
             "counted in the budget)",
         )
-    set_density_(student, lo / largest)
+    set_model_density_(student, lo / largest)
     provenance["target"] = {**provenance.get("target", {}), "density": lo / largest}
     run.status.info(f"the trained file was {over:,} B over the budget: density lowered from {start:g} to "
                     f"{lo / largest:g} (the lowest-score weights dropped)")

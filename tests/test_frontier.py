@@ -50,7 +50,8 @@ def test_resume_runs_each_job_once(runs):
     seeds = {m: {x["seed"] for x in second if x["method"] == m} for m in {r["method"] for r in second}}
     headline = {m for m, s in seeds.items() if s == {"0", "1", "2"}}
     assert headline == {"dense fp32", "dense fp16", "int8 weight-only", "defaults", "--target-ratio 2",
-                        "--target-ratio 2 + density annealing"}  # fmt: skip
+                        "--target-ratio 2 + density annealing", "--target-ratio 2 + global allocation",
+                        "--density 0.35"}  # fmt: skip
     single = {r["method"] for r in second} - headline
     assert single == {"magnitude pruning 98%", "magnitude pruning 99%", "random pruning 98%",
                       "previous defaults (normal values, augmentation)"}  # fmt: skip
@@ -115,7 +116,7 @@ def test_goals_are_the_paired_gaps_of_the_rows(runs, tmp_path):
     run(["--render", str(csv_path), "--readme", str(readme)])
     markdown = csv_path.with_suffix(".md").read_text()
     acc = {(r["method"], int(r["seed"])): 100 * float(r["accuracy"]) for r in rows}
-    for method, bar in (("defaults", 1.0), ("--target-ratio 2", 2.5)):
+    for method, bar in (("defaults", 1.0), ("--target-ratio 2", 2.5), ("--density 0.35", 1.0)):
         gaps = [acc[("dense fp32", s)] - acc[(method, s)] for s in (0, 1, 2)]
         line = next(x for x in markdown.splitlines() if x.startswith(f"- `{method}`"))
         found = float(re.search(r": (-?\d+\.\d+) points below dense fp32", line).group(1))
@@ -135,7 +136,7 @@ def test_workers_split_the_plan(tmp_path):
     args = ["--quick", "--dry-run", "--out", str(tmp_path), "--work", str(tmp_path / "work")]
     everything = set(re.findall(r"^(\S.*?\|\d)\s", run(args), flags=re.M))
     shares = [set(re.findall(r"^(\S.*?\|\d)\s", run(args + ["--worker", f"{i}/2"]), flags=re.M)) for i in (0, 1)]
-    assert len(everything) == 16 and shares[0] | shares[1] == everything and not shares[0] & shares[1]
+    assert len(everything) == 22 and shares[0] | shares[1] == everything and not shares[0] & shares[1]
     assert shares[0] and shares[1]
     with pytest.raises(SystemExit):
         fr.parse_args(["--worker", "2/2"])
@@ -154,3 +155,15 @@ def test_annealing_is_paired_against_its_base_row(runs):
     path = out / "work" / "e1_target_ratio_2_density_annealing_s0.pemn"
     assert pemn.read_pemn(path).header["config"]["density"] == float(
         next(r["density"] for r in rows if r["job"] == "--target-ratio 2 + density annealing|0"))
+
+
+def test_global_allocation_is_paired_and_its_file_is_allocated_across_layers(runs):
+    out, _, rows, _, _ = runs
+    markdown = (out / f"{NAME}.md").read_text()
+    line = "- --target-ratio 2 + global allocation against --target-ratio 2:"
+    assert any(x.startswith(line) for x in markdown.splitlines())
+    pf = pemn.read_pemn(out / "work" / "e1_target_ratio_2_global_allocation_s0.pemn")
+    density = pf.header["config"]["density"]
+    kept = [layer.kept for layer in pf.layers]
+    uniform = [max(1, int(density * layer.numel + 0.5)) for layer in pf.layers]  # the spec's per-layer count
+    assert kept != uniform and sum(kept) == sum(uniform)  # moved between layers, as many in all
