@@ -1,0 +1,163 @@
+"""A learned per-channel scale on masked weights, measured before the file format gets one (issue 13).
+
+The question: does a learned multiplier per output channel of every masked layer (``weight = scale_c *
+value * mask``, a few bytes per channel in a file) train more accurate masks? On the paper-class model
+(``convmixer_192_6_p4``) a BatchNorm follows each masked conv, but only after GELU, so it cannot absorb
+such a scale; on a conv followed directly by BatchNorm the scale would be absorbed exactly and could not
+help. The scale costs 2 bytes (fp16) per output channel: 13 x 192 + 10 channels, 5,012 B on this model,
+20% of a ``--target-ratio 40`` file; so it is worth building into the format only if it wins clearly at
+the same density, before its bytes are counted.
+
+Method: the masked model of ``pemn compress`` (its mask and training recipe, ``CompressOptions``
+defaults) at ``--density`` (default 0.0887: what ``--target-ratio 40`` chooses on this model, from the
+full-data report), trained once as is and once with a learned scale per output channel (initialized to
+1, no weight decay, the masks' optimizer and schedule), seed by seed, paired. The scale multiplies each
+masked layer's output channel (a forward hook: for a layer without bias exactly the weight's scale).
+Accuracy: the trained model in memory on the full test set (no file: the format has no field for the
+scale; it gets one only if the scale wins).
+
+    nice python benchmarks/channel_scale.py --resume          # 60,000 images, 3 epochs, seeds 0-2: about 1.5 h
+    python benchmarks/channel_scale.py --quick --out /tmp/cs    # test_convmixer, 1000/500 images: seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import pemn_compress as pemn
+from pemn_compress.compress import CompressOptions
+from pemn_compress.data import BatchLoader, get_dataset
+from pemn_compress.train import evaluate
+
+RESULTS = Path(__file__).parent / "results"
+VARIANTS = ("masks only", "masks + per-channel scale")
+FIELDS = ["variant", "seed", "epochs", "density", "accuracy", "scale_params", "scale_moved", "train_seconds"]
+
+
+def attach_channel_scales(model: nn.Module) -> int:
+    """A learned scale (initialized to 1) on every output channel of every masked layer, applied by a forward
+    hook; each is its layer's parameter ``channel_scale``, so the trainer's optimizer finds it. Returns
+    how many scales there are."""
+    count = 0
+    for _, layer in pemn.masked_layers(model):
+        layer.register_parameter("channel_scale", nn.Parameter(torch.ones(layer.source.shape[0])))
+
+        def hook(module, inputs, output):
+            return output * module.channel_scale.view(1, -1, *([1] * (output.ndim - 2)))
+
+        layer.register_forward_hook(hook)
+        count += layer.source.shape[0]
+    return count
+
+
+def channel_scales(model: nn.Module) -> list[torch.Tensor]:
+    return [layer.channel_scale for _, layer in pemn.masked_layers(model) if hasattr(layer, "channel_scale")]
+
+
+def one_run(args, data, variant: str, seed: int) -> dict:
+    options = CompressOptions(model=args.model, epochs=args.epochs, seed=seed, density=args.density)
+    torch.manual_seed(seed)
+    model = pemn.create_model(args.model, in_chans=data.in_chans, num_classes=data.num_classes,
+                              img_size=data.img_size[0])
+    pemn.mask_(model, options.mask_config())
+    extra = attach_channel_scales(model) if variant == VARIANTS[1] else 0
+    loader = BatchLoader.from_dataset(data, "train", batch_size=options.batch_size, shuffle=True, seed=seed,
+                                      drop_last=True)  # the defaults: no augmentation
+    started = time.perf_counter()
+    pemn.Trainer(model, loader, None, options.train_config(distill=False), device="cpu").fit()
+    seconds = time.perf_counter() - started
+    test = BatchLoader.from_dataset(data, "test", batch_size=500)
+    accuracy = evaluate(model, test, "cpu")[1]
+    scales = [p.detach() for p in channel_scales(model)]
+    moved = float(torch.cat(scales).sub(1).abs().mean()) if scales else 0.0  # mean |scale - 1|: it trained
+    return {"variant": variant, "seed": seed, "epochs": args.epochs, "density": args.density, "accuracy": accuracy,
+            "scale_params": extra, "scale_moved": f"{moved:.4g}", "train_seconds": round(seconds, 1)}  # fmt: skip
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [r | {"seed": int(r["seed"]), "accuracy": float(r["accuracy"])} for r in csv.DictReader(fh)]
+
+
+def render(csv_path: Path, command: str, setup: str) -> Path:
+    rows = read_rows(csv_path)
+    acc = {(r["variant"], r["seed"]): 100 * r["accuracy"] for r in rows}
+    seeds = sorted({s for v, s in acc if (VARIANTS[0], s) in acc and (VARIANTS[1], s) in acc})
+    lines = [f"# Learned per-channel scale: {setup.split(',')[0]}", "", f"Command: `{command}`", "",
+             f"Setup: {setup}", "", "| variant | " + " | ".join(f"seed {s} %" for s in seeds) + " |",
+             "|---|" + "---:|" * len(seeds)]  # fmt: skip
+    for v in VARIANTS:
+        lines.append(f"| {v} | " + " | ".join(f"{acc[(v, s)]:.2f}" for s in seeds) + " |")
+    if seeds:
+        deltas = [acc[(VARIANTS[1], s)] - acc[(VARIANTS[0], s)] for s in seeds]
+        spread = f" ± {statistics.stdev(deltas):.2f}" if len(deltas) > 1 else ""
+        verdict = ("better on every seed" if min(deltas) > 0 else "worse on every seed" if max(deltas) < 0
+                   else "no better on every seed")  # fmt: skip
+        lines += ["", f"Paired difference (scale - masks only): {statistics.fmean(deltas):+.2f}{spread} points over "
+                  f"{len(seeds)} seed(s) ({', '.join(f's{s} {d:+.2f}' for s, d in zip(seeds, deltas, strict=True))})"
+                  f": {verdict}, before counting the scale's bytes."]  # fmt: skip
+    md = csv_path.with_suffix(".md")
+    md.write_text("\n".join(lines) + "\n")
+    print(f"wrote {md}")
+    return md
+
+
+def main(argv=None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="convmixer_192_6_p4", help="zoo model")
+    parser.add_argument("--data", default="fashion-mnist", help="dataset spec (see `pemn compress --help`)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--density", type=float, default=0.0887, help="masks' density (--target-ratio 40's)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in the CSV")
+    parser.add_argument("--quick", action="store_true", help="test_convmixer, 1000/500 images, 2 epochs, density 0.5")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = get_dataset(args.data)
+    if args.quick:
+        args.model, args.epochs, args.density = "test_convmixer", 2, 0.5
+        data = data.subset(1000, 500, seed=0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"channel_scale{'_quick' if args.quick else ''}_{args.data}_{args.model}_cpu"
+    csv_path = out / f"{name}.csv"
+    done = {(r["variant"], r["seed"]) for r in read_rows(csv_path)} if args.resume else set()
+    if not args.resume or not csv_path.exists():
+        with open(csv_path, "w", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=FIELDS).writeheader()
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for variant in VARIANTS:
+            if (variant, seed) in done:
+                continue
+            row = one_run(args, data, variant, seed)
+            with open(csv_path, "a", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=FIELDS).writerow(row)
+            print(f"{variant:<28} seed {seed}: {100 * row['accuracy']:.2f}% ({row['train_seconds']} s)", flush=True)
+    d = CompressOptions(model=args.model)
+    setup = (f"{args.model}, {data.num_train:,} training / {data.num_test:,} test images of {args.data}, "
+             f"{args.epochs} epochs, density {args.density:g}, the recipe of `pemn compress` ({d.distribution} "
+             f"values, {d.optimizer} lr {d.lr:g}, {d.schedule}, batch {d.batch_size}, weight decay "
+             f"{d.weight_decay:g}); cpu, torch {torch.__version__}, {platform.machine()}, {args.threads} "
+             f"thread(s); {datetime.date.today()}")  # fmt: skip
+    skip = {"--resume"}
+    return render(csv_path, " ".join(["python benchmarks/channel_scale.py", *(a for a in argv if a not in skip)]),
+                  setup)
+
+
+if __name__ == "__main__":
+    main()
