@@ -8,7 +8,9 @@ started, pinned so that rows stay comparable after the sweep changed the default
 density 0.5, Kaiming-normal values, crop+flip augmentation, AdamW lr 0.01, cosine schedule, batch 128,
 weight decay 5e-5 on the scores, no label smoothing): value distribution, augmentation, learning rate
 x0.5 and x2, one-cycle schedule, batch 256, weight decay 0 and x10, label smoothing 0.1, density 0.35
-(entropy-coded masks, 4% fewer mask bytes than 0.5), distillation
+(entropy-coded masks, 4% fewer mask bytes than 0.5), score initialization (``--score-scale`` x10 and
+x0.1: the initial scores' Kaiming bound times that; with AdamW a larger one makes masks change more
+slowly), distillation
 from a dense model (what a user who brings trained weights gets by default), the combination that
 issue 13 reported (signed-constant values, no augmentation, batch 256, one-cycle), and density
 annealing (``pemn_compress.annealing``: a method measured here before it becomes an option). The
@@ -33,7 +35,7 @@ task, model and device: ``benchmarks/results/recipe_<task>_<model>_cpu.{csv,json
 files and dense teachers go to ``runs/recipe/<name>/``. A distillation job trains its seed's 3-epoch
 dense teacher first when the file is missing (its dense row is not rewritten).
 
-The sweep is 32 jobs (96 epochs): at about 2.5-3.5 minutes per epoch on one core (the slower while
+The sweep is 36 jobs (108 epochs): at about 2.5-3.5 minutes per epoch on one core (the slower while
 other jobs share the 2 cores), about 5 hours of one core. The log prints the measured time per epoch
 and the hours left after every job.
 
@@ -83,7 +85,7 @@ MODEL = "convmixer_192_6_p4"
 # The sweep's baseline: the defaults of `pemn compress` when the sweep started, before it changed them. Every
 # row changes one of these against it; pinned here so that rows stay comparable as the code's defaults move.
 BASELINE = dict(strategy="onelayer", density=0.5, distribution="normal", augment=True, optimizer="adamw", lr=0.01,
-                schedule="cosine", batch_size=128, weight_decay=5e-5, label_smoothing=0.0)  # fmt: skip
+                schedule="cosine", batch_size=128, weight_decay=5e-5, label_smoothing=0.0, score_scale=1.0)  # fmt: skip
 DEFAULTS = CompressOptions(model=MODEL, **BASELINE)
 FIELDS = [
     "job",
@@ -162,6 +164,8 @@ POINTS = (  # in priority order: the defaults, the two changes issue 13 suspects
     Point("weight decay x10", "weight decay (scores)", {"weight_decay": 10 * D.weight_decay}),
     Point("uniform values", "value distribution", {"distribution": "uniform"}),
     Point("density 0.35", "density", {"density": 0.35}),  # entropy-coded masks: 4% fewer mask bytes than 0.5
+    Point("score scale x10", "score initialization", {"score_scale": 10 * D.score_scale}),  # masks change slower
+    Point("score scale x0.1", "score initialization", {"score_scale": D.score_scale / 10}),  # ... faster
     Point("density annealing", "density schedule", callbacks=(DensityAnnealing,),
           note="not a flag yet: compress(options, callbacks=[DensityAnnealing()]), from 1.0, cubic, done at 75%"),
 )

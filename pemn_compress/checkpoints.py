@@ -106,9 +106,11 @@ def existing_checkpoint(path: Path, *, resume: bool) -> dict | None:
     return None
 
 
-def compare_checkpoint(path: Path, state: dict, recipe: dict, sha256: str | None) -> None:
-    """``CheckpointError`` unless ``state`` was made with ``recipe`` from the same input file."""
-    saved = state["recipe"]
+def compare_checkpoint(path: Path, state: dict, recipe: dict, sha256: str | None, *,
+                       absent: dict | None = None) -> None:
+    """``CheckpointError`` unless ``state`` was made with ``recipe`` from the same input file; ``absent``:
+    the values of settings that a checkpoint written before they existed does not record."""
+    saved = {**(absent or {}), **state["recipe"]}
     keys = sorted(set(saved) | set(recipe))
     changed = [f"{k} {saved.get(k)!r} -> {recipe.get(k)!r}" for k in keys if saved.get(k) != recipe.get(k)]
     if changed:

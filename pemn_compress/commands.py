@@ -52,7 +52,7 @@ _DATA_HELP = (
 COMPRESS_SECTIONS = {
     "Input": ["model", "arch", "arch_kwargs", "allow_pickle", "data", "data_root", "max_train_samples"],
     "Method": ["strategy", "ratio", "rp_mode", "density", "target_size", "target_ratio", "distribution", "rescale",
-               "learn_values", "seed"],
+               "learn_values", "seed", "score_scale"],
     "Training": ["epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing", "augment",
                  "distill", "distill_alpha", "distill_temperature"],
     "Output": ["output", "dense_dtype", "fold_batchnorm", "format_version", "checkpoint_every", "resume", "as_json",
@@ -181,6 +181,10 @@ def _print_summary(result) -> None:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="One seed for the fixed values, the initial scores, the training subset, data order and "
                    "augmentation.")
+@click.option("--score-scale", type=float, default=1.0, show_default=True,
+              help="Size of the initial mask scores: uniform in +-SCALE/sqrt(fan_in) (edge-popup's Kaiming "
+                   "bound at 1). With AdamW each step moves a score by about --lr whatever its size, so a larger "
+                   "scale makes the masks change more slowly. Scores are not stored: the file does not change.")
 @click.option("--data", default="fashion-mnist", show_default=True, help=_DATA_HELP)
 @click.option("--data-root", default=None, metavar="DIR",
               help="Folder of a named data set (default: its environment variable, see --data).")

@@ -89,7 +89,7 @@ from .fileformat.summary import summarize
 from .inputs import Architecture, Source, build_input_model, check_data_fits, read_source
 from .interrupt import GracefulInterrupt, TrainingFailed, TrainingInterrupted
 from .nn.topk import kept_count
-from .options import CompressOptions, CompressResult, recipe, resolve_output
+from .options import ADDED_OPTIONS, CompressOptions, CompressResult, recipe, resolve_output
 from .surgery import config_of, mask_, masked_layers
 from .train import Callback, Trainer, TrainResult, _unwrap, evaluate
 
@@ -253,7 +253,7 @@ def validate(options: CompressOptions, run: RunContext) -> Checked:
     settings = recipe(options, distill=distill, device_type=run.device.type, world_size=run.dist.world_size,
                       input_kind=source.kind)
     if checkpoint is not None:
-        compare_checkpoint(ckpt_path, checkpoint, settings, source.sha256)
+        compare_checkpoint(ckpt_path, checkpoint, settings, source.sha256, absent=ADDED_OPTIONS)
     return Checked(
         output=output,
         checkpoint_path=ckpt_path,
@@ -305,6 +305,10 @@ def prepare(options: CompressOptions, checked: Checked, run: RunContext) -> Prep
         if run.dist.is_main:
             run.status.info(target.status_line())
     mask_(student, config)
+    if options.score_scale != 1.0:  # a resumed run's scores come from its checkpoint
+        with torch.no_grad():
+            for _, layer in masked_layers(student):
+                layer.scores.mul_(options.score_scale)
     student.train().to(run.device)
     model = distributed.wrap(student, run.dist, run.device)
     return Prepared(arch, data, train_loader, test_loader, dense_accuracy, teacher, student, model, warnings,

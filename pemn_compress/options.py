@@ -28,11 +28,17 @@ from .fileformat.writer import DEFAULT_DENSE_DTYPE
 from .train import TrainConfig
 from .usercode import is_reference
 
-__all__ = ["NON_RECIPE_FIELDS", "CompressOptions", "CompressResult", "default_output", "recipe", "resolve_output"]
+__all__ = [
+    "ADDED_OPTIONS", "NON_RECIPE_FIELDS", "CompressOptions", "CompressResult", "default_output", "recipe",
+    "resolve_output",
+]  # fmt: skip
 
 # Options that do not change the written file; everything else is part of the recipe and must
 # match for --resume. (The resolved device type and the world size are added to the recipe.)
 NON_RECIPE_FIELDS = ("output", "checkpoint_every", "resume", "threads", "allow_pickle", "device")
+# Recipe options added after checkpoints were first written -> the value that does what runs did before
+# the option existed: a checkpoint whose recipe lacks one was made with that value (and resumes with it).
+ADDED_OPTIONS = {"score_scale": 1.0}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -60,6 +66,7 @@ class CompressOptions(JsonDataclass):
     rescale: bool = True  # per-layer fan-in scale (False: the paper's mp/rp)
     learn_values: bool = False  # mp/rp: train the few unique values too
     seed: int = 0  # one seed: values, scores, data order, augmentation
+    score_scale: float = 1.0  # initial scores: Kaiming-uniform, bound score_scale / sqrt(fan_in) (not in the file)
     # the data
     data: str = "fashion-mnist"  # see data.DATASET_SPECS
     data_root: str | None = None  # folder of a named data set (default: its environment variable / package path)
@@ -132,6 +139,7 @@ class CompressOptions(JsonDataclass):
         check_int("checkpoint_every", self.checkpoint_every, minimum=0, optional=True)
         check_int("threads", self.threads, minimum=1, optional=True)
         check_number("lr", self.lr, low=0.0)
+        check_number("score_scale", self.score_scale, low=0.0)
         check_number("weight_decay", self.weight_decay, low=0.0, low_open=False)
         check_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, low_open=False)
         check_number("distill_alpha", self.distill_alpha, low=0.0, high=1.0)

@@ -4,6 +4,7 @@ early error, --json, checkpoints and byte-identical resume, distillation, and a 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from pemn_compress.data import DATASET_SPECS, BatchLoader, get_dataset
 from pemn_compress.errors import ConfigError
 from pemn_compress.faults import InterruptAfterSteps
 from pemn_compress.inputs import strip_prefixes
+from pemn_compress.surgery import masked_layers
+from pemn_compress.train import Callback, _unwrap
 
 REPO = Path(__file__).resolve().parents[1]
 # 256 training images, batch 64: 4 steps per epoch
@@ -337,6 +340,32 @@ def test_interrupt_then_resume_is_byte_identical(env, reference):
     resumed = run(*RESUME, "-o", "out.pemn", "--resume", "--checkpoint-every", "0", "--threads", "1")
     assert (env / "out.pemn").read_bytes() == reference
     assert not (env / "out.pemn.ckpt").exists() and resumed.stderr == ""
+
+
+def test_a_checkpoint_older_than_an_option_resumes_at_its_default(env, reference):
+    interrupted("old.pemn", InterruptAfterSteps(5), checkpoint_every=0)
+    state = torch.load(env / "old.pemn.ckpt", weights_only=True)
+    del state["recipe"]["score_scale"]  # what a checkpoint written before --score-scale existed holds
+    torch.save(state, env / "old.pemn.ckpt")
+    refused = run(*RESUME, "-o", "old.pemn", "--resume", "--score-scale", "2", expect=None)
+    assert_one_line_error(refused, "other settings", "score_scale 1.0 -> 2.0")
+    run(*RESUME, "-o", "old.pemn", "--resume")
+    assert (env / "old.pemn").read_bytes() == reference
+
+
+class InitialScores(Callback):
+    def on_fit_start(self, trainer) -> None:
+        self.scores = {name: layer.scores.detach().clone() for name, layer in masked_layers(_unwrap(trainer.model))}
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_score_scale_sets_the_initial_scores_bound(env, scale):
+    seen = InitialScores()
+    compress_api(CompressOptions(**RESUME_OPTIONS, score_scale=scale, output="s.pemn"), callbacks=[seen])
+    for name, scores in seen.scores.items():  # test_mlp: Linear(784, 32) and Linear(32, 10)
+        bound = scale / math.sqrt(scores.shape[1])  # Kaiming-uniform: +-scale / sqrt(fan_in)
+        assert bound * 0.95 < float(scores.abs().max()) <= bound, name
+        assert -bound <= float(scores.min()) < -0.95 * bound, name
 
 
 def test_first_ctrl_c_finishes_the_batch_then_resume_is_byte_identical(env, reference):
