@@ -1,4 +1,4 @@
-"""A learned per-channel scale on masked weights, measured before the file format gets one (issue 13).
+"""Learned scales on masked weights, measured before the file format gets a field for them (issue 13).
 
 The question: does a learned multiplier per output channel of every masked layer (``weight = scale_c *
 value * mask``, a few bytes per channel in a file) train more accurate masks? On the paper-class model
@@ -8,6 +8,9 @@ help. The scale costs 2 bytes (fp16) per output channel: 13 x 192 + 10 channels,
 20% of a ``--target-ratio 40`` file; so it is worth building into the format only if it wins clearly at
 the same density, before its bytes are counted.
 
+The cheap variant, one learned scale per masked layer (2 bytes each: 28 B on this model), is measured
+the same way (``--variants``).
+
 Method: the masked model of ``pemn compress`` (its mask and training recipe, ``CompressOptions``
 defaults) at ``--density`` (default 0.0887: what ``--target-ratio 40`` chooses on this model, from the
 full-data report), trained once as is and once with a learned scale per output channel (initialized to
@@ -16,7 +19,7 @@ masked layer's output channel (a forward hook: for a layer without bias exactly 
 Accuracy: the trained model in memory on the full test set (no file: the format has no field for the
 scale; it gets one only if the scale wins).
 
-    nice python benchmarks/channel_scale.py --resume          # 60,000 images, 3 epochs, seeds 0-2: about 1.5 h
+    nice python benchmarks/channel_scale.py --resume          # 60,000 images, 3 epochs, seeds 0-2: about 2.5 h
     python benchmarks/channel_scale.py --quick --out /tmp/cs    # test_convmixer, 1000/500 images: seconds
 """
 
@@ -40,28 +43,31 @@ from pemn_compress.data import BatchLoader, get_dataset
 from pemn_compress.train import evaluate
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = ("masks only", "masks + per-channel scale")
+# variant -> what the learned scale multiplies: nothing, each output channel, or each whole masked layer
+VARIANTS = {"masks only": None, "masks + per-channel scale": "channel", "masks + per-layer scale": "layer"}
+BASE = "masks only"
 FIELDS = ["variant", "seed", "epochs", "density", "accuracy", "scale_params", "scale_moved", "train_seconds"]
 
 
-def attach_channel_scales(model: nn.Module) -> int:
-    """A learned scale (initialized to 1) on every output channel of every masked layer, applied by a forward
-    hook; each is its layer's parameter ``channel_scale``, so the trainer's optimizer finds it. Returns
-    how many scales there are."""
+def attach_scales(model: nn.Module, per: str = "channel") -> int:
+    """A learned scale (initialized to 1) on every output channel (``per="channel"``) or on the whole output
+    (``"layer"``) of every masked layer, applied by a forward hook; each is its layer's parameter
+    ``learned_scale``, so the trainer's optimizer finds it. Returns how many scales there are."""
     count = 0
     for _, layer in pemn.masked_layers(model):
-        layer.register_parameter("channel_scale", nn.Parameter(torch.ones(layer.source.shape[0])))
+        size = layer.source.shape[0] if per == "channel" else 1
+        layer.register_parameter("learned_scale", nn.Parameter(torch.ones(size)))
 
         def hook(module, inputs, output):
-            return output * module.channel_scale.view(1, -1, *([1] * (output.ndim - 2)))
+            return output * module.learned_scale.view(1, -1, *([1] * (output.ndim - 2)))
 
         layer.register_forward_hook(hook)
-        count += layer.source.shape[0]
+        count += size
     return count
 
 
-def channel_scales(model: nn.Module) -> list[torch.Tensor]:
-    return [layer.channel_scale for _, layer in pemn.masked_layers(model) if hasattr(layer, "channel_scale")]
+def learned_scales(model: nn.Module) -> list[torch.Tensor]:
+    return [layer.learned_scale for _, layer in pemn.masked_layers(model) if hasattr(layer, "learned_scale")]
 
 
 def one_run(args, data, variant: str, seed: int) -> dict:
@@ -70,7 +76,8 @@ def one_run(args, data, variant: str, seed: int) -> dict:
     model = pemn.create_model(args.model, in_chans=data.in_chans, num_classes=data.num_classes,
                               img_size=data.img_size[0])
     pemn.mask_(model, options.mask_config())
-    extra = attach_channel_scales(model) if variant == VARIANTS[1] else 0
+    per = VARIANTS[variant]
+    extra = attach_scales(model, per) if per else 0
     loader = BatchLoader.from_dataset(data, "train", batch_size=options.batch_size, shuffle=True, seed=seed,
                                       drop_last=True)  # the defaults: no augmentation
     started = time.perf_counter()
@@ -78,7 +85,7 @@ def one_run(args, data, variant: str, seed: int) -> dict:
     seconds = time.perf_counter() - started
     test = BatchLoader.from_dataset(data, "test", batch_size=500)
     accuracy = evaluate(model, test, "cpu")[1]
-    scales = [p.detach() for p in channel_scales(model)]
+    scales = [p.detach() for p in learned_scales(model)]
     moved = float(torch.cat(scales).sub(1).abs().mean()) if scales else 0.0  # mean |scale - 1|: it trained
     return {"variant": variant, "seed": seed, "epochs": args.epochs, "density": args.density, "accuracy": accuracy,
             "scale_params": extra, "scale_moved": f"{moved:.4g}", "train_seconds": round(seconds, 1)}  # fmt: skip
@@ -94,20 +101,23 @@ def read_rows(path: Path) -> list[dict]:
 def render(csv_path: Path, command: str, setup: str) -> Path:
     rows = read_rows(csv_path)
     acc = {(r["variant"], r["seed"]): 100 * r["accuracy"] for r in rows}
-    seeds = sorted({s for v, s in acc if (VARIANTS[0], s) in acc and (VARIANTS[1], s) in acc})
-    lines = [f"# Learned per-channel scale: {setup.split(',')[0]}", "", f"Command: `{command}`", "",
+    seeds = sorted({s for v, s in acc if v == BASE})
+    ran = [v for v in VARIANTS if any((v, s) in acc for s in seeds)]
+    lines = [f"# Learned scales on the masks: {setup.split(',')[0]}", "", f"Command: `{command}`", "",
              f"Setup: {setup}", "", "| variant | " + " | ".join(f"seed {s} %" for s in seeds) + " |",
              "|---|" + "---:|" * len(seeds)]  # fmt: skip
-    for v in VARIANTS:
-        lines.append(f"| {v} | " + " | ".join(f"{acc[(v, s)]:.2f}" for s in seeds) + " |")
-    if seeds:
-        deltas = [acc[(VARIANTS[1], s)] - acc[(VARIANTS[0], s)] for s in seeds]
+    for v in ran:
+        lines.append(f"| {v} | " + " | ".join(f"{acc[(v, s)]:.2f}" if (v, s) in acc else "-" for s in seeds) + " |")
+    lines.append("")
+    for v in ran[1:]:
+        paired = [s for s in seeds if (v, s) in acc]
+        deltas = [acc[(v, s)] - acc[(BASE, s)] for s in paired]
         spread = f" ± {statistics.stdev(deltas):.2f}" if len(deltas) > 1 else ""
-        verdict = ("better on every seed" if min(deltas) > 0 else "worse on every seed" if max(deltas) < 0
-                   else "no better on every seed")  # fmt: skip
-        lines += ["", f"Paired difference (scale - masks only): {statistics.fmean(deltas):+.2f}{spread} points over "
-                  f"{len(seeds)} seed(s) ({', '.join(f's{s} {d:+.2f}' for s, d in zip(seeds, deltas, strict=True))})"
-                  f": {verdict}, before counting the scale's bytes."]  # fmt: skip
+        verdict = ("one seed: no verdict yet" if len(deltas) < 2 else "better on every seed" if min(deltas) > 0
+                   else "worse on every seed" if max(deltas) < 0 else "no better on every seed")  # fmt: skip
+        per_seed = ", ".join(f"s{s} {d:+.2f}" for s, d in zip(paired, deltas, strict=True))
+        lines.append(f"- {v} against {BASE}: {statistics.fmean(deltas):+.2f}{spread} points over {len(paired)} "
+                     f"seed(s), paired ({per_seed}): {verdict}, before counting the scales' bytes.")  # fmt: skip
     md = csv_path.with_suffix(".md")
     md.write_text("\n".join(lines) + "\n")
     print(f"wrote {md}")
@@ -121,12 +131,16 @@ def main(argv=None) -> Path:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--density", type=float, default=0.0887, help="masks' density (--target-ratio 40's)")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the CSV")
     parser.add_argument("--quick", action="store_true", help="test_convmixer, 1000/500 images, 2 epochs, density 0.5")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",")]
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     torch.set_num_threads(args.threads)
     data = get_dataset(args.data)
     if args.quick:
@@ -141,7 +155,7 @@ def main(argv=None) -> Path:
         with open(csv_path, "w", newline="") as fh:
             csv.DictWriter(fh, fieldnames=FIELDS).writeheader()
     for seed in (int(s) for s in args.seeds.split(",")):
-        for variant in VARIANTS:
+        for variant in [v for v in VARIANTS if v in variants]:
             if (variant, seed) in done:
                 continue
             row = one_run(args, data, variant, seed)
