@@ -29,6 +29,7 @@ import argparse
 import csv
 import datetime
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -169,7 +170,8 @@ def main(argv=None) -> Path:
              f"{d.weight_decay:g}); cpu, torch {torch.__version__}, {platform.machine()}, {args.threads} "
              f"thread(s); {datetime.date.today()}")  # fmt: skip
     skip = {"--resume"}
-    return render(csv_path, " ".join(["python benchmarks/channel_scale.py", *(a for a in argv if a not in skip)]),
+    recorded = [shlex.quote(a) for a in argv if a not in skip]
+    return render(csv_path, " ".join(["python benchmarks/channel_scale.py", *recorded]),
                   setup)
 
 
