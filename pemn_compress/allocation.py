@@ -6,7 +6,7 @@ weights: layers whose weights matter more would keep more of them. At ``--target
 about 0.09) a uniform density leaves a 5x5 depthwise kernel about 2 of its 25 weights.
 
 Scores of different layers start on different scales (Kaiming-uniform, bound ``1/sqrt(fan_in)``,
-``nn.layers.MaskedLayer._init_scores``): a raw comparison would hand nearly every kept weight to the
+``nn.layers.MaskedLayer.init_bound``): a raw comparison would hand nearly every kept weight to the
 layers of small fan-in before any training. So each layer's ``|scores|`` are divided by that initial
 bound, i.e. compared relative to where they started: at initialization every layer keeps about the
 model's density, and training moves weights to the layers whose scores grow.
@@ -14,9 +14,9 @@ model's density, and training moves weights to the layers whose scores grow.
 ``allocate_(model)`` sets each masked layer's kept count: the model keeps ``sum_l kept_count(density,
 n_l)`` weights in all (what a uniform density keeps, so the two are compared at equal kept weights),
 each layer's largest ``|score|``, then those of largest normalized ``|score|`` (so every layer keeps at
-least one). The kept weights of a layer
-are then its largest ``|scores|``, as always, so a file written from it is an ordinary `.pemn` file:
-the format stores each layer's ``ones`` and readers take the masks as stored. A lower density keeps a
+least one). The kept weights of a layer are then its largest ``|scores|``, as always, so a file written
+from it is an ordinary `.pemn` file: the format stores each layer's ``ones`` and readers take the masks
+as stored. A lower density keeps a
 subset of what a higher one kept (one threshold, raised).
 
 ``GlobalAllocation`` is the trainer callback that re-allocates after every optimizer step (and at the
@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from .errors import check_int, check_number
-from .nn.layers import MaskedLayer
 from .nn.topk import kept_count
 from .surgery import config_of, masked_layers, set_density_
 from .train import Callback, Trainer, TrainResult, _unwrap
@@ -43,11 +42,6 @@ from .train import Callback, Trainer, TrainResult, _unwrap
 __all__ = ["GlobalAllocation", "allocate_", "is_global", "kept_counts", "set_model_density_"]
 
 _MARK = "pemn_allocation"  # model attribute: "global" once allocate_ ran on it
-
-
-def _init_bound(layer: MaskedLayer) -> float:
-    """The bound of the layer's initial scores (Kaiming-uniform): ``1 / sqrt(fan_in)``."""
-    return 1.0 / math.sqrt(max(1, math.prod(layer.source.shape[1:])))
 
 
 def kept_counts(model: nn.Module, density: float) -> list[int]:
@@ -62,7 +56,7 @@ def kept_counts(model: nn.Module, density: float) -> list[int]:
     if not layers:
         return []
     with torch.no_grad():
-        normalized = [(layer.scores.detach().abs() / _init_bound(layer)).flatten().float() for layer in layers]
+        normalized = [(layer.scores.detach().abs() / layer.init_bound).flatten().float() for layer in layers]
         total = sum(kept_count(density, t.numel()) for t in normalized)
         for t in normalized:
             t[t.argmax()] = math.inf  # each layer's first weight is kept whatever the threshold

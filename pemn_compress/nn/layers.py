@@ -118,9 +118,14 @@ class MaskedLayer(nn.Module):
         layer.scores.data = layer.scores.data.to(weight.device)
         return layer
 
+    @property
+    def init_bound(self) -> float:
+        """The bound of the initial scores (Kaiming-uniform, as in edge-popup): ``1 / sqrt(fan_in)``."""
+        return 1.0 / math.sqrt(max(1, math.prod(self.source.shape[1:])))
+
     def _init_scores(self, generator: torch.Generator | None = None) -> None:
-        """Kaiming-uniform scores, as in edge-popup (bound 1/sqrt(fan_in))."""
-        bound = 1.0 / math.sqrt(max(1, math.prod(self.source.shape[1:])))
+        """Kaiming-uniform scores in ``[-init_bound, init_bound]``."""
+        bound = self.init_bound
         with torch.no_grad():
             cpu = torch.empty(self.source.shape, dtype=torch.float32).uniform_(-bound, bound, generator=generator)
             self.scores.copy_(cpu)
