@@ -13,8 +13,9 @@ Invariants:
   number of threads; the fingerprint is checked over the float32 values before any cast.
 * Memory: besides the destinations, at most one value table per bank that is still needed
   (none on the CPU float32 path when the bank's last reader is a largest reader: the table is
-  generated inside that layer's destination, which is masked in place last), one decoded mask per
-  rice-coded layer, and a bounded window of pieces in flight. Nothing holds all weights twice.
+  generated inside that layer's destination, which is masked in place last), every mask packed (one
+  bit per weight: a raw stream as stored, a rice stream decoded into packed bits a chunk of codewords
+  at a time), and a bounded window of pieces in flight. Nothing holds all weights twice.
 * Validation first: ``check_masks`` validates every mask (as ``decode_mask`` does) before any value
   is generated; the caller checks names and shapes before that.
 
@@ -40,7 +41,7 @@ import torch
 from . import rng
 from ._parallel import BARRIER, ordered
 from .errors import ConfigError
-from .fileformat.codecs import check_raw, decode_mask
+from .fileformat.codecs import decode_mask_packed
 from .fileformat.reader import PemnFile, check_fingerprint
 from .strategies import bank_index_map
 
@@ -52,36 +53,24 @@ DEVICE_PIECE = 1 << 22  # weights per accelerator piece (bounds the host copy ma
 
 @dataclass
 class MaskSource:
-    """One layer's validated mask: raw packed bytes (unpacked a piece at a time) or decoded bits."""
+    """One layer's validated mask as MSB-first packed bits, unpacked a piece at a time."""
 
     numel: int
-    packed: np.ndarray | None = None  # raw codec: MSB-first packed bits
-    bits: np.ndarray | None = None  # rice codec: flat bool, decoded up front
+    packed: np.ndarray
 
     def piece(self, start: int, stop: int) -> np.ndarray:
-        """Mask entries ``start .. stop-1`` as 0/1 (uint8 or bool); ``start`` is a multiple of 8."""
-        if self.bits is not None:
-            return self.bits[start:stop]
-        if self.packed is None:
-            raise ValueError("a MaskSource holds packed bits or decoded bits; this one holds neither")
+        """Mask entries ``start .. stop-1`` as 0/1 uint8; ``start`` is a multiple of 8."""
         return np.unpackbits(self.packed[start // 8 : (stop + 7) // 8], count=stop - start)
 
     def full(self) -> np.ndarray:
         """The whole flat mask as bool."""
-        return self.bits if self.bits is not None else self.piece(0, self.numel).view(bool)
+        return self.piece(0, self.numel).view(bool)
 
 
 def check_masks(pf: PemnFile) -> list[MaskSource]:
     """Validate every layer's mask (same checks and errors as ``decode_masks``), in layer order."""
-    out = []
-    for layer, data in zip(pf.layers, pf.mask_streams(), strict=True):
-        n = layer.numel
-        if layer.codec == "raw":
-            check_raw(data, n, layer.ones, layer.name)
-            out.append(MaskSource(n, packed=data))
-        else:
-            out.append(MaskSource(n, bits=decode_mask(data, n, layer.coding, layer.name)))
-    return out
+    return [MaskSource(layer.numel, decode_mask_packed(data, layer.numel, layer.coding, layer.name))
+            for layer, data in zip(pf.layers, pf.mask_streams(), strict=True)]  # fmt: skip
 
 
 @dataclass

@@ -16,13 +16,16 @@ escape word (``ESCAPE`` one-bits) standing for ``ESCAPE`` more one-bits of the n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from bitarray import bitarray, decodetree
 from bitarray.util import int2ba
 
-__all__ = ["MAX_FAST_K", "rice_decode_fast"]
+__all__ = ["CHUNK", "MAX_FAST_K", "rice_decode_fast", "rice_decode_fast_packed"]
 
 MAX_FAST_K = 6
+CHUNK = 1 << 16  # codewords decoded at a time
 ESCAPE = 32  # quotients below this are words of the tree; the escape word is ESCAPE one-bits
 _ESCAPE_SYMBOL = -1
 _TREES: dict[int, decodetree] = {}
@@ -40,11 +43,13 @@ def _tree(k: int) -> decodetree:
     return _TREES[k]
 
 
-def _gaps(stream: bitarray, ones: int, k: int) -> np.ndarray | None:
-    """The ``ones`` gaps of the stream, escapes resolved; None when the stream ends inside a codeword."""
-    symbols = stream.decode(_tree(k))
+def _next_gaps(symbols: Iterator[int], count: int, k: int) -> np.ndarray | None:
+    """The next ``count`` gaps of the stream, escapes resolved; None when the stream ends inside a codeword.
+
+    Every pull ends on a real word (a pull that ends on escapes pulls as many more words), so no
+    escape is left pending between two calls."""
     try:
-        words = np.fromiter(symbols, dtype=np.int64, count=ones)
+        words = np.fromiter(symbols, dtype=np.int64, count=count)
         pending = int(np.count_nonzero(words == _ESCAPE_SYMBOL))
         while pending:  # every escape word delays its gap by one word
             more = np.fromiter(symbols, dtype=np.int64, count=pending)
@@ -57,26 +62,40 @@ def _gaps(stream: bitarray, ones: int, k: int) -> np.ndarray | None:
     return words[real] + ((escapes_before * ESCAPE) << k)
 
 
-def rice_decode_fast(data: np.ndarray, n: int, ones: int, k: int) -> np.ndarray | None:
-    """The decoded mask (flat bool of ``n``) of a valid ``rice`` stream, or None (let numpy decide).
+def rice_decode_fast_packed(data: np.ndarray, n: int, ones: int, k: int) -> np.ndarray | None:
+    """The decoded mask of a valid ``rice`` stream as MSB-first packed bytes (``(n + 7) // 8``, padding
+    bits zero), or None (let numpy decide).
 
     Accepts exactly what ``codecs.rice_decode`` accepts: ``ones`` codewords, fewer than 8 padding
     bits after the last one and all zero, every position below ``n``. ``k`` above ``MAX_FAST_K``, an
     empty stream or a stream shorter than its codewords' minimum length also go to the numpy decoder.
+    Codewords are decoded ``CHUNK`` at a time, so besides the output the decoder holds a bounded
+    number of temporaries whatever the layer's size (a streamed load keeps every mask packed).
     """
     if not (0 <= k <= MAX_FAST_K) or ones <= 0 or ones * (k + 1) > 8 * data.size:
         return None
     stream = bitarray(endian="big")
     stream.frombytes(data.tobytes())
-    gaps = _gaps(stream, ones, k)
-    if gaps is None:
-        return None
-    end = int((gaps >> k).sum()) + ones * (k + 1)  # bits taken by the codewords
+    symbols = stream.decode(_tree(k))
+    out = np.zeros((n + 7) // 8, dtype=np.uint8)
+    last, quotients = -1, 0  # the last kept position; the unary bits read so far
+    for done in range(0, ones, CHUNK):
+        gaps = _next_gaps(symbols, min(CHUNK, ones - done), k)
+        if gaps is None:
+            return None
+        quotients += int((gaps >> k).sum())
+        positions = last + np.cumsum(gaps + 1)
+        last = int(positions[-1])
+        if last >= n:
+            return None
+        np.bitwise_or.at(out, positions >> 3, (0x80 >> (positions & 7)).astype(np.uint8))
+    end = quotients + ones * (k + 1)  # bits taken by the codewords
     if len(stream) - end >= 8 or stream[end:].any():
         return None
-    positions = np.cumsum(gaps + 1) - 1
-    if positions[-1] >= n:
-        return None
-    out = np.zeros(n, dtype=bool)
-    out[positions] = True
     return out
+
+
+def rice_decode_fast(data: np.ndarray, n: int, ones: int, k: int) -> np.ndarray | None:
+    """``rice_decode_fast_packed`` as a flat bool of ``n`` entries, or None."""
+    packed = rice_decode_fast_packed(data, n, ones, k)
+    return None if packed is None else np.unpackbits(packed, count=n).view(bool)

@@ -15,12 +15,12 @@ rice (parameters ``k`` and ``invert``)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..errors import ConfigError, HeaderError, ShapeError
-from ._bitrice import rice_decode_fast
+from ._bitrice import rice_decode_fast, rice_decode_fast_packed
 from .constants import MAX_RICE_K
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "check_raw",
     "choose_codec",
     "decode_mask",
+    "decode_mask_packed",
     "encode_mask",
     "rice_decode",
     "rice_encode",
@@ -239,3 +240,23 @@ def decode_mask(data: np.ndarray, n: int, coding: MaskCoding, name: str) -> np.n
         bits = rice_decode(data, n, coding.ones, coding.rice_k, name)
         return ~bits if coding.invert else bits
     raise HeaderError(f"layer {name!r}: unknown mask codec {coding.codec!r}; expected one of raw, rice")
+
+
+def decode_mask_packed(data: np.ndarray, n: int, coding: MaskCoding, name: str) -> np.ndarray:
+    """``decode_mask`` as MSB-first packed bits (``(n + 7) // 8`` bytes, padding zero): the same checks
+    and errors; a raw stream is returned as it is, a rice one decoded without ever holding a byte per
+    weight (for the streamed load, which keeps every layer's mask until its weights are made)."""
+    if coding.codec == "raw":
+        check_raw(data, n, coding.ones, name)
+        return data
+    packed = None
+    if coding.codec == "rice" and coding.rice_k is not None and 0 <= coding.ones <= n:
+        packed = rice_decode_fast_packed(data, n, coding.ones, coding.rice_k)  # None: let numpy decide
+    if packed is None:  # k above the fast path's, an empty mask, or a stream decode_mask refuses
+        bits = decode_mask(data, n, replace(coding, invert=False), name)
+        packed = np.packbits(bits)
+    if coding.invert:
+        packed = ~packed
+        if n % 8:
+            packed[-1] &= (0xFF << (8 - n % 8)) & 0xFF
+    return packed
