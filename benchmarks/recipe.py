@@ -74,7 +74,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import pemn_compress as pemn
-from pemn_compress.annealing import DensityAnnealing
 from pemn_compress.compress import CompressOptions, compress
 from pemn_compress.data import BatchLoader, get_dataset
 from pemn_compress.models.convmixer import ConvMixer
@@ -85,7 +84,8 @@ MODEL = "convmixer_192_6_p4"
 # The sweep's baseline: the defaults of `pemn compress` when the sweep started, before it changed them. Every
 # row changes one of these against it; pinned here so that rows stay comparable as the code's defaults move.
 BASELINE = dict(strategy="onelayer", density=0.5, distribution="normal", augment=True, optimizer="adamw", lr=0.01,
-                schedule="cosine", batch_size=128, weight_decay=5e-5, label_smoothing=0.0, score_scale=1.0)  # fmt: skip
+                schedule="cosine", batch_size=128, weight_decay=5e-5, label_smoothing=0.0, score_scale=1.0,
+                density_schedule="constant")  # fmt: skip
 DEFAULTS = CompressOptions(model=MODEL, **BASELINE)
 FIELDS = [
     "job",
@@ -116,8 +116,6 @@ class Point:
     factor: str  # what it varies
     changes: dict = dataclasses.field(default_factory=dict)  # CompressOptions overrides
     kind: str = "pemn"  # pemn (a zoo model, no teacher) | dense (weights trained) | distill (the dense model as input)
-    callbacks: tuple = ()  # trainer callback factories: a method measured here before it becomes an option
-    note: str = ""  # how to get it, for a setting that is no `pemn compress` flag yet
 
     @property
     def flags(self) -> str:
@@ -126,8 +124,6 @@ class Point:
             return "(weights trained; no mask)"
         if self.kind == "distill":
             return "a trained state dict as input (distillation on by default)"
-        if self.note:
-            return self.note
         return cli_flags(self.changes)
 
 
@@ -166,8 +162,7 @@ POINTS = (  # in priority order: the defaults, the two changes issue 13 suspects
     Point("density 0.35", "density", {"density": 0.35}),  # entropy-coded masks: 4% fewer mask bytes than 0.5
     Point("score scale x10", "score initialization", {"score_scale": 10 * D.score_scale}),  # masks change slower
     Point("score scale x0.1", "score initialization", {"score_scale": D.score_scale / 10}),  # ... faster
-    Point("density annealing", "density schedule", callbacks=(DensityAnnealing,),
-          note="not a flag yet: compress(options, callbacks=[DensityAnnealing()]), from 1.0, cubic, done at 75%"),
+    Point("density annealing", "density schedule", {"density_schedule": "anneal"}),
 )
 BY_SETTING = {p.setting: p for p in POINTS}
 SELECTABLE = [p.setting for p in POINTS if p.kind == "pemn" and p.setting != "defaults"]  # long-phase candidates
@@ -233,7 +228,7 @@ class Runner:
             resume = Path(str(output) + ".ckpt").exists()  # a job stopped mid-training continues
             options = dataclasses.replace(self.options(point, seed, epochs, **extra), output=str(output), resume=resume)
             # result.accuracy: the written bytes loaded back as pemn.load does
-            result = compress(options, callbacks=[make() for make in point.callbacks])
+            result = compress(options)
             values = {
                 "accuracy": result.accuracy,
                 "epoch_accuracies": [h["eval_acc"] for h in result.history[:-1]] + [result.accuracy],
@@ -415,22 +410,35 @@ def findings(summary: list[tuple[str, float, dict]], epochs: int) -> list[str]:
     return lines
 
 
-SINGLE_FLAG = [p for p in POINTS if p.kind == "pemn" and len(p.changes) == 1 and not p.callbacks]
+SINGLE_FLAG = [p for p in POINTS if p.kind == "pemn" and len(p.changes) == 1]
+
+
+# Options whose default this sweep measures but does not decide -> where it is decided, and why.
+DECIDED_ELSEWHERE = {
+    "density": "decided by the full-data report (benchmarks/results/frontier_*, \"Default density\"): its goal "
+    "counts file bytes (>= 25x) as well as accuracy, at the default 10 epochs",
+}
+ELSEWHERE = "(full-data report)"  # the recommendation column of an option decided elsewhere
 
 
 def recommended(rows: list[dict], epochs: int) -> list[dict]:
     """The defaults the sweep at ``epochs`` recommends, one entry per option a single-flag row changes: the
     value of the row with the largest mean paired gain among the rows that beat the baseline on every seed
-    (at least 2 seeds) and whose flag is a `pemn compress` option; otherwise the baseline's value."""
+    (at least 2 seeds) and whose flag is a `pemn compress` option; otherwise the baseline's value. An option
+    of ``DECIDED_ELSEWHERE`` gets ``ELSEWHERE`` and the reason."""
     summary = {s: d for s, _, d in table(rows, "sweep", epochs)[1]}
     out = []
     for option in dict.fromkeys(k for p in SINGLE_FLAG for k in p.changes):
+        measured = [p.setting for p in SINGLE_FLAG if option in p.changes and p.setting in summary]
+        if option in DECIDED_ELSEWHERE and measured:
+            why = f"{DECIDED_ELSEWHERE[option]}; here: " + ", ".join(f"{s} {fmt_delta(summary[s])}" for s in measured)
+            out.append({"option": option, "baseline": BASELINE[option], "value": ELSEWHERE, "why": why})
+            continue
         wins = []
         for p in SINGLE_FLAG:
             deltas = summary.get(p.setting, {})
             if option in p.changes and len(deltas) >= 2 and all(d > 0 for d in deltas.values()):
                 wins.append((statistics.fmean(deltas.values()), p))
-        measured = [p.setting for p in SINGLE_FLAG if option in p.changes and p.setting in summary]
         if wins:
             gain, best = max(wins, key=lambda w: w[0])
             value, why = best.changes[option], f"{best.setting}: {fmt_delta(summary[best.setting])} points, every seed"
@@ -453,13 +461,15 @@ def recommendation_lines(rows: list[dict], epochs: int) -> list[str]:
         f"## Recommended defaults ({epochs}-epoch sweep)",
         "",
         "The rule: per option, the value of the single-flag row with the largest mean paired gain among those "
-        "better than the baseline on every seed; else the baseline's value. `tests/test_recipe.py` checks that the "
-        "defaults of `pemn compress` (`CompressOptions`) equal this column.",
+        f"better than the baseline on every seed; else the baseline's value; {ELSEWHERE}: an option this sweep "
+        "measures but does not decide. `tests/test_recipe.py` checks that the defaults of `pemn compress` "
+        "(`CompressOptions`) equal this column.",
         "",
         "| option | baseline | recommended default | why |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {r['option']} | {r['baseline']!r} | {r['value']!r} | {r['why']} |" for r in recs]
+    lines += [f"| {r['option']} | {r['baseline']!r} | {r['value'] if r['value'] == ELSEWHERE else repr(r['value'])} | "
+              f"{r['why']} |" for r in recs]  # fmt: skip
     return lines
 
 

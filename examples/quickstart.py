@@ -13,6 +13,7 @@ import os
 import torch
 
 import pemn_compress as pemn
+from pemn_compress.config import DEFAULT_DENSITY
 from pemn_compress.data import BatchLoader, get_dataset
 from pemn_compress.fileformat.summary import summarize
 from pemn_compress.progress import RichProgress
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--model", default="convmixer_64_4", help="zoo model name (see pemn_compress.list_models())")
     parser.add_argument("--strategy", default="onelayer", choices=["dense", "onelayer", "mp", "rp"])
     parser.add_argument("--ratio", type=float, default=None, help="rp only: unique values = int(N_max * ratio) + 1")
-    parser.add_argument("--density", type=float, default=0.5, help="fraction of weights each mask keeps")
+    parser.add_argument("--density", type=float, default=DEFAULT_DENSITY, help="fraction of weights each mask keeps")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--train-samples", type=int, default=None, help="use a stratified subset of the training set")

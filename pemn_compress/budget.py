@@ -41,7 +41,7 @@ from decimal import ROUND_FLOOR, Decimal
 import numpy as np
 from torch import nn
 
-from .config import MaskConfig
+from .config import DEFAULT_DENSITY, MaskConfig  # DEFAULT_DENSITY: what a run with a budget uses when it fits
 from .errors import ConfigError, PemnError, option_error, worded
 from .export import export
 from .fileformat.constants import CHECKSUM_ALGORITHM, FORMAT_VERSION, HEADER_TENSOR, MASKS_TENSOR, MAX_RICE_K
@@ -67,7 +67,6 @@ __all__ = [
     "rice_k_range",
 ]
 
-DEFAULT_DENSITY = 0.5  # what a run with a budget uses when it fits (MaskConfig's default)
 # A float whose JSON text is as long as any finite float's (24 characters: sign, 17 digits, point,
 # 4-character exponent): stands in the trial header for values measured after training (accuracy).
 WORST_FLOAT = -2.2250738585072014e-308

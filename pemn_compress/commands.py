@@ -37,7 +37,7 @@ from ._data_names import DATASET_ENV, DATASET_SPECS
 from ._help import Argument, SectionedCommand
 from ._terminal import json_safe, sanitize
 from .cli import fail, rank_prefix
-from .config import DISTRIBUTIONS, RP_MODES, STRATEGIES
+from .config import DEFAULT_DENSITY, DENSITY_SCHEDULES, DISTRIBUTIONS, RP_MODES, STRATEGIES
 from .errors import ConfigError, PemnError, option_error
 from .interrupt import TrainingFailed
 
@@ -51,8 +51,8 @@ _DATA_HELP = (
 # is still listed, under "Other options"; a name here that matches no option is ignored.
 COMPRESS_SECTIONS = {
     "Input": ["model", "arch", "arch_kwargs", "allow_pickle", "data", "data_root", "max_train_samples"],
-    "Method": ["strategy", "ratio", "rp_mode", "density", "target_size", "target_ratio", "distribution", "rescale",
-               "learn_values", "seed", "score_scale"],
+    "Method": ["strategy", "ratio", "rp_mode", "density", "density_schedule", "target_size", "target_ratio",
+               "distribution", "rescale", "learn_values", "seed", "score_scale"],
     "Training": ["epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing", "augment",
                  "distill", "distill_alpha", "distill_temperature"],
     "Output": ["output", "dense_dtype", "fold_batchnorm", "format_version", "checkpoint_every", "resume", "as_json",
@@ -119,6 +119,7 @@ def _print_summary(result) -> None:
     rows = [
         ("input", f"{result.input} ({result.input_kind}, {arch})"),
         ("method", f"{strategy}, density {density:g}{target}, {opts['distribution']} values"
+                   + (", density annealed" if opts.get("density_schedule") == "anneal" else "")
                    + (", distilled" if result.distill else "")),
         ("data", f"{result.dataset}: {result.train_samples:,} train / {result.test_samples:,} test images"),
     ]
@@ -162,12 +163,20 @@ def _print_summary(result) -> None:
               help="rp only: tile the vector then permute it (rand), or tile it in order (copy; when the vector "
                    "length divides a kernel's size every kernel repeats one pattern: 8 points worse on "
                    "convmixer_64_4, see benchmarks/results/size_accuracy_*).")
-@click.option("--density", type=float, default=0.5, show_default=True,
-              help="Fraction of each layer's weights the mask keeps, in (0, 1].")
+@click.option("--density", type=float, default=DEFAULT_DENSITY, show_default=True,
+              help="Fraction of each layer's weights the mask keeps, in (0, 1]. The default is the density whose "
+                   "files met both goals of the full-data report (benchmarks/results/frontier_*): within 1.0 point "
+                   "of dense training, >= 25x smaller (masks are entropy-coded: 0.5 costs a full bit per weight).")
+@click.option("--density-schedule", type=click.Choice(DENSITY_SCHEDULES), default="constant", show_default=True,
+              help="constant: train at the density from the first step (edge-popup). anneal: start with every "
+                   "weight kept and remove the lowest-score ones gradually (cubic) until the density is reached "
+                   "at 75% of the steps; the file is the same size. On the full-data report it beat constant on "
+                   "every seed at --target-ratio 40 (benchmarks/results/frontier_*).")
 @click.option("--target-size", default=None, metavar="SIZE",
               help="Choose the density so that the file is at most SIZE bytes whatever training learns: 40000, "
-                   "40KB (40,000), 40KiB (40,960), 1.5MB, 2MiB. The largest density up to 0.5 whose size bound "
-                   "fits; an error before training when even one kept weight per layer does not. Not with --density.")
+                   "40KB (40,000), 40KiB (40,960), 1.5MB, 2MiB. The largest density up to the default "
+                   f"({DEFAULT_DENSITY:g}) whose size bound fits; an error before training when even one kept "
+                   "weight per layer does not. Not with --density.")
 @click.option("--target-ratio", type=float, default=None, metavar="X",
               help="Like --target-size, with the budget the dense fp32 safetensors file's size / X (file at least "
                    "X times smaller). Not with --density or --target-size.")

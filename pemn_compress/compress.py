@@ -69,6 +69,7 @@ from torch import nn
 
 from . import distributed
 from .allocation import set_model_density_
+from .annealing import DensityAnnealing
 from .api import load, resolve_device
 from .budget import WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density
 from .checkpoints import (
@@ -431,6 +432,8 @@ def train(options: CompressOptions, checked: Checked, prepared: Prepared, run: R
 
             bars = RichProgress(console=run.status.console)
             own.append(bars)
+    if options.density_schedule == "anneal":  # first: every other callback sees the step's density
+        own.insert(0, DensityAnnealing())
     trainer = Trainer(prepared.model, prepared.train_loader, None, options.train_config(checked.distill),
                       teacher=prepared.teacher, callbacks=own + list(callbacks), device=run.device)
     checkpoint = checked.take_checkpoint()

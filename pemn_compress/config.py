@@ -14,12 +14,19 @@ from typing import Any, ClassVar, TypeVar
 
 from .errors import ConfigError, check_number, option_error
 
-__all__ = ["DISTRIBUTIONS", "JsonDataclass", "MaskConfig", "RP_MODES", "STRATEGIES"]
+__all__ = [
+    "DEFAULT_DENSITY", "DENSITY_SCHEDULES", "DISTRIBUTIONS", "JsonDataclass", "MaskConfig", "RP_MODES", "STRATEGIES",
+]  # fmt: skip
 
 STRATEGIES = ("dense", "onelayer", "mp", "rp")
 RP_MODES = ("copy", "rand")
 # unit-variance value distributions the generator (rng.py) implements; torch-free here for the CLI's --help
 DISTRIBUTIONS = ("normal", "signed_constant", "uniform")
+# The default density: chosen by the full-data report (benchmarks/results/frontier_*, "Default density"),
+# the one measured density whose files meet both goals of the defaults (within 1.0 point of dense, >= 25x)
+DEFAULT_DENSITY = 0.35
+# how the density moves during training: constant (edge-popup) | anneal (annealing.DensityAnnealing)
+DENSITY_SCHEDULES = ("constant", "anneal")
 
 _J = TypeVar("_J", bound="JsonDataclass")
 
@@ -65,7 +72,7 @@ class MaskConfig(JsonDataclass):
     _json_subject = "a MaskConfig"
     _json_fields = ("MaskConfig field", "fields")
 
-    density: float = 0.5  # fraction of each masked layer's weights the mask keeps (the paper's k)
+    density: float = DEFAULT_DENSITY  # fraction of each masked layer's weights the mask keeps (the paper's k)
     strategy: str = "onelayer"  # value source: own values per layer (dense), one per weight shape (onelayer),
     # one max-layer vector (mp) or a small random vector (rp)
     ratio: float | None = None  # rp only: the vector has int(N_max * ratio) + 1 values
@@ -125,7 +132,7 @@ class MaskConfig(JsonDataclass):
         ``dense_dtype``, ``fold_batchnorm``, ``architecture``, ``provenance``, ``format_version``: as the
         ``pemn.save`` call that will write the file (a provenance that grows after training, e.g. an accuracy, should
         hold ``budget.WORST_FLOAT`` there); ``config_fields``: the other MaskConfig fields (not
-        density: the budget chooses it). The density is 0.5 when its bound fits, else the largest
+        density: the budget chooses it). The density is ``DEFAULT_DENSITY`` when its bound fits, else the largest
         below it that fits; ConfigError when even one kept weight per layer does not fit.
         """
         from .budget import Trial, budget_bytes, choose_density, parse_size

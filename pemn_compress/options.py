@@ -21,7 +21,7 @@ from typing import cast
 from torch import nn
 
 from .budget import DEFAULT_DENSITY, parse_size
-from .config import JsonDataclass, MaskConfig
+from .config import DENSITY_SCHEDULES, JsonDataclass, MaskConfig
 from .errors import ConfigError, check_bool, check_int, check_number, option_error, worded
 from .fileformat.constants import DENSE_DTYPES, FORMAT_VERSION, FORMAT_VERSIONS
 from .fileformat.writer import DEFAULT_DENSE_DTYPE
@@ -38,7 +38,7 @@ __all__ = [
 NON_RECIPE_FIELDS = ("output", "checkpoint_every", "resume", "threads", "allow_pickle", "device")
 # Recipe options added after checkpoints were first written -> the value that does what runs did before
 # the option existed: a checkpoint whose recipe lacks one was made with that value (and resumes with it).
-ADDED_OPTIONS = {"score_scale": 1.0}
+ADDED_OPTIONS = {"score_scale": 1.0, "density_schedule": "constant"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,7 +59,8 @@ class CompressOptions(JsonDataclass):
     strategy: str = "onelayer"  # dense | onelayer | mp | rp
     ratio: float | None = None  # rp only: unique values = int(N_max * ratio) + 1
     rp_mode: str = "rand"  # rp only: rand (tile then permute) | copy (tile in order: aliases with kernel shapes)
-    density: float = 0.5  # fraction of each layer's weights the mask keeps
+    density: float = DEFAULT_DENSITY  # fraction of each layer's weights the mask keeps
+    density_schedule: str = "constant"  # constant | anneal: from dense down to `density` (recipe only)
     target_size: int | str | None = None  # file budget in bytes ("40KB", "40KiB"; stored as int): picks the density
     target_ratio: float | None = None  # file budget as dense fp32 file bytes / X: picks the density
     distribution: str = "signed_constant"  # signed_constant | normal | uniform (benchmarks/results/recipe_*)
@@ -149,6 +150,9 @@ class CompressOptions(JsonDataclass):
         check_bool("distill", self.distill, optional=True)
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise option_error("device", f"must be one of auto, cpu, cuda or cuda:N; found {self.device!r}")
+        if self.density_schedule not in DENSITY_SCHEDULES:
+            choices = ", ".join(DENSITY_SCHEDULES)
+            raise option_error("density_schedule", f"must be one of {choices}; found {self.density_schedule!r}")
         if self.dense_dtype not in DENSE_DTYPES:
             raise option_error("dense_dtype", f"must be one of {', '.join(DENSE_DTYPES)}; found {self.dense_dtype!r}")
         if self.format_version not in FORMAT_VERSIONS or isinstance(self.format_version, bool):

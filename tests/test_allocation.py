@@ -13,7 +13,7 @@ import pemn_compress as pemn
 from pemn_compress.allocation import GlobalAllocation, allocate_, is_global, kept_counts, set_model_density_
 from pemn_compress.annealing import DensityAnnealing
 from pemn_compress.compress import CompressOptions, TrainingInterrupted, compress
-from pemn_compress.config import MaskConfig
+from pemn_compress.config import DEFAULT_DENSITY, MaskConfig
 from pemn_compress.errors import ConfigError, ModelError
 from pemn_compress.faults import InterruptAfterSteps
 from pemn_compress.surgery import config_of, masked_layers
@@ -145,19 +145,19 @@ def test_it_composes_with_annealing_and_resumes_to_the_same_file(fmnist_cwd):
 
 
 def test_a_file_over_its_budget_is_fitted_keeping_the_global_allocation(fmnist_cwd, monkeypatch):
-    # an estimate of the deflated header 1,500 B too optimistic: the density chosen (0.5) is too high
+    # an estimate of the deflated header 1,500 B too optimistic: the density chosen (the default) is too high
     monkeypatch.setattr("pemn_compress.budget.header_margin", lambda deflated: -1500)
-    options = dict(OPTIONS, density=0.5, model="test_convmixer")
+    options = {k: v for k, v in OPTIONS.items() if k != "density"} | {"model": "test_convmixer"}
     compress(CompressOptions(**options, output="free.pemn"), callbacks=[GlobalAllocation()])
     budget = (fmnist_cwd / "free.pemn").stat().st_size - 10  # fits once the recipe is left out
     compress(CompressOptions(**options, output="norecipe.pemn", target_size=budget), callbacks=[GlobalAllocation()])
-    assert pemn.read_pemn("norecipe.pemn").header["config"]["density"] == 0.5
+    assert pemn.read_pemn("norecipe.pemn").header["config"]["density"] == DEFAULT_DENSITY
     budget = (fmnist_cwd / "norecipe.pemn").stat().st_size - 10  # over even without it: the density must go
     compress(CompressOptions(**options, output="fit.pemn", target_size=budget), callbacks=[GlobalAllocation()])
     assert (fmnist_cwd / "fit.pemn").stat().st_size <= budget
     fitted = pemn.read_pemn("fit.pemn")
     final = fitted.header["config"]["density"]
-    assert final < 0.5 and "recipe" not in fitted.header["provenance"]
+    assert final < DEFAULT_DENSITY and "recipe" not in fitted.header["provenance"]
     kept = _kept("fit.pemn")
     uniform = [max(1, math.floor(final * layer.numel + 0.5)) for layer in fitted.layers]
     assert kept != uniform and sum(kept) == sum(uniform)  # lowered, still allocated across layers

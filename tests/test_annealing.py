@@ -3,7 +3,9 @@ images, and --resume through it."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from conftest import run_compress
 
 import pemn_compress as pemn
 from pemn_compress.annealing import DensityAnnealing
@@ -63,3 +65,31 @@ def test_resume_through_the_schedule_gives_the_same_file(fmnist_cwd):
                  callbacks=[DensityAnnealing(), InterruptAfterSteps(5)])
     compress(CompressOptions(**OPTIONS, output="cut.pemn", resume=True), callbacks=[DensityAnnealing()])
     assert (fmnist_cwd / "cut.pemn").read_bytes() == (fmnist_cwd / "ref.pemn").read_bytes()
+
+
+def _trained_tensors(path) -> dict:
+    """What training decides in a file: its masks and stored tensors, without the header (whose
+    provenance records the options that produced it)."""
+    pf = pemn.read_pemn(path)
+    return {name: t for name, t in pf.tensors.items() if name != "header"}
+
+
+def test_the_cli_option_is_the_callback(fmnist_cwd):
+    flags = ["test_mlp", "--max-train-samples", "256", "--epochs", "2", "--batch-size", "32", "--threads", "1",
+             "--density", "0.2"]  # fmt: skip
+    run_compress(*flags, "--density-schedule", "anneal", "-o", "cli.pemn")
+    compress(CompressOptions(**OPTIONS, output="api.pemn"), callbacks=[DensityAnnealing()])
+    run_compress(*flags, "-o", "constant.pemn")
+    cli, api, constant = (_trained_tensors(fmnist_cwd / f"{n}.pemn") for n in ("cli", "api", "constant"))
+    assert cli.keys() == api.keys() and "masks" in cli
+    assert all(np.array_equal(cli[name], api[name]) for name in cli)
+    assert not np.array_equal(cli["masks"], constant["masks"])
+    recipes = [pemn.read_pemn(fmnist_cwd / f"{n}.pemn").header["provenance"]["recipe"] for n in ("cli", "constant")]
+    assert [r["density_schedule"] for r in recipes] == ["anneal", "constant"]
+
+
+def test_a_bad_schedule_is_refused_by_name(fmnist_cwd):
+    result = run_compress("test_mlp", "--density-schedule", "linear", expect=2)
+    assert "--density-schedule" in result.stderr and "'linear' is not one of" in result.stderr
+    with pytest.raises(ConfigError, match="density_schedule"):
+        CompressOptions(model="test_mlp", density_schedule="linear")

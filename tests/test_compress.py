@@ -342,13 +342,17 @@ def test_interrupt_then_resume_is_byte_identical(env, reference):
     assert not (env / "out.pemn.ckpt").exists() and resumed.stderr == ""
 
 
-def test_a_checkpoint_older_than_an_option_resumes_at_its_default(env, reference):
+@pytest.mark.parametrize("option,flag,message", [
+    ("score_scale", ["--score-scale", "2"], "score_scale 1.0 -> 2.0"),
+    ("density_schedule", ["--density-schedule", "anneal"], "density_schedule 'constant' -> 'anneal'"),
+])  # fmt: skip
+def test_a_checkpoint_older_than_an_option_resumes_at_its_default(env, reference, option, flag, message):
     interrupted("old.pemn", InterruptAfterSteps(5), checkpoint_every=0)
     state = torch.load(env / "old.pemn.ckpt", weights_only=True)
-    del state["recipe"]["score_scale"]  # what a checkpoint written before --score-scale existed holds
+    del state["recipe"][option]  # what a checkpoint written before the option existed holds
     torch.save(state, env / "old.pemn.ckpt")
-    refused = run(*RESUME, "-o", "old.pemn", "--resume", "--score-scale", "2", expect=None)
-    assert_one_line_error(refused, "other settings", "score_scale 1.0 -> 2.0")
+    refused = run(*RESUME, "-o", "old.pemn", "--resume", *flag, expect=None)
+    assert_one_line_error(refused, "other settings", message)
     run(*RESUME, "-o", "old.pemn", "--resume")
     assert (env / "old.pemn").read_bytes() == reference
 

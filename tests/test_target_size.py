@@ -16,6 +16,7 @@ from pemn_compress.budget import parse_size
 from pemn_compress.commands import eval_command
 from pemn_compress.compress import CompressOptions, TrainingInterrupted
 from pemn_compress.compress import compress as compress_api
+from pemn_compress.config import DEFAULT_DENSITY
 from pemn_compress.errors import ConfigError, ModelError
 from pemn_compress.faults import InterruptAfterSteps
 from pemn_compress.surgery import set_density_
@@ -119,7 +120,7 @@ def test_target_ratio_json(env):
 
 
 def test_a_trained_file_over_the_estimate_is_made_to_fit_before_writing(env, monkeypatch):
-    # an estimate of the deflated header 1,500 B too optimistic: the density chosen (0.5) is too high
+    # an estimate of the deflated header 1,500 B too optimistic: the density chosen (the default) is too high
     monkeypatch.setattr("pemn_compress.budget.header_margin", lambda deflated: -1500)
     run("test_convmixer", *QUICK, "-o", "plain.pemn")
     plain = os.path.getsize(env / "plain.pemn")
@@ -127,7 +128,7 @@ def test_a_trained_file_over_the_estimate_is_made_to_fit_before_writing(env, mon
     # 10 B over: leaving the recipe out of the provenance is enough, the density stays
     result = run("test_convmixer", *QUICK, "--target-size", str(plain - 10), "-o", "a.pemn")
     a = pemn.read_pemn(env / "a.pemn")
-    assert os.path.getsize(env / "a.pemn") <= plain - 10 and a.header["config"]["density"] == 0.5
+    assert os.path.getsize(env / "a.pemn") <= plain - 10 and a.header["config"]["density"] == DEFAULT_DENSITY
     assert "over the budget: the recipe is left out of its provenance" in result.stderr
     assert "recipe" not in a.header["provenance"] and "density lowered" not in result.stderr
 
@@ -137,13 +138,13 @@ def test_a_trained_file_over_the_estimate_is_made_to_fit_before_writing(env, mon
     assert os.path.getsize(env / "b.pemn") <= budget
     b = pemn.read_pemn(env / "b.pemn")
     final = b.header["config"]["density"]
-    assert f"target {budget:,} B: density 0.5 (" in result.stderr  # what was chosen before training
-    assert f"density lowered from 0.5 to {final:g}" in result.stderr and final < 0.5
+    assert f"target {budget:,} B: density {DEFAULT_DENSITY:g} (" in result.stderr  # chosen before training
+    assert f"density lowered from {DEFAULT_DENSITY:g} to {final:g}" in result.stderr and final < DEFAULT_DENSITY
     assert "recipe" not in b.header["provenance"] and b.header["provenance"]["target"]["density"] == final
     masks_a, masks_b = (pemn.fileformat.reader.decode_masks(f) for f in (a, b))
     for name, mask in masks_b.items():  # test_convmixer's layers: 256, 144, 256, 144, 256 and 160 weights
         assert int(mask.sum()) == max(1, int(final * mask.size + 0.5))
-        assert not (mask & ~masks_a[name]).any()  # same training, so a subset of the density 0.5 masks
+        assert not (mask & ~masks_a[name]).any()  # same training, so a subset of the unfitted masks
     # the accuracy reported and recorded is the fitted file's own, as pemn eval measures it
     report = json.loads(CliRunner().invoke(eval_command, [str(env / "b.pemn"), "--json"]).stdout)
     assert report["accuracy"] == report["recorded_accuracy"]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pemn_compress import rng
-from pemn_compress.config import MaskConfig
+from pemn_compress.config import DEFAULT_DENSITY, MaskConfig
 from pemn_compress.nn import (
     MaskedConv1d,
     MaskedConv2d,
@@ -64,7 +64,7 @@ def test_masked_type_keeps_dense_isinstance(case):
     dense_type = type(LAYER_CASES[case][0]())
     assert type(layer) is LAYER_CASES[case][2]
     assert isinstance(layer, dense_type) and isinstance(layer, MaskedLayer)
-    assert "density=0.5" in repr(layer)
+    assert f"density={DEFAULT_DENSITY:g}," in repr(layer)
 
 
 @pytest.mark.parametrize("case", CASES)
