@@ -302,6 +302,21 @@ def default_density(groups: dict[str, dict[int, dict]]) -> tuple[float, str] | N
     return density, f"{rule}, mean of {seeds} seeds: {summary}"
 
 
+def default_schedule(groups: dict[str, dict[int, dict]]) -> tuple[str, str] | None:
+    """The density schedule the defaults should have, and why: anneal when ``defaults + density
+    annealing`` beat ``defaults`` on every seed of the headline rows (3 or more), else constant. None
+    while a seed is missing."""
+    seeds = sorted(groups.get("dense fp32", {}))
+    rows, base = groups.get("defaults + density annealing", {}), groups.get("defaults", {})
+    if len(seeds) < 3 or not set(seeds) <= set(rows) & set(base):
+        return None
+    deltas = [100 * (rows[s]["accuracy"] - base[s]["accuracy"]) for s in seeds]
+    per_seed = ", ".join(f"s{s} {d:+.2f}" for s, d in zip(seeds, deltas, strict=True))
+    if min(deltas) > 0:
+        return "anneal", f"`defaults + density annealing` beat `defaults` on every seed ({per_seed})"
+    return "constant", f"`defaults + density annealing` did not beat `defaults` on every seed ({per_seed})"
+
+
 def below(gap: float) -> str:
     return f"{gap:.2f} points below" if gap >= 0 else f"{-gap:.2f} points above"
 
@@ -382,6 +397,10 @@ def render(csv_path: Path, readme: Path | None = None) -> Path:
     if decided is not None:
         body += ["", f"Default density: **{decided[0]:g}**: {decided[1]}. `tests/test_frontier.py` checks that "
                  "`pemn compress` (and `MaskConfig`) default to it."]  # fmt: skip
+    schedule = default_schedule(groups)
+    if schedule is not None:
+        body += ["", f"Default density schedule: **{schedule[0]}**: {schedule[1]}. `tests/test_frontier.py` checks "
+                 "that `pemn compress` defaults to it."]  # fmt: skip
     paired = paired_lines(groups, ratio)
     if paired:
         body += ["", "Beyond the paper, each measured alone (paired against the row it changes, same seeds):", ""]

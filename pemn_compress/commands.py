@@ -170,8 +170,9 @@ def _print_summary(result) -> None:
 @click.option("--density-schedule", type=click.Choice(DENSITY_SCHEDULES), default="constant", show_default=True,
               help="constant: train at the density from the first step (edge-popup). anneal: start with every "
                    "weight kept and remove the lowest-score ones gradually (cubic) until the density is reached "
-                   "at 75% of the steps; the file is the same size. On the full-data report it beat constant on "
-                   "every seed at --target-ratio 40 (benchmarks/results/frontier_*).")
+                   "at 75% of the steps; the file is the same size. In the full-data report it beat constant on "
+                   "every seed at --target-ratio 40 (density 0.09) and lost at the default density "
+                   "(benchmarks/results/frontier_*): for small budgets.")
 @click.option("--target-size", default=None, metavar="SIZE",
               help="Choose the density so that the file is at most SIZE bytes whatever training learns: 40000, "
                    "40KB (40,000), 40KiB (40,960), 1.5MB, 2MiB. The largest density up to the default "

@@ -208,3 +208,20 @@ def test_code_defaults_to_the_density_the_committed_report_decides():
     cli = {p.name: p.default for p in compress_command.params}
     assert CompressOptions(model="convmixer_192_6_p4").density == cli["density"] == decided
     assert pemn.MaskConfig().density == DEFAULT_DENSITY == decided
+
+
+def test_code_defaults_to_the_density_schedule_the_committed_report_decides():
+    """anneal is the default only if it beat the defaults without it on every seed (paired, recomputed
+    here from the raw CSV); the CLI and CompressOptions default to the committed report's decision."""
+    from pemn_compress.commands import compress as compress_command
+    from pemn_compress.options import CompressOptions
+
+    markdown = COMMITTED.with_suffix(".md").read_text()
+    decided = re.search(r"^Default density schedule: \*\*(\w+)\*\*", markdown, flags=re.M).group(1)
+    rows = read_csv(COMMITTED.with_suffix(".csv"))
+    acc = {(r["method"], int(r["seed"])): float(r["accuracy"]) for r in rows}
+    seeds = sorted(s for m, s in acc if m == "dense fp32")
+    wins = [acc[("defaults + density annealing", s)] > acc[("defaults", s)] for s in seeds]
+    assert len(seeds) >= 3 and decided == ("anneal" if all(wins) else "constant")
+    cli = {p.name: p.default for p in compress_command.params}
+    assert CompressOptions(model="convmixer_192_6_p4").density_schedule == cli["density_schedule"] == decided
