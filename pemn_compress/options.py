@@ -20,8 +20,8 @@ from typing import cast
 
 from torch import nn
 
-from .budget import DEFAULT_DENSITY, parse_size
-from .config import DENSITY_SCHEDULES, JsonDataclass, MaskConfig
+from .budget import parse_size
+from .config import DEFAULT_DENSITY, DENSITY_SCHEDULES, JsonDataclass, MaskConfig
 from .errors import ConfigError, check_bool, check_int, check_number, option_error, worded
 from .fileformat.constants import DENSE_DTYPES, FORMAT_VERSION, FORMAT_VERSIONS
 from .fileformat.writer import DEFAULT_DENSE_DTYPE
