@@ -43,8 +43,9 @@ defaults within 1.0 point of dense fp32 at >= 25x; the ``--target-ratio 40`` fil
 mean of the seeds) and ``--readme README.md`` also refreshes the README's generated block.
 Outputs: ``benchmarks/results/frontier_<task>_<model>_cpu.{csv,json,md}``.
 
-Cost: 22 jobs of 10 epochs; at about 2.5 minutes per epoch on one core, about 9 hours of one core,
-about 4.6 hours with two processes on the 2 cores (6 to 7 while other work shares them).
+Cost: 25 jobs of 10 epochs; at 2.5 to 6 minutes per epoch on one core (the CSV's ``train_seconds``:
+more for dense training and pruning, and while other work shares the cores), 15 to 20 hours of one
+core, 8 to 10 hours with two processes on the 2 cores.
 
     nohup nice -n 10 python benchmarks/frontier.py --resume --worker 0/2 > a.log 2>&1 &   # even jobs of the plan
     nohup nice -n 10 python benchmarks/frontier.py --resume --worker 1/2 > b.log 2>&1 &   # odd jobs
