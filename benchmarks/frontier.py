@@ -294,8 +294,9 @@ def default_density(groups: dict[str, dict[int, dict]]) -> tuple[float, str] | N
     max_gap, min_ratio = GOALS["defaults"]
     meets = [m for m, (g, r) in stats.items() if statistics.fmean(g) <= max_gap and r >= min_ratio]
     best = min(meets or stats, key=lambda m: statistics.fmean(stats[m][0]))
-    density = float(next(iter(groups[best].values()))["density"])
-    summary = "; ".join(f"`{m}` (density {float(next(iter(groups[m].values()))['density']):g}): "
+    density_of = lambda m: float(next(iter(groups[m].values()))["density"])  # noqa: E731
+    density = density_of(best)
+    summary = "; ".join(f"`{m}` (density {density_of(m):g}): "
                         f"{below(statistics.fmean(g))} dense, {r:.1f}x" for m, (g, r) in stats.items())
     rule = ("the most accurate of those meeting both goals of the defaults (within {0} points of dense fp32, "
             ">= {1:g}x)" if meets else "none meets both goals of the defaults: the most accurate").format(
@@ -307,15 +308,20 @@ def default_schedule(groups: dict[str, dict[int, dict]]) -> tuple[str, str] | No
     """The density schedule the defaults should have, and why: anneal when ``defaults + density
     annealing`` beat ``defaults`` on every seed of the headline rows (3 or more), else constant. None
     while a seed is missing."""
-    seeds = sorted(groups.get("dense fp32", {}))
-    rows, base = groups.get("defaults + density annealing", {}), groups.get("defaults", {})
-    if len(seeds) < 3 or not set(seeds) <= set(rows) & set(base):
+    seeds, deltas, per_seed = paired(groups, "defaults + density annealing", "defaults")
+    if len(seeds) < 3 or seeds != sorted(groups.get("dense fp32", {})):
         return None
-    deltas = [100 * (rows[s]["accuracy"] - base[s]["accuracy"]) for s in seeds]
-    per_seed = ", ".join(f"s{s} {d:+.2f}" for s, d in zip(seeds, deltas, strict=True))
     if min(deltas) > 0:
         return "anneal", f"`defaults + density annealing` beat `defaults` on every seed ({per_seed})"
     return "constant", f"`defaults + density annealing` did not beat `defaults` on every seed ({per_seed})"
+
+
+def paired(groups: dict[str, dict[int, dict]], method: str, base: str) -> tuple[list[int], list[float], str]:
+    """The seeds both rows have, ``method - base`` in points on each, and those as "s0 +0.12, ..."."""
+    rows, under = groups.get(method, {}), groups.get(base, {})
+    seeds = sorted(set(rows) & set(under))
+    deltas = [100 * (rows[s]["accuracy"] - under[s]["accuracy"]) for s in seeds]
+    return seeds, deltas, ", ".join(f"s{s} {d:+.2f}" for s, d in zip(seeds, deltas, strict=True))
 
 
 def below(gap: float) -> str:
@@ -350,12 +356,9 @@ def paired_lines(groups: dict[str, dict[int, dict]], target_ratio: float) -> lis
     """Each method measured alone against its base row: the paired difference, seed by seed."""
     lines = []
     for p in points(target_ratio):
-        rows, base = groups.get(p.method, {}), groups.get(p.base, {})
-        seeds = sorted(set(rows) & set(base)) if p.base else []
+        seeds, deltas, per_seed = paired(groups, p.method, p.base) if p.base else ([], [], "")
         if not seeds:
             continue
-        deltas = [100 * (rows[s]["accuracy"] - base[s]["accuracy"]) for s in seeds]
-        per_seed = ", ".join(f"s{s} {d:+.2f}" for s, d in zip(seeds, deltas, strict=True))
         verdict = ("one seed: no verdict yet" if len(deltas) < 2 else "better on every seed" if min(deltas) > 0
                    else "worse on every seed" if max(deltas) < 0 else "mixed")  # fmt: skip
         spread = f" ± {statistics.stdev(deltas):.2f}" if len(deltas) > 1 else ""
