@@ -328,6 +328,13 @@ def read_rows(csv_path: Path) -> list[dict]:
     return rows
 
 
+def started_date(meta_path: Path, resume: bool) -> str:
+    """The start date a report's JSON records: a resumed report keeps the one it has, a new one gets today's."""
+    earlier = re.search(r"started (\S+)\.$", json.loads(meta_path.read_text()).get("setup", "")) if (
+        resume and meta_path.exists()) else None  # fmt: skip
+    return earlier.group(1) if earlier else datetime.date.today().isoformat()
+
+
 def write_row(csv_path: Path, row: dict) -> None:
     def cell(v):
         if isinstance(v, float):
@@ -713,7 +720,7 @@ def main(argv=None) -> None:
         f"{D.dense_dtype} leftovers) except the one a row changes; sweep {args.epochs} epochs, long phase "
         f"{args.long_epochs} epochs (defaults, the {args.long_top} best sweep settings, dense); seeds {args.seeds}; "
         f"cpu, torch {torch.__version__}, {platform.machine()}, {args.threads} thread(s); started "
-        f"{datetime.date.today().isoformat()}."
+        f"{started_date(csv_path.with_suffix('.json'), args.resume)}."
     )
     csv_path.with_suffix(".json").write_text(json.dumps({
         "command": ("python benchmarks/recipe.py " + " ".join(shlex.quote(a) for a in recorded)).strip(),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import datetime
+import json
 import re
 import statistics
 
@@ -200,3 +202,13 @@ def test_code_defaults_are_the_committed_recommendation():
             assert value in wins[option], option
         else:
             assert not wins[option], option
+
+
+def test_a_resumed_report_keeps_its_start_date(tmp_path):
+    """The JSON's "started" date is the first run's: --resume keeps it, a fresh run (or none yet) is today."""
+    meta = tmp_path / "report.json"
+    today = datetime.date.today().isoformat()
+    assert rc.started_date(meta, resume=True) == today  # nothing to keep yet
+    meta.write_text(json.dumps({"setup": "model on data; seeds 0,1; started 2020-01-02."}))
+    assert rc.started_date(meta, resume=True) == "2020-01-02"
+    assert rc.started_date(meta, resume=False) == today
