@@ -418,6 +418,7 @@ def findings(summary: list[tuple[str, float, dict]], epochs: int) -> list[str]:
 
 
 SINGLE_FLAG = [p for p in POINTS if p.kind == "pemn" and len(p.changes) == 1]
+DISTILL = next(p for p in POINTS if p.kind == "distill")  # decides `distill` (None: on with a trained input)
 
 
 # Options whose default this sweep measures but does not decide -> where it is decided, and why.
@@ -456,6 +457,12 @@ def recommended(rows: list[dict], epochs: int) -> list[dict]:
         else:
             continue
         out.append({"option": option, "baseline": BASELINE[option], "value": value, "why": why})
+    distill = summary.get(DISTILL.setting)
+    if distill:  # no flag: on by default (None) when the input carries trained weights, else False
+        on = len(distill) >= 2 and all(d > 0 for d in distill.values())
+        why = (f"{DISTILL.setting}: {fmt_delta(distill)} points" + (", every seed: on whenever the input carries "
+               "trained weights" if on else ": not better on every seed, so off unless asked for"))  # fmt: skip
+        out.append({"option": "distill", "baseline": None, "value": None if on else False, "why": why})
     return out
 
 
@@ -469,7 +476,9 @@ def recommendation_lines(rows: list[dict], epochs: int) -> list[str]:
         "",
         "The rule: per option, the value of the single-flag row with the largest mean paired gain among those "
         f"better than the baseline on every seed; else the baseline's value; {ELSEWHERE}: an option this sweep "
-        "measures but does not decide. `tests/test_recipe.py` checks that the defaults of `pemn compress` "
+        "measures but does not decide. distill (no flag of its own: the input decides; None: on when the input "
+        "carries trained weights): None if distillation from the dense model beat the baseline on every seed, "
+        "else False. `tests/test_recipe.py` checks that the defaults of `pemn compress` "
         "(`CompressOptions`) equal this column.",
         "",
         "| option | baseline | recommended default | why |",

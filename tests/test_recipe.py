@@ -188,6 +188,11 @@ def test_code_defaults_are_the_committed_recommendation():
         if r["seed"] == seeds[0]["seed"] and len(seeds) >= 2:
             if all(float(x["accuracy"]) > base[x["seed"]] for x in seeds):
                 wins[change[0]].append(change[1])
+    # distillation has no flag (the input decides): None (on with a trained input) only if it won every seed
+    distilled = [r for r in sweep if r["flags"].startswith("a trained state dict as input")]
+    assert len(distilled) >= 2
+    expected = None if all(float(r["accuracy"]) > base[r["seed"]] for r in distilled) else False
+    assert recs.pop("distill") is expected and options.distill is expected and cli["distill"] is expected
     assert set(wins) == set(recs)
     for option, value in recs.items():
         if option in rc.DECIDED_ELSEWHERE:  # the full-data report decides it (test_frontier checks the code)
