@@ -22,6 +22,9 @@ Rows:
   density at 75% of training), each paired seed by seed against the row without it; the ``--target-ratio
   40`` rows ran as ``compress(options, callbacks=[DensityAnnealing()])`` before the option existed, which
   trains the same weights (``tests/test_annealing.py``).
+- ``defaults + augmentation``: ``--augment`` (random crop + flip), the option the recipe benchmark's
+  3-epoch sweep turned off and the one most likely to pay only in longer runs; it decides the default
+  ("Default augmentation", like the density schedule: on only if it beat ``defaults`` on every seed).
 - ``--target-ratio 40 + global allocation``: beyond the paper (``pemn_compress.allocation``: one
   threshold over every layer's scores, each relative to its initial scale, instead of the same density
   in every layer), paired seed by seed against ``--target-ratio 40`` like annealing.
@@ -33,8 +36,9 @@ Rows:
   mask), stored as a coded bitmap + fp16 kept values + fp16 rest; sparsities sized to land near the
   PEMN rows' bytes.
 
-The headline rows (dense, defaults alone and with annealing, ``--density 0.5``, ``--target-ratio 40``
-alone and with annealing or global allocation) run for every seed of ``--seeds`` (3), the others for the first seed.
+The headline rows (dense, defaults alone and with annealing or augmentation, ``--density 0.5``,
+``--target-ratio 40`` alone and with annealing or global allocation) run for every seed of ``--seeds`` (3),
+the others for the first seed.
 Jobs run seed by seed, so a run stopped early holds complete seeds. Each finished job appends its rows
 to the CSV; ``--resume`` skips finished jobs, ``--only REGEX`` selects jobs, ``--worker I/N`` takes
 every N-th job of the plan from the I-th (N processes share the cores and the CSV, each in plan order;
@@ -43,9 +47,9 @@ defaults within 1.0 point of dense fp32 at >= 25x; the ``--target-ratio 40`` fil
 mean of the seeds) and ``--readme README.md`` also refreshes the README's generated block.
 Outputs: ``benchmarks/results/frontier_<task>_<model>_cpu.{csv,json,md}``.
 
-Cost: 25 jobs of 10 epochs; at 2.5 to 6 minutes per epoch on one core (the CSV's ``train_seconds``:
-more for dense training and pruning, and while other work shares the cores), 15 to 20 hours of one
-core, 8 to 10 hours with two processes on the 2 cores.
+Cost: 28 jobs of 10 epochs; at 2.5 to 6 minutes per epoch on one core (the CSV's ``train_seconds``:
+more for dense training and pruning, and while other work shares the cores), 17 to 22 hours of one
+core, 9 to 11 hours with two processes on the 2 cores.
 
     nohup nice -n 10 python benchmarks/frontier.py --resume --worker 0/2 > a.log 2>&1 &   # even jobs of the plan
     nohup nice -n 10 python benchmarks/frontier.py --resume --worker 1/2 > b.log 2>&1 &   # odd jobs
@@ -60,7 +64,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import datetime
 import importlib.util
 import json
 import math
@@ -133,6 +136,7 @@ POINTS = (
     Point("defaults", "pemn", every_seed=True),
     Point("--density 0.5", "pemn", {"density": 0.5}, every_seed=True),  # the default density before this report
     Point("defaults + density annealing", "pemn", {"density_schedule": "anneal"}, every_seed=True, base="defaults"),
+    Point("defaults + augmentation", "pemn", {"augment": True}, every_seed=True, base="defaults"),  # 10 epochs
     Point("--target-ratio 40", "pemn", {"target_ratio": 40.0}, every_seed=True),
     Point("--target-ratio 40 + density annealing", "pemn", {"target_ratio": 40.0, "density_schedule": "anneal"},
           every_seed=True, base="--target-ratio 40"),
@@ -304,16 +308,26 @@ def default_density(groups: dict[str, dict[int, dict]]) -> tuple[float, str] | N
     return density, f"{rule}, mean of {seeds} seeds: {summary}"
 
 
-def default_schedule(groups: dict[str, dict[int, dict]]) -> tuple[str, str] | None:
-    """The density schedule the defaults should have, and why: anneal when ``defaults + density
-    annealing`` beat ``defaults`` on every seed of the headline rows (3 or more), else constant. None
-    while a seed is missing."""
-    seeds, deltas, per_seed = paired(groups, "defaults + density annealing", "defaults")
+# options decided by one row that changes the defaults in that option alone: (option, row, the report's line,
+# the value when the row beat ``defaults`` on every seed, the value otherwise)
+ONE_ROW_DECISIONS = (
+    ("density_schedule", "defaults + density annealing", "Default density schedule", "anneal", "constant"),
+    ("augment", "defaults + augmentation", "Default augmentation", "on", "off"),
+)
+
+
+def one_row_decision(
+    groups: dict[str, dict[int, dict]], method: str, changed: str, kept: str
+) -> tuple[str, str] | None:
+    """The value an option of the defaults should have, and why: ``changed`` when ``method`` (the defaults
+    with that option changed) beat ``defaults`` on every seed of the headline rows (3 or more), else
+    ``kept``. None while a seed is missing."""
+    seeds, deltas, per_seed = paired(groups, method, "defaults")
     if len(seeds) < 3 or seeds != sorted(groups.get("dense fp32", {})):
         return None
     if min(deltas) > 0:
-        return "anneal", f"`defaults + density annealing` beat `defaults` on every seed ({per_seed})"
-    return "constant", f"`defaults + density annealing` did not beat `defaults` on every seed ({per_seed})"
+        return changed, f"`{method}` beat `defaults` on every seed ({per_seed})"
+    return kept, f"`{method}` did not beat `defaults` on every seed ({per_seed})"
 
 
 def paired(groups: dict[str, dict[int, dict]], method: str, base: str) -> tuple[list[int], list[float], str]:
@@ -401,13 +415,15 @@ def render(csv_path: Path, readme: Path | None = None) -> Path:
     if decided is not None:
         body += ["", f"Default density: **{decided[0]:g}**: {decided[1]}. `tests/test_frontier.py` checks that "
                  "`pemn compress` (and `MaskConfig`) default to it."]  # fmt: skip
-    schedule = default_schedule(groups)
-    if schedule is not None:
-        body += ["", f"Default density schedule: **{schedule[0]}**: {schedule[1]}. `tests/test_frontier.py` checks "
-                 "that `pemn compress` defaults to it."]  # fmt: skip
+    for _, method, line, changed, kept in ONE_ROW_DECISIONS:
+        decision = one_row_decision(groups, method, changed, kept)
+        if decision is not None:
+            body += ["", f"{line}: **{decision[0]}**: {decision[1]}. `tests/test_frontier.py` checks that "
+                     "`pemn compress` defaults to it."]  # fmt: skip
     paired = paired_lines(groups, ratio)
     if paired:
-        body += ["", "Beyond the paper, each measured alone (paired against the row it changes, same seeds):", ""]
+        body += ["", "Changes measured alone (paired against the row they change, same seeds; annealing and global "
+                 "allocation go beyond the paper):", ""]
         body += paired
     lines = [
         f"# {meta.get('title', csv_path.stem)}",
@@ -494,9 +510,7 @@ def main(argv=None) -> None:
     runner = Runner(args, data_spec)
     d = CompressOptions(model=args.model)
     meta_path = csv_path.with_suffix(".json")
-    earlier = re.search(r"started (\S+)\.$", json.loads(meta_path.read_text()).get("setup", "")) if (
-        args.resume and meta_path.exists()) else None  # fmt: skip
-    started = earlier.group(1) if earlier else str(datetime.date.today())  # a resumed report keeps its start
+    started = _script("recipe").started_date(meta_path, args.resume)
     skip = ("--resume", "--only", "--worker")  # how a run was split is not part of what it measures
     recorded = [a for i, a in enumerate(argv) if a not in skip and (i == 0 or argv[i - 1] not in skip)]
     setup = (

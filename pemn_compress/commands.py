@@ -220,8 +220,9 @@ def _print_summary(result) -> None:
                    "distribution over the classes. 0: hard labels.")
 @click.option("--augment/--no-augment", default=False, show_default=True,
               help="Random crop + horizontal flip of training images. Off by default: on the full Fashion-MNIST "
-                   "training set it cost accuracy on every seed of the recipe benchmark (benchmarks/results/"
-                   "recipe_*); it may help long runs on small training sets. Never for digits or text.")
+                   "training set it cost accuracy on every seed, at 3 epochs (benchmarks/results/recipe_*) and "
+                   "at 10 (benchmarks/results/frontier_*); it may help long runs on small training sets. Never "
+                   "for digits or text.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to train: auto (CUDA when available, else the CPU), cpu, or cuda.")
 @click.option("--amp/--no-amp", default=True, show_default=True,

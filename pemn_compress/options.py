@@ -72,7 +72,7 @@ class CompressOptions(JsonDataclass):
     data: str = "fashion-mnist"  # see data.DATASET_SPECS
     data_root: str | None = None  # folder of a named data set (default: its environment variable / package path)
     max_train_samples: int | None = None  # class-stratified training subset, for quick runs
-    augment: bool = False  # random crop + horizontal flip of training images (off: benchmarks/results/recipe_*)
+    augment: bool = False  # random crop + horizontal flip of training images (off: recipe_* and frontier_* results)
     # training (TrainConfig)
     epochs: int = 10
     batch_size: int = 128  # global batch (split across torchrun ranks)

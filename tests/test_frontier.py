@@ -50,7 +50,8 @@ def test_resume_runs_each_job_once(runs):
     seeds = {m: {x["seed"] for x in second if x["method"] == m} for m in {r["method"] for r in second}}
     headline = {m for m, s in seeds.items() if s == {"0", "1", "2"}}
     assert headline == {"dense fp32", "dense fp16", "int8 weight-only", "defaults", "--density 0.5",
-                        "defaults + density annealing", "--target-ratio 2", "--target-ratio 2 + density annealing",
+                        "defaults + density annealing", "defaults + augmentation", "--target-ratio 2",
+                        "--target-ratio 2 + density annealing",
                         "--target-ratio 2 + global allocation"}  # fmt: skip
     single = {r["method"] for r in second} - headline
     assert single == {"magnitude pruning 98%", "magnitude pruning 99%", "random pruning 98%", "previous defaults"}
@@ -124,6 +125,11 @@ def test_goals_are_the_paired_gaps_of_the_rows(runs, tmp_path):
         assert found == pytest.approx(statistics.fmean(gaps), abs=0.005 + 1e-9)
         gap = statistics.fmean(gaps)
         assert ("**met**" in line.split(";")[0]) == (gap <= bar)
+    for line, method, changed, kept in (("Default density schedule", "defaults + density annealing", "anneal",
+                                         "constant"), ("Default augmentation", "defaults + augmentation", "on", "off")):
+        wins = [acc[(method, s)] > acc[("defaults", s)] for s in (0, 1, 2)]
+        decided = re.search(rf"^{line}: \*\*(\w+)\*\*", markdown, flags=re.M).group(1)
+        assert decided == (changed if all(wins) else kept)
     text = readme.read_text()
     assert "old text" not in text and text.startswith("# title\n\nbefore\n") and text.endswith("after\n")
     assert "| dense fp32 |" in text and "Goals" in text
@@ -137,17 +143,19 @@ def test_workers_split_the_plan(tmp_path):
     args = ["--quick", "--dry-run", "--out", str(tmp_path), "--work", str(tmp_path / "work")]
     everything = set(re.findall(r"^(\S.*?\|\d)\s", run(args), flags=re.M))
     shares = [set(re.findall(r"^(\S.*?\|\d)\s", run(args + ["--worker", f"{i}/2"]), flags=re.M)) for i in (0, 1)]
-    assert len(everything) == 25 and shares[0] | shares[1] == everything and not shares[0] & shares[1]
+    assert len(everything) == 28 and shares[0] | shares[1] == everything and not shares[0] & shares[1]
     assert shares[0] and shares[1]
     with pytest.raises(SystemExit):
         fr.parse_args(["--worker", "2/2"])
 
 
-@pytest.mark.parametrize("method,base,stem", [
-    ("--target-ratio 2 + density annealing", "--target-ratio 2", "target_ratio_2_density_annealing"),
-    ("defaults + density annealing", "defaults", "defaults_density_annealing"),
+@pytest.mark.parametrize("method,base,stem,recipe", [
+    ("--target-ratio 2 + density annealing", "--target-ratio 2", "target_ratio_2_density_annealing",
+     {"density_schedule": "anneal"}),
+    ("defaults + density annealing", "defaults", "defaults_density_annealing", {"density_schedule": "anneal"}),
+    ("defaults + augmentation", "defaults", "defaults_augmentation", {"augment": True, "density_schedule": "constant"}),
 ])  # fmt: skip
-def test_annealing_is_paired_against_its_base_row(runs, method, base, stem):
+def test_a_method_measured_alone_is_paired_against_its_base_row(runs, method, base, stem, recipe):
     """The beyond-the-paper line: per-seed differences to the row without the method, from the raw CSV."""
     out, _, rows, _, _ = runs
     markdown = (out / f"{NAME}.md").read_text()
@@ -156,9 +164,9 @@ def test_annealing_is_paired_against_its_base_row(runs, method, base, stem):
     found = {int(s): float(d) for s, d in re.findall(r"s(\d) ([+-]\d+\.\d+)", line)}
     expected = {s: acc[(method, s)] - acc[(base, s)] for s in (0, 1, 2)}
     assert found == pytest.approx(expected, abs=0.005 + 1e-9)
-    # the file was trained with the schedule (its recipe says so) and written at the density of its row
+    # the file was trained with the method (its recipe says so) and written at the density of its row
     header = pemn.read_pemn(out / "work" / f"e1_{stem}_s0.pemn").header
-    assert header["provenance"]["recipe"]["density_schedule"] == "anneal"
+    assert {k: header["provenance"]["recipe"][k] for k in recipe} == recipe
     assert header["config"]["density"] == float(next(r["density"] for r in rows if r["job"] == f"{method}|0"))
 
 
@@ -210,18 +218,24 @@ def test_code_defaults_to_the_density_the_committed_report_decides():
     assert pemn.MaskConfig().density == DEFAULT_DENSITY == decided
 
 
-def test_code_defaults_to_the_density_schedule_the_committed_report_decides():
-    """anneal is the default only if it beat the defaults without it on every seed (paired, recomputed
-    here from the raw CSV); the CLI and CompressOptions default to the committed report's decision."""
+@pytest.mark.parametrize("option,line,method,changed,kept", [
+    ("density_schedule", "Default density schedule", "defaults + density annealing", "anneal", "constant"),
+    ("augment", "Default augmentation", "defaults + augmentation", True, False),
+])  # fmt: skip
+def test_code_defaults_to_what_one_row_of_the_committed_report_decides(option, line, method, changed, kept):
+    """An option changes from the defaults only if the row that changes it alone beat the defaults on
+    every seed (paired, recomputed here from the raw CSV); the CLI and CompressOptions default to the
+    committed report's decision."""
     from pemn_compress.commands import compress as compress_command
     from pemn_compress.options import CompressOptions
 
     markdown = COMMITTED.with_suffix(".md").read_text()
-    decided = re.search(r"^Default density schedule: \*\*(\w+)\*\*", markdown, flags=re.M).group(1)
+    shown = re.search(rf"^{line}: \*\*(\w+)\*\*", markdown, flags=re.M).group(1)
     rows = read_csv(COMMITTED.with_suffix(".csv"))
     acc = {(r["method"], int(r["seed"])): float(r["accuracy"]) for r in rows}
     seeds = sorted(s for m, s in acc if m == "dense fp32")
-    wins = [acc[("defaults + density annealing", s)] > acc[("defaults", s)] for s in seeds]
-    assert len(seeds) >= 3 and decided == ("anneal" if all(wins) else "constant")
+    wins = [acc[(method, s)] > acc[("defaults", s)] for s in seeds]
+    decided = changed if len(seeds) >= 3 and all(wins) else kept
+    assert shown == {True: "on", False: "off"}.get(decided, decided)
     cli = {p.name: p.default for p in compress_command.params}
-    assert CompressOptions(model="convmixer_192_6_p4").density_schedule == cli["density_schedule"] == decided
+    assert getattr(CompressOptions(model="convmixer_192_6_p4"), option) == cli[option] == decided
