@@ -425,6 +425,8 @@ DISTILL = next(p for p in POINTS if p.kind == "distill")  # decides `distill` (N
 DECIDED_ELSEWHERE = {
     "density": "decided by the full-data report (benchmarks/results/frontier_*, \"Default density\"): its goal "
     "counts file bytes (>= 25x) as well as accuracy, at the default 10 epochs",
+    "density_schedule": "decided by the full-data report (benchmarks/results/frontier_*, \"Default density "
+    "schedule\"): at the default 10 epochs and density, 3 seeds",
 }
 ELSEWHERE = "(full-data report)"  # the recommendation column of an option decided elsewhere
 
