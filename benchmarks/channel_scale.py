@@ -26,24 +26,19 @@ scale; it gets one only if the scale wins).
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
-import platform
-import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
 
+import _harness as h
 import torch
 from torch import nn
 
 import pemn_compress as pemn
-from pemn_compress.compress import CompressOptions
 from pemn_compress.data import BatchLoader, get_dataset
+from pemn_compress.pipeline import CompressOptions
 from pemn_compress.train import evaluate
 
-RESULTS = Path(__file__).parent / "results"
 # variant -> what the learned scale multiplies: nothing, each output channel, or each whole masked layer
 VARIANTS = {"masks only": None, "masks + per-channel scale": "channel", "masks + per-layer scale": "layer"}
 BASE = "masks only"
@@ -74,15 +69,14 @@ def learned_scales(model: nn.Module) -> list[torch.Tensor]:
 def one_run(args, data, variant: str, seed: int) -> dict:
     options = CompressOptions(model=args.model, epochs=args.epochs, seed=seed, density=args.density)
     torch.manual_seed(seed)
-    model = pemn.create_model(args.model, in_chans=data.in_chans, num_classes=data.num_classes,
-                              img_size=data.img_size[0])
+    model = pemn.create_model(args.model, **h.model_kwargs(data))
     pemn.mask_(model, options.mask_config())
     per = VARIANTS[variant]
     extra = attach_scales(model, per) if per else 0
     loader = BatchLoader.from_dataset(data, "train", batch_size=options.batch_size, shuffle=True, seed=seed,
                                       drop_last=True)  # the defaults: no augmentation
     started = time.perf_counter()
-    pemn.Trainer(model, loader, None, options.train_config(distill=False), device="cpu").fit()
+    pemn.Trainer(model, loader, None, options.train_config(), device="cpu").fit()
     seconds = time.perf_counter() - started
     test = BatchLoader.from_dataset(data, "test", batch_size=500)
     accuracy = evaluate(model, test, "cpu")[1]
@@ -93,10 +87,11 @@ def one_run(args, data, variant: str, seed: int) -> dict:
 
 
 def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [r | {"seed": int(r["seed"]), "accuracy": float(r["accuracy"])} for r in csv.DictReader(fh)]
+    return h.read_rows(path, ints=("seed",), floats=("accuracy",))
+
+
+def job_id(row: dict) -> str:
+    return f"{row['variant']}|{row['seed']}"
 
 
 def render(csv_path: Path, command: str, setup: str) -> Path:
@@ -111,18 +106,12 @@ def render(csv_path: Path, command: str, setup: str) -> Path:
         lines.append(f"| {v} | " + " | ".join(f"{acc[(v, s)]:.2f}" if (v, s) in acc else "-" for s in seeds) + " |")
     lines.append("")
     for v in ran[1:]:
-        paired = [s for s in seeds if (v, s) in acc]
-        deltas = [acc[(v, s)] - acc[(BASE, s)] for s in paired]
-        spread = f" ± {statistics.stdev(deltas):.2f}" if len(deltas) > 1 else ""
-        verdict = ("one seed: no verdict yet" if len(deltas) < 2 else "better on every seed" if min(deltas) > 0
-                   else "worse on every seed" if max(deltas) < 0 else "no better on every seed")  # fmt: skip
-        per_seed = ", ".join(f"s{s} {d:+.2f}" for s, d in zip(paired, deltas, strict=True))
-        lines.append(f"- {v} against {BASE}: {statistics.fmean(deltas):+.2f}{spread} points over {len(paired)} "
-                     f"seed(s), paired ({per_seed}): {verdict}, before counting the scales' bytes.")  # fmt: skip
-    md = csv_path.with_suffix(".md")
-    md.write_text("\n".join(lines) + "\n")
-    print(f"wrote {md}")
-    return md
+        points = {s: acc[(v, s)] for s in seeds if (v, s) in acc}
+        deltas = h.paired(points, {s: acc[(BASE, s)] for s in seeds}, scale=1.0)  # already in points
+        verdict = h.verdict(list(deltas.values()), otherwise="no better on every seed")
+        lines.append(f"- {v} against {BASE}: {h.mean_sd(deltas.values(), signed=True)} points over {len(deltas)} "
+                     f"seed(s), paired ({h.per_seed(deltas)}): {verdict}, before counting the scales' bytes.")
+    return h.write_text(csv_path.with_suffix(".md"), lines)
 
 
 def main(argv=None) -> Path:
@@ -134,7 +123,7 @@ def main(argv=None) -> Path:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=str(h.RESULTS))
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the CSV")
     parser.add_argument("--quick", action="store_true", help="test_convmixer, 1000/500 images, 2 epochs, density 0.5")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -151,28 +140,20 @@ def main(argv=None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     name = f"channel_scale{'_quick' if args.quick else ''}_{args.data}_{args.model}_cpu"
     csv_path = out / f"{name}.csv"
-    done = {(r["variant"], r["seed"]) for r in read_rows(csv_path)} if args.resume else set()
-    if not args.resume or not csv_path.exists():
-        with open(csv_path, "w", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=FIELDS).writeheader()
+    done = h.start_csv(csv_path, FIELDS, args.resume, job_id)
     for seed in (int(s) for s in args.seeds.split(",")):
         for variant in [v for v in VARIANTS if v in variants]:
-            if (variant, seed) in done:
+            if job_id({"variant": variant, "seed": seed}) in done:
                 continue
             row = one_run(args, data, variant, seed)
-            with open(csv_path, "a", newline="") as fh:
-                csv.DictWriter(fh, fieldnames=FIELDS).writerow(row)
+            h.append_rows(csv_path, FIELDS, [row])
             print(f"{variant:<28} seed {seed}: {100 * row['accuracy']:.2f}% ({row['train_seconds']} s)", flush=True)
     d = CompressOptions(model=args.model)
     setup = (f"{args.model}, {data.num_train:,} training / {data.num_test:,} test images of {args.data}, "
              f"{args.epochs} epochs, density {args.density:g}, the recipe of `pemn compress` ({d.distribution} "
              f"values, {d.optimizer} lr {d.lr:g}, {d.schedule}, batch {d.batch_size}, weight decay "
-             f"{d.weight_decay:g}); cpu, torch {torch.__version__}, {platform.machine()}, {args.threads} "
-             f"thread(s); {datetime.date.today()}")  # fmt: skip
-    skip = {"--resume"}
-    recorded = [shlex.quote(a) for a in argv if a not in skip]
-    return render(csv_path, " ".join(["python benchmarks/channel_scale.py", *recorded]),
-                  setup)
+             f"{d.weight_decay:g}); {h.environment(args.threads, 'cpu')}; {h.today()}")  # fmt: skip
+    return render(csv_path, h.recorded_command("channel_scale.py", argv, skip={"--resume"}), setup)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ by loading that file. The default in ``pemn_compress/fileformat/writer.py`` and 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import shlex
 import sys
 import tempfile
 from pathlib import Path
 
+import _harness as h
 import torch
 
 import pemn_compress as pemn
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
         f"Command: `{command.strip()}`",
         "",
         f"Strategy {args.strategy}, density 0.5, {args.epochs} epochs on {args.train_samples} Fashion-MNIST images, "
-        f"accuracy on the full test set measured by loading each file; {datetime.date.today().isoformat()}.",
+        f"accuracy on the full test set measured by loading each file; {h.today()}.",
         "",
         "| model | leftovers | file bytes | mask bytes | dense leftover bytes | leftovers share | accuracy % "
         "| change vs fp32 (pts) |",
@@ -78,10 +78,7 @@ def main(argv=None) -> None:
                     f"{100 * accuracy:.2f} | {100 * (accuracy - reference):+.2f} |"
                 )
                 print(lines[-1], flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dense_dtype_fashion-mnist_cpu.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'dense_dtype_fashion-mnist_cpu.md'}")
+    h.write_text(Path(args.out) / "dense_dtype_fashion-mnist_cpu.md", lines)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ never by the package writer; benchmarks/hostile_files.py builds its files with i
 
     PYTHONPATH=. python benchmarks/fuzz_loader.py --cases 2000 --seed 1 --report /tmp/fuzz.json
     PYTHONPATH=. python benchmarks/fuzz_loader.py --seed 1 --replay 1234     # one case, verbosely
+    PYTHONPATH=. python benchmarks/fuzz_loader.py --cases 0 --write-seeds /tmp/seeds   # the seed files only
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ __all__ = [
     "reference_reader",
     "run_case",
     "run_fuzz",
+    "write_seeds",
 ]
 
 
@@ -160,6 +162,14 @@ def load_seeds(folder: Path = VECTORS / "valid", versions: tuple[int, ...] = (1,
                 Seed(label, blob, tensors, metadata, header, expected[name]["load"], masks, digest, layout, full)
             )
     return seeds
+
+
+def write_seeds(folder: Path) -> None:
+    """Every seed as a file: ``folder/<vector>.pemn`` (version 1, as committed) and ``folder/v2/<vector>.pemn``."""
+    for seed in load_seeds():
+        path = Path(folder) / seed.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(seed.blob)
 
 
 # ---------------------------------------------------------------------------------------------- file model
@@ -1133,98 +1143,150 @@ def m_v2_header_tensor(rng, c: Candidate):
     if HEADER_TENSOR not in c.tensors:  # an earlier mutation removed it
         c.tensors[HEADER_TENSOR] = ["U8", AUTO, b""]
         c.add_to_order(HEADER_TENSOR)
-    kind = rng.randrange(15)
-    expect: tuple[str, ...] | None = ("HeaderError",)
-    if kind == 0:  # cut short
-        where = rng.choice([0, 1, -1, -2, 0.5, rng.random()])
-        c.header_stream_edits.append(
-            lambda s, t, where=where: s[: int(where * len(s)) if isinstance(where, float) else where]
-        )
-    elif kind == 1:  # bit flips: broken, another text (header hash), or a padding bit (ignored)
-        spots = [(rng.random(), rng.randrange(8)) for _ in range(rng.choice([1, 1, 2, 4]))]
-
-        def flip(s, t, spots=spots):
-            out = bytearray(s)
-            for where, bit in spots:
-                out[int(where * len(out))] ^= 1 << bit
-            return bytes(out)
-
-        c.header_stream_edits.append(flip)
-        expect = ("accepted", "HeaderError", "ChecksumError")
-    elif kind == 2:  # bytes after the final block
-        junk = rng.choice([b"\x00", b"\x03\x00", bytes(rng.getrandbits(8) for _ in range(7)), deflate_raw(b"{}")])
-        c.header_stream_edits.append(lambda s, t, junk=junk: s + junk)
-    elif kind == 3:  # hand-made stored blocks, some empty: valid; or no final block; or LEN != ~NLEN
-        sizes = tuple(rng.choice([0, 0, 1, 7, 100, 1000]) for _ in range(rng.randrange(4)))
-        variant = rng.choice(["valid", "valid", "valid", "no-final", "nlen"])
-        c.header_stream = lambda t, sizes=sizes, variant=variant: stored_stream(t, sizes, final=variant != "no-final")
-        if variant == "nlen":
-            c.header_stream_edits.append(lambda s, t: s[:3] + bytes([s[3] ^ 1]) + s[4:])
-        expect = ("accepted",) if variant == "valid" else ("HeaderError",)
-    elif kind == 4:  # another compressor setting (any valid DEFLATE stream is accepted)
-        settings = dict(
-            level=rng.randrange(10),
-            window_bits=-rng.randrange(9, 16),
-            mem_level=rng.randrange(1, 10),
-            strategy=rng.choice(
-                [zlib.Z_DEFAULT_STRATEGY, zlib.Z_FILTERED, zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE, zlib.Z_FIXED]
-            ),
-            flush_every=rng.choice([0, 0, 1, 64, 1000]),
-        )
-        c.header_stream = lambda t, settings=settings: deflate_raw(t, **settings)
-        expect = ("accepted",)
-    elif kind == 5:  # a stream of another length than pemn.header_bytes declares
-        k = rng.choice([1, 2, 100])
-        if rng.random() < 0.5:
-            c.header_stream = lambda t, k=k: deflate_raw(t + b" " * k)
-        else:
-            c.header_stream = lambda t, k=k: deflate_raw(t[:-k])
-    elif kind == 6:  # an inflation bomb: the header, then 16 MiB of zeros (a 16 KB stream)
-        if rng.random() < 0.7:
-            c.header_stream = lambda t: deflate_raw(t, final=False) + zero_bomb()
-        else:
-            c.header_stream = lambda t: zero_bomb()
-    elif kind == 7:  # another dtype (row 11c)
-        c.tensors[HEADER_TENSOR][0] = rng.choice(["I8", "U16", "I16", "F16", "F32", "I64", "U32", "F64", "BOOL"])
-        expect = ("ShapeError",)
-    elif kind == 8:  # another shape: 2-D, 3-D, or a scalar (one byte)
-        c.tensors[HEADER_TENSOR][1] = rng.choice(
-            [lambda n: [n, 1], lambda n: [1, n], lambda n: [1, 1, n], lambda n: [] if n == 1 else [n, 1]]
-        )
-        if rng.random() < 0.25:
-            c.header_stream_edits.append(lambda s, t: s[:1])
-        expect = ("ShapeError",)
-    elif kind == 9:  # missing
-        del c.tensors[HEADER_TENSOR]
-        expect = ("ShapeError",)
-    elif kind == 10:  # a zlib or gzip stream, or raw DEFLATE followed by zlib's Adler-32
-        c.header_stream = rng.choice(
-            [
-                lambda t: zlib.compress(t, 9),
-                lambda t: gzip.compress(t, mtime=0),
-                lambda t: deflate_raw(t) + struct.pack(">I", zlib.adler32(t)),
-            ]
-        )
-    elif kind == 11:  # whitespace around the JSON text (hashed and declared): any JSON text is valid
-        pad = rng.choice([" ", "\n", " \t\r\n" * 50])
-        before = pad if rng.random() < 0.5 else ""
-        c.header_text_edits.append(lambda text, pad=pad, before=before: before + text + pad)
-        expect = ("accepted",)
-    elif kind == 12:  # empty stored blocks (a sync flush marker) before the stream: valid
-        c.header_stream_edits.append(lambda s, t: b"\x00\x00\x00\xff\xff" + s)
-        expect = ("accepted",)
-    elif kind == 13:  # the unused bits after the final block, in its last byte, set: ignored
-        c.header_stream_edits.append(lambda s, t: set_padding_bits(s))
-        expect = ("accepted",)
-    else:  # the inflated bytes themselves (hashed and declared): not UTF-8, a NUL, a BOM; raw UTF-8 letters
-        junk = rng.choice([b"\xff", b"\xed\xa0\x80", b"\xc0\xaf", b"\x00", b"\xef\xbb\xbf", "\u00e9\u2713".encode()])
-        at = rng.choice(["start", "string", "anywhere"])
-        where = rng.random()
-        c.header_raw_edits.append(lambda t, junk=junk, at=at, where=where: _insert_raw(t, junk, at, where))
-        utf8 = junk in (b"\xef\xbb\xbf", "\u00e9\u2713".encode())  # a BOM, or letters: changes a value or breaks
-        expect = ("accepted",) if utf8 and at == "string" else None if utf8 and at == "anywhere" else ("HeaderError",)
-    c.expect = expect
+    kind = rng.randrange(len(HEADER_TENSOR_EDITS))
+    c.expect = HEADER_TENSOR_EDITS[kind](rng, c)
     return f"{kind}"
+
+
+# Each edit of the version 2 header tensor returns the outcomes the spec allows a file with only that fault
+# (None: any). HeaderError is a broken stream or text.
+def _ht_cut(rng, c: Candidate):
+    """Cut short: at a fixed end, a fraction of the stream."""
+    where = rng.choice([0, 1, -1, -2, 0.5, rng.random()])
+    c.header_stream_edits.append(
+        lambda s, t, where=where: s[: int(where * len(s)) if isinstance(where, float) else where]
+    )
+    return ("HeaderError",)
+
+
+def _ht_flip(rng, c: Candidate):
+    """Bit flips: broken, another text (header hash), or a padding bit (ignored)."""
+    spots = [(rng.random(), rng.randrange(8)) for _ in range(rng.choice([1, 1, 2, 4]))]
+
+    def flip(s, t, spots=spots):
+        out = bytearray(s)
+        for where, bit in spots:
+            out[int(where * len(out))] ^= 1 << bit
+        return bytes(out)
+
+    c.header_stream_edits.append(flip)
+    return ("accepted", "HeaderError", "ChecksumError")
+
+
+def _ht_trailing(rng, c: Candidate):
+    """Bytes after the final block."""
+    junk = rng.choice([b"\x00", b"\x03\x00", bytes(rng.getrandbits(8) for _ in range(7)), deflate_raw(b"{}")])
+    c.header_stream_edits.append(lambda s, t, junk=junk: s + junk)
+    return ("HeaderError",)
+
+
+def _ht_stored(rng, c: Candidate):
+    """Hand-made stored blocks, some empty: valid; or no final block; or LEN != ~NLEN."""
+    sizes = tuple(rng.choice([0, 0, 1, 7, 100, 1000]) for _ in range(rng.randrange(4)))
+    variant = rng.choice(["valid", "valid", "valid", "no-final", "nlen"])
+    c.header_stream = lambda t, sizes=sizes, variant=variant: stored_stream(t, sizes, final=variant != "no-final")
+    if variant == "nlen":
+        c.header_stream_edits.append(lambda s, t: s[:3] + bytes([s[3] ^ 1]) + s[4:])
+    return ("accepted",) if variant == "valid" else ("HeaderError",)
+
+
+def _ht_settings(rng, c: Candidate):
+    """Another compressor setting (any valid DEFLATE stream is accepted)."""
+    settings = dict(
+        level=rng.randrange(10),
+        window_bits=-rng.randrange(9, 16),
+        mem_level=rng.randrange(1, 10),
+        strategy=rng.choice([zlib.Z_DEFAULT_STRATEGY, zlib.Z_FILTERED, zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE, zlib.Z_FIXED]),
+        flush_every=rng.choice([0, 0, 1, 64, 1000]),
+    )
+    c.header_stream = lambda t, settings=settings: deflate_raw(t, **settings)
+    return ("accepted",)
+
+
+def _ht_length(rng, c: Candidate):
+    """A stream of another length than pemn.header_bytes declares."""
+    k = rng.choice([1, 2, 100])
+    if rng.random() < 0.5:
+        c.header_stream = lambda t, k=k: deflate_raw(t + b" " * k)
+    else:
+        c.header_stream = lambda t, k=k: deflate_raw(t[:-k])
+    return ("HeaderError",)
+
+
+def _ht_bomb(rng, c: Candidate):
+    """An inflation bomb: the header, then 16 MiB of zeros (a 16 KB stream)."""
+    if rng.random() < 0.7:
+        c.header_stream = lambda t: deflate_raw(t, final=False) + zero_bomb()
+    else:
+        c.header_stream = lambda t: zero_bomb()
+    return ("HeaderError",)
+
+
+def _ht_dtype(rng, c: Candidate):
+    """Another dtype (row 11c)."""
+    c.tensors[HEADER_TENSOR][0] = rng.choice(["I8", "U16", "I16", "F16", "F32", "I64", "U32", "F64", "BOOL"])
+    return ("ShapeError",)
+
+
+def _ht_shape(rng, c: Candidate):
+    """Another shape: 2-D, 3-D, or a scalar (one byte)."""
+    c.tensors[HEADER_TENSOR][1] = rng.choice(
+        [lambda n: [n, 1], lambda n: [1, n], lambda n: [1, 1, n], lambda n: [] if n == 1 else [n, 1]]
+    )
+    if rng.random() < 0.25:
+        c.header_stream_edits.append(lambda s, t: s[:1])
+    return ("ShapeError",)
+
+
+def _ht_missing(rng, c: Candidate):
+    del c.tensors[HEADER_TENSOR]
+    return ("ShapeError",)
+
+
+def _ht_wrapped(rng, c: Candidate):
+    """A zlib or gzip stream, or raw DEFLATE followed by zlib's Adler-32."""
+    c.header_stream = rng.choice([
+        lambda t: zlib.compress(t, 9),
+        lambda t: gzip.compress(t, mtime=0),
+        lambda t: deflate_raw(t) + struct.pack(">I", zlib.adler32(t)),
+    ])
+    return ("HeaderError",)
+
+
+def _ht_whitespace(rng, c: Candidate):
+    """Whitespace around the JSON text (hashed and declared): any JSON text is valid."""
+    pad = rng.choice([" ", "\n", " \t\r\n" * 50])
+    before = pad if rng.random() < 0.5 else ""
+    c.header_text_edits.append(lambda text, pad=pad, before=before: before + text + pad)
+    return ("accepted",)
+
+
+def _ht_sync_marker(rng, c: Candidate):
+    """Empty stored blocks (a sync flush marker) before the stream: valid."""
+    c.header_stream_edits.append(lambda s, t: b"\x00\x00\x00\xff\xff" + s)
+    return ("accepted",)
+
+
+def _ht_padding(rng, c: Candidate):
+    """The unused bits after the final block, in its last byte, set: ignored."""
+    c.header_stream_edits.append(lambda s, t: set_padding_bits(s))
+    return ("accepted",)
+
+
+def _ht_raw_bytes(rng, c: Candidate):
+    """The inflated bytes themselves (hashed and declared): not UTF-8, a NUL, a BOM; raw UTF-8 letters."""
+    junk = rng.choice([b"\xff", b"\xed\xa0\x80", b"\xc0\xaf", b"\x00", b"\xef\xbb\xbf", "\u00e9\u2713".encode()])
+    at = rng.choice(["start", "string", "anywhere"])
+    where = rng.random()
+    c.header_raw_edits.append(lambda t, junk=junk, at=at, where=where: _insert_raw(t, junk, at, where))
+    utf8 = junk in (b"\xef\xbb\xbf", "\u00e9\u2713".encode())  # a BOM, or letters: changes a value or breaks
+    return ("accepted",) if utf8 and at == "string" else None if utf8 and at == "anywhere" else ("HeaderError",)
+
+
+HEADER_TENSOR_EDITS = [  # in the order of the labels "m_v2_header_tensor:<index>" (fixed: cases replay)
+    _ht_cut, _ht_flip, _ht_trailing, _ht_stored, _ht_settings, _ht_length, _ht_bomb, _ht_dtype, _ht_shape,
+    _ht_missing, _ht_wrapped, _ht_whitespace, _ht_sync_marker, _ht_padding, _ht_raw_bytes,
+]
 
 
 def _insert_raw(text: bytes, junk: bytes, at: str, where: float) -> bytes:
@@ -1844,6 +1906,193 @@ class FuzzStats:
         return out
 
 
+@dataclass
+class _Run:
+    """What the readers did with one case (``_run_readers``)."""
+
+    stage: str
+    decoded: tuple | None
+    exc: BaseException | None
+    seconds: float
+    rss_jump: int
+    peak: int | None
+    ref_out: dict | None
+    ref_exc: BaseException | None
+    ref_seconds: float
+    load_exc: BaseException | None = None
+    load_outcome: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        return _outcome(self.exc, (FormatError,))
+
+
+def _run_readers(case: Case, seed: Seed, ref, max_weights: int, measure_memory: bool) -> _Run:
+    """The package (traced when ``measure_memory``), the reference reader and maybe ``pemn.load`` on one case,
+    each abandoned after HARD_TIMEOUT seconds."""
+    stage = ["read"]
+    old_handler = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(HARD_TIMEOUT)
+    try:
+        if measure_memory:
+            tracemalloc.start()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        decoded, exc, seconds = _timed(_package, case.blob, max_weights, stage)
+        rss_jump = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+        peak = None
+        if measure_memory:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        ref_out, ref_exc, ref_seconds = _timed(lambda b: ref.read(b, max_weights=max_weights), case.blob)
+        run = _Run(stage[0], decoded, exc, seconds, rss_jump, peak, ref_out, ref_exc, ref_seconds)
+        if case.load:
+            use_skeleton = "skeleton" in seed.load or random.Random(case.index).random() < 0.3
+            _, run.load_exc, _ = _timed(_load, case.blob, seed, use_skeleton, case.masked, max_weights)
+            run.load_outcome = _outcome(run.load_exc, (PemnError,))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old_handler)
+    return run
+
+
+def _problems(case: Case, seed: Seed, run: _Run, stats: FuzzStats, max_weights: int, slow: float) -> list[str]:
+    """The unexpected outcomes of one case (``stats`` gets its memory sample and ``pemn.load`` outcome)."""
+    outcome = run.outcome
+    problems = [outcome] if outcome.startswith("unexpected") else []
+    if case.family == "bytes" and outcome == "accepted" and content_digest(*run.decoded) != seed.digest:
+        problems.append("unexpected:silent-change")  # unsigned byte damage read as a different model
+    if run.seconds > slow:
+        problems.append("unexpected:slow")
+    if run.rss_jump > RSS_JUMP:
+        problems.append("unexpected:rss")
+    if run.peak is not None:
+        bound = memory_bound(case.blob, max_weights)
+        stats.memory_samples += 1
+        stats.memory_peak_ratio = max(stats.memory_peak_ratio, run.peak / bound)
+        if run.peak > bound:
+            problems.append("unexpected:memory")
+    if run.load_outcome is not None:
+        stats.load[run.load_outcome] += 1
+        if run.load_outcome.startswith("unexpected"):
+            problems.append(f"unexpected:load:{type(run.load_exc).__name__}")
+        if run.load_outcome == "accepted" and outcome != "accepted":
+            stats.load_after_refusal += 1
+            problems.append("unexpected:load-accepted-refused-file")
+    return problems
+
+
+def _stage(run: _Run) -> str:
+    """How far the package got; for a refusal inside ``read_pemn``, which part refused."""
+    if run.stage != "read" or run.exc is None:
+        return run.stage
+    message = str(run.exc)
+    if "data checksum" in message:
+        return "read: data checksum"
+    if "header checksum" in message or "header_sha256" in message:
+        return "read: header hash"
+    return "read: container" if type(run.exc).__name__ == "ContainerError" else "read: header"
+
+
+def _count(case: Case, run: _Run, ref_outcome: str, stats: FuzzStats, slow: float) -> None:
+    """The case's outcomes in the counters of ``stats``."""
+    outcome = run.outcome
+    stats.cases += 1
+    stats.package[outcome] += 1
+    stats.reference[ref_outcome] += 1
+    stats.stage[_stage(run)] += 1
+    stats.family[case.family] += 1
+    stats.family_accepted[case.family] += outcome == "accepted"
+    stats.versions[case.version] += 1
+    stats.version_accepted[case.version] += outcome == "accepted"
+    for label in case.labels:
+        stats.mutators[label.split(":")[0]] += 1
+    stats.max_case_seconds = max(stats.max_case_seconds, run.seconds)
+    if ref_outcome.startswith("unexpected") or run.ref_seconds > slow:
+        stats.reference_unexpected[ref_outcome if ref_outcome.startswith("unexpected") else "slow"] += 1
+
+
+def _expectation(case: Case, outcome: str, stats: FuzzStats) -> str | None:
+    """A one-fault case against the outcome the spec gives it: the mismatch, or None."""
+    if case.expect is None or outcome.startswith("unexpected"):
+        return None
+    stats.expectations_checked += 1
+    got = "accepted" if outcome == "accepted" else outcome.split(":")[1]
+    if got in case.expect:
+        return None
+    mismatch = f"{case.labels[0]}: {'/'.join(case.expect)} -> {got}"
+    stats.expectation_mismatches[mismatch] += 1
+    return mismatch
+
+
+def _compare(case: Case, run: _Run, ref_outcome: str, stats: FuzzStats) -> str | None:
+    """The two readers on one case: the disagreement ("accept/refuse", "bits") or None."""
+    outcome = run.outcome
+    if outcome.startswith("unexpected") or ref_outcome.startswith("unexpected"):
+        return None
+    pkg_ok, ref_ok = outcome == "accepted", ref_outcome == "accepted"
+    if pkg_ok != ref_ok:
+        stats.accept_refuse_disagreements += 1
+        return "accept/refuse"
+    if pkg_ok:
+        weights, ref_weights = run.decoded[1], run.ref_out["weights"]
+        if [n for n, _ in weights] != list(ref_weights) or any(
+            w.tobytes() != ref_weights[n].tobytes() for n, w in weights
+        ):
+            stats.bit_disagreements += 1
+            return "bits"
+    elif outcome.split(":")[1] != ref_outcome.split(":")[1]:  # informational: counted as agreeing
+        stats.class_disagreements[f"{outcome.split(':')[1]} / {ref_outcome.split(':')[1]}"] += 1
+        if len(stats.class_examples) < 20:
+            stats.class_examples.append({"case": case.index, "seed": case.seed_name, "mutations": case.labels,
+                                         "package": f"{outcome}: {str(run.exc)[:200]}",
+                                         "reference": f"{ref_outcome}: {str(run.ref_exc)[:200]}"})
+    stats.agree += 1
+    return None
+
+
+def _record(case: Case, run: _Run, ref_outcome: str, expectation: str | None) -> dict:
+    record = {
+        "peak": run.peak,
+        "case": case.index,
+        "seed": case.seed_name,
+        "family": case.family,
+        "mutations": case.labels,
+        "package": run.outcome,
+        "reference": ref_outcome,
+        "load": run.load_outcome,
+        "stage": run.stage,
+        "seconds": round(run.seconds, 4),
+        "bytes": len(case.blob),
+    }
+    if run.exc is not None:
+        record["package_message"] = str(run.exc)[:300]
+    if run.ref_exc is not None:
+        record["reference_message"] = str(run.ref_exc)[:300]
+    if expectation is not None:
+        record["expectation"] = expectation
+    return record
+
+
+def _report(case: Case, run: _Run, record: dict, stats: FuzzStats, crash_dir: Path | None, saved: Counter | None):
+    """A case with a problem, a disagreement or an expectation mismatch: counted, its input saved, an example kept."""
+    problems, disagreement = record["problems"], record["disagreement"]
+    for p in problems:
+        stats.unexpected[p] += 1
+    kind = problems[0] if problems else f"disagreement:{disagreement}" if disagreement else "expectation"
+    bad = run.load_exc if (run.load_exc is not None and not isinstance(run.load_exc, PemnError)) else run.exc
+    if bad is not None and not isinstance(bad, PemnError):
+        record["traceback"] = "".join(traceback.format_exception(type(bad), bad, bad.__traceback__))[-3000:]
+    if crash_dir is not None and saved is not None and saved[kind] < MAX_SAVED_PER_CLASS:
+        saved[kind] += 1
+        folder = crash_dir / kind.replace(":", "_").replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"case{case.index}.bin").write_bytes(case.blob)
+        (folder / f"case{case.index}.json").write_text(json.dumps(record, indent=1, default=str))
+        record["saved"] = str(folder / f"case{case.index}.bin")
+    if len(stats.examples) < 60:
+        stats.examples.append({k: v for k, v in record.items() if k != "traceback"})
+
+
 def run_case(
     case: Case,
     seeds_by_name: dict,
@@ -1858,159 +2107,21 @@ def run_case(
     """Run one case through both readers (and maybe pemn.load); update ``stats``; return a record."""
     ref = reference_reader()
     seed = seeds_by_name[case.seed_name]
-    stage = ["read"]
     skip_reference = declared_version(case.blob) == 2 and not reference_reads_v2()
-    old_handler = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(HARD_TIMEOUT)
-    try:
-        if measure_memory:
-            tracemalloc.start()
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        decoded, exc, seconds = _timed(_package, case.blob, max_weights, stage)
-        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        peak = None
-        if measure_memory:
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-        ref_out, ref_exc, ref_seconds = _timed(lambda b: ref.read(b, max_weights=max_weights), case.blob)
-        load_exc, load_outcome = None, None
-        if case.load:
-            use_skeleton = "skeleton" in seed.load or random.Random(case.index).random() < 0.3
-            _, load_exc, _ = _timed(_load, case.blob, seed, use_skeleton, case.masked, max_weights)
-            load_outcome = _outcome(load_exc, (PemnError,))
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old_handler)
-
-    outcome = _outcome(exc, (FormatError,))
-    ref_outcome = _outcome(ref_exc, (ref.FormatError,))
-    weights = decoded[1] if decoded is not None else None
-    problems = []
-    if outcome.startswith("unexpected"):
-        problems.append(outcome)
-    if case.family == "bytes" and outcome == "accepted" and content_digest(*decoded) != seed.digest:
-        problems.append("unexpected:silent-change")  # unsigned byte damage read as a different model
-    if seconds > slow:
-        problems.append("unexpected:slow")
-    if rss_after - rss_before > RSS_JUMP:
-        problems.append("unexpected:rss")
-    if peak is not None:
-        bound = memory_bound(case.blob, max_weights)
-        stats.memory_samples += 1
-        stats.memory_peak_ratio = max(stats.memory_peak_ratio, peak / bound)
-        if peak > bound:
-            problems.append("unexpected:memory")
-    if load_outcome is not None:
-        stats.load[load_outcome] += 1
-        if load_outcome.startswith("unexpected"):
-            problems.append(f"unexpected:load:{type(load_exc).__name__}")
-        if load_outcome == "accepted" and outcome != "accepted":
-            stats.load_after_refusal += 1
-            problems.append("unexpected:load-accepted-refused-file")
-
-    stats.cases += 1
-    stats.package[outcome] += 1
-    stats.reference[ref_outcome] += 1
-    reached = stage[0]
-    if reached == "read" and exc is not None:  # which part of read_pemn refused it
-        message = str(exc)
-        reached = (
-            "read: data checksum"
-            if "data checksum" in message
-            else "read: header hash"
-            if "header checksum" in message or "header_sha256" in message
-            else "read: container"
-            if type(exc).__name__ == "ContainerError"
-            else "read: header"
-        )
-    stats.stage[reached] += 1
-    stats.family[case.family] += 1
-    stats.family_accepted[case.family] += outcome == "accepted"
-    stats.versions[case.version] += 1
-    stats.version_accepted[case.version] += outcome == "accepted"
-    for label in case.labels:
-        stats.mutators[label.split(":")[0]] += 1
-    stats.max_case_seconds = max(stats.max_case_seconds, seconds)
-    if ref_outcome.startswith("unexpected") or ref_seconds > slow:
-        stats.reference_unexpected[ref_outcome if ref_outcome.startswith("unexpected") else "slow"] += 1
-
-    disagreement = None
-    expectation = None
-    if case.expect is not None and not outcome.startswith("unexpected"):
-        stats.expectations_checked += 1
-        got = "accepted" if outcome == "accepted" else outcome.split(":")[1]
-        if got not in case.expect:
-            expectation = f"{case.labels[0]}: {'/'.join(case.expect)} -> {got}"
-            stats.expectation_mismatches[expectation] += 1
-    pkg_ok, ref_ok = outcome == "accepted", ref_outcome == "accepted"
+    run = _run_readers(case, seed, ref, max_weights, measure_memory)
+    ref_outcome = _outcome(run.ref_exc, (ref.FormatError,))
+    problems = _problems(case, seed, run, stats, max_weights, slow)
+    _count(case, run, ref_outcome, stats, slow)
+    expectation = _expectation(case, run.outcome, stats)
     if skip_reference:
         stats.reference_skipped += 1
-    elif not outcome.startswith("unexpected") and not ref_outcome.startswith("unexpected"):
-        if pkg_ok != ref_ok:
-            stats.accept_refuse_disagreements += 1
-            disagreement = "accept/refuse"
-        elif pkg_ok:
-            same = [n for n, _ in weights] == list(ref_out["weights"]) and all(
-                w.tobytes() == ref_out["weights"][n].tobytes() for n, w in weights
-            )
-            if not same:
-                stats.bit_disagreements += 1
-                disagreement = "bits"
-            else:
-                stats.agree += 1
-        elif outcome.split(":")[1] != ref_outcome.split(":")[1]:
-            stats.class_disagreements[f"{outcome.split(':')[1]} / {ref_outcome.split(':')[1]}"] += 1
-            stats.agree += 1
-            if len(stats.class_examples) < 20:
-                stats.class_examples.append(
-                    {
-                        "case": case.index,
-                        "seed": case.seed_name,
-                        "mutations": case.labels,
-                        "package": f"{outcome}: {str(exc)[:200]}",
-                        "reference": f"{ref_outcome}: {str(ref_exc)[:200]}",
-                    }
-                )
-        else:
-            stats.agree += 1
-
-    record = {
-        "peak": peak,
-        "case": case.index,
-        "seed": case.seed_name,
-        "family": case.family,
-        "mutations": case.labels,
-        "package": outcome,
-        "reference": ref_outcome,
-        "load": load_outcome,
-        "stage": stage[0],
-        "seconds": round(seconds, 4),
-        "bytes": len(case.blob),
-    }
-    if exc is not None:
-        record["package_message"] = str(exc)[:300]
-    if ref_exc is not None:
-        record["reference_message"] = str(ref_exc)[:300]
-    if expectation is not None:
-        record["expectation"] = expectation
+        disagreement = None
+    else:
+        disagreement = _compare(case, run, ref_outcome, stats)
+    record = _record(case, run, ref_outcome, expectation)
     if problems or disagreement or expectation:
-        for p in problems:
-            stats.unexpected[p] += 1
-        kind = problems[0] if problems else f"disagreement:{disagreement}" if disagreement else "expectation"
-        record["problems"] = problems
-        record["disagreement"] = disagreement
-        bad = load_exc if (load_exc is not None and not isinstance(load_exc, PemnError)) else exc
-        if bad is not None and not isinstance(bad, PemnError):
-            record["traceback"] = "".join(traceback.format_exception(type(bad), bad, bad.__traceback__))[-3000:]
-        if crash_dir is not None and saved is not None and saved[kind] < MAX_SAVED_PER_CLASS:
-            saved[kind] += 1
-            folder = crash_dir / kind.replace(":", "_").replace("/", "_")
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"case{case.index}.bin").write_bytes(case.blob)
-            (folder / f"case{case.index}.json").write_text(json.dumps(record, indent=1, default=str))
-            record["saved"] = str(folder / f"case{case.index}.bin")
-        if len(stats.examples) < 60:
-            stats.examples.append({k: v for k, v in record.items() if k != "traceback"})
+        record.update(problems=problems, disagreement=disagreement)
+        _report(case, run, record, stats, crash_dir, saved)
     return record
 
 
@@ -2040,68 +2151,21 @@ def run_fuzz(
     began = time.perf_counter()
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # float overflow of hostile scales: not our subject
         warnings.simplefilter("ignore", RuntimeWarning)
-        _loop(
-            seeds,
-            by_name,
-            stats,
-            saved,
-            seed,
-            start,
-            cases,
-            load_fraction,
-            max_weights,
-            memory_every,
-            slow,
-            crash_dir,
-            inflight,
-            progress,
-            began,
-        )
+        for index in range(start, start + cases):
+            case = make_case(seeds, seed, index, load_fraction)
+            if inflight is not None:
+                inflight.write_bytes(case.blob)
+            run_case(case, by_name, stats, max_weights=max_weights,
+                     measure_memory=memory_every > 0 and index % memory_every == 0, slow=slow, crash_dir=crash_dir,
+                     saved=saved)
+            if progress and (index - start + 1) % 5000 == 0:
+                rate = (index - start + 1) / (time.perf_counter() - began)
+                print(f"  {index - start + 1:,} cases, {rate:,.0f}/s, unexpected {sum(stats.unexpected.values())}, "
+                      f"disagreements {stats.accept_refuse_disagreements}", file=sys.stderr, flush=True)
     stats.seconds = time.perf_counter() - began
     if inflight is not None:
         inflight.unlink(missing_ok=True)
     return stats
-
-
-def _loop(
-    seeds,
-    by_name,
-    stats,
-    saved,
-    seed,
-    start,
-    cases,
-    load_fraction,
-    max_weights,
-    memory_every,
-    slow,
-    crash_dir,
-    inflight,
-    progress,
-    began,
-):
-    for index in range(start, start + cases):
-        case = make_case(seeds, seed, index, load_fraction)
-        if inflight is not None:
-            inflight.write_bytes(case.blob)
-        run_case(
-            case,
-            by_name,
-            stats,
-            max_weights=max_weights,
-            measure_memory=memory_every > 0 and index % memory_every == 0,
-            slow=slow,
-            crash_dir=crash_dir,
-            saved=saved,
-        )
-        if progress and (index - start + 1) % 5000 == 0:
-            rate = (index - start + 1) / (time.perf_counter() - began)
-            print(
-                f"  {index - start + 1:,} cases, {rate:,.0f}/s, unexpected {sum(stats.unexpected.values())}, "
-                f"disagreements {stats.accept_refuse_disagreements}",
-                file=sys.stderr,
-                flush=True,
-            )
 
 
 def format_summary(stats: FuzzStats) -> str:
@@ -2138,7 +2202,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-fraction", type=float, default=0.05, help="cases also given to pemn.load")
     parser.add_argument("--memory-every", type=int, default=50, help="tracemalloc every N-th case (0: never)")
     parser.add_argument("--replay", type=int, default=None, metavar="CASE", help="run one case and show everything")
+    parser.add_argument("--slow", type=float, default=SLOW_SECONDS,
+                        help="a case slower than this many seconds (one reader call) is an unexpected outcome")
+    parser.add_argument("--write-seeds", type=Path, default=None, metavar="DIR",
+                        help="also write the seed files (the valid vectors, and each as version 2 under v2/)")
     args = parser.parse_args(argv)
+    if args.write_seeds is not None:
+        write_seeds(args.write_seeds)
     if args.replay is not None:
         import torch
 
@@ -2147,9 +2217,8 @@ def main(argv: list[str] | None = None) -> int:
         case = make_case(seeds, args.seed, args.replay, args.load_fraction)
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
-            record = run_case(
-                case, {s.name: s for s in seeds}, FuzzStats(), max_weights=args.max_weights, measure_memory=True
-            )
+            record = run_case(case, {s.name: s for s in seeds}, FuzzStats(), max_weights=args.max_weights,
+                              measure_memory=True, slow=args.slow)
         print(json.dumps(record, indent=1, default=str))
         return 1 if record.get("problems") or record.get("disagreement") or record.get("expectation") else 0
     stats = run_fuzz(
@@ -2160,6 +2229,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_every=args.memory_every,
         crash_dir=args.crash_dir,
         progress=True,
+        slow=args.slow,
         start=args.start,
     )
     print(format_summary(stats))

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -43,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/load_speed.py` from a checkout: this checkout's package
     sys.path.insert(0, str(ROOT))
 
+import _harness as h  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -246,9 +245,9 @@ def main(argv=None) -> None:
         "",
         f"Command: `{command.strip()}`",
         "",
-        f"Median of {args.repeats} alternated loads each, every load in a fresh process; torch {torch.__version__}, "
-        f"{platform.machine()}, {os.cpu_count()} CPU(s), {_parallel.workers()} pemn worker thread(s), "
-        f"{datetime.date.today().isoformat()}. Both build the same user model (`linear_stack`, default init) and "
+        f"Median of {args.repeats} alternated loads each, every load in a fresh process; {h.environment()}, "
+        f"{os.cpu_count()} CPU(s), {_parallel.workers()} pemn worker thread(s), {h.today()}. "
+        "Both build the same user model (`linear_stack`, default init) and "
         "load into it; pemn also validates, checks every checksum and mask, regenerates the weights bit-exactly "
         "and verifies their fingerprint. Peak added: VmHWM minus VmRSS before building, relative to the fp32 bytes "
         f"of all parameters. Targets: ratio <= {TARGETS['ratio']}, >= {TARGETS['weights_per_sec'] / 1e6:.0f} M "

@@ -807,8 +807,8 @@ def verdicts(sets: list[dict], target: float = 5.0) -> list[str]:
     return lines
 
 
-def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) -> str:
-    """The Markdown report (``layer_rows``: the CSV rows, for the per-layer section)."""
+def _summary_lines(sets: list[dict], command: str) -> list[str]:
+    """The report's head, the totals table, the verdicts and the trained files."""
     lines = [
         "# Mask codecs beyond the per-layer bound (trained masks)",
         "",
@@ -863,7 +863,12 @@ def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) 
         for s in sets
         if s["kind"] == "trained"
     ]
-    lines += [
+    return lines
+
+
+def _layer_lines(sets: list[dict], layer_rows: list[dict]) -> list[str]:
+    """The per-layer table of the trained masks (the larger layers)."""
+    lines = [
         "",
         "## Per layer (trained masks, layers with at least 10% of their model's weights)",
         "",
@@ -879,7 +884,12 @@ def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) 
             f"| {math.ceil(r['bound_bits'] / 8):,} | {math.ceil(r['group_ideal_bits'] / 8):,} ({r['axis']}) "
             f"| {r['group_ac']:,} | {r['ctx_ac']:,} |"
         )
-    lines += [
+    return lines
+
+
+def _ideal_lines(sets: list[dict]) -> list[str]:
+    """The ideal code lengths table."""
+    lines = [
         "",
         "## Ideal code lengths (bytes, no coder)",
         "",
@@ -905,7 +915,12 @@ def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) 
             + " | ".join(f"{t[f'adaptive_{mdl}']:,}" for mdl in CONTEXT_MODELS)
             + f" | {t['logistic_row_col']:,} |"
         )
-    lines += [
+    return lines
+
+
+def _bitarray_lines(sets: list[dict]) -> list[str]:
+    """bitarray's coder against v1."""
+    lines = [
         "",
         "## bitarray",
         "",
@@ -918,7 +933,12 @@ def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) 
             f"| {s['model']} | {s['density']} | {s['kind']} | {t['v1']:,} | {t['bitarray_sc']:,} "
             f"| {saving(t['bitarray_sc'], t['v1'])} |"
         )
-    lines += [
+    return lines
+
+
+def _speed_lines(speed: dict) -> list[str]:
+    """The decode speed table."""
+    lines = [
         "",
         "## Decode speed (trained masks, all layers of a model at one density)",
         "",
@@ -942,7 +962,13 @@ def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) 
             + " | ".join(f"{sec['rice_numpy'] / sec[c]:.3g}x" for c in speed["columns"])
             + f" | {row['mask_mb'] / sec['rice_numpy']:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def render(sets: list[dict], speed: dict, command: str, layer_rows: list[dict]) -> str:
+    """The Markdown report (``layer_rows``: the CSV rows, for the per-layer section)."""
+    lines = _summary_lines(sets, command) + _layer_lines(sets, layer_rows) + _ideal_lines(sets)
+    return "\n".join(lines + _bitarray_lines(sets) + _speed_lines(speed)) + "\n"
 
 
 def main(argv=None) -> None:

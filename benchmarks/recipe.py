@@ -54,32 +54,25 @@ real augmented batches) and writes ``benchmarks/results/recipe_candidates_cpu.md
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import datetime
-import importlib.util
-import json
 import os
-import platform
 import re
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+import _harness as h
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import pemn_compress as pemn
-from pemn_compress.compress import CompressOptions, compress
 from pemn_compress.data import BatchLoader, get_dataset
 from pemn_compress.models.convmixer import ConvMixer
+from pemn_compress.pipeline import CompressOptions, compress
 from pemn_compress.train import evaluate
 
-RESULTS = Path(__file__).parent / "results"
 MODEL = "convmixer_192_6_p4"
 # The sweep's baseline: the defaults of `pemn compress` when the sweep started, before it changed them. Every
 # row changes one of these against it; pinned here so that rows stay comparable as the code's defaults move.
@@ -124,19 +117,8 @@ class Point:
             return "(weights trained; no mask)"
         if self.kind == "distill":
             return "a trained state dict as input (distillation on by default)"
-        return cli_flags(self.changes)
+        return h.cli_flags(self.changes)
 
-
-def cli_flags(changes: dict) -> str:
-    """The `pemn compress` flags that set ``changes`` (CompressOptions field -> value); "(none)" for none."""
-    parts = []
-    for key, value in changes.items():
-        name = key.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(f"--{name}" if value else f"--no-{name}")
-        else:
-            parts.append(f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}")
-    return " ".join(parts) or "(none)"
 
 
 D = DEFAULTS
@@ -256,11 +238,11 @@ class Runner:
         saved as fp32 safetensors (the distillation input) and evaluated loaded back."""
         started = time.perf_counter()
         data = self.data()
-        model, fit, history = train_weights(options, data, self.args.model)
+        model, fit, history = h.train_weights(options, self.args.model, data)
         tmp = path.with_name(path.name + ".tmp")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
         os.replace(tmp, path)
-        fresh = pemn.create_model(self.args.model, **model_kwargs(data))
+        fresh = pemn.create_model(self.args.model, **h.model_kwargs(data))
         fresh.load_state_dict(load_file(path))
         _, accuracy = evaluate(fresh, BatchLoader.from_dataset(data, "test", batch_size=options.eval_batch_size), "cpu")
         return {
@@ -277,88 +259,19 @@ class Runner:
         }
 
 
-def model_kwargs(data) -> dict:
-    """The zoo keyword arguments that fit a data set (channels, classes, image size)."""
-    return {"in_chans": data.in_chans, "num_classes": data.num_classes, "img_size": data.img_size[0]}
-
-
-def train_weights(options: CompressOptions, data, model_name: str, callbacks=()):
-    """A zoo model's own weights trained with the recipe ``compress`` trains masks with (loader, augmentation,
-    optimizer, schedule, seed, threads of ``options``); ``callbacks``: factories ``f(model) -> Callback`` (a
-    pruning schedule, say). Returns (model, the fit result, the test accuracy after each epoch but the last)."""
-    torch.set_num_threads(options.threads or torch.get_num_threads())
-    torch.manual_seed(options.seed)
-    model = pemn.create_model(model_name, **model_kwargs(data))
-    loader = BatchLoader.from_dataset(
-        data, "train", batch_size=options.batch_size, shuffle=True, seed=options.seed,
-        crop_padding=data.suggested_crop_padding if options.augment else 0, hflip=options.augment, drop_last=True,
-    )  # fmt: skip
-    test = BatchLoader.from_dataset(data, "test", batch_size=options.eval_batch_size)
-    history: list[float] = []
-
-    class EpochEval(pemn.Callback):
-        def on_epoch_end(self, trainer, metrics) -> None:
-            if trainer.epoch < trainer.config.epochs:
-                history.append(evaluate(model, test, "cpu")[1])
-
-    hooks = [*(make(model) for make in callbacks), EpochEval()]
-    fit = pemn.Trainer(model, loader, None, options.train_config(distill=False), callbacks=hooks, device="cpu").fit()
-    return model, fit, history
-
-
-def quick_data(work: Path, n_train: int, n_test: int) -> str:
-    """A class-stratified subset of the real Fashion-MNIST written once as .npz (the --quick data set)."""
-    path = work / f"fashion-mnist_{n_train}_{n_test}.npz"
-    if not path.exists():
-        d = get_dataset("fashion-mnist").subset(n_train, n_test, seed=0)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test)
-        os.replace(tmp, path)
-    return str(path)
-
-
 # ------------------------------------------------------------------------------------------ reports
 def read_rows(csv_path: Path) -> list[dict]:
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        r["seed"], r["epochs"] = int(r["seed"]), int(r["epochs"])
-        for key in ("accuracy", "train_seconds", "seconds", "images_per_sec", "file_bytes", "ratio"):
-            r[key] = float(r[key])
-    return rows
-
-
-def started_date(meta_path: Path, resume: bool) -> str:
-    """The start date a report's JSON records: a resumed report keeps the one it has, a new one gets today's."""
-    earlier = re.search(r"started (\S+)\.$", json.loads(meta_path.read_text()).get("setup", "")) if (
-        resume and meta_path.exists()) else None  # fmt: skip
-    return earlier.group(1) if earlier else datetime.date.today().isoformat()
-
-
-def write_row(csv_path: Path, row: dict) -> None:
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.6g}"
-        if isinstance(v, list):
-            return " ".join(f"{a:.4f}" for a in v)
-        return "" if v is None else v
-
-    with open(csv_path, "a", newline="") as fh:
-        csv.DictWriter(fh, fieldnames=FIELDS).writerow({k: cell(row[k]) for k in FIELDS})
+    return h.read_rows(csv_path, ints=("seed", "epochs"),
+                       floats=("accuracy", "train_seconds", "seconds", "images_per_sec", "file_bytes", "ratio"))
 
 
 def paired(rows: list[dict], base: list[dict]) -> dict[int, float]:
     """Seed -> accuracy difference in points against ``base`` (the defaults), for the seeds both have."""
-    base_acc = {r["seed"]: r["accuracy"] for r in base}
-    return {r["seed"]: 100 * (r["accuracy"] - base_acc[r["seed"]]) for r in rows if r["seed"] in base_acc}
+    return h.paired({r["seed"]: r["accuracy"] for r in rows}, {r["seed"]: r["accuracy"] for r in base})
 
 
 def fmt_delta(deltas: dict[int, float]) -> str:
-    if not deltas:
-        return "-"
-    mean = statistics.fmean(deltas.values())
-    spread = f" ± {statistics.stdev(deltas.values()):.2f}" if len(deltas) > 1 else ""
-    return f"{mean:+.2f}{spread}"
+    return h.mean_sd(deltas.values(), signed=True) if deltas else "-"
 
 
 def table(rows: list[dict], phase: str, epochs: int) -> tuple[list[str], list[tuple[str, float, dict]]]:
@@ -380,11 +293,11 @@ def table(rows: list[dict], phase: str, epochs: int) -> tuple[list[str], list[tu
         mean = statistics.fmean(r["accuracy"] for r in rs)
         deltas = paired(rs, base) if setting != "defaults" else {}
         summary.append((setting, mean, deltas))
-        per_seed = ", ".join(f"s{r['seed']} {100 * r['accuracy']:.2f}" for r in rs)
-        per_delta = ", ".join(f"s{s} {d:+.2f}" for s, d in sorted(deltas.items())) or "-"
+        per_seed = h.per_seed({r["seed"]: 100 * r["accuracy"] for r in rs}, signed=False)
         lines.append(
             f"| {rs[0]['factor']} | {setting} | {rs[0]['flags']} | {len(rs)} | {100 * mean:.2f} | {per_seed} | "
-            f"{fmt_delta(deltas)} | {per_delta} | {statistics.fmean(r['images_per_sec'] for r in rs):,.0f} | "
+            f"{fmt_delta(deltas)} | {h.per_seed(deltas) or '-'} | "
+            f"{statistics.fmean(r['images_per_sec'] for r in rs):,.0f} | "
             f"{statistics.fmean(r['file_bytes'] for r in rs):,.0f} | {statistics.fmean(r['ratio'] for r in rs):.1f}x |"
         )
     return lines, summary
@@ -495,17 +408,6 @@ README_BEGIN = "<!-- recipe:begin (generated by benchmarks/recipe.py --render ..
 README_END = "<!-- recipe:end -->"
 
 
-def companion(name: str):
-    """A companion benchmark script (size_accuracy) as a module, loaded once from its file."""
-    key = f"pemn_bench_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).parent / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
 def readme_lines(rows: list[dict], epochs: int, command: str) -> list[str]:
     """The README block: each sweep row's mean accuracy and paired difference, then the recommendation."""
     _, summary = table(rows, "sweep", epochs)
@@ -530,15 +432,8 @@ def render(csv_path: Path, readme: Path | None = None) -> Path:
     """(Re)build the Markdown report of a run from its CSV and its .json (command, setup); ``readme``: also
     refresh its generated block."""
     rows = read_rows(csv_path)
-    meta_path = csv_path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    lines = [
-        f"# {meta.get('title', csv_path.stem)}",
-        "",
-        f"Command: `{meta.get('command', 'python benchmarks/recipe.py')}`",
-        "",
-        f"Setup: {meta.get('setup', '')}",
-        "",
+    meta = h.read_meta(csv_path.with_suffix(".json"))
+    lines = h.report_head(meta, csv_path.stem, "python benchmarks/recipe.py") + [
         "Every `.pemn` accuracy is that of the written file loaded back (the accuracy `compress` measures and "
         "records in the file), after the last epoch, on the full test set; dense training: its fp32 safetensors "
         "file loaded back. *Δ vs defaults, paired*: mean ± standard deviation over seeds of (setting - defaults) "
@@ -562,14 +457,12 @@ def render(csv_path: Path, readme: Path | None = None) -> Path:
         lines += ["", "No finished job yet."]
     elif any(r["phase"] == "sweep" for r in rows):
         lines += recommendation_lines(rows, min(r["epochs"] for r in rows if r["phase"] == "sweep"))
-    md_path = csv_path.with_suffix(".md")
-    md_path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {md_path}")
+    md_path = h.write_text(csv_path.with_suffix(".md"), lines)
     if readme is not None:
         epochs = min(r["epochs"] for r in rows if r["phase"] == "sweep")
         command = f"python benchmarks/recipe.py --render {csv_path.as_posix()} --readme README.md"
         block = [README_BEGIN, *readme_lines(rows, epochs, command), README_END]
-        companion("size_accuracy").replace_block(readme, README_BEGIN, README_END, block)
+        h.replace_block(readme, README_BEGIN, README_END, block)
         print(f"updated {readme}")
     return md_path
 
@@ -634,9 +527,8 @@ def measure_candidates(args) -> None:
         "",
         f"Setup: defaults' mask (onelayer, density 0.5) and AdamW step on real augmented Fashion-MNIST batches of 128; "
         f"{rounds} rounds x ({warmup} warm-up + {steps} timed steps) per candidate, candidates alternated; "
-        f"median over rounds; eval: 2,000 test images in batches of 500; torch {torch.__version__}, "
-        f"{platform.machine()}, {args.threads} thread(s), load average {os.getloadavg()[0]:.2f} at the end "
-        f"(2 cores shared with other jobs); {datetime.date.today().isoformat()}.",
+        f"median over rounds; eval: 2,000 test images in batches of 500; {h.environment(args.threads)}, "
+        f"{h.load_average()}; {h.today()}.",
         "",
         "*epoch s*: 468 steps of 128 at the median rate. *3-epoch run s*: three epochs plus three evaluations of the "
         "10,000 test images (two epoch-end ones and the written file's).",
@@ -670,10 +562,9 @@ def parse_args(argv):
     parser.add_argument("--long-top", type=int, default=2, help="best sweep settings rerun in the long phase")
     parser.add_argument("--seeds", default="0,1", help="comma-separated; every point runs every seed")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", default=str(RESULTS), help="folder for the CSV, JSON and Markdown")
+    parser.add_argument("--out", default=str(h.RESULTS), help="folder for the CSV, JSON and Markdown")
     parser.add_argument("--work", default=None, help="folder for the .pemn files (default runs/recipe/<name>)")
-    parser.add_argument("--resume", action="store_true", help="skip the jobs already in the CSV")
-    parser.add_argument("--only", metavar="REGEX", help="run only the jobs whose id (phase|setting|seed) matches")
+    h.add_plan_options(parser, "phase|setting|seed")
     parser.add_argument("--dry-run", action="store_true", help="print the jobs that would run, and their epochs")
     parser.add_argument(
         "--quick", action="store_true", help="test_convmixer, 300 training / 500 test images, 1 epoch (2 long)"
@@ -688,6 +579,47 @@ def parse_args(argv):
     return args
 
 
+def setup_line(args, csv_path: Path) -> str:
+    return (
+        f"{args.model} on {'a 300/500-image subset of ' if args.quick else ''}{args.data}; every option at its "
+        f"`pemn compress` default (strategy {D.strategy}, density {D.density}, {D.distribution} values, "
+        f"augmentation {'on' if D.augment else 'off'}, {D.optimizer} lr {D.lr:g}, {D.schedule} schedule, batch "
+        f"{D.batch_size}, weight decay {D.weight_decay:g}, label smoothing {D.label_smoothing:g}, BatchNorm folded, "
+        f"{D.dense_dtype} leftovers) except the one a row changes; sweep {args.epochs} epochs, long phase "
+        f"{args.long_epochs} epochs (defaults, the {args.long_top} best sweep settings, dense); seeds {args.seeds}; "
+        f"{h.environment(args.threads, 'cpu')}; started {h.started_date(csv_path.with_suffix('.json'), args.resume)}."
+    )
+
+
+class Progress:
+    """Runs jobs, appending each one's row, and prints the time per epoch so far and the hours left."""
+
+    def __init__(self, runner: Runner, csv_path: Path):
+        self.runner, self.csv_path = runner, csv_path
+        self.started, self.epochs_done = time.time(), 0
+
+    def run_all(self, jobs: list[dict], later: int) -> None:
+        """Run ``jobs`` (``later``: epochs of a later phase, counted in the time left)."""
+        remaining = sum(j["epochs"] for j in jobs) + later
+        for i, j in enumerate(jobs, 1):
+            row = self.runner.run(j)
+            h.append_rows(self.csv_path, FIELDS, [{k: row[k] for k in FIELDS}])
+            self.epochs_done += j["epochs"]
+            remaining -= j["epochs"]
+            per_epoch = (time.time() - self.started) / self.epochs_done
+            h.print_progress(i, len(jobs), j["job"], f"acc {100 * row['accuracy']:.2f}%  "
+                             f"{row['images_per_sec']:,.0f} img/s  {time.time() - self.started:,.0f}s elapsed, "
+                             f"{per_epoch:,.0f}s per epoch, {remaining} epochs (about "
+                             f"{per_epoch * remaining / 3600:.1f} h) left")  # fmt: skip
+
+
+def dry_run(jobs: list[dict], args, seeds: list[int]) -> None:
+    for j in jobs:
+        print(f"{j['job']:<55} {j['epochs']} epochs")
+    print(f"{len(jobs)} sweep jobs, {sum(j['epochs'] for j in jobs)} epochs; then the long phase: "
+          f"{args.long_top + 2} settings x {len(seeds)} seeds x {args.long_epochs} epochs")  # fmt: skip
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -695,80 +627,37 @@ def main(argv=None) -> None:
         for csv_path in args.render:
             render(Path(csv_path), Path(args.readme) if args.readme else None)
         return
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.candidates:
         measure_candidates(args)
         return
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    task = args.data.replace(":", "_").replace("/", "_")
-    name = f"recipe{'_quick' if args.quick else ''}_{task}_{args.model}_cpu"
+    name = h.run_name("recipe", args.data, args.model, args.quick)
     args.work = args.work or str(Path("runs") / "recipe" / name)
-    csv_path = out / f"{name}.csv"
-    done = {r["job"] for r in read_rows(csv_path)} if args.resume and csv_path.exists() else set()
-    selected = lambda js: [j for j in js if j["job"] not in done and (not args.only or re.search(args.only, j["job"]))]  # noqa: E731
+    csv_path = Path(args.out) / f"{name}.csv"
+    done = {r["job"] for r in read_rows(csv_path)} if args.resume else set()
     if args.dry_run:
-        jobs = selected(sweep_jobs(seeds, args.epochs))
-        for j in jobs:
-            print(f"{j['job']:<55} {j['epochs']} epochs")
-        print(f"{len(jobs)} sweep jobs, {sum(j['epochs'] for j in jobs)} epochs; then the long phase: "
-              f"{args.long_top + 2} settings x {len(seeds)} seeds x {args.long_epochs} epochs")  # fmt: skip
+        dry_run(h.select(sweep_jobs(seeds, args.epochs), done, args.only), args, seeds)
         return
-    if not done:
-        with open(csv_path, "w", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=FIELDS).writeheader()
+    setup = setup_line(args, csv_path)
+    h.start_csv(csv_path, FIELDS, args.resume)
     Path(args.work).mkdir(parents=True, exist_ok=True)
-    runner = Runner(args, quick_data(Path(args.work), 300, 500) if args.quick else args.data)
-    recorded = [
-        a for i, a in enumerate(argv) if a not in ("--resume", "--only") and (i == 0 or argv[i - 1] != "--only")
-    ]
-    setup = (
-        f"{args.model} on {'a 300/500-image subset of ' if args.quick else ''}{args.data}; every option at its "
-        f"`pemn compress` default (strategy {D.strategy}, density {D.density}, {D.distribution} values, "
-        f"augmentation {'on' if D.augment else 'off'}, {D.optimizer} lr {D.lr:g}, {D.schedule} schedule, batch "
-        f"{D.batch_size}, weight decay {D.weight_decay:g}, label smoothing {D.label_smoothing:g}, BatchNorm folded, "
-        f"{D.dense_dtype} leftovers) except the one a row changes; sweep {args.epochs} epochs, long phase "
-        f"{args.long_epochs} epochs (defaults, the {args.long_top} best sweep settings, dense); seeds {args.seeds}; "
-        f"cpu, torch {torch.__version__}, {platform.machine()}, {args.threads} thread(s); started "
-        f"{started_date(csv_path.with_suffix('.json'), args.resume)}."
-    )
-    csv_path.with_suffix(".json").write_text(json.dumps({
-        "command": ("python benchmarks/recipe.py " + " ".join(shlex.quote(a) for a in recorded)).strip(),
-        "setup": setup,
-        "title": f"Training recipe of `pemn compress`: {args.model} on {args.data}",
-    }, indent=1))  # fmt: skip
-    started, epochs_done = time.time(), 0
+    runner = Runner(args, h.quick_data(Path(args.work), 300, 500) if args.quick else args.data)
+    h.write_meta(csv_path.with_suffix(".json"), h.recorded_command("recipe.py", argv), setup,
+                 f"Training recipe of `pemn compress`: {args.model} on {args.data}")  # fmt: skip
+    progress = Progress(runner, csv_path)
     long_epochs = (args.long_top + 2) * len(seeds) * args.long_epochs if args.long_top and args.long_epochs else 0
-
-    def run_all(jobs: list[dict], later: int) -> None:
-        """Run ``jobs``; after each, print the time per epoch so far and the hours left (``later``: epochs
-        of a later phase)."""
-        nonlocal epochs_done
-        remaining = sum(j["epochs"] for j in jobs) + later
-        for i, j in enumerate(jobs, 1):
-            row = runner.run(j)
-            write_row(csv_path, row)
-            epochs_done += j["epochs"]
-            remaining -= j["epochs"]
-            per_epoch = (time.time() - started) / epochs_done
-            print(
-                f"[{i}/{len(jobs)}] {j['job']:<50} acc {100 * row['accuracy']:.2f}%  "
-                f"{row['images_per_sec']:,.0f} img/s  {time.time() - started:,.0f}s elapsed, "
-                f"{per_epoch:,.0f}s per epoch, {remaining} epochs (about {per_epoch * remaining / 3600:.1f} h) left",
-                flush=True,
-            )
-
-    sweep = selected(sweep_jobs(seeds, args.epochs))
+    sweep = h.select(sweep_jobs(seeds, args.epochs), done, args.only)
     print(f"sweep: {len(sweep)} jobs, {sum(j['epochs'] for j in sweep)} epochs; then at most {long_epochs} epochs "
           "in the long phase", flush=True)  # fmt: skip
-    run_all(sweep, later=long_epochs)
+    progress.run_all(sweep, later=long_epochs)
     rows = read_rows(csv_path)
     finished = {r["job"] for r in rows}
     if all(j["job"] in finished for j in sweep_jobs(seeds, args.epochs)):
-        long = selected(long_jobs(rows, seeds, args))
+        long = h.select(long_jobs(rows, seeds, args), done, args.only)
         print(f"long phase: {len(long)} jobs, {sum(j['epochs'] for j in long)} epochs", flush=True)
-        run_all(long, later=0)
+        progress.run_all(long, later=0)
     else:
         print("long phase skipped: the sweep is not complete in the CSV", flush=True)
     render(csv_path)

@@ -39,33 +39,22 @@ job by job, so ``--resume`` continues an interrupted run.
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
-import datetime
-import json
 import os
-import platform
 import re
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+import _harness as h
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
 import pemn_compress as pemn
+from pemn_compress.baselines import Pruning, load_artifact, save_dense, save_int8, save_sparse
 from pemn_compress.data import BatchLoader, get_dataset
-from pemn_compress.fileformat.codecs import MaskCoding, decode_mask, encode_mask
 from pemn_compress.fileformat.summary import summarize
-from pemn_compress.nn.topk import kept_count
-from pemn_compress.surgery import maskable_layers
-from pemn_compress.train import Callback, evaluate
+from pemn_compress.train import evaluate
 
-RESULTS = Path(__file__).parent / "results"
 SPARSITIES = (0.90, 0.92, 0.94, 0.96)
 RP_RATIOS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 BEST_DENSITIES = (0.5, 0.3, 0.1)
@@ -201,120 +190,6 @@ def mask_settings(mask: dict) -> str:
     return ", ".join(parts)
 
 
-# ---------------------------------------------------------------------------------------- pruning
-class Pruning(Callback):
-    """Keeps every conv/linear weight of a dense model at a growing (magnitude) or fixed (random) sparsity.
-
-    Random: one uniformly random mask per layer drawn before the first step. Magnitude: gradual
-    magnitude pruning (Zhu & Gupta, 2017): sparsity s_t = s (1 - (1 - t / T)^3), T = 75% of the
-    steps, the smallest |w| of each layer removed every ``every`` steps. Pruned weights are zeroed
-    after every optimizer step, so they stay zero whatever AdamW's momentum does.
-    """
-
-    def __init__(self, model: torch.nn.Module, how: str, sparsity: float, seed: int):
-        self.layers = [m for _, m in maskable_layers(model)]
-        self.how, self.sparsity, self.seed = how, sparsity, seed
-        self.masks = [torch.ones_like(m.weight, dtype=torch.bool) for m in self.layers]
-
-    def _set(self, sparsity: float, random: bool) -> None:
-        gen = torch.Generator().manual_seed(self.seed)
-        for i, layer in enumerate(self.layers):
-            w = layer.weight.detach()
-            keep = kept_count(1.0 - sparsity, w.numel())
-            order = torch.randperm(w.numel(), generator=gen) if random else w.abs().flatten().argsort(descending=True)
-            mask = torch.zeros(w.numel(), dtype=torch.bool)
-            mask[order[:keep]] = True
-            self.masks[i] = mask.view_as(w)
-
-    @torch.no_grad()
-    def _apply(self) -> None:
-        for layer, mask in zip(self.layers, self.masks, strict=True):
-            layer.weight.mul_(mask)
-
-    def on_fit_start(self, trainer) -> None:
-        self.end = max(1, int(0.75 * trainer.total_steps))
-        self.every = max(1, self.end // 40)
-        if self.how == "random":
-            self._set(self.sparsity, random=True)
-        self._apply()
-
-    def on_batch_end(self, trainer, batch, loss, correct, size) -> None:
-        step = trainer.step
-        if self.how == "magnitude" and step <= self.end and (step % self.every == 0 or step == self.end):
-            self._set(self.sparsity * (1.0 - (1.0 - step / self.end) ** 3), random=False)
-        self._apply()
-
-
-# --------------------------------------------------------------------------------------- artifacts
-def _leftovers(state: dict, skip: set[str]) -> dict[str, torch.Tensor]:
-    """Every state-dict tensor not in ``skip``, floating ones as fp16; BatchNorm step counters dropped."""
-    return {
-        k: (v.half() if v.is_floating_point() else v).contiguous()
-        for k, v in state.items()
-        if k not in skip and not k.endswith("num_batches_tracked")
-    }
-
-
-def save_dense(model, path: Path, dtype: torch.dtype) -> None:
-    save_file(
-        {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}, path
-    )
-
-
-def _split(model) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(conv/linear weights by state-dict key, every other tensor as ``_leftovers`` stores it)."""
-    weights = {f"{name}.weight": m.weight.detach() for name, m in maskable_layers(model)}
-    return weights, _leftovers(model.state_dict(), set(weights))
-
-
-def save_int8(model, path: Path) -> None:
-    weights, tensors = _split(model)
-    for key, w in weights.items():
-        scale = w.abs().flatten(1).amax(dim=1).clamp_min(1e-12) / 127.0
-        shape = (-1,) + (1,) * (w.ndim - 1)
-        tensors[key + ".int8"] = torch.round(w / scale.view(shape)).clamp(-127, 127).to(torch.int8).contiguous()
-        tensors[key + ".scale"] = scale.float().contiguous()
-    save_file(tensors, path)
-
-
-def save_sparse(model, path: Path) -> None:
-    weights, tensors = _split(model)
-    index = {}
-    for key, w in weights.items():
-        mask = (w != 0).numpy().reshape(-1)
-        coded = encode_mask(mask)
-        tensors[key + ".mask"] = torch.from_numpy(np.ascontiguousarray(coded.data))
-        tensors[key + ".values"] = w.reshape(-1)[torch.from_numpy(mask)].half().contiguous()
-        index[key] = dataclasses.asdict(coded.coding)
-    save_file(tensors, path, metadata={"masks": json.dumps(index, separators=(",", ":"))})
-
-
-def load_artifact(fmt: str, path: Path, make_model) -> torch.nn.Module:
-    """A fresh model holding the weights stored in ``path`` (fp32, eval mode)."""
-    if fmt == "pemn":
-        return pemn.load(path, device="cpu").eval()
-    model = make_model()
-    state = model.state_dict()
-    stored = load_file(path)
-    if fmt == "sparse":
-        with safe_open(path, "pt") as fh:
-            index = json.loads(fh.metadata()["masks"])
-        for key, entry in index.items():
-            mask = decode_mask(stored.pop(key + ".mask").numpy(), state[key].numel(), MaskCoding(**entry), key)
-            w = torch.zeros(state[key].numel())
-            w[torch.from_numpy(mask)] = stored.pop(key + ".values").float()
-            stored[key] = w.view_as(state[key])
-    elif fmt == "int8":
-        for key in [k[: -len(".int8")] for k in stored if k.endswith(".int8")]:
-            q, scale = stored.pop(key + ".int8"), stored.pop(key + ".scale")
-            stored[key] = q.float() * scale.view((-1,) + (1,) * (q.ndim - 1))
-    for key, value in state.items():  # counters the compact formats do not store
-        if key.endswith("num_batches_tracked"):
-            stored.setdefault(key, value)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in stored.items()})
-    return model.eval()
-
-
 # ------------------------------------------------------------------------------------------ runner
 class Bench:
     def __init__(self, args):
@@ -436,24 +311,12 @@ class Bench:
 
 
 # ------------------------------------------------------------------------------------------ reports
+FLOATS = ("ratio_vs_fp32", "bits_per_weight", "accuracy", "train_seconds", "images_per_sec", "paper_ratio",
+          "bound_bytes")  # fmt: skip
+
+
 def read_rows(csv_path: Path) -> list[dict]:
-    rows = []
-    with open(csv_path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            for key in ("bytes", "seed"):
-                row[key] = int(row[key])
-            for key in (
-                "ratio_vs_fp32",
-                "bits_per_weight",
-                "accuracy",
-                "train_seconds",
-                "images_per_sec",
-                "paper_ratio",
-                "bound_bytes",
-            ):
-                row[key] = float(row[key]) if row[key] != "" else None
-            rows.append(row)
-    return rows
+    return h.read_rows(csv_path, ints=("bytes", "seed"), floats=FLOATS, optional=FLOATS)
 
 
 GROUP_ORDER = (
@@ -578,9 +441,8 @@ def findings(entries: list[dict]) -> list[str]:
 
 def paired_delta(entry: dict, base: dict) -> str:
     """Accuracy change against ``base``, seed by seed (same seed = same data order and initial scores)."""
-    base_acc = dict(zip(base["seeds"], base["accuracies"], strict=True))
-    pairs = zip(entry["seeds"], entry["accuracies"], strict=True)
-    deltas = [100 * (a - base_acc[s]) for s, a in pairs if s in base_acc]
+    deltas = list(h.paired(dict(zip(entry["seeds"], entry["accuracies"], strict=True)),
+                           dict(zip(base["seeds"], base["accuracies"], strict=True))).values())
     if len(deltas) < 2:
         return f"{statistics.fmean(deltas):+.2f} points (one seed)"
     return (
@@ -631,98 +493,49 @@ def write_markdown(entries: list[dict], md_path: Path, title: str, command: str,
     md_path.write_text("\n".join(lines) + "\n")
 
 
-def plot(entries: list[dict], png_path: Path, title: str) -> bool:
-    try:
-        import matplotlib
+def _paper_file(e: dict) -> bool:
+    return e["group"] in ("pemn (paper setting)", "pemn reference") and e["artifact"] == ".pemn fp32 leftovers"
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed (pip install -e '.[plots]'): no PNG written", file=sys.stderr)
+
+def _best(strategy: str):
+    return lambda e: e["group"] == "pemn best" and e["method"].startswith(strategy + " d")
+
+
+PLOT_SERIES = (  # (which entries, marker, label, connected, style)
+    (lambda e: e["group"] == "dense", "ks", "dense fp32 / fp16 / int8", False, {}),
+    (lambda e: e["group"] == "random pruning", "^", "random pruning 90-96% (sparse fp16)", True,
+     {"color": "tab:gray"}),
+    (lambda e: e["group"] == "magnitude pruning", "v", "magnitude pruning 90-96% (sparse fp16)", True,
+     {"color": "tab:brown"}),
+    (_paper_file, "o", "PEMN, paper setting (strategies)", False, {"color": "tab:blue"}),
+    (lambda e: e["group"] == "pemn improvement", "D", "PEMN rp 1e-3, one improvement each", False,
+     {"color": "tab:orange", "mfc": "none"}),
+    *((_best(strategy), "o", f"PEMN best, {strategy}, density 0.5/0.3/0.1", True, {"color": color})
+      for strategy, color in (("onelayer", "tab:green"), ("rp 1e-3", "tab:red"), ("rp 1e-3 rand", "tab:pink"))),
+)  # fmt: skip
+
+
+def plot(entries: list[dict], png_path: Path, title: str) -> bool:
+    plt = h.pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
     dense = find(entries, "dense", "dense fp32")
     ax.axhline(
         100 * dense["accuracy"], color="black", lw=0.8, ls="--", label=f"dense fp32 ({100 * dense['accuracy']:.2f}%)"
     )
-
-    def series(select, style, label, connect=False, **kw):
-        pts = sorted((e for e in entries if select(e)), key=lambda e: e["bytes"])
-        if not pts:
-            return
-        xs, ys = [e["bytes"] for e in pts], [100 * e["accuracy"] for e in pts]
-        errs = [100 * (e["spread"] or 0) for e in pts]
-        ax.errorbar(
-            xs,
-            ys,
-            yerr=errs if any(errs) else None,
-            fmt=style,
-            ls="-" if connect else "none",
-            label=label,
-            capsize=2,
-            ms=6,
-            **kw,
-        )
-
-    series(lambda e: e["group"] == "dense", "ks", "dense fp32 / fp16 / int8")
-    series(
-        lambda e: e["group"] == "random pruning",
-        "^",
-        "random pruning 90-96% (sparse fp16)",
-        connect=True,
-        color="tab:gray",
-    )
-    series(
-        lambda e: e["group"] == "magnitude pruning",
-        "v",
-        "magnitude pruning 90-96% (sparse fp16)",
-        connect=True,
-        color="tab:brown",
-    )
-    series(
-        lambda e: e["group"] in ("pemn (paper setting)", "pemn reference") and e["artifact"] == ".pemn fp32 leftovers",
-        "o",
-        "PEMN, paper setting (strategies)",
-        color="tab:blue",
-    )
-    series(
-        lambda e: e["group"] == "pemn improvement",
-        "D",
-        "PEMN rp 1e-3, one improvement each",
-        color="tab:orange",
-        mfc="none",
-    )
-    for strategy, color in (("onelayer", "tab:green"), ("rp 1e-3", "tab:red"), ("rp 1e-3 rand", "tab:pink")):
-        series(
-            lambda e, s=strategy: e["group"] == "pemn best" and e["method"].startswith(s + " d"),
-            "o",
-            f"PEMN best, {strategy}, density 0.5/0.3/0.1",
-            connect=True,
-            color=color,
-        )
+    for select, style, label, connect, kw in PLOT_SERIES:
+        points = [(e["bytes"], 100 * e["accuracy"], 100 * (e["spread"] or 0)) for e in entries if select(e)]
+        h.error_series(ax, points, style, label, connect, **kw)
     bounds = [e for e in entries if e["group"] == "pemn best" and e["bound_bytes"]]
     if bounds:
-        ax.plot(
-            [e["bound_bytes"] for e in bounds],
-            [100 * e["accuracy"] for e in bounds],
-            "x",
-            color="tab:purple",
-            label="information bound of those files (masks + leftovers)",
-        )
-    labelled = [
-        e
-        for e in entries
-        if e["group"] == "dense"
-        or (e["group"] in ("pemn (paper setting)", "pemn reference") and e["artifact"] == ".pemn fp32 leftovers")
-    ]
+        ax.plot([e["bound_bytes"] for e in bounds], [100 * e["accuracy"] for e in bounds], "x", color="tab:purple",
+                label="information bound of those files (masks + leftovers)")  # fmt: skip
+    labelled = [e for e in entries if e["group"] == "dense" or _paper_file(e)]
     for i, e in enumerate(sorted(labelled, key=lambda e: (e["bytes"], e["accuracy"]))):
-        ax.annotate(
-            e["method"].replace(" (paper setting)", "").replace(" weight-only", ""),
-            (e["bytes"], 100 * e["accuracy"]),
-            fontsize=7,
-            xytext=(5, 8 * (i % 3) - 8),
-            textcoords="offset points",
-        )  # staggered: clusters stay legible
+        ax.annotate(e["method"].replace(" (paper setting)", "").replace(" weight-only", ""),
+                    (e["bytes"], 100 * e["accuracy"]), fontsize=7, xytext=(5, 8 * (i % 3) - 8),
+                    textcoords="offset points")  # staggered: clusters stay legible  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("file size on disk (bytes, log scale)")
     ax.set_ylabel("test accuracy (%)")
@@ -730,28 +543,19 @@ def plot(entries: list[dict], png_path: Path, title: str) -> bool:
     ax.set_ylim(floor, 100 * dense["accuracy"] + 2)  # collapsed rows would squash the rest: listed instead
     below = [e for e in entries if 100 * e["accuracy"] < floor]
     if below:
-        ax.text(
-            0.01,
-            0.02,
-            "below the axis: " + "; ".join(f"{e['method']} {100 * e['accuracy']:.1f}%" for e in below),
-            transform=ax.transAxes,
-            fontsize=7,
-            color="dimgray",
-        )
+        ax.text(0.01, 0.02, "below the axis: " + "; ".join(f"{e['method']} {100 * e['accuracy']:.1f}%" for e in below),
+                transform=ax.transAxes, fontsize=7, color="dimgray")  # fmt: skip
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
+    h.save_figure(fig, plt, png_path)
     return True
 
 
 def render(csv_path: Path) -> None:
     """(Re)build the Markdown and the PNG of a run from its CSV and the run's .json (command, setup, title)."""
     md_path = csv_path.with_suffix(".md")
-    meta_path = csv_path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = h.read_meta(csv_path.with_suffix(".json"))
     entries = aggregate(read_rows(csv_path))
     title = meta.get("title", csv_path.stem)
     write_markdown(
@@ -789,7 +593,7 @@ def update_readme(readme: Path, csv_paths: list[Path]) -> None:
     ]
     for csv_path in csv_paths:
         entries = aggregate(read_rows(csv_path))
-        meta = json.loads(csv_path.with_suffix(".json").read_text())
+        meta = h.read_meta(csv_path.with_suffix(".json"))
         dense = find(entries, "dense", "dense fp32")
         rel = csv_path.as_posix()
         block += [
@@ -810,18 +614,8 @@ def update_readme(readme: Path, csv_paths: list[Path]) -> None:
         block += [""] + found[:1] + [line for line in found if line.startswith("- vs ") and " 96% (" in line]
         block += ["", f"<sub>source: {rel}</sub>", ""]
     block.append(README_END)
-    replace_block(readme, README_BEGIN, README_END, block)
+    h.replace_block(readme, README_BEGIN, README_END, block)
     print(f"updated {readme}")
-
-
-def replace_block(readme: Path, begin: str, end: str, block: list[str]) -> None:
-    """Replace the README's lines from the ``begin`` marker to the ``end`` marker (both included) by
-    ``block`` (which starts and ends with them); refuse a README without both markers."""
-    text = readme.read_text()
-    if begin not in text or end not in text:
-        raise SystemExit(f"{readme} has no {begin} ... {end} block to fill")
-    head, rest = text.split(begin, 1)
-    readme.write_text(head + "\n".join(block) + rest.split(end, 1)[1])
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -836,12 +630,11 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated; groups with small differences use all")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", default=str(RESULTS), help="folder for the CSV, Markdown and PNG")
+    parser.add_argument("--out", default=str(h.RESULTS), help="folder for the CSV, Markdown and PNG")
     parser.add_argument(
         "--work", default=None, help="folder for the artifacts (default runs/size_accuracy/<task>_<model>)"
     )
-    parser.add_argument("--resume", action="store_true", help="skip the jobs already in the CSV")
-    parser.add_argument("--only", metavar="REGEX", help="run only the jobs whose id (group|method|seed) matches")
+    h.add_plan_options(parser, "group|method|seed")
     parser.add_argument(
         "--quick", action="store_true", help="tiny model, 2,000 images, 2 epochs, one seed: a smoke test"
     )
@@ -872,57 +665,32 @@ def main(argv=None) -> None:
         return
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    task = args.data.replace(":", "_").replace("/", "_")
-    name = f"size_accuracy{'_quick' if args.quick else ''}_{task}_{args.model}_cpu"
+    name = h.run_name("size_accuracy", args.data, args.model, args.quick)
     args.work = args.work or str(Path("runs") / "size_accuracy" / name)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"{name}.csv"
-    done = {row["job"] for row in read_rows(csv_path)} if args.resume and csv_path.exists() else set()
-    if not done:
-        with open(csv_path, "w", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=FIELDS).writeheader()
+    done = h.start_csv(csv_path, FIELDS, args.resume)
     bench = Bench(args)
-    recorded = [
-        a for i, a in enumerate(argv) if a not in ("--resume", "--only") and (i == 0 or argv[i - 1] != "--only")
-    ]
-    command = "python benchmarks/size_accuracy.py " + " ".join(
-        shlex.quote(a) for a in recorded
-    )  # the whole run's command
     print(f"{len(plan_jobs(seeds))} training jobs planned; dense fp32 file {bench.fp32_bytes:,} B", flush=True)
     setup = (
         f"{args.model} on {args.data}: {len(bench.data.y_train):,} training images (class-stratified subset), "
         f"{len(bench.data.y_test):,} test images, {args.epochs} epochs, AdamW lr {args.lr}, cosine schedule, batch "
         f"{args.batch_size}, crop+flip augmentation; distillation alpha {DISTILL_ALPHA}, T {DISTILL_T}; "
-        f"seeds {args.seeds}; "
-        f"cpu, torch {torch.__version__}, {platform.machine()}, {args.threads} thread(s); "
-        f"{datetime.date.today().isoformat()}. Dense fp32 file: {bench.fp32_bytes:,} B, {bench.n_weights:,} parameters."
+        f"seeds {args.seeds}; {h.environment(args.threads, 'cpu')}; {h.today()}. "
+        f"Dense fp32 file: {bench.fp32_bytes:,} B, {bench.n_weights:,} parameters."
     )
-    csv_path.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "command": command.strip(),
-                "setup": setup,
-                "title": f"Accuracy vs on-disk size: {args.model} on {args.data}",
-            },
-            indent=1,
-        )
-    )
-    jobs = [j for j in plan_jobs(seeds) if j["job"] not in done and (not args.only or re.search(args.only, j["job"]))]
+    h.write_meta(csv_path.with_suffix(".json"), h.recorded_command("size_accuracy.py", argv), setup,
+                 f"Accuracy vs on-disk size: {args.model} on {args.data}")  # fmt: skip
+    jobs = h.select(plan_jobs(seeds), done, args.only)
     started = time.time()
     for i, job in enumerate(jobs, 1):
         rows = bench.run(job)
-        with open(csv_path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=FIELDS)
-            for row in rows:
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        h.append_rows(csv_path, FIELDS, rows)
         for row in rows:
-            print(
-                f"[{i}/{len(jobs)}] {row['method']:<28} seed {row['seed']}  {row['bytes']:>9,} B  "
-                f"{row['ratio_vs_fp32']:6.1f}x  "
-                f"acc {100 * row['accuracy']:.2f}%  ({time.time() - started:,.0f}s)",
-                flush=True,
-            )
+            print(f"[{i}/{len(jobs)}] {row['method']:<28} seed {row['seed']}  {row['bytes']:>9,} B  "
+                  f"{row['ratio_vs_fp32']:6.1f}x  acc {100 * row['accuracy']:.2f}%  ({time.time() - started:,.0f}s)",
+                  flush=True)  # fmt: skip
     render(csv_path)
 
 

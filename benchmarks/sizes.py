@@ -17,12 +17,12 @@ text), so the header columns compare the two on the same masks.
 from __future__ import annotations
 
 import argparse
-import datetime
 import shlex
 import sys
 import tempfile
 from pathlib import Path
 
+import _harness as h
 import torch
 
 import pemn_compress as pemn
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
     lines = [
         "# .pemn sizes against dense fp32 safetensors",
         "",
-        f"Command: `{command.strip()}` ({datetime.date.today().isoformat()})",
+        f"Command: `{command.strip()}` ({h.today()})",
         "",
         "Bytes are real file sizes. *paper ratio*: 32 bits per masked weight over (1 bit per masked weight + 32 "
         "bits per unique value), BatchNorm and seed not counted. *above bound*: how much larger the file is than "
@@ -118,10 +118,7 @@ def main(argv=None) -> None:
                     f"{t['header_bytes']:,} | {_above(v1)} | {_above(t)} |"
                 )
                 print(lines[-1], flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sizes.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'sizes.md'}")
+    h.write_text(Path(args.out) / "sizes.md", lines)
 
 
 if __name__ == "__main__":

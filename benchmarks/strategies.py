@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
-import platform
 import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import _harness as h
 import torch
 
 import pemn_compress as pemn
@@ -128,8 +127,7 @@ def write_reports(rows, args, path_stem: Path, command: str, device: str) -> Non
         f"Setup: {args.epochs} epochs, {len(rows)} runs, {args.train_samples or 'all'} training images, full test set, "
         f"AdamW lr {args.lr}, cosine schedule, batch {args.batch_size}, density {args.density}, "
         f"rp mode {args.rp_mode}, "
-        f"seed {args.seed}; device {device}, torch {torch.__version__}, {platform.machine()}, "
-        f"{torch.get_num_threads()} threads; {datetime.date.today().isoformat()}.",
+        f"seed {args.seed}; device {device}, {h.environment(torch.get_num_threads())}; {h.today()}.",
         "Accuracy is the test accuracy after the last epoch (no best-epoch picking).",
         "",
         "| method | distribution | rescale | unique values | accuracy % | gap to dense (pts) | paper CIFAR-10 % "

@@ -5,7 +5,8 @@ unreachable-budget error reports) to the file of the default density (0.5, no ta
 is a short real run (1 epoch on a few hundred Fashion-MNIST images, one thread) through the same
 ``compress`` as the command line; the table gives the budget, the density chosen before training,
 the file's size on disk, the slack (budget - file) and whether the file is over. Models: zoo models
-and a user model defined in this script (a ``module:function`` factory).
+and a user model defined in this script (a ``module:function`` factory). The files are written to a
+temporary folder, or kept in ``--work DIR`` (one ``<model>_b<budget>.pemn`` per budget).
 
     python benchmarks/target_size.py
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import logging
 import os
 import re
@@ -25,13 +25,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import _harness as h
 import numpy as np
 from torch import nn
 
 import pemn_compress as pemn
-from pemn_compress.compress import CompressOptions, compress
 from pemn_compress.data import get_dataset
 from pemn_compress.errors import ConfigError
+from pemn_compress.pipeline import CompressOptions, compress
 
 MODELS = ("convmixer_64_4", "resnet20", "mlp_3", "__main__:user_net")
 _SMALLEST = re.compile(r"smallest file this model can make, ([\d,]+) B")
@@ -93,7 +94,8 @@ def run_model(model: str, base: dict, budgets: int) -> list[dict]:
     low = smallest_file(base)
     rows = []
     for budget in np.linspace(low, default.file_bytes, budgets).round().astype(int):
-        result = compress(CompressOptions(**base, target_size=int(budget)), progress=False)
+        options = dict(base, output=f"{Path(base['output']).stem}_b{int(budget)}.pemn", target_size=int(budget))
+        result = compress(CompressOptions(**options), progress=False)
         assert result.target is not None and result.output is not None
         size = os.path.getsize(result.output)
         written = pemn.read_pemn(result.output).header
@@ -114,7 +116,7 @@ def report(rows: list[dict], command: str, args: argparse.Namespace) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"{datetime.date.today().isoformat()}. Per model, {args.budgets} budgets evenly spaced from the smallest "
+        f"{h.today()}. Per model, {args.budgets} budgets evenly spaced from the smallest "
         "reachable file (one kept weight per layer) to the file at the default density 0.5 without a target; "
         f"each a real run: {args.epochs} epoch on {args.train_samples} Fashion-MNIST images (test split "
         f"{args.test_samples} images), defaults otherwise (onelayer, fp16 leftovers, BatchNorm folded), "
@@ -152,22 +154,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-samples", type=int, default=384)
     parser.add_argument("--test-samples", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "target_size.md"))
+    parser.add_argument("--out", default=str(h.RESULTS / "target_size.md"))
+    parser.add_argument("--work", default=None, help="keep the files in this folder (default: a temporary one)")
     args = parser.parse_args(argv)
     command = "python benchmarks/target_size.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
     logging.getLogger("pemn_compress").setLevel(logging.WARNING)
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp, _working_directory(Path(tmp)):
-        data = write_subset(Path(tmp), args.train_samples, args.test_samples)
+    out = Path(args.out).resolve()
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, _working_directory(Path(args.work or tmp)):
+        data = write_subset(Path.cwd(), args.train_samples, args.test_samples)
         for model in args.models.split(","):
             base = dict(model=model, data=data, epochs=args.epochs, batch_size=64, threads=args.threads,
                         output=f"{model.replace(':', '_')}.pemn")
             rows += run_model(model, base, args.budgets)
             print(f"{model}: done ({sum(r['over'] for r in rows if r['model'] == model)} over)", file=sys.stderr)
     text = report(rows, command.strip(), args)
-    Path(args.out).write_text(text)
+    out.write_text(text)
     print(text)
 
 

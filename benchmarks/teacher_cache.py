@@ -18,20 +18,16 @@ the same size). Writes ``benchmarks/results/teacher_cache_cpu.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import _harness as h
 import torch
 
 import pemn_compress as pemn
 from pemn_compress.data import BatchLoader, get_dataset
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def one_fit(args, data, cache: bool) -> tuple[float, list[float]]:
@@ -54,7 +50,7 @@ def main(argv=None) -> Path:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=str(h.RESULTS))
     parser.add_argument("--quick", action="store_true", help="test_convmixer, 512 images, 2 epochs, 1 round")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["python benchmarks/teacher_cache.py", *argv])
@@ -79,9 +75,8 @@ def main(argv=None) -> Path:
         "",
         f"Setup: {args.model} as teacher (dense) and student (onelayer masks, density 0.5), distillation alpha 0.5, "
         f"{data.num_train:,} Fashion-MNIST training images, batches of 128, no augmentation, {args.epochs} epochs per "
-        f"fit, {args.rounds} rounds alternating the two; torch {torch.__version__}, {platform.machine()}, "
-        f"{args.threads} thread(s), load average {os.getloadavg()[0]:.2f} at the end (2 cores shared with other "
-        f"jobs); {datetime.date.today().isoformat()}.",
+        f"fit, {args.rounds} rounds alternating the two; {h.environment(args.threads)}, {h.load_average()}; "
+        f"{h.today()}.",
         "",
         "| teacher | fit s (median) | per round s | speed-up |",
         "|---|---:|---|---:|",
@@ -91,12 +86,8 @@ def main(argv=None) -> Path:
         f"Largest difference between the two runs' per-epoch training losses: {drift:.2e} "
         f"(losses {', '.join(f'{v:.4f}' for v in losses[True])} cached).",
     ]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"teacher_cache{'_quick' if args.quick else ''}_cpu.md"
-    path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {path}")
-    return path
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    return h.write_text(Path(args.out) / f"teacher_cache{'_quick' if args.quick else ''}_cpu.md", lines)
 
 
 if __name__ == "__main__":

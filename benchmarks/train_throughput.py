@@ -41,15 +41,14 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import datetime
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import _harness as h
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -286,9 +285,9 @@ def write_markdown(rows: list[dict], args, path: Path, command: str, device: tor
         "",
         f"Setup: models {args.models}; {args.rounds} rounds x ({args.warmup} warm-up + {args.steps} timed steps) per "
         f"variant, variants alternated within each round; AdamW lr {args.lr}, batch {args.batch_size}, density "
-        f"{args.density}, {args.batches} preloaded {args.data} batches, seed {args.seed}; device {device}, torch "
-        f"{torch.__version__}, {platform.machine()}, {torch.get_num_threads()} thread(s); "
-        f"{datetime.date.today().isoformat()}; load average {load[0]:.2f} at start, {load[1]:.2f} at end.",
+        f"{args.density}, {args.batches} preloaded {args.data} batches, seed {args.seed}; device {device}, "
+        f"{h.environment(torch.get_num_threads())}; {h.today()}; load average {load[0]:.2f} at start, "
+        f"{load[1]:.2f} at end.",
         "",
         "img/s: median over rounds of (images / summed step time). Phase columns: median over all timed steps. "
         "Top-k (every masked layer's kthvalue mask) and mask build (every layer's whole weight * mask) are timed "

@@ -12,16 +12,15 @@ paired over 3 seeds against the same options without it: its "density annealing"
 At step ``s`` of ``S`` the density is ``d + (start - d) * (1 - min(1, s / (end * S)))**3`` with ``d``
 the model's own density: the same function of the step on every rank and after ``--resume``, and
 exactly ``d`` from ``end * S`` steps on, so the file is written at the density it was asked for. Each
-change keeps the largest ``|scores|`` of every layer (``surgery.set_density_``; across layers under
-``allocation.GlobalAllocation``), so the kept weights of a lower density are a subset of those of a
-higher one.
+change keeps the largest ``|scores|`` of every layer (``surgery.set_model_density_``; across layers when the
+model carries an allocator, ``surgery.ALLOCATOR``), so the kept weights of a lower density are a subset of
+those of a higher one.
 """
 
 from __future__ import annotations
 
-from .allocation import set_model_density_
 from .errors import check_number
-from .surgery import config_of
+from .surgery import config_of, set_model_density_
 from .train import Callback, Trainer, TrainResult, _unwrap
 
 __all__ = ["DensityAnnealing"]

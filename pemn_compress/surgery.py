@@ -24,7 +24,8 @@ from .nn.layers import MaskedConv1d, MaskedConv2d, MaskedLayer, MaskedLinear, Va
 from .nn.topk import kept_count
 from .strategies import ValuePlan, make_plan
 
-__all__ = ["MASKABLE_TYPES", "is_masked", "mask_", "masked_layers", "materialize", "maskable_layers", "set_density_"]
+__all__ = ["MASKABLE_TYPES", "is_masked", "mask_", "masked_layers", "materialize", "maskable_layers", "set_density_",
+           "set_model_density_"]
 
 # dense type -> masked type; dispatch walks the module's MRO, so subclasses of Linear are masked too
 MASKABLE_TYPES: dict[type[nn.Module], type[MaskedLayer]] = {
@@ -133,6 +134,22 @@ def set_density_(model: nn.Module, density: float) -> nn.Module:
         layer.kept = kept_count(density, math.prod(layer.source.shape))
     setattr(model, "pemn_config", config)  # noqa: B010 (nn.Module's __setattr__ is typed for tensors)
     return model
+
+
+ALLOCATOR = "pemn_allocator"  # model attribute: a callable(model, density) that spreads a density over the layers
+
+
+def set_model_density_(model: nn.Module, density: float) -> nn.Module:
+    """Change a masked model's density keeping how it is spread over its layers, in place; return it.
+
+    The code that lowers a model's density while it trains or after (``annealing.DensityAnnealing``, the
+    budget fit of ``compress``) calls this rather than ``set_density_``: a model whose layers keep
+    different fractions (an experiment's allocator, stored as the model's ``pemn_allocator`` attribute,
+    a callable ``(model, density) -> model``) is re-allocated by that allocator; any other model keeps
+    the same fraction in every layer (``set_density_``).
+    """
+    allocate = getattr(model, ALLOCATOR, None)
+    return allocate(model, density) if allocate is not None else set_density_(model, density)
 
 
 def _set_trainable(model: nn.Module, config: MaskConfig) -> None:

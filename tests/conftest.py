@@ -79,8 +79,9 @@ def edit_pemn(blob: bytes, *, header=None, tensors=None, metadata=None, text: st
 
 
 def load_script(relative: str, name: str) -> ModuleType:
-    """Import a script of the repository (``benchmarks/*.py``, ``formats/reference_reader.py``) from its
-    file, as module ``name``: they are scripts, not package modules, and no test edits ``sys.path``."""
+    """Import a script of ``formats/`` (``reference_reader.py``) from its file, as module ``name``: it is a
+    script, not a package module, and no test edits ``sys.path``. Benchmark scripts are run, not imported
+    (``run_script``)."""
     import sys
 
     if name in sys.modules:
@@ -97,9 +98,18 @@ def load_script(relative: str, name: str) -> ModuleType:
     return module
 
 
-def load_benchmark(name: str) -> ModuleType:
-    """``benchmarks/<name>.py`` as module ``name``."""
-    return load_script(f"benchmarks/{name}.py", name)
+def run_script(relative: str, *args, expect: int | None = 0, env: dict | None = None):
+    """``python <relative> ARGS`` as a user types it in the repository root (a benchmark script runs as a
+    program, not imported); asserts the exit code unless None. Returns the CompletedProcess (text)."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, relative, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, timeout=600)  # fmt: skip
+    if expect is not None:
+        assert result.returncode == expect, (result.returncode, result.stdout[-3000:], result.stderr[-3000:])
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -159,14 +169,3 @@ def read_csv(path) -> list[dict]:
 
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def run_main(module, args: list[str]) -> str:
-    """``module.main(args)`` (a benchmark script); what it printed on standard output."""
-    import contextlib
-    import io
-
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        module.main(args)
-    return buffer.getvalue()

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load_benchmark
-
-reliability = load_benchmark("reliability")
+from support.determinism import determinism_files, determinism_matrix, weights_digest
+from support.workspace import COMPRESS_ARGS, Workspace
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_weight_bits_across_readers_threads_and_processes(tmp_path):
     torch.set_num_threads(3)  # a count the matrix never sets itself (its columns use 1 and 2)
     try:
-        matrix = reliability.determinism_matrix(tmp_path, processes=3)
+        matrix = determinism_matrix(tmp_path, processes=3)
         assert torch.get_num_threads() == 3, "the matrix did not restore the caller's thread count"
     finally:
         torch.set_num_threads(1)  # this module's one_torch_thread setting
@@ -33,9 +32,9 @@ def test_weight_bits_across_readers_threads_and_processes(tmp_path):
 
 @pytest.mark.slow
 def test_compress_twice_gives_the_same_bytes(tmp_path):
-    ws = reliability.Workspace(tmp_path)
+    ws = Workspace(tmp_path)
     first = ws.reference()
-    again = ws.cli(*reliability.COMPRESS_ARGS, "-o", tmp_path / "again.pemn")
+    again = ws.cli(*COMPRESS_ARGS, "-o", tmp_path / "again.pemn")
     assert again.exit_code == 0 and (tmp_path / "again.pemn").read_bytes() == first
     ws.kill_window()  # a third run, in a fresh interpreter and with checkpoints every 2 steps
     assert ws.fresh_run["identical"], ws.fresh_run
@@ -45,7 +44,7 @@ def test_compress_twice_gives_the_same_bytes(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="no CUDA device here; scripts/gpu-check.sh (step 3) checks CUDA weight bits against numpy")
 def test_cuda_column(tmp_path):
-    for path, skeleton, label in reliability.determinism_files(tmp_path):
+    for path, skeleton, label in determinism_files(tmp_path):
         fingerprint = __import__("pemn_compress").read_pemn(path).header["fingerprint"]["value"]
         for masked in (False, True):
-            assert reliability.weights_digest(path, 1, masked, skeleton, device="cuda") == fingerprint, (label, masked)
+            assert weights_digest(path, 1, masked, skeleton, device="cuda") == fingerprint, (label, masked)

@@ -1,8 +1,8 @@
 """Fault injection on `pemn compress` (test_mlp, 256 real Fashion-MNIST images, 2 epochs, 1 thread):
 SIGKILL after a checkpoint, a full disk, Ctrl-C. Afterwards the output is absent, the previous file or
 the complete file (never a partial one), no temp file remains, the checkpoint loads, and `--resume`
-finishes with bytes identical to an uninterrupted run. The scenarios live in benchmarks/reliability.py
-(which also runs them repeatedly for benchmarks/results/reliability.md)."""
+finishes with bytes identical to an uninterrupted run. The scenarios live in tests/support/workspace.py
+(which benchmarks/reliability.py also runs repeatedly, as a command, for benchmarks/results/reliability.md)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import load_benchmark
-
-reliability = load_benchmark("reliability")
+from support import workspace as scenarios
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 linux_only = pytest.mark.skipif(
@@ -22,7 +20,7 @@ linux_only = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    workspace = reliability.Workspace(tmp_path_factory.mktemp("faults"))
+    workspace = scenarios.Workspace(tmp_path_factory.mktemp("faults"))
     workspace.reference()
     return workspace
 
@@ -34,7 +32,7 @@ def _assert_ok(result: dict) -> None:
 
 @pytest.mark.parametrize("run,with_previous", [(0, False), (1, True)])
 def test_sigkill_after_a_checkpoint(ws, run, with_previous):
-    result = reliability.scenario_sigkill(ws, run, random.Random(1000 + run), with_previous)
+    result = scenarios.scenario_sigkill(ws, run, random.Random(1000 + run), with_previous)
     _assert_ok(result)
     assert result["output_after_kill"] in (("previous", "complete") if with_previous else ("absent", "complete"))
 
@@ -50,7 +48,7 @@ def test_next_run_removes_temp_files_a_killed_run_left(ws):
     other = ws.folder / ".another.pemn.k1ll3d_2.tmp"
     for path in stale + [other]:
         path.write_bytes(b"partial")
-    result = ws.cli(*reliability.COMPRESS_ARGS, "-o", out)
+    result = ws.cli(*scenarios.COMPRESS_ARGS, "-o", out)
     assert result.exit_code == 0, result.output
     assert not any(p.exists() for p in stale) and other.exists()  # only this output's own temp files
     assert out.read_bytes() == ws.reference()
@@ -58,16 +56,16 @@ def test_next_run_removes_temp_files_a_killed_run_left(ws):
 
 @linux_only
 def test_disk_full_during_the_final_save(ws):
-    result = reliability.scenario_disk_full(ws, 0, everywhere=False)
+    result = scenarios.scenario_disk_full(ws, 0, everywhere=False)
     _assert_ok(result)
     assert result["error"].startswith("error: [Errno 28] No space left on device; checkpoint saved to")
 
 
 @linux_only
 def test_disk_full_on_every_write(ws):
-    _assert_ok(reliability.scenario_disk_full(ws, 1, everywhere=True))
+    _assert_ok(scenarios.scenario_disk_full(ws, 1, everywhere=True))
 
 
 @pytest.mark.parametrize("real_signal", [False, True], ids=["hook", "sigint"])
 def test_ctrl_c_then_resume(ws, real_signal):
-    _assert_ok(reliability.scenario_ctrl_c(ws, int(real_signal), random.Random(7 + real_signal), real_signal))
+    _assert_ok(scenarios.scenario_ctrl_c(ws, int(real_signal), random.Random(7 + real_signal), real_signal))

@@ -1,119 +1,111 @@
-"""The loader fuzzer (benchmarks/fuzz_loader.py) on a CI budget: every mutated file, of format version 1
-or 2, must end in success with verified checksums or a FormatError, quickly and within its memory bound;
-the package and the numpy reference reader must agree on it, and a file with one known fault must get
-the outcome the spec gives it."""
+"""The loader fuzzer (benchmarks/fuzz_loader.py) on a CI budget, run as a user types it: every mutated file, of
+format version 1 or 2, must end in success with verified checksums or a FormatError, quickly and within its
+memory bound; the package and the numpy reference reader must agree on it, and a file with one known fault must
+get the outcome the spec gives it. Its seeds must be the committed vectors, and with a bug planted in the
+package reader (tests/support/buggy_fuzz.py runs the script as ``python benchmarks/fuzz_loader.py ARGS`` does,
+three times in one interpreter, the last two with the bug) it must report the bug."""
 
 from __future__ import annotations
 
-import pytest
-from conftest import load_benchmark
+import json
 
-fuzz_loader = load_benchmark("fuzz_loader")
+import pytest
+from conftest import REPO, run_script
 
 CASES = 1500
 # a case is "slow" (an unexpected outcome) past this many seconds: generous, so that only a runaway
 # case (a decode that scales with a claimed size, a hang) fails it, never a busy CI machine
 SLOW_CASE_SECONDS = 30.0
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+VALID = REPO / "formats" / "vectors" / "valid"
+VALID_V2 = REPO / "formats" / "vectors" / "v2" / "valid"
 
 
 @pytest.fixture(scope="module")
-def stats(tmp_path_factory):
-    return fuzz_loader.run_fuzz(CASES, seed=20240601, crash_dir=tmp_path_factory.mktemp("crashes"), memory_every=25,
-                                slow=SLOW_CASE_SECONDS)
+def fuzz(tmp_path_factory):
+    """(exit codes, the quick run's --report JSON, the folder of every run's outputs). One interpreter runs
+    the script three times (tests/support/buggy_fuzz.py): the quick run, as it is; then, with a bug planted in
+    the package reader, cases 0 to 59 of another fuzz seed, and cases 30 to 59 alone."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    quick = ["--cases", CASES, "--seed", 20240601, "--memory-every", 25, "--slow", SLOW_CASE_SECONDS, "--report",
+             folder / "report.json", "--crash-dir", folder / "crashes", "--write-seeds", folder / "seeds"]
+    buggy = ["--seed", 3, "--load-fraction", 0, "--slow", 0.25]
+    runs = [quick, ["--cases", 60, *buggy, "--crash-dir", folder / "bug", "--report", folder / "bug.json"],
+            ["--cases", 30, "--start", 30, *buggy, "--crash-dir", folder / "half", "--report", folder / "half.json"]]
+    result = run_script("tests/support/buggy_fuzz.py", folder / "seeds", "--clean-runs", 1,
+                        *[x for run in runs for x in ("--", *run)], env={"PYTHONPATH": str(REPO)})
+    assert (folder / "report.json").exists(), result.stderr[-3000:]
+    codes = result.stderr.strip().splitlines()[-1]
+    return codes, json.loads((folder / "report.json").read_text()), folder
 
 
-def test_no_unexpected_outcome(stats):
-    assert stats.cases == CASES
-    assert not stats.unexpected, (dict(stats.unexpected), stats.examples[:5])
-    assert not stats.reference_unexpected, dict(stats.reference_unexpected)
-    assert stats.memory_samples >= CASES // 25 and stats.memory_peak_ratio < 1  # slow cases count as unexpected
+def test_no_unexpected_outcome(fuzz):
+    codes, stats, _ = fuzz
+    assert stats["cases"] == CASES
+    assert not stats["unexpected"], (stats["unexpected"], stats["examples"][:5])
+    assert not stats["reference_unexpected"], stats["reference_unexpected"]
+    assert stats["memory_samples"] >= CASES // 25 and stats["memory_peak_ratio"] < 1  # slow cases count as unexpected
+    assert codes.startswith("exit codes: [0,")
 
 
-def test_readers_agree(stats):
-    assert stats.accept_refuse_disagreements == 0, stats.examples[:5]
-    assert stats.bit_disagreements == 0, stats.examples[:5]
-    # files labelled version 2 are left out only while the reference reader cannot read version 2
-    assert stats.reference_skipped == 0 or not fuzz_loader.reference_reads_v2()
-    assert stats.agree + stats.reference_skipped == CASES
+def test_readers_agree(fuzz):
+    stats = fuzz[1]
+    assert stats["accept_refuse_disagreements"] == 0, stats["examples"][:5]
+    assert stats["bit_disagreements"] == 0, stats["examples"][:5]
+    assert stats["reference_skipped"] == 0  # the reference reader reads version 2: every case is cross-checked
+    assert stats["agree"] == CASES
 
 
-def test_one_fault_cases_get_the_spec_outcome(stats):
+def test_one_fault_cases_get_the_spec_outcome(fuzz):
     """The version 2 mutators (and derived keys removed from version 1 files) know the outcome of a file
     with only their fault: accepted, or refused with the class formats/pemn-v2.md names."""
-    assert stats.expectations_checked >= 0.03 * CASES
-    assert not stats.expectation_mismatches, (dict(stats.expectation_mismatches), stats.examples[:5])
+    stats = fuzz[1]
+    assert stats["expectations_checked"] >= 0.03 * CASES
+    assert not stats["expectation_mismatches"], (stats["expectation_mismatches"], stats["examples"][:5])
 
 
-def test_mutations_reach_every_stage(stats):
+def test_mutations_reach_every_stage(fuzz):
     """The fuzzer is only worth its cases if they get past the checksums to the deep checks."""
-    stages = set(stats.stage)
-    assert {"read: container", "read: header", "read: header hash", "masks", "accepted"} <= stages, stats.stage
-    assert {"ContainerError", "HeaderError", "ShapeError", "ChecksumError", "LimitError"} <= {
-        k.split(":")[1] for k in stats.package if k.startswith("refused")}
-    assert stats.family_accepted["semantic"] > 0.5 * stats.family["semantic"]  # re-signed edits decode: bits compared
-    assert stats.load and sum(stats.load.values()) >= 0.01 * CASES
-    assert set(stats.mutators) == set(fuzz_loader.MUTATORS)
-    for version in (1, 2):  # half the seeds of each version, and each reaches acceptance
-        assert stats.versions[version] > 0.35 * CASES and stats.version_accepted[version] > 0.1 * CASES
-    assert "VersionError" in {k.split(":")[1] for k in stats.package if k.startswith("refused")}
+    stats = fuzz[1]
+    assert {"read: container", "read: header", "read: header hash", "masks", "accepted"} <= set(stats["stage"])
+    refused = {k.split(":")[1] for k in stats["package"] if k.startswith("refused")}
+    assert {"ContainerError", "HeaderError", "ShapeError", "ChecksumError", "LimitError", "VersionError"} <= refused
+    assert stats["family_accepted"]["semantic"] > 0.5 * stats["family"]["semantic"]  # re-signed edits: bits compared
+    assert stats["load"] and sum(stats["load"].values()) >= 0.01 * CASES
+    assert {"m_v2_header_bytes", "m_v2_header_tensor", "m_v2_derived", "m_version_swap"} <= set(stats["mutators"])
+    for version in ("1", "2"):  # half the seeds of each version, and each reaches acceptance
+        assert stats["versions"][version] > 0.35 * CASES and stats["version_accepted"][version] > 0.1 * CASES
 
 
-def test_seeds_of_both_versions():
-    seeds = fuzz_loader.load_seeds()
-    by_version = {v: [s for s in seeds if s.version == v] for v in (1, 2)}
-    assert len(by_version[1]) == len(by_version[2]) > 10
-    for seed in by_version[2]:
-        assert seed.metadata["pemn.version"] == "2" and "pemn.header" not in seed.metadata
-        assert "generator" not in seed.header and "banks" not in seed.header and "generator" in seed.full_header
+def test_seeds_are_the_committed_vectors_in_both_versions(fuzz):
+    """The fuzzer's seeds are the valid vectors as committed, and each re-laid out as version 2 by its own file
+    model (zlib, json, hashlib): byte for byte the committed version 2 vector, which the package writer gives
+    (formats/vectors/v2), so its version 2 seeds are the files users have."""
+    seeds = fuzz[2] / "seeds"
+    v1 = sorted(p.name for p in seeds.glob("*.pemn"))
+    assert v1 == sorted(p.name for p in VALID.glob("*.pemn"))
+    assert sorted(p.name for p in (seeds / "v2").glob("*.pemn")) == v1
+    for name in v1:
+        assert (seeds / name).read_bytes() == (VALID / name).read_bytes(), name
+    pinned = {version: json.loads((folder / "expected.json").read_text())["vectors"]
+              for version, folder in ((1, VALID), (2, VALID_V2))}
+    writers = [n for n in v1 if n in pinned[2] and all(pinned[v][n].get("canonical", True) for v in (1, 2))]
+    assert len(writers) >= 15  # the vectors the writer gives in both versions (the others are hand-edited)
+    for name in writers:
+        assert (seeds / "v2" / name).read_bytes() == (VALID_V2 / name).read_bytes(), name
 
 
-def test_v2_file_model_matches_the_writer(monkeypatch):
-    """The fuzzer re-lays a version 1 vector out as version 2 with its own code (zlib, json, hashlib):
-    byte for byte what the package writer gives for the same model (derived keys, deflate settings,
-    layout, metadata, data checksum), so its version 2 seeds are the files users have."""
-    mv = load_benchmark("hostile_files").make_vectors()
-    to_bytes = mv.to_bytes
-    monkeypatch.setattr(mv, "to_bytes", lambda model, **kwargs: to_bytes(model, **{**kwargs, "format_version": 2}))
-    for name in ("seq_mp_paper_signed", "seq_rp_copy", "cm_dense_rice_d10", "seq_onelayer_rice_d90_fp16"):
-        v1 = (fuzz_loader.VECTORS / "valid" / f"{name}.pemn").read_bytes()
-        assert fuzz_loader.to_version(v1, 2) == mv.build_valid(name), name
-
-
-def test_cases_are_reproducible():
-    seeds = fuzz_loader.load_seeds()
-    a = fuzz_loader.make_case(seeds, 7, 123)
-    b = fuzz_loader.make_case(seeds, 7, 123)
-    assert a.blob == b.blob and a.labels == b.labels
-    assert fuzz_loader.make_case(seeds, 7, 124).blob != a.blob
-
-
-def test_the_harness_catches_what_it_is_for(monkeypatch, tmp_path):
-    """A reader bug (a bare exception), a reader disagreement and a slow case are each reported (and saved)."""
-    from pemn_compress.errors import ChecksumError
-
-    real = fuzz_loader.decode_masks
-    seed_sizes = {len(seed.blob) for seed in fuzz_loader.load_seeds()}
-
-    def buggy(error):
-        def decode_masks(pf):  # a bug that the golden vectors themselves do not trigger
-            if pf.file_size not in seed_sizes:
-                raise error("bug")
-            return real(pf)
-
-        return decode_masks
-
-    monkeypatch.setattr(fuzz_loader, "decode_masks", buggy(KeyError))
-    stats = fuzz_loader.run_fuzz(60, seed=3, crash_dir=tmp_path, load_fraction=0)
-    assert stats.unexpected["unexpected:KeyError"] > 0
-    saved = list((tmp_path / "unexpected_KeyError").glob("case*.bin"))
-    assert saved and all(p.with_suffix(".json").exists() for p in saved)
-    monkeypatch.setattr(fuzz_loader, "decode_masks", buggy(ChecksumError))  # refuses what the reference accepts
-    stats = fuzz_loader.run_fuzz(60, seed=3, crash_dir=tmp_path, load_fraction=0)
-    assert not stats.unexpected and stats.accept_refuse_disagreements > 0
-    assert list((tmp_path / "disagreement_accept_refuse").glob("case*.bin"))
-    monkeypatch.setattr(fuzz_loader, "decode_masks", real)
-    slow = fuzz_loader.run_fuzz(5, seed=3, load_fraction=0, slow=0.0)
-    assert slow.unexpected["unexpected:slow"] == 5
+def test_the_harness_catches_what_it_is_for(fuzz):
+    """A reader bug (a bare exception), a reader disagreement and a slow case are each reported (and saved); a
+    run that starts halfway gives its cases the same mutations and outcomes (any case replays alone)."""
+    codes, _, folder = fuzz
+    assert codes == "exit codes: [0, 1, 1]"
+    stats = json.loads((folder / "bug.json").read_text())
+    assert stats["unexpected"]["unexpected:KeyError"] > 0 and stats["unexpected"]["unexpected:slow"] > 0
+    assert stats["accept_refuse_disagreements"] > 0
+    for kind in ("unexpected_KeyError", "unexpected_slow", "disagreement_accept_refuse"):
+        saved = list((folder / "bug" / kind).glob("case*.bin"))
+        assert saved and all(p.with_suffix(".json").exists() for p in saved), kind
+    whole = {e["case"]: (e["mutations"], e["bytes"], e["package"]) for e in stats["examples"]}
+    half = {e["case"]: (e["mutations"], e["bytes"], e["package"])
+            for e in json.loads((folder / "half.json").read_text())["examples"]}
+    assert half and min(half) >= 30 and all(whole.get(case) == found for case, found in half.items())

@@ -1,43 +1,49 @@
-"""Recipe benchmark (benchmarks/recipe.py): its quick mode runs the real compress pipeline on a real
-Fashion-MNIST subset, --resume skips finished jobs, the long phase reruns the best sweep setting, and
-the rendered table's accuracies and paired deltas are those of the raw CSV rows (recomputed here from
-the CSV, not with the script's own functions)."""
+"""Recipe benchmark (benchmarks/recipe.py) run as a user types it: its quick mode runs the real compress
+pipeline on a real Fashion-MNIST subset, --resume skips finished jobs (and keeps the report's start
+date), the long phase reruns the best sweep setting, and the rendered table's accuracies and paired
+deltas are those of the raw CSV rows (recomputed here from the CSV, not with the script's own code)."""
 
 from __future__ import annotations
 
 import ast
 import contextlib
-import datetime
 import json
 import re
 import statistics
 
 import pytest
-from conftest import load_benchmark, read_csv, run_main
+from conftest import REPO, read_csv, run_script
 
 import pemn_compress as pemn
 from pemn_compress.data import BatchLoader, get_dataset
-
-rc = load_benchmark("recipe")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FIRST = r"^sweep\|(defaults|signed-constant values)\|"  # the part the first, interrupted run finishes
 NAME = "recipe_quick_fashion-mnist_test_convmixer_cpu"
 TOL = 0.005 + 1e-9  # the table shows points with 2 decimals
+ELSEWHERE = "(full-data report)"  # the recommendation of an option the full-data report decides
+DECIDED_ELSEWHERE = {"density", "density_schedule"}  # benchmarks/results/frontier_*: tests/test_frontier.py
+STARTED = "2020-01-02"  # a start date no run of today writes
 
 
 def run(args: list[str]) -> str:
-    return run_main(rc, args)
+    return run_script("benchmarks/recipe.py", *args).stdout
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A quick run stopped after two settings, continued with --resume, then resumed once more."""
+    """A quick run stopped after two settings (its JSON's start date then set to ``STARTED``), continued with
+    --resume, then resumed once more."""
     out = tmp_path_factory.mktemp("results")
     args = ["--quick", "--out", str(out), "--work", str(out / "work")]
     run(args + ["--only", FIRST])
     first = read_csv(out / f"{NAME}.csv")
+    meta_path = out / f"{NAME}.json"
+    meta = json.loads(meta_path.read_text())
+    assert re.search(r"; started \d{4}-\d{2}-\d{2}\.$", meta["setup"])  # a fresh run: the day it ran
+    meta["setup"] = re.sub(r"started \S+\.$", f"started {STARTED}.", meta["setup"])
+    meta_path.write_text(json.dumps(meta))
     run(args + ["--resume"])
     second = read_csv(out / f"{NAME}.csv")
     third_log = run(args + ["--resume"])
@@ -52,8 +58,9 @@ def test_resume_skips_finished_jobs(runs):
     assert second[: len(first)] == first  # the finished rows were neither rerun nor rewritten
     jobs = [r["job"] for r in second]
     assert len(jobs) == len(set(jobs))
-    sweep = {f"sweep|{p.setting}|{seed}" for p in rc.POINTS for seed in (0, 1)}
-    assert {j for j in jobs if j.startswith("sweep|")} == sweep
+    sweep = [j.split("|") for j in jobs if j.startswith("sweep|")]
+    settings = {setting for _, setting, _ in sweep}
+    assert len(sweep) == 36 and {(s, seed) for _, s, seed in sweep} == {(s, x) for s in settings for x in "01"}
     assert third == second  # everything was finished: a third run adds nothing
     assert "sweep: 0 jobs" in third_log and "long phase: 0 jobs" in third_log
 
@@ -138,15 +145,21 @@ def test_rendered_table_matches_the_raw_rows(runs):
     assert deltas_checked == len(settings) - 2  # every row but the two phases' defaults
 
 
-COMMITTED = rc.RESULTS / "recipe_fashion-mnist_convmixer_192_6_p4_cpu"
+def test_a_resumed_report_keeps_its_start_date(runs):
+    out, *_ = runs
+    setup = json.loads((out / f"{NAME}.json").read_text())["setup"]
+    assert setup.endswith(f"; started {STARTED}.")
 
 
-def recommended_table(markdown: str) -> dict[str, object]:
-    """option -> recommended default, from the rendered "Recommended defaults" table."""
+COMMITTED = REPO / "benchmarks" / "results" / "recipe_fashion-mnist_convmixer_192_6_p4_cpu"
+
+
+def recommended_table(markdown: str) -> dict[str, tuple[object, object]]:
+    """option -> (baseline, recommended default), from the rendered "Recommended defaults" table."""
     section = markdown.split("## Recommended defaults", 1)[1]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| option")]
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
-    return {c[0]: c[2] if c[2] == rc.ELSEWHERE else ast.literal_eval(c[2]) for c in cells}
+    return {c[0]: (ast.literal_eval(c[1]), c[2] if c[2] == ELSEWHERE else ast.literal_eval(c[2])) for c in cells}
 
 
 def flag_change(flags: str) -> tuple[str, object] | None:
@@ -171,7 +184,8 @@ def test_code_defaults_are_the_committed_recommendation():
     from pemn_compress.commands import compress as compress_command
     from pemn_compress.options import CompressOptions
 
-    recs = recommended_table(COMMITTED.with_suffix(".md").read_text())
+    table = recommended_table(COMMITTED.with_suffix(".md").read_text())
+    recs = {option: value for option, (_, value) in table.items()}
     assert {"distribution", "augment", "lr", "schedule"} <= set(recs)
     options = CompressOptions(model="convmixer_192_6_p4")
     cli = {p.name: p.default for p in compress_command.params}
@@ -195,25 +209,16 @@ def test_code_defaults_are_the_committed_recommendation():
     assert recs.pop("distill") is expected and options.distill is expected and cli["distill"] is expected
     assert set(wins) == set(recs)
     for option, value in recs.items():
-        if option in rc.DECIDED_ELSEWHERE:  # the full-data report decides it (test_frontier checks the code)
-            assert value == rc.ELSEWHERE, option
+        if option in DECIDED_ELSEWHERE:  # the full-data report decides it (test_frontier checks the code)
+            assert value == ELSEWHERE, option
             continue
+        assert value != ELSEWHERE, option
         assert getattr(options, option) == value, option
         assert cli[option] == value, option
         for config in (pemn.MaskConfig(), pemn.TrainConfig()):
             if hasattr(config, option):
                 assert getattr(config, option) == value, (type(config).__name__, option)
-        if value != rc.BASELINE[option]:
+        if value != table[option][0]:  # the baseline column
             assert value in wins[option], option
         else:
             assert not wins[option], option
-
-
-def test_a_resumed_report_keeps_its_start_date(tmp_path):
-    """The JSON's "started" date is the first run's: --resume keeps it, a fresh run (or none yet) is today."""
-    meta = tmp_path / "report.json"
-    today = datetime.date.today().isoformat()
-    assert rc.started_date(meta, resume=True) == today  # nothing to keep yet
-    meta.write_text(json.dumps({"setup": "model on data; seeds 0,1; started 2020-01-02."}))
-    assert rc.started_date(meta, resume=True) == "2020-01-02"
-    assert rc.started_date(meta, resume=False) == today

@@ -1,7 +1,7 @@
-"""Size/accuracy benchmark (benchmarks/size_accuracy.py): its artifacts are real files whose sizes the
-report states, the compact formats load back the weights they stored, the pruning baselines reach
-their sparsity, and the reports are rendered from the CSV alone. Runs a few jobs of ``--quick`` on
-real Fashion-MNIST images."""
+"""Size/accuracy benchmark (benchmarks/size_accuracy.py) run as a user types it: its artifacts are real
+files whose sizes the report states, their accuracy is that of the file loaded back, the pruning
+baselines (pemn_compress.baselines) reach their sparsity on a zoo model, and the reports are rendered
+from the CSV alone. Runs a few jobs of ``--quick`` on real Fashion-MNIST images."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import os
 
 import pytest
 import torch
-from conftest import load_benchmark
+from conftest import run_script
 
 import pemn_compress as pemn
+from pemn_compress.baselines import Pruning, load_artifact
+from pemn_compress.data import BatchLoader, get_dataset
 from pemn_compress.nn.topk import kept_count
 from pemn_compress.surgery import maskable_layers
 
-sa = load_benchmark("size_accuracy")
+README_BEGIN, README_END = "<!-- size_accuracy:begin -->", "<!-- size_accuracy:end -->"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,7 +30,7 @@ ONLY = r"^dense\||random pruning 96|magnitude pruning 94|rp 1e-3 \(paper|distill
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     work = out / "work"
-    sa.main(["--quick", "--only", ONLY, "--out", str(out), "--work", str(work)])
+    run_script("benchmarks/size_accuracy.py", "--quick", "--only", ONLY, "--out", out, "--work", work)
     stem = out / "size_accuracy_quick_fashion-mnist_test_convmixer_cpu"
     with open(stem.with_suffix(".csv"), newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -69,18 +71,23 @@ def test_every_reported_size_is_a_file_on_disk(quick_run):
 
 def test_reported_accuracy_is_the_accuracy_of_the_loaded_file(quick_run):
     _, work, rows = quick_run
-    bench = sa.Bench(sa.parse_args(["--quick", "--work", str(work)]))
-    for r in rows:
-        if r["method"] == "magnitude pruning 94%":
-            artifact = work / "magnitude_pruning_magnitude_pruning_94_0.safetensors"
-            model = sa.load_artifact("sparse", artifact, bench.make_model)
-            _, acc = pemn.evaluate(model, bench.test)
-            assert acc == pytest.approx(float(r["accuracy"]), abs=1e-6)
-            weights = torch.cat([m.weight.detach().flatten() for _, m in maskable_layers(model)])
-            assert (weights == 0).float().mean().item() >= 0.93
+    data = get_dataset("fashion-mnist").subset(2000, 1000, seed=0)  # --quick: 2,000 training, 1,000 test images
+    test = BatchLoader.from_dataset(data, "test", batch_size=1000)
+    row = next(r for r in rows if r["method"] == "magnitude pruning 94%")
+    artifact = work / "magnitude_pruning_magnitude_pruning_94_0.safetensors"
+    model = load_artifact("sparse", artifact, lambda: pemn.create_model("test_convmixer", in_chans=1, num_classes=10))
+    _, acc = pemn.evaluate(model, test)
+    assert acc == pytest.approx(float(row["accuracy"]), abs=1e-6)
+    for _, layer in maskable_layers(model):
+        n = layer.weight.numel()
+        assert int((layer.weight != 0).sum()) == kept_count(0.06, n)  # the spec's count, every value non-zero
+    path = work / "pemn_reference_rp_1e_3_paper_setting_0_fp16_leftovers.pemn"
+    row = next(r for r in rows if r["method"] == "+ fp16 leftovers")
+    _, acc = pemn.evaluate(pemn.load(path, device="cpu"), test)
+    assert acc == pytest.approx(float(row["accuracy"]), abs=1e-6) and int(row["bytes"]) == os.path.getsize(path)
 
 
-def test_reports_rendered_from_the_csv(quick_run):
+def test_reports_rendered_from_the_csv(quick_run, tmp_path):
     stem, _, rows = quick_run
     md = stem.with_suffix(".md").read_text()
     meta = json.loads(stem.with_suffix(".json").read_text())
@@ -89,8 +96,20 @@ def test_reports_rendered_from_the_csv(quick_run):
     assert "Best PEMN accuracy at >= 25x" in md or "No PEMN file reaches 25x" in md
     assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stem.with_suffix(".md").unlink()
-    sa.main(["--render", str(stem.with_suffix(".csv"))])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n\n{README_BEGIN}\nstale numbers\n{README_END}\n\nafter\n")
+    run_script("benchmarks/size_accuracy.py", "--render", stem.with_suffix(".csv"), "--readme", readme)
     assert stem.with_suffix(".md").read_text() == md
+    text = readme.read_text()
+    assert text.startswith("intro\n\n" + README_BEGIN) and text.endswith(README_END + "\n\nafter\n")
+    assert "stale numbers" not in text and f"({stem.with_suffix('.png').as_posix()})" in text
+    dense = next(r for r in rows if r["method"] == "dense fp32")
+    assert (f"| dense fp32 | safetensors fp32 | {int(dense['bytes']):,} | 1.0x | "
+            f"{100 * float(dense['accuracy']):.2f} | 0.00 |") in text  # fmt: skip
+    readme.write_text("no markers\n")
+    result = run_script("benchmarks/size_accuracy.py", "--render", stem.with_suffix(".csv"), "--readme", readme,
+                        expect=1)  # fmt: skip
+    assert "has no <!-- size_accuracy:begin --> ... <!-- size_accuracy:end --> block" in result.stderr
 
 
 class FakeTrainer:
@@ -103,7 +122,7 @@ class FakeTrainer:
 def started_pruning(how: str, total_steps: int, seed: int):
     torch.manual_seed(0)
     model = pemn.create_model("test_convmixer")
-    pruning, trainer = sa.Pruning(model, how, 0.9, seed=seed), FakeTrainer(total_steps)
+    pruning, trainer = Pruning(model, how, 0.9, seed=seed), FakeTrainer(total_steps)
     pruning.on_fit_start(trainer)
     return model, pruning, trainer
 
@@ -136,43 +155,3 @@ def test_magnitude_pruning_reaches_its_sparsity_and_keeps_the_largest_weights():
         if mask.all() or not mask.any():
             continue
         assert w[mask].min() >= w[~mask].max()
-
-
-def test_int8_and_sparse_files_store_what_they_claim(tmp_path):
-    torch.manual_seed(0)
-    model = pemn.create_model("test_convmixer")
-    with torch.no_grad():
-        for _, layer in maskable_layers(model):
-            layer.weight.mul_(torch.rand_like(layer.weight) > 0.8)  # 80% zeros
-    sa.save_sparse(model, tmp_path / "s.safetensors")
-    sa.save_int8(model, tmp_path / "q.safetensors")
-    sparse = sa.load_artifact("sparse", tmp_path / "s.safetensors", lambda: pemn.create_model("test_convmixer"))
-    quant = sa.load_artifact("int8", tmp_path / "q.safetensors", lambda: pemn.create_model("test_convmixer"))
-    for name, layer in maskable_layers(model):
-        w = layer.weight.detach()
-        s = dict(sparse.named_modules())[name].weight.detach()
-        assert torch.equal(s, w.half().float())
-        q = dict(quant.named_modules())[name].weight.detach()
-        scale = w.abs().flatten(1).amax(dim=1) / 127
-        assert ((q - w).abs().flatten(1) <= scale[:, None] / 2 + 1e-7).all()
-    assert os.path.getsize(tmp_path / "s.safetensors") < os.path.getsize(tmp_path / "q.safetensors")
-
-
-def test_readme_block_is_regenerated_in_place(quick_run, tmp_path):
-    stem, _, rows = quick_run
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n\n{sa.README_BEGIN}\nstale numbers\n{sa.README_END}\n\nafter\n")
-    sa.main(["--render", str(stem.with_suffix(".csv")), "--readme", str(readme)])
-    first = readme.read_text()
-    assert first.startswith("intro\n\n" + sa.README_BEGIN) and first.endswith(sa.README_END + "\n\nafter\n")
-    assert "stale numbers" not in first and f"({stem.with_suffix('.png').as_posix()})" in first
-    dense = next(r for r in rows if r["method"] == "dense fp32")
-    assert (
-        f"| dense fp32 | safetensors fp32 | {int(dense['bytes']):,} | 1.0x | "
-        f"{100 * float(dense['accuracy']):.2f} | 0.00 |"
-    ) in first
-    sa.main(["--render", str(stem.with_suffix(".csv")), "--readme", str(readme)])
-    assert readme.read_text() == first
-    readme.write_text("no markers\n")
-    with pytest.raises(SystemExit, match="no <!-- size_accuracy:begin -->"):
-        sa.main(["--render", str(stem.with_suffix(".csv")), "--readme", str(readme)])

@@ -1,21 +1,17 @@
-"""benchmarks/teacher_cache.py in its quick mode on real Fashion-MNIST images: both ways of distilling
-train the same student (the report's loss difference is float noise) and the report has both rows."""
+"""benchmarks/teacher_cache.py run as a user types it, in its quick mode on real Fashion-MNIST images: both
+ways of distilling train the same student (the report's loss difference is float noise) and the report
+has both rows."""
 
 from __future__ import annotations
 
 import re
 
-import pytest
-from conftest import load_benchmark
-
-tc = load_benchmark("teacher_cache")
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+from conftest import run_script
 
 
 def test_quick_report_compares_the_two_teachers(tmp_path):
-    path = tc.main(["--quick", "--out", str(tmp_path)])
-    text = path.read_text()
+    run_script("benchmarks/teacher_cache.py", "--quick", "--out", tmp_path)
+    text = (tmp_path / "teacher_cache_quick_cpu.md").read_text()
     rows = re.findall(r"^\| (every step|cached once) \| (\d+\.\d) \|", text, flags=re.M)
     assert [r[0] for r in rows] == ["every step", "cached once"]
     drift = float(re.search(r"training losses: (\S+) ", text).group(1))

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import edit_pemn
 from torch import nn
 
 import pemn_compress as pemn
-from pemn_compress import rng
 from pemn_compress.errors import ConfigError, FormatError, HeaderError, ModelError
 from pemn_compress.export import export, to_bytes
 from pemn_compress.fileformat import FileHeader, LayerRecord, constants, decode, encode
@@ -154,9 +154,23 @@ def test_save_lists_its_options_as_keyword_arguments():
         pemn.save(_masked_mlp(), "unused.pemn", compression="max")
 
 
-def test_one_generator_constant():
-    assert constants.GENERATOR is rng.GENERATOR == "philox4x32-10"
-    assert not hasattr(rng, "GENERATOR_ID")
+def test_files_name_the_generator_of_the_spec(reference_reader):
+    """A written file names the generator the spec names (formats/pemn-v1.md section 8: the reference reader,
+    written from the spec, refuses any other) and its weights regenerate, bit for bit, from it; a file naming
+    another generator is refused by the package as by the reference reader."""
+    from pemn_compress.fileformat.reader import decode_weights
+
+    blob = to_bytes(_masked_mlp(density=0.5), format_version=1)
+    out = reference_reader.read(blob)
+    assert out["header"]["generator"]["name"] == reference_reader.GENERATOR
+    weights = decode_weights(pemn.read_pemn(blob))
+    assert list(weights) == list(out["weights"])
+    assert all(weights[name].tobytes() == out["weights"][name].tobytes() for name in weights)
+    renamed = edit_pemn(blob, header=lambda head: head["generator"].update(name="philox4x32-7"))
+    with pytest.raises(reference_reader.HeaderError, match="generator.name"):
+        reference_reader.read(renamed)
+    with pytest.raises(HeaderError, match="generator.name"):
+        pemn.read_pemn(renamed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
-"""Fault injection for tests and the reliability campaign: trainer callbacks that stop a run the way
-a user or the machine would, at a chosen optimizer step, so interruption and ``--resume`` can be
-checked deterministically.
+"""Fault injection for tests: trainer callbacks that stop a ``compress`` run the way a user or the
+machine would, at a chosen optimizer step, so interruption and ``--resume`` can be checked deterministically.
 
     compress(options, callbacks=[InterruptAfterSteps(5)])               # as a crash or a second Ctrl-C
     compress(options, callbacks=[InterruptAfterSteps(3, signal=True)])  # a real first Ctrl-C (SIGINT)
@@ -11,8 +10,8 @@ from __future__ import annotations
 import os
 import signal as signals
 
-from .errors import check_int
-from .train import Callback
+from pemn_compress.errors import check_int
+from pemn_compress.train import Callback
 
 __all__ = ["InterruptAfterSteps"]
 

@@ -1,13 +1,13 @@
 """``pemn compress ARGS`` in a process of its own, interrupted right after optimizer step STEP.
 
-    PYTHONPATH=. python benchmarks/interrupted_compress.py STEP [--sigint] -- ARGS...
+    PYTHONPATH=.:tests python -m support.interrupted STEP [--sigint] -- ARGS...
 
 The command line has no interruption hook (a user presses Ctrl-C at an unknown moment); this driver
-runs the real command with ``faults.InterruptAfterSteps(STEP)`` added to the ``compress()`` call the
-command makes, so the exit code, the message and the checkpoint are exactly those of a user's
-interrupted run, at a step chosen in advance. ``--sigint`` sends this process a real SIGINT (a first
-Ctrl-C: the batch finishes, then the run stops); without it ``KeyboardInterrupt`` is raised from the
-callback (as a second Ctrl-C would). ``benchmarks/reliability.py`` runs it, then ``--resume``.
+runs the real command with ``InterruptAfterSteps(STEP)`` (``support/faults.py``) added to the
+``compress()`` call the command makes, so the exit code, the message and the checkpoint are exactly
+those of a user's interrupted run, at a step chosen in advance. ``--sigint`` sends this process a real
+SIGINT (a first Ctrl-C: the batch finishes, then the run stops); without it ``KeyboardInterrupt`` is
+raised from the callback (as a second Ctrl-C would). ``support/workspace.py`` runs it, then ``--resume``.
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("step", type=int, help="interrupt right after this optimizer step (1 = the first)")
     parser.add_argument("--sigint", action="store_true", help="a real SIGINT instead of KeyboardInterrupt")
     options = parser.parse_args(argv[:split])
-    args = argv[split + 1 :]
 
-    import pemn_compress.compress as pipeline
+    import pemn_compress.pipeline as pipeline
     from pemn_compress.commands import compress as command
-    from pemn_compress.faults import InterruptAfterSteps
+    from support.faults import InterruptAfterSteps
 
     # the command looks compress() up when it runs: hand it one with the interruption added
     hook = InterruptAfterSteps(options.step, signal=options.sigint)
     pipeline.compress = functools.partial(pipeline.compress, callbacks=[hook])
-    command.main(args=args, prog_name="pemn compress")  # exits with the command's code
+    command.main(args=argv[split + 1 :], prog_name="pemn compress")  # exits with the command's code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,191 @@
+"""The baselines a PEMN file is compared against: pruning and weight-only quantization, as files on disk.
+
+A user who asks "is PEMN worth it on my model?" compares it with what they would otherwise do: train the
+dense weights and store them in fp32, fp16 or int8, or prune them (the paper's baselines: magnitude and
+random pruning) and store the sparse network. These are that comparison's other side, in the library so
+that a user's own model gets them without copying code out of ``benchmarks/`` (which uses them for the
+committed size/accuracy reports):
+
+- ``Pruning``: a trainer callback that keeps every conv/linear weight at a fixed (random) or growing
+  (magnitude, Zhu & Gupta 2017) sparsity;
+- ``save_dense`` / ``save_int8`` / ``save_sparse``: safetensors files of a trained model (fp32 or fp16;
+  int8 with one fp32 scale per output channel; a coded bitmap of the kept positions plus their fp16
+  values), every other tensor fp16 in the compact ones;
+- ``load_artifact``: a fresh model holding what one of those files (or a ``.pemn`` file) stores.
+
+    model = pemn.create_model("resnet20")
+    pemn.Trainer(model, loader, None, config, callbacks=[Pruning(model, "magnitude", 0.96, seed=0)]).fit()
+    save_sparse(model, "pruned.safetensors")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from typing import cast
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import ConfigError
+from .fileformat.codecs import MaskCoding, decode_mask, encode_mask
+from .nn.topk import kept_count
+from .surgery import maskable_layers
+from .train import Callback, Trainer
+
+__all__ = ["ARTIFACTS", "Pruning", "load_artifact", "save_dense", "save_int8", "save_sparse"]
+
+PathLike = str | os.PathLike
+ARTIFACTS = ("dense", "int8", "sparse", "pemn")  # what ``load_artifact`` reads
+
+
+class Pruning(Callback):
+    """Keeps every conv/linear weight of a dense model at a growing (magnitude) or fixed (random) sparsity.
+
+    Random: one uniformly random mask per layer drawn before the first step (seeded by ``seed``).
+    Magnitude: gradual magnitude pruning (Zhu & Gupta, 2017): sparsity ``s_t = s (1 - (1 - t / T)^3)``,
+    ``T`` = 75% of the steps, the smallest ``|w|`` of each layer removed every ``T // 40`` steps. Pruned
+    weights are zeroed after every optimizer step, so they stay zero whatever the optimizer's momentum
+    does. Each layer keeps ``kept_count(1 - sparsity, n)`` weights, as a `.pemn` mask of that density.
+
+    Args:
+        model: the dense model the trainer trains (its conv/linear layers are pruned).
+        how: "magnitude" or "random".
+        sparsity: the fraction of each layer's weights removed at the end, in [0, 1).
+        seed: the random masks' seed.
+    """
+
+    def __init__(self, model: nn.Module, how: str, sparsity: float, seed: int):
+        if how not in ("magnitude", "random"):
+            raise ConfigError(f"pruning must be 'magnitude' or 'random', found {how!r}")
+        if not 0.0 <= sparsity < 1.0:
+            raise ConfigError(f"sparsity must be in [0, 1), found {sparsity!r}")
+        self.weights = [w for _, w in _weights(model)]  # the parameters themselves: trained in place
+        self.how, self.sparsity, self.seed = how, sparsity, seed
+        self.masks = [torch.ones_like(w, dtype=torch.bool) for w in self.weights]
+        self.end, self.every = 1, 1
+
+    def _set(self, sparsity: float, random: bool) -> None:
+        gen = torch.Generator().manual_seed(self.seed)
+        for i, weight in enumerate(self.weights):
+            w = weight.detach()
+            keep = kept_count(1.0 - sparsity, w.numel())
+            order = torch.randperm(w.numel(), generator=gen) if random else w.abs().flatten().argsort(descending=True)
+            mask = torch.zeros(w.numel(), dtype=torch.bool)
+            mask[order[:keep]] = True
+            self.masks[i] = mask.view_as(w)
+
+    @torch.no_grad()
+    def _apply(self) -> None:
+        for weight, mask in zip(self.weights, self.masks, strict=True):
+            weight.mul_(mask)
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.end = max(1, int(0.75 * trainer.total_steps))
+        self.every = max(1, self.end // 40)
+        if self.how == "random":
+            self._set(self.sparsity, random=True)
+        self._apply()
+
+    def on_batch_end(self, trainer: Trainer, batch: int, loss: float, correct: int, size: int) -> None:
+        step = trainer.step
+        if self.how == "magnitude" and step <= self.end and (step % self.every == 0 or step == self.end):
+            self._set(self.sparsity * (1.0 - (1.0 - step / self.end) ** 3), random=False)
+        self._apply()
+
+
+def _weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """(state-dict key, weight parameter) of every conv/linear layer ``mask_`` would mask, in model order."""
+    return [(f"{name}.weight", cast(torch.Tensor, m.weight)) for name, m in maskable_layers(model)]
+
+
+def _leftovers(state: dict[str, torch.Tensor], skip: set[str]) -> dict[str, torch.Tensor]:
+    """Every state-dict tensor not in ``skip``, floating ones as fp16; BatchNorm step counters dropped."""
+    return {
+        k: (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in state.items()
+        if k not in skip and not k.endswith("num_batches_tracked")
+    }
+
+
+def _split(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(conv/linear weights by state-dict key, every other tensor as ``_leftovers`` stores it)."""
+    weights = {key: w.detach() for key, w in _weights(model)}
+    return weights, _leftovers(model.state_dict(), set(weights))
+
+
+def save_dense(model: nn.Module, path: PathLike, dtype: torch.dtype = torch.float32) -> None:
+    """The whole state dict as safetensors, floating tensors in ``dtype`` (fp32: the reference size)."""
+    save_file(
+        {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()},
+        str(path),
+    )
+
+
+def save_int8(model: nn.Module, path: PathLike) -> None:
+    """Weight-only int8: each conv/linear weight ``w`` as ``<key>.int8 = round(w / scale)`` in [-127, 127]
+    with ``<key>.scale`` = max ``|w|`` of its output channel / 127 (fp32); every other tensor fp16."""
+    weights, tensors = _split(model)
+    for key, w in weights.items():
+        scale = w.abs().flatten(1).amax(dim=1).clamp_min(1e-12) / 127.0
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        tensors[key + ".int8"] = torch.round(w / scale.view(shape)).clamp(-127, 127).to(torch.int8).contiguous()
+        tensors[key + ".scale"] = scale.float().contiguous()
+    save_file(tensors, str(path))
+
+
+def save_sparse(model: nn.Module, path: PathLike) -> None:
+    """A pruned model: each conv/linear weight as ``<key>.mask`` (its non-zero positions, coded as `.pemn`
+    masks are: raw bits or Golomb-Rice, whichever is smaller; the coding in the ``masks`` metadata) and
+    ``<key>.values`` (those weights in fp16, row-major order); every other tensor fp16."""
+    weights, tensors = _split(model)
+    index = {}
+    for key, w in weights.items():
+        mask = (w != 0).numpy().reshape(-1)
+        coded = encode_mask(mask)
+        tensors[key + ".mask"] = torch.from_numpy(np.ascontiguousarray(coded.data))
+        tensors[key + ".values"] = w.reshape(-1)[torch.from_numpy(mask)].half().contiguous()
+        index[key] = dataclasses.asdict(coded.coding)
+    save_file(tensors, str(path), metadata={"masks": json.dumps(index, separators=(",", ":"))})
+
+
+def load_artifact(kind: str, path: PathLike, make_model: Callable[[], nn.Module]) -> nn.Module:
+    """A fresh model (from ``make_model()``) holding the weights stored in ``path``, fp32, in eval mode.
+
+    Args:
+        kind: how ``path`` was written: "dense" (``save_dense``), "int8", "sparse", or "pemn" (loaded with
+            ``pemn_compress.load``; ``make_model`` is not called).
+        path: the file.
+        make_model: builds the architecture the file's weights belong to.
+    """
+    if kind not in ARTIFACTS:
+        raise ConfigError(f"artifact kind must be one of {', '.join(ARTIFACTS)}, found {kind!r}")
+    if kind == "pemn":
+        from .api import load
+
+        return load(path, device="cpu").eval()
+    model = make_model()
+    state = model.state_dict()
+    stored = load_file(str(path))
+    if kind == "sparse":
+        with safe_open(str(path), "pt") as fh:
+            index = json.loads(fh.metadata()["masks"])
+        for key, entry in index.items():
+            mask = decode_mask(stored.pop(key + ".mask").numpy(), state[key].numel(), MaskCoding(**entry), key)
+            w = torch.zeros(state[key].numel())
+            w[torch.from_numpy(mask)] = stored.pop(key + ".values").float()
+            stored[key] = w.view_as(state[key])
+    elif kind == "int8":
+        for key in [k[: -len(".int8")] for k in stored if k.endswith(".int8")]:
+            q, scale = stored.pop(key + ".int8"), stored.pop(key + ".scale")
+            stored[key] = q.float() * scale.view((-1,) + (1,) * (q.ndim - 1))
+    for key, value in state.items():  # counters the compact formats do not store
+        if key.endswith("num_batches_tracked"):
+            stored.setdefault(key, value)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in stored.items()})
+    return model.eval()
