@@ -42,9 +42,16 @@ import numpy as np
 from torch import nn
 
 from .config import DEFAULT_DENSITY, MaskConfig  # DEFAULT_DENSITY: what a run with a budget uses when it fits
-from .errors import ConfigError, PemnError, option_error, worded
+from .errors import ConfigError, PemnError, option_error
 from .export import export
-from .fileformat.constants import CHECKSUM_ALGORITHM, FORMAT_VERSION, HEADER_TENSOR, MASKS_TENSOR, MAX_RICE_K
+from .fileformat.constants import (
+    CHECKSUM_ALGORITHM,
+    DENSE_PREFIX,
+    FORMAT_VERSION,
+    HEADER_TENSOR,
+    MASKS_TENSOR,
+    MAX_RICE_K,
+)
 from .fileformat.header import Fingerprint, Json
 from .fileformat.payload import Payload
 from .fileformat.reader import read_pemn
@@ -218,6 +225,7 @@ class Trial:
         self.payload = export(skeleton, **write_options, provenance=self.provenance(DEFAULT_DENSITY))
         self.sizes = [math.prod(record.shape) for record in self.payload.layers]
         self.leftovers = sum(t.nbytes for name, t in self.payload.tensors.items() if name != MASKS_TENSOR)
+        self.shrinkable = _shrinkable(skeleton, self.payload)
 
     def dense_fp32_bytes(self) -> int:
         """The size of the dense fp32 safetensors file of the model (what ``pemn compress`` reports)."""
@@ -294,7 +302,7 @@ def choose_density(trial: Trial, budget: int, *, target_size: int | None = None,
     largest = max(trial.sizes)
     low = trial.bound(trial.smallest_density())
     if low.total > budget:
-        raise _unreachable(budget, low, target_size=target_size, target_ratio=target_ratio)
+        raise _unreachable(budget, low, trial.shrinkable, target_size=target_size, target_ratio=target_ratio)
     lo, hi = 1, kept_count(DEFAULT_DENSITY, largest)  # fits(lo), not fits(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -307,15 +315,46 @@ def choose_density(trial: Trial, budget: int, *, target_size: int | None = None,
     return choice(rounded if rounded.total <= budget and rounded.density > 0 else low)
 
 
-def _unreachable(budget: int, smallest: SizeBound, *, target_size: int | None,
-                 target_ratio: float | None) -> PemnError:
-    """The one-line error for a budget below the smallest file the model can make."""
-    asked = (f"--target-ratio {target_ratio:g} ({budget:,} B)" if target_ratio is not None
-             else f"--target-size {budget:,} B")
-    return worded(
-        ConfigError,
-        f"{asked} is below the smallest file this model can make, {smallest.total:,} B with one kept weight "
-        f"per layer: the leftovers take {smallest.leftovers:,} B and the header {smallest.header:,} B "
-        f"(masks <= {smallest.masks:,} B); raise the target, or shrink the leftovers with --dense-dtype float16 "
-        "and --fold-batchnorm",
-    )
+def _shrinkable(model: nn.Module, payload: Payload) -> tuple[str, ...]:
+    """The write options that would store ``payload``'s leftovers in fewer bytes than its own settings
+    (keys of ``_SHRINK_WORDS``): float16 for float32 leftovers, folding for unfolded BatchNorms."""
+    dense = payload.file_header.dense
+    options = []
+    if f"{DENSE_PREFIX}f32" in payload.tensors and dense.dtype == "float32":
+        options.append("dense_dtype")
+    if not dense.folded_batchnorm and any(
+        isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+        and module.running_var is not None for module in model.modules()
+    ):
+        options.append("fold_batchnorm")
+    return tuple(options)
+
+
+# option -> (command-line words, Python words) of the setting that shrinks the leftovers
+_SHRINK_WORDS = {
+    "dense_dtype": ("--dense-dtype float16", 'dense_dtype="float16"'),
+    "fold_batchnorm": ("--fold-batchnorm", "fold_batchnorm=True"),
+}
+
+
+def _unreachable(budget: int, smallest: SizeBound, shrinkable: tuple[str, ...] = (), *,
+                 target_size: int | None, target_ratio: float | None) -> PemnError:
+    """The one-line error for a budget below the smallest file the model can make: it suggests the
+    write options that would shrink the leftovers (``shrinkable``), else a budget that fits."""
+
+    def message(cli: bool) -> str:
+        if target_ratio is not None:
+            asked = f"{'--target-ratio ' if cli else 'target_ratio='}{target_ratio:g} ({budget:,} B)"
+        else:
+            asked = f"{'--target-size ' if cli else 'target_size='}{budget:,} B"
+        if shrinkable:
+            words = " and ".join(_SHRINK_WORDS[option][0 if cli else 1] for option in shrinkable)
+            advice = f"raise the target, or shrink the leftovers with {words}"
+        else:
+            least = f"{'--target-size ' if cli else 'target_size='}{smallest.total}"
+            advice = f"no write option makes it smaller: raise the target to {least} or more"
+        return (f"{asked} is below the smallest file this model can make, {smallest.total:,} B with one kept "
+                f"weight per layer: the leftovers take {smallest.leftovers:,} B and the header {smallest.header:,} B "
+                f"(masks <= {smallest.masks:,} B); {advice}")
+
+    return ConfigError(message(cli=False), cli_message=message(cli=True))

@@ -333,7 +333,7 @@ def _render_inspect(out: Console, file: str, s: dict) -> None:
 
     for table in _layer_tables(out, s["layers"]):
         out.print(table)
-    out.print(_size_table(out, t))
+    out.print(_size_table(out, t, cfg.get("strategy")))
 
 
 def _fits(out: Console, table: Table) -> bool:
@@ -380,8 +380,29 @@ def _codec(layer: dict) -> str:
     return safe(layer["codec"]) + (f" k={layer['rice_k']}" if layer.get("rice_k") is not None else "")
 
 
-def _size_table(out: Console, t: dict) -> Table:
+PAPER_GAP = 2.0  # the paper formula's ratio gets a reason when it is below 1x or this far from the on-disk ratio
+
+
+def _paper_note(t: dict, strategy: object) -> str:
+    """Why the paper formula's ratio is below 1x or far from the on-disk ratio, in one clause ("" when it is not)."""
+    paper, disk, unique = t["paper_ratio"], t["disk_ratio"], t["unique_values"]
+    if disk is None:
+        return ""
+    regenerated = t["values_bytes"] < 4 * unique  # the 32 bits per value it counts are not in the file
+    if regenerated and (paper < 1 or paper * PAPER_GAP < disk):
+        regenerates = "this file stores none, the seed regenerates them"
+        if unique >= t["masked_weights"]:
+            return (f"counts 32 bits per value and every weight has its own value with strategy {safe(strategy)}; "
+                    f"{regenerates}")
+        return f"counts 32 bits for each of {unique:,} values; {regenerates}"
+    if paper > PAPER_GAP * disk:
+        return "leaves out the dense leftovers and the header, which this file stores"
+    return ""
+
+
+def _size_table(out: Console, t: dict, strategy: object = None) -> Table:
     """Where the bytes go: label, size, explanation; on a narrow console the explanation goes under the size."""
+    paper_note = _paper_note(t, strategy)
     rows = [
         ("file on disk", _human(t["file_bytes"]), ""),
         ("  masks", _human(t["mask_bytes"]),
@@ -394,7 +415,8 @@ def _size_table(out: Console, t: dict) -> Table:
         ("dense fp32 safetensors", _human(t["dense_fp32_bytes"]), "same model, every weight in fp32"),
         ("on-disk ratio", _x(t["disk_ratio"]), "dense fp32 file / this file, everything counted"),
         ("paper formula (BN not counted)", _x(t["paper_ratio"]),
-         f"32 x {t['masked_weights']:,} / ({t['masked_weights']:,} + 32 x {t['unique_values']:,}) bits"),
+         f"32 x {t['masked_weights']:,} / ({t['masked_weights']:,} + 32 x {t['unique_values']:,}) bits"
+         + (f"; it {paper_note}" if paper_note else "")),
         ("unique values", f"{t['unique_values']:,}", f"over {t['masked_weights']:,} masked weights"),
         ("information bound", _human(t["bound_bytes"]), "sum of the parts' bounds"),
         ("file overhead", _human(t["file_overhead_bytes"]),

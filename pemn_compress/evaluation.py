@@ -19,7 +19,7 @@ from torch import nn
 
 from .api import load, resolve_device
 from .data import BatchLoader, get_dataset
-from .errors import TrustError, worded
+from .errors import ChecksumError, TrustError, worded
 from .fileformat.reader import read_pemn
 from .inputs import check_data_fits
 from .train import evaluate
@@ -50,16 +50,27 @@ def accuracy_warnings(accuracy: float | None, dense_accuracy: float | None, num_
 
 
 def build_skeleton(arch: str, arch_kwargs: dict, recorded: dict | None = None) -> nn.Module:
-    """The model a user names to load a file into: a zoo name (the file's recorded keyword arguments
-    for that name first, then ``arch_kwargs``) or ``module:function`` / ``module:Class``."""
+    """The model a user names to load a file into: a zoo name or ``module:function`` /
+    ``module:Class``. When ``arch`` is the architecture the file records (``recorded``), its recorded
+    keyword arguments come first, then ``arch_kwargs`` override them."""
+    kwargs = _recorded_kwargs(arch, recorded)
     if is_reference(arch):
-        return build_model(arch, arch_kwargs)
+        return build_model(arch, kwargs | arch_kwargs)
     from .models import create_model
 
-    kwargs = {}
-    if isinstance(recorded, dict) and recorded.get("kind") == "registry" and recorded.get("name") == arch:
-        kwargs = dict(recorded.get("kwargs") or {})
     return create_model(arch, **(kwargs | arch_kwargs))
+
+
+def _recorded_kwargs(arch: str, recorded: dict | None) -> dict:
+    """The keyword arguments the file records for ``arch`` ({} when it records another architecture,
+    or none, or something that is not a dict: files are untrusted)."""
+    if not isinstance(recorded, dict):
+        return {}
+    kind = recorded.get("kind")
+    same = ((kind == "registry" and recorded.get("name") == arch)
+            or (kind == "import" and is_reference(arch) and recorded.get("target") == arch))
+    kwargs = recorded.get("kwargs") if same else None
+    return dict(kwargs) if isinstance(kwargs, dict) else {}
 
 
 def _recorded(provenance: dict, key: str) -> dict:
@@ -126,7 +137,10 @@ def evaluate_file(
     dataset = get_dataset(spec, data_root)
     target = resolve_device(device)
     skeleton = build_skeleton(arch, arch_kwargs or {}, pf.header.get("architecture")) if arch else None
-    model = load(blob, device=target, trust_code=trust_code, model=skeleton)
+    try:
+        model = load(blob, device=target, trust_code=trust_code, model=skeleton)
+    except ChecksumError as exc:  # the weights' fingerprint: load read bytes, so name the file they came from
+        raise ChecksumError(f"{path}: {exc}") from exc
     check_data_fits(model, dataset, target)
     mean, std = _normalization(provenance, dataset.in_chans, (dataset.mean, dataset.std))
     recorded_batch = _recorded(provenance, "evaluation").get("batch_size")

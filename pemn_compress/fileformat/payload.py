@@ -81,6 +81,7 @@ class PemnFile(Payload):
     metadata: dict[str, str]
     file_size: int
     format_version: int
+    name: str | None = None  # the path it was read from, as given (None: bytes without a name); errors name it
     config: MaskConfig = field(init=False)
     plan: ValuePlan = field(init=False)
 

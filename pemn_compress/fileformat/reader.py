@@ -65,8 +65,15 @@ def _require_metadata(metadata: dict[str, str], keys: tuple[str, ...]) -> None:
             raise MissingKeyError(f"metadata key {key!r} is missing")
 
 
-def _parse_metadata(metadata: dict[str, str], tensors: Mapping[str, np.ndarray]) -> tuple[dict, int]:
-    """Rows 6 to 12: the format name, the version and the PEMN header object with its hash checked.
+def _named(name: str | None, text: str) -> str:
+    """``<name>: <text>``: a checksum error that names the file it was read from (``name`` None: bytes)."""
+    return text if name is None else f"{name}: {text}"
+
+
+def _parse_metadata(metadata: dict[str, str], tensors: Mapping[str, np.ndarray],
+                    name: str | None = None) -> tuple[dict, int]:
+    """Rows 6 to 12: the format name, the version and the PEMN header object with its hash checked
+    (a checksum mismatch names the file, ``name``).
 
     Version 1 reads the header text from the metadata; version 2 inflates it from the ``header``
     tensor (at most ``pemn.header_bytes`` bytes, declared before anything is inflated).
@@ -100,9 +107,9 @@ def _parse_metadata(metadata: dict[str, str], tensors: Mapping[str, np.ndarray])
         encoded, where = _inflate_header(metadata, tensors), f"the {HEADER_TENSOR!r} tensor"
     digest = hashlib.sha256(encoded).hexdigest()
     if digest != metadata[KEY_HEADER_SHA256]:
-        raise ChecksumError(
-            f"PEMN header checksum mismatch: stored {metadata[KEY_HEADER_SHA256]!r}, computed {digest!r}"
-        )
+        raise ChecksumError(_named(
+            name, f"PEMN header checksum mismatch: stored {metadata[KEY_HEADER_SHA256]!r}, computed {digest!r}"
+        ))
     if version > 1:
         try:
             text = encoded.decode("utf-8")
@@ -182,9 +189,9 @@ def _check_no_other_tensors(header: FileHeader, tensors: Mapping[str, np.ndarray
         raise HeaderError(f"tensors not described by the header: {sorted(set(tensors) - known)}")
 
 
-def _check_data_checksum(header: FileHeader, blob: bytes) -> None:
+def _check_data_checksum(header: FileHeader, blob: bytes, name: str | None = None) -> None:
     """Row 22: the SHA-256 of the data buffer (version 2: without the ``header`` tensor, whose text
-    holds this checksum) is ``checksums.data``."""
+    holds this checksum) is ``checksums.data``; a mismatch names the file (``name``)."""
     assert header.checksums is not None  # always set by FileHeader.from_json
     stored = header.checksums.data
     digest_of = hashlib.sha256()
@@ -192,10 +199,10 @@ def _check_data_checksum(header: FileHeader, blob: bytes) -> None:
         digest_of.update(part)
     digest = digest_of.hexdigest()
     if digest != stored:
-        raise ChecksumError(
-            f"data checksum mismatch (stored {stored}, computed {digest}): "
+        raise ChecksumError(_named(
+            name, f"data checksum mismatch (stored {stored}, computed {digest}): "
             "the file is corrupted (a mask, value or dense tensor byte changed)"
-        )
+        ))
 
 
 def _value_bounds(header: FileHeader, tensors: Mapping[str, np.ndarray]) -> list[float]:
@@ -256,21 +263,22 @@ def decode(data: bytes, *, max_weights: int = DEFAULT_MAX_WEIGHTS, name: str | N
 
     Another kind of file (a PyTorch checkpoint, text, plain safetensors, a file cut short) is refused
     in one line that names it: ``<name>: <what it is>; expected a .pemn file ...`` (``name`` None:
-    "the data"). ``max_weights`` bounds the total masked weights the file may declare (LimitError).
+    "the data"). A checksum mismatch names it too: ``<name>: data checksum mismatch ...``.
+    ``max_weights`` bounds the total masked weights the file may declare (LimitError).
     The returned tensors are views into ``data``.
     """
     tensors, metadata = decode_container(data, name=name)
     try:
-        obj, version = _parse_metadata(metadata, tensors)
+        obj, version = _parse_metadata(metadata, tensors, name)
     except HeaderError as exc:  # "not a .pemn file": say what it is instead (a plain safetensors file)
         better = wrong_file_error(exc, data, name)
         if better is None:
             raise
         raise better from exc
     header = _typed_header(obj, tensors, max_weights, version)
-    _check_data_checksum(header, data)
+    _check_data_checksum(header, data, name)
     _check_finite_values(header, tensors)
-    return PemnFile(header, tensors, obj, metadata, len(data), version)
+    return PemnFile(header, tensors, obj, metadata, len(data), version, name)
 
 
 def read_pemn(
@@ -338,7 +346,7 @@ def check_fingerprint(pf: PemnFile, digest: str) -> None:
     """ChecksumError unless ``digest`` (hex SHA-256 of the weights, see ``weights_fingerprint``) is the file's."""
     stored = pf.file_header.fingerprint.value
     if digest != stored:
-        raise ChecksumError(
-            f"regenerated weights do not match the file's fingerprint (stored {stored}, "
+        raise ChecksumError(_named(
+            pf.name, f"regenerated weights do not match the file's fingerprint (stored {stored}, "
             f"computed {digest}): the file or the generator differs"
-        )
+        ))
