@@ -241,7 +241,8 @@ def build_valid(name: str, version: int = 1) -> bytes:
     skeleton, config_kwargs, save_kwargs, _, _ = VALID[name]
     model = SKELETONS[skeleton]()
     _fill_dense(model)
-    config = MaskConfig(**{"distribution": "normal", **config_kwargs})  # pinned, like the writer options below
+    # pinned, like the writer options: the product's defaults move with measurements, the vectors must not
+    config = MaskConfig(**{"distribution": "normal", "rp_mode": "copy", **config_kwargs})
     if name in POST_FILL:
         POST_FILL[name](model)
     mask_(model, config)
@@ -262,7 +263,7 @@ def _root_linear_file(blobs: dict[str, bytes]) -> bytes:
     dense key "bias" (mask_ cannot mask a bare layer in place, a writer of another tool may)."""
     model = nn.Sequential(root_linear())
     _fill_dense(model)
-    mask_(model, MaskConfig(strategy="dense", density=0.5, seed=19, distribution="normal"))
+    mask_(model, MaskConfig(strategy="dense", density=0.5, seed=19, distribution="normal", rp_mode="copy"))
     _fill_scores(model, len(VALID))
     e = Edit(to_bytes(model, format_version=1, dense_dtype="float32", fold_batchnorm=False, codec="raw"))
     e.header["layers"][0]["name"] = ""

@@ -1,11 +1,11 @@
 """pemn-compress: tiny `.pemn` models from binary masks over fixed pseudo-random weights.
 
     import pemn_compress as pemn
-    model = pemn.create_model("convmixer_64_4", in_chans=1)
-    pemn.mask_(model, pemn.MaskConfig(density=0.5, strategy="onelayer"))
-    ...train the scores...
-    pemn.save(model, "model.pemn")
+    result = pemn.compress(model, train_loader, test=test_loader, output="model.pemn")  # the CLI's recipe
     deployed = pemn.load("model.pemn", device="auto")
+
+or, piece by piece: ``pemn.mask_(model, pemn.MaskConfig(...))``, train the scores (``pemn.Trainer``),
+``pemn.save(model, "model.pemn")``.
 
 Torch-dependent names are imported on first use, so ``import pemn_compress`` and the file reader
 stay usable (and quick) without touching torch.
@@ -40,6 +40,12 @@ from .errors import (
 # public name -> module that defines it (imported lazily)
 _LAZY = {
     "Callback": ".train",
+    "CompressOptions": ".options",
+    "CompressResult": ".options",
+    "Metric": ".tasks",
+    "TrainingFailed": ".interrupt",
+    "TrainingInterrupted": ".interrupt",
+    "compress": ".pipeline",
     "TrainConfig": ".train",
     "Trainer": ".train",
     "create_model": ".models",

@@ -125,14 +125,16 @@ def compare_checkpoint(path: Path, state: dict, recipe: dict, sha256: str | None
 
 
 def write_checkpoint(path: Path, trainer: Trainer, *, options: dict, recipe: dict, input_sha256: str | None,
-                     dense_accuracy: float | None) -> None:
-    """Write the trainer's state and what ``--resume`` checks, atomically (the old one stays until then)."""
+                     dense_accuracy: float | None, threads: int | None = None) -> None:
+    """Write the trainer's state and what ``--resume`` checks, atomically (the old one stays until then);
+    ``threads``: the torch threads the run chose (a resumed run keeps them: float sums depend on them)."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "options": options,
         "recipe": recipe,
         "input_sha256": input_sha256,
         "dense_accuracy": dense_accuracy,
+        "threads": threads,
         "trainer": trainer.state_dict(),
     }
     buffer = io.BytesIO()

@@ -1,4 +1,4 @@
-"""The ``compress`` and ``eval`` click commands: thin glue over ``compress.py``.
+"""The ``compress`` and ``eval`` click commands: thin doors over the library (``pemn.compress``, ``pipeline.py``).
 
 They are standalone ``click.Command`` objects (named ``compress`` and ``eval``); the ``pemn`` group
 attaches them, lazily through ``cli.LAZY_COMMANDS``::
@@ -30,6 +30,8 @@ seconds (or the same error document).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -37,7 +39,7 @@ from ._data_names import DATASET_ENV, DATASET_SPECS
 from ._help import Argument, SectionedCommand
 from ._terminal import json_safe, sanitize
 from .cli import fail, rank_prefix
-from .config import DEFAULT_DENSITY, DENSITY_SCHEDULES, DISTRIBUTIONS, RP_MODES, STRATEGIES
+from .defaults import OPTIONS, SECTIONS, Option
 from .errors import ConfigError, PemnError, option_error
 from .interrupt import TrainingFailed
 
@@ -50,14 +52,10 @@ _DATA_HELP = (
 # `--help` headings (pemn_compress._help): parameter names in display order. An option missing here
 # is still listed, under "Other options"; a name here that matches no option is ignored.
 COMPRESS_SECTIONS = {
-    "Input": ["model", "arch", "arch_kwargs", "allow_pickle", "data", "data_root", "max_train_samples"],
-    "Method": ["strategy", "ratio", "rp_mode", "density", "density_schedule", "target_size", "target_ratio",
-               "distribution", "rescale", "learn_values", "seed", "score_scale"],
-    "Training": ["epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing", "augment",
-                 "distill", "distill_alpha", "distill_temperature"],
-    "Output": ["output", "dense_dtype", "fold_batchnorm", "format_version", "checkpoint_every", "resume", "as_json",
-               "quiet"],
-    "Runtime": ["device", "amp", "threads"],
+    section: (["model"] if section == "Input" else [])
+    + [name for name, option in OPTIONS.items() if option.section == section]
+    + (["as_json", "quiet"] if section == "Output" else [])
+    for section in SECTIONS
 }
 EVAL_SECTIONS = {
     "Input": ["file", "arch", "arch_kwargs", "trust_code", "data", "data_root"],
@@ -144,126 +142,39 @@ def _print_summary(result) -> None:
     Console(soft_wrap=False).print(table)
 
 
+def _click_option(option: Option) -> Callable[[Callable], Callable]:
+    """The click option of one declared option (``defaults.OPTIONS``): flags, type, default and help."""
+    evidence = f" Measured: {option.evidence}." if option.evidence else ""
+    attrs: dict[str, Any] = {"help": option.help + evidence, "metavar": option.metavar}
+    if option.kind == "flag":
+        attrs.update(is_flag=True, default=option.default)
+    elif option.kind == "switch":
+        attrs.update(default=option.default, show_default=option.default is not None)
+    elif option.kind == "kwargs":
+        attrs.update(multiple=True, callback=_parse_kwargs, default=())
+    else:
+        types = {"int": int, "float": float, "choice": click.Choice(option.choices)}
+        attrs.update(type=types.get(option.kind, str), default=option.default,
+                     show_default=option.default is not None)
+    kept = {k: v for k, v in attrs.items() if v is not None or k == "default"}  # default None: not given
+    return click.option(*option.flags, option.name, **kept)
+
+
+def _declared_options(command: Callable) -> Callable:
+    """Every declared option that has command-line flags, in the order of ``defaults.OPTIONS``."""
+    for option in reversed(list(OPTIONS.values())):
+        if option.flags:
+            command = _click_option(option)(command)
+    return command
+
+
 @click.command("compress", cls=SectionedCommand, sections=COMPRESS_SECTIONS, context_settings=_CONTEXT)
 @click.argument("model", metavar="MODEL", cls=Argument,
                 help="What to compress: a zoo name, a state-dict file (with --arch), a module:function factory, "
                      "or a pickled module (with --allow-pickle).")
-@click.option("--arch", default=None, metavar="NAME",
-              help="Architecture of a state-dict MODEL: a zoo name (e.g. convmixer_64_4), or module:function / "
-                   "module:Class from your own code (the current folder is importable). With --allow-pickle: "
-                   "module:Class where the class of a pickled MODEL saved from a script's __main__ lives now.")
-@click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE", callback=_parse_kwargs,
-              help="Architecture argument (repeatable; VALUE is JSON, else a string), e.g. --arch-kwarg in_chans=3.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="onelayer", show_default=True,
-              help="Where the fixed values come from: own values per layer (dense), one prototype per weight shape "
-                   "(onelayer), one max-layer vector (mp), a small random vector (rp, needs --ratio).")
-@click.option("--ratio", type=float, default=None,
-              help="rp only: the vector has int(N_max * ratio) + 1 values, e.g. 1e-3.")
-@click.option("--rp-mode", type=click.Choice(RP_MODES), default="rand", show_default=True,
-              help="rp only: tile the vector then permute it (rand), or tile it in order (copy; when the vector "
-                   "length divides a kernel's size every kernel repeats one pattern: 8 points worse on "
-                   "convmixer_64_4, see benchmarks/results/size_accuracy_*).")
-@click.option("--density", type=float, default=DEFAULT_DENSITY, show_default=True,
-              help="Fraction of each layer's weights the mask keeps, in (0, 1]. The default is the density whose "
-                   "files met both goals of the full-data report (benchmarks/results/frontier_*): within 1.0 point "
-                   "of dense training, >= 25x smaller (masks are entropy-coded: 0.5 costs a full bit per weight).")
-@click.option("--density-schedule", type=click.Choice(DENSITY_SCHEDULES), default="constant", show_default=True,
-              help="constant: train at the density from the first step (edge-popup). anneal: start with every "
-                   "weight kept and remove the lowest-score ones gradually (cubic) until the density is reached "
-                   "at 75% of the steps; the file is the same size. In the full-data report it beat constant on "
-                   "every seed at --target-ratio 40 (density 0.09) and lost at the default density "
-                   "(benchmarks/results/frontier_*): for small budgets.")
-@click.option("--target-size", default=None, metavar="SIZE",
-              help="Choose the density so that the file is at most SIZE bytes whatever training learns: 40000, "
-                   "40KB (40,000), 40KiB (40,960), 1.5MB, 2MiB. The largest density up to the default "
-                   f"({DEFAULT_DENSITY:g}) whose size bound fits; an error before training when even one kept "
-                   "weight per layer does not. Not with --density.")
-@click.option("--target-ratio", type=float, default=None, metavar="X",
-              help="Like --target-size, with the budget the dense fp32 safetensors file's size / X (file at least "
-                   "X times smaller). Not with --density or --target-size.")
-@click.option("--distribution", type=click.Choice(DISTRIBUTIONS), default="signed_constant", show_default=True,
-              help="Distribution of the fixed values before the per-layer scale: signed_constant (+1/-1), normal "
-                   "(sum of four uniforms), uniform (on -sqrt 3..sqrt 3); all have unit variance. signed_constant "
-                   "beat normal on every seed of the recipe benchmark (benchmarks/results/recipe_*).")
-@click.option("--rescale/--no-rescale", default=True, show_default=True,
-              help="Scale every layer to its own fan-in (--no-rescale reproduces the paper's mp/rp).")
-@click.option("--learn-values", is_flag=True, help="mp/rp: train the few unique values too (stored in the file).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="One seed for the fixed values, the initial scores, the training subset, data order and "
-                   "augmentation.")
-@click.option("--score-scale", type=float, default=1.0, show_default=True,
-              help="Size of the initial mask scores: uniform in +-SCALE/sqrt(fan_in) (edge-popup's Kaiming "
-                   "bound at 1). With AdamW each step moves a score by about --lr whatever its size, so a larger "
-                   "scale makes the masks change more slowly. Scores are not stored: the file does not change.")
-@click.option("--data", default="fashion-mnist", show_default=True, help=_DATA_HELP)
-@click.option("--data-root", default=None, metavar="DIR",
-              help="Folder of a named data set (default: its environment variable, see --data).")
-@click.option("--epochs", type=int, default=10, show_default=True,
-              help="Passes over the training set (or the --max-train-samples subset); the learning-rate schedule "
-                   "spans them all. Time grows linearly with it.")
-@click.option("--batch-size", type=int, default=128, show_default=True,
-              help="Training images per optimizer step, global (split across torchrun processes).")
-@click.option("--lr", type=float, default=0.01, show_default=True,
-              help="Peak learning rate of the mask scores and the other trained parameters (norms, biases, "
-                   "learned values). Scores only need to change order, so a large rate suits them.")
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True,
-              help="adamw: AdamW (torch defaults, decoupled weight decay); sgd: SGD with Nesterov momentum 0.9.")
-@click.option("--schedule", type=click.Choice(["cosine", "onecycle", "constant"]), default="cosine", show_default=True,
-              help="Learning rate over the run: cosine (linear warm-up over the first half epoch, then cosine decay "
-                   "to 0), onecycle (torch's OneCycleLR: up from --lr/25 to --lr over the first 30% of steps, then "
-                   "down to near 0), constant (--lr throughout).")
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True,
-              help="Weight decay on the mask scores (and on any other trained parameter with 2+ dimensions); never "
-                   "on norms, biases or learned values. 0 turns it off.")
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True,
-              help="Cross-entropy label smoothing, in [0, 1): 0.1 moves 10% of each target onto a uniform "
-                   "distribution over the classes. 0: hard labels.")
-@click.option("--augment/--no-augment", default=False, show_default=True,
-              help="Random crop + horizontal flip of training images. Off by default: on the full Fashion-MNIST "
-                   "training set it cost accuracy on every seed, at 3 epochs (benchmarks/results/recipe_*) and "
-                   "at 10 (benchmarks/results/frontier_*); it may help long runs on small training sets. Never "
-                   "for digits or text.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where to train: auto (CUDA when available, else the CPU), cpu, or cuda.")
-@click.option("--amp/--no-amp", default=True, show_default=True,
-              help="bfloat16 autocast on CUDA, faster (no effect on CPU); the accuracy recorded in the file is "
-                   "measured without it.")
-@click.option("--distill/--no-distill", default=None,
-              help="Distil from the dense MODEL while training the masks. Default: on when MODEL carries trained "
-                   "weights (a state dict or pickled module), off for a zoo name or factory.")
-@click.option("--distill-alpha", type=float, default=0.5, show_default=True,
-              help="Weight of the distillation term, in (0, 1]: loss = (1 - alpha) x cross-entropy + alpha x T^2 x "
-                   "KL(teacher || student). Only with --distill.")
-@click.option("--distill-temperature", type=float, default=4.0, show_default=True,
-              help="Temperature T (> 0) dividing teacher and student logits in the distillation term: higher T gives "
-                   "softer targets that carry more of the teacher's ranking of the wrong classes. Only with --distill.")
-@click.option("--dense-dtype", type=click.Choice(["float32", "float16"]), default="float16", show_default=True,
-              help="Storage of the parameters that stay dense (BatchNorm, biases); float16 halves their bytes.")
-@click.option("--fold-batchnorm/--no-fold-batchnorm", default=True, show_default=True,
-              help="Store each BatchNorm folded into one scale and shift per channel: a smaller file for deployment "
-                   "(the accuracy reported is that of this file). Such a file cannot be loaded for further training "
-                   "(pemn.load(masked=True)); --no-fold-batchnorm keeps the running statistics. Checkpoints stay "
-                   "unfolded either way.")
-@click.option("--format-version", type=click.IntRange(1, 2), default=2, show_default=True,
-              help="File format: 2 stores a compact, deflated header (smaller files); 1 is for readers that only "
-                   "know format version 1 (formats/pemn-v1.md). pemn-compress reads both.")
-@click.option("-o", "--output", default=None, metavar="PATH", help="Output file (default: <MODEL stem>.pemn here).")
-@click.option("--checkpoint-every", type=int, default=None, metavar="STEPS",
-              help="Write <output>.ckpt every STEPS optimizer steps (default: after every epoch; 0: only on Ctrl-C "
-                   "or a crash).")
-@click.option("--resume", is_flag=True, help="Continue from <output>.ckpt (same options required).")
-@click.option("--max-train-samples", type=int, default=None, metavar="N",
-              help="Train on a class-stratified subset of N images, for quick runs (default: the whole training "
-                   "split; the test split is always evaluated in full).")
-@click.option("--threads", type=int, default=None, metavar="N",
-              help="CPU threads torch uses during the run (default: torch's choice, usually one per core); lower it "
-                   "on a shared machine or with several torchrun processes.")
+@_declared_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (no progress bars).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
-@click.option("--allow-pickle", is_flag=True,
-              help="Read a MODEL file that holds a whole pickled module (torch.save(model)). This runs code from the "
-                   "file; only for files you trust. Its class must be importable (a module in the current folder "
-                   "counts); one defined in the saving script's __main__ needs --arch module:Class.")
 def compress(as_json: bool, quiet: bool, **kwargs) -> None:
     """Compress MODEL into a tiny .pemn file: learn binary masks over fixed pseudo-random weights.
 
@@ -279,12 +190,12 @@ def compress(as_json: bool, quiet: bool, **kwargs) -> None:
       torchrun --nproc_per_node 2 $(which pemn) compress convmixer_64_4 --device cpu
     """
     try:
-        from .compress import CompressOptions
-        from .compress import compress as run_compress
+        from .pipeline import CompressOptions
+        from .pipeline import compress as run_compress
 
         _check_explicit_density(kwargs)
         options = CompressOptions(**kwargs)
-        result = run_compress(options, progress=not (as_json or quiet))
+        result = run_compress(options, progress=not (as_json or quiet))  # pemn.compress, the library's door
     except TrainingFailed as failed:
         _training_failed(failed, as_json)
     except (KeyboardInterrupt, PemnError, OSError) as exc:

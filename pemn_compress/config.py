@@ -12,22 +12,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from .defaults import DEFAULT_DENSITY, DENSITY_SCHEDULES, DISTRIBUTIONS, RP_MODES, STRATEGIES, default
 from .errors import ConfigError, check_number, option_error
 
 __all__ = [
     "DEFAULT_DENSITY", "DENSITY_SCHEDULES", "DISTRIBUTIONS", "JsonDataclass", "MaskConfig", "RP_MODES", "STRATEGIES",
 ]  # fmt: skip
 
-STRATEGIES = ("dense", "onelayer", "mp", "rp")
-RP_MODES = ("copy", "rand")
-# unit-variance value distributions the generator (rng.py) implements; torch-free here for the CLI's --help
-DISTRIBUTIONS = ("normal", "signed_constant", "uniform")
-# The default density: chosen by the full-data report (benchmarks/results/frontier_*, "Default density"),
-# the one measured density whose files meet both goals of the defaults (within 1.0 point of dense, >= 25x)
-DEFAULT_DENSITY = 0.35
-# how the density moves during training: constant (edge-popup) | anneal (annealing.DensityAnnealing)
-DENSITY_SCHEDULES = ("constant", "anneal")
-
+# the vocabularies and the product's defaults are declared once, torch-free, in defaults.py
 _J = TypeVar("_J", bound="JsonDataclass")
 
 
@@ -72,16 +64,15 @@ class MaskConfig(JsonDataclass):
     _json_subject = "a MaskConfig"
     _json_fields = ("MaskConfig field", "fields")
 
-    density: float = DEFAULT_DENSITY  # fraction of each masked layer's weights the mask keeps (the paper's k)
-    strategy: str = "onelayer"  # value source: own values per layer (dense), one per weight shape (onelayer),
-    # one max-layer vector (mp) or a small random vector (rp)
-    ratio: float | None = None  # rp only: the vector has int(N_max * ratio) + 1 values
-    rp_mode: str = "copy"  # rp only: tile the vector (copy) or tile then permute with a seeded permutation (rand)
-    distribution: str = "signed_constant"  # unit values: signed_constant (+-1), normal (Irwin-Hall(4)), uniform
-    # (signed_constant measured best: benchmarks/results/recipe_*)
-    rescale: bool = True  # each layer scaled to its own Kaiming fan-in std; False reproduces the paper's mp/rp
-    seed: int = 0  # one seed for the values, the permutation and the score initialization
-    learn_values: bool = False  # rp/mp: the unique values become trainable (stored in the file anyway)
+    density: float = default("density")  # fraction of each masked layer's weights the mask keeps (the paper's k)
+    strategy: str = default("strategy")  # value source: own values per layer (dense), one per weight shape
+    # (onelayer), one max-layer vector (mp) or a small random vector (rp)
+    ratio: float | None = default("ratio")  # rp only: the vector has int(N_max * ratio) + 1 values
+    rp_mode: str = default("rp_mode")  # rp only: tile then permute with a seeded permutation (rand) or tile (copy)
+    distribution: str = default("distribution")  # unit values: signed_constant (+-1), normal (Irwin-Hall(4)), uniform
+    rescale: bool = default("rescale")  # each layer scaled to its own Kaiming fan-in std; False: the paper's mp/rp
+    seed: int = default("seed")  # one seed for the values, the permutation and the score initialization
+    learn_values: bool = default("learn_values")  # rp/mp: the unique values become trainable (stored anyway)
     train_norm: bool = True  # BatchNorm/LayerNorm/GroupNorm affine parameters are trained (paper: yes)
     train_bias: bool = True  # biases of masked layers are trained
     train_other: bool = True  # every other parameter that is not masked (embeddings, unmasked layers)

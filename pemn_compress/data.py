@@ -39,6 +39,7 @@ __all__ = [
     "BatchLoader",
     "DATASET_SPECS",
     "FASHION_MNIST_DEBIAN_DIR",
+    "epoch_indices",
     "get_dataset",
     "load_cifar",
     "load_fashion_mnist",
@@ -358,7 +359,7 @@ _IDX_STEMS = {
 
 def _load_idx_folder(root: Path, name: str, how_to_get: str) -> ArrayDataset:
     if not root.is_dir():
-        raise DataNotFoundError(f"{name}: folder {root} does not exist. {how_to_get}")
+        raise _not_found(f"{name}: folder {root} does not exist. {how_to_get}")
     found, missing = {}, []
     for key, stems in _IDX_STEMS.items():
         cands = [root / (s + ext) for s in stems for ext in ("", ".gz")]
@@ -368,7 +369,7 @@ def _load_idx_folder(root: Path, name: str, how_to_get: str) -> ArrayDataset:
         else:
             found[key] = hit
     if missing:
-        raise DataNotFoundError(f"{name}: {root} lacks {', '.join(missing)}. {how_to_get}")
+        raise _not_found(f"{name}: {root} lacks {', '.join(missing)}. {how_to_get}")
     arrays = {k: read_idx(p) for k, p in found.items()}
     for k in ("x_train", "x_test"):
         if arrays[k].ndim != 3 or arrays[k].dtype != np.uint8:
@@ -382,6 +383,14 @@ def _load_idx_folder(root: Path, name: str, how_to_get: str) -> ArrayDataset:
 def _dataset(arrays: Mapping[str, Any], **fields: Any) -> ArrayDataset:
     """An ``ArrayDataset`` from a mapping holding ``x_train, y_train, x_test, y_test``, with other ``fields``."""
     return ArrayDataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], **fields)
+
+
+_ROOT = "\0root\0"  # where a not-found message names the folder option: root= in Python, --data-root DIR in the CLI
+
+
+def _not_found(text: str) -> DataNotFoundError:
+    """A ``DataNotFoundError`` whose ``_ROOT`` says ``root=`` (Python) or ``--data-root DIR`` (the command line)."""
+    return DataNotFoundError(text.replace(_ROOT, "root="), cli_message=text.replace(_ROOT, "--data-root DIR"))
 
 
 def _resolve_root(root, env: str, default: str | None) -> Path | None:
@@ -402,10 +411,10 @@ def load_fashion_mnist(root: str | os.PathLike | None = None) -> ArrayDataset:
     how = (
         "Install it with `apt-get install dataset-fashion-mnist` (files land in "
         f"{FASHION_MNIST_DEBIAN_DIR}), or pass a folder holding the four IDX files "
-        f"(root= or ${FASHION_MNIST_ENV})."
+        f"({_ROOT} or ${FASHION_MNIST_ENV})."
     )
     if folder is None:  # pragma: no cover - the Debian folder is the default
-        raise DataNotFoundError(f"fashion-mnist: no folder given. {how}")
+        raise _not_found(f"fashion-mnist: no folder given. {how}")
     return _load_idx_folder(folder, "fashion-mnist", how)
 
 
@@ -414,10 +423,10 @@ def load_mnist(root: str | os.PathLike | None = None) -> ArrayDataset:
     folder = _resolve_root(root, DATASET_ENV["mnist"], None)
     how = (
         "Pass a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
-        f"and t10k-labels-idx1-ubyte (each optionally .gz) as root= or ${DATASET_ENV['mnist']}."
+        f"and t10k-labels-idx1-ubyte (each optionally .gz) as {_ROOT} or ${DATASET_ENV['mnist']}."
     )
     if folder is None:
-        raise DataNotFoundError(f"mnist: no folder given. {how}")
+        raise _not_found(f"mnist: no folder given. {how}")
     return _load_idx_folder(folder, "mnist", how)
 
 
@@ -516,13 +525,13 @@ def load_cifar(root: str | os.PathLike | None = None, variant: str | None = None
     folder = _resolve_root(root, env, None)
     how = (
         "Pass the extracted python-version folder (cifar-10-batches-py with data_batch_1..5 and "
-        f"test_batch, or cifar-100-python with train and test) as root= or ${env}."
+        f"test_batch, or cifar-100-python with train and test) as {_ROOT} or ${env}."
     )
     name = variant or "cifar"
     if folder is None:
-        raise DataNotFoundError(f"{name}: no folder given. {how}")
+        raise _not_found(f"{name}: no folder given. {how}")
     if not folder.is_dir():
-        raise DataNotFoundError(f"{name}: folder {folder} does not exist. {how}")
+        raise _not_found(f"{name}: folder {folder} does not exist. {how}")
     for sub, sub_variant in (("cifar-10-batches-py", "cifar10"), ("cifar-100-python", "cifar100")):
         if (folder / sub).is_dir() and variant in (None, sub_variant):
             folder = folder / sub
@@ -536,10 +545,10 @@ def load_cifar(root: str | os.PathLike | None = None, variant: str | None = None
     elif variant == "cifar100":
         files = [folder / "train", folder / "test"]
     else:
-        raise DataNotFoundError(f"{name}: {folder} holds neither data_batch_1 (CIFAR-10) nor train (CIFAR-100). {how}")
+        raise _not_found(f"{name}: {folder} holds neither data_batch_1 (CIFAR-10) nor train (CIFAR-100). {how}")
     missing = [p.name for p in files if not p.is_file()]
     if missing:
-        raise DataNotFoundError(f"{variant}: {folder} lacks {', '.join(missing)}. {how}")
+        raise _not_found(f"{variant}: {folder} lacks {', '.join(missing)}. {how}")
     label_key = "labels" if variant == "cifar10" else "fine_labels"
     parts = [_read_cifar_batch(p, label_key) for p in files]
     train, test = parts[:-1], parts[-1]
@@ -656,6 +665,29 @@ _AUGMENT_STREAM = 0x4147  # "AG"
 def _derive_seed(*words: int) -> int:
     """A 63-bit torch seed from small non-negative integers (numpy's SeedSequence: stable across versions)."""
     return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def epoch_indices(n: int, *, epoch: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                  batch_size: int = 1, drop_last: bool = False) -> torch.Tensor:
+    """The sample indices rank ``rank`` of ``world_size`` takes in ``epoch``, in order: a pure function of
+    its arguments (``BatchLoader`` and the pipeline's loader over a torch ``Dataset`` share it).
+
+    ``shuffle``: ``torch.randperm`` under a generator seeded by ``(seed, epoch)``, the same on every rank.
+    Rank ``r`` takes every ``world_size``-th index starting at ``r``. Without ``drop_last`` the order is
+    padded by wrapping around so every rank gets ``ceil(n / world_size)`` samples; with it the tail is
+    dropped (``floor``) and so is a last partial batch of ``batch_size``.
+    """
+    if shuffle:
+        g = torch.Generator().manual_seed(_derive_seed(seed, epoch, _SHUFFLE_STREAM))
+        order = torch.randperm(n, generator=g)
+    else:
+        order = torch.arange(n)
+    per_rank = n // world_size if drop_last else -(-n // world_size)
+    total = per_rank * world_size
+    if total > n:  # pad by wrapping around so every rank has as many samples
+        order = torch.cat([order, order.repeat(-(-(total - n) // n))[: total - n]])
+    mine = order[:total][rank::world_size]
+    return mine[: (per_rank // batch_size) * batch_size] if drop_last else mine
 
 
 def _crop_flip(x: torch.Tensor, pad: int, offsets: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -789,17 +821,8 @@ class BatchLoader:
     def indices(self, epoch: int | None = None) -> torch.Tensor:
         """The sample indices this rank yields in ``epoch`` (default: the current one), in order."""
         epoch = self.epoch if epoch is None else int(epoch)
-        n = self.dataset_size
-        if self.shuffle:
-            g = torch.Generator().manual_seed(_derive_seed(self.seed, epoch, _SHUFFLE_STREAM))
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        total = self._per_rank * self.world_size
-        if total > n:  # pad by wrapping around so every rank has as many samples
-            order = torch.cat([order, order.repeat(-(-(total - n) // n))[: total - n]])
-        mine = order[:total][self.rank :: self.world_size]
-        return mine[: self.num_samples]
+        return epoch_indices(self.dataset_size, epoch=epoch, shuffle=self.shuffle, seed=self.seed, rank=self.rank,
+                             world_size=self.world_size, batch_size=self.batch_size, drop_last=self.drop_last)
 
     def unaugmented(self, batch_size: int | None = None) -> BatchLoader:
         """Every sample of the arrays once, in order, normalised like this loader's, never augmented
@@ -808,10 +831,23 @@ class BatchLoader:
                            mean=self.mean, std=self.std, device=self.device)  # fmt: skip
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches_from(0)
+
+    def batches_from(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The current epoch's batches from batch ``start`` on, exactly as iterating yields them (a
+        resumed run continues mid-epoch without building the batches before ``start``)."""
         idx = self.indices()
         aug = torch.Generator().manual_seed(_derive_seed(self.seed, self.epoch, self.rank, _AUGMENT_STREAM))
         p = self.crop_padding
         for i in range(len(self)):
+            if i < start:  # the augmentation draws of the skipped batches, so that later ones are the same
+                if p or self.hflip:
+                    B = len(idx[i * self.batch_size : (i + 1) * self.batch_size])
+                    if p:
+                        torch.randint(0, 2 * p + 1, (B, 2), generator=aug)
+                    if self.hflip:
+                        torch.rand(B, generator=aug)
+                continue
             bi = idx[i * self.batch_size : (i + 1) * self.batch_size]
             xb, yb = self._x.index_select(0, bi), self._y.index_select(0, bi)  # (B, C, H, W) raw, (B,): copies
             if self.device.type != "cpu":

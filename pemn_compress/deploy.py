@@ -11,6 +11,10 @@ shape ``(C, H, W)``. A deployed model expects its inputs normalized the same way
 
 The transform computes ``(float32(x) - mean) * (1 / std)`` per channel, the same float32 operations
 ``pemn compress`` and ``pemn eval`` use, so accuracy measured through it equals theirs.
+
+A model compressed from the user's own torch data was fed inputs their pipeline normalized: the file
+records ``normalization = {"applied_by": "user"}``, and the transform says so (``applied_by == "user"``)
+and refuses to guess: apply your pipeline's transform instead.
 """
 
 from __future__ import annotations
@@ -31,12 +35,16 @@ class InputTransform:
     mean: tuple[float, ...]  # per channel, in raw image units (0..255 for uint8 images)
     std: tuple[float, ...]
     image_shape: tuple[int, ...] | None = None  # (C, H, W) the model was trained on, when recorded
+    applied_by: str = "pemn"  # pemn: this transform is the one training used; user: the user's own pipeline
 
     def __call__(self, images: Any, device: Any = None) -> Any:
         """``images``: uint8 or float, ``(N, H, W)`` (one channel), ``(N, C, H, W)`` or one image
         ``(H, W)``/``(C, H, W)``; numpy array or tensor. Returns a float32 tensor ``(N, C, H, W)``."""
         import torch
 
+        if self.applied_by == "user":
+            raise ConfigError("this model was trained on inputs your own pipeline normalized (the file records "
+                              "normalization applied_by 'user'): apply that transform to the images yourself")
         x = images if isinstance(images, torch.Tensor) else torch.from_numpy(_as_array(images))
         channels = len(self.mean)
         if x.ndim == 2 or (x.ndim == 3 and channels > 1 and x.shape[0] == channels):
@@ -76,6 +84,10 @@ def input_transform(model_or_path: Any) -> InputTransform:
     provenance = header.get("provenance") if isinstance(header, dict) else None
     provenance = provenance if isinstance(provenance, dict) else {}
     norm = provenance.get("normalization")
+    shape = provenance.get("image_shape")
+    if isinstance(norm, dict) and norm.get("applied_by") == "user":
+        recorded = tuple(shape) if isinstance(shape, list) and all(isinstance(d, int) for d in shape) else None
+        return InputTransform((), (), recorded, applied_by="user")
     mean = norm.get("mean") if isinstance(norm, dict) else None
     std = norm.get("std") if isinstance(norm, dict) else None
     if not (isinstance(mean, list) and isinstance(std, list) and mean and len(mean) == len(std)
@@ -84,6 +96,5 @@ def input_transform(model_or_path: Any) -> InputTransform:
             "the file records no input normalization (provenance.normalization with mean and std): it was not "
             "written by pemn compress; normalize inputs the way the model was trained"
         )
-    shape = provenance.get("image_shape")
     image_shape = tuple(shape) if isinstance(shape, list) and len(shape) == 3 and len(mean) == shape[0] else None
     return InputTransform(tuple(float(v) for v in mean), tuple(float(v) for v in std), image_shape)

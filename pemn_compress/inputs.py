@@ -9,7 +9,9 @@
 * ``factory``: ``module:function`` (imports user code: the user's explicit choice; the current folder
   is importable, as with ``python -m``); treated as untrained;
 * ``pickle``: a file holding a whole pickled ``nn.Module`` — read only with ``allow_pickle=True``,
-  because unpickling runs code from the file (``TrustError`` otherwise, naming the flag).
+  because unpickling runs code from the file (``TrustError`` otherwise, naming the flag);
+* ``module``: an ``nn.Module`` handed to ``pemn.compress`` in Python (``module_source``): treated as
+  trained, like a state dict (its accuracy decides whether it is a useful distillation teacher).
 
 Wrapper prefixes (``module.`` from DataParallel/DDP, ``_orig_mod.`` from torch.compile) are stripped.
 ``build_input_model`` builds the architecture — a zoo name's ``in_chans``/``num_classes``/``img_size``
@@ -49,13 +51,15 @@ __all__ = [
     "Source",
     "build_input_model",
     "check_data_fits",
+    "check_input_fits",
+    "module_source",
     "one_line",
     "read_source",
     "short_list",
     "strip_prefixes",
 ]
 
-INPUT_KINDS = ("zoo", "state_dict", "safetensors", "factory", "pickle")
+INPUT_KINDS = ("zoo", "state_dict", "safetensors", "factory", "pickle", "module")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")
@@ -103,7 +107,18 @@ class Source:
 
     @property
     def trained(self) -> bool:
-        return self.kind in ("state_dict", "safetensors", "pickle")
+        return self.kind in ("state_dict", "safetensors", "pickle", "module")
+
+
+def module_source(model: nn.Module) -> Source:
+    """An ``nn.Module`` given in Python; its ``sha256`` (compared on resume) is over its state dict."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            digest.update(str(value.dtype).encode() + str(tuple(value.shape)).encode())
+            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return Source("module", sha256=digest.hexdigest(), module=model)
 
 
 def _input_kind(spec: str) -> tuple[str, Path | None]:
@@ -260,21 +275,11 @@ def read_source(model: str, arch: str | None = None, allow_pickle: bool = False)
     return source
 
 
-def _data_kwargs(name: str, data: ArrayDataset | None) -> dict:
-    """The zoo arguments that follow the data set: in_chans, num_classes, img_size (square images);
-    none without a data set (the zoo model's defaults)."""
+def _data_kwargs(name: str, data_kwargs: dict | None) -> dict:
+    """The zoo arguments that follow the data (``DataSource.zoo_kwargs``: in_chans, num_classes, img_size)
+    that the zoo model ``name`` takes; none without data (the zoo model's defaults)."""
     params = inspect.signature(model_entrypoint(name)).parameters
-    kwargs: dict[str, Any] = {}
-    if data is None:
-        return kwargs
-    if "in_chans" in params:
-        kwargs["in_chans"] = data.in_chans
-    if "num_classes" in params:
-        kwargs["num_classes"] = data.num_classes
-    height, width = data.img_size
-    if "img_size" in params and height == width:
-        kwargs["img_size"] = height
-    return kwargs
+    return {key: value for key, value in (data_kwargs or {}).items() if key in params}
 
 
 def _match_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -324,19 +329,20 @@ def _registry_reference(model: nn.Module) -> dict | None:
 
 
 def build_input_model(
-    source: Source, model: str, arch: str | None, arch_kwargs: dict, seed: int, data: ArrayDataset | None
+    source: Source, model: str, arch: str | None, arch_kwargs: dict, seed: int, data_kwargs: dict | None
 ) -> Architecture:
     """The input model (trained weights loaded) and how to build fresh, untrained copies of it
-    (under ``torch.manual_seed(seed)``); ``data`` sets a zoo model's input and class counts."""
+    (under ``torch.manual_seed(seed)``); ``data_kwargs`` set a zoo model's input and class counts."""
     proto = source.module
-    if proto is not None:  # a pickled module: fresh copies are re-initialized deep copies
+    if proto is not None:  # a pickled or given module: fresh copies are re-initialized deep copies
 
         def fresh_copy() -> nn.Module:
             torch.manual_seed(seed)
             return _reset_parameters(copy.deepcopy(proto))
 
         pickled_ref = _registry_reference(proto) or rebuild_reference(proto, arch) or {"kind": "none"}
-        return Architecture(proto, fresh_copy, pickled_ref, f"the pickled {type(proto).__name__}")
+        what = "the pickled" if source.kind == "pickle" else "your"
+        return Architecture(proto, fresh_copy, pickled_ref, f"{what} {type(proto).__name__}")
 
     spec = model if source.kind in ("zoo", "factory") else arch
     if spec is None:
@@ -352,7 +358,7 @@ def build_input_model(
         ref = {"kind": "import", "target": spec, "kwargs": kwargs}
         description = spec
     else:
-        kwargs = (_data_kwargs(spec, data) if source.kind == "zoo" else {}) | dict(arch_kwargs)
+        kwargs = (_data_kwargs(spec, data_kwargs) if source.kind == "zoo" else {}) | dict(arch_kwargs)
 
         def build() -> nn.Module:
             return create_model(spec, **kwargs)
@@ -388,24 +394,40 @@ def _expected_input(model: nn.Module) -> str:
 
 def check_data_fits(model: nn.Module, data: ArrayDataset, device: torch.device | None = None) -> None:
     """One dummy forward with a batch of the data's shape; failures become a ``DataError``."""
+    check_input_fits(model, torch.zeros((2, *data.image_shape)), name=data.name, num_classes=data.num_classes,
+                     device=device)
+
+
+def check_input_fits(model: nn.Module, x: torch.Tensor, *, name: str, num_classes: int | None,
+                     classification: bool = True, device: torch.device | None = None) -> int | None:
+    """One forward of a small input batch ``x``; failures become a ``DataError`` naming both shapes.
+
+    Classification: the output must be logits ``(batch, classes)``, ``num_classes`` wide when known.
+    Returns the number of outputs (classification), else None.
+    """
     device = device or next(iter(model.parameters()), torch.empty(0)).device
-    x = torch.zeros((2, *data.image_shape), device=device)  # (B, C, H, W)
+    x = x[:2].to(device)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             out = model(x)
     except Exception as exc:  # noqa: BLE001 - whatever the model raises on a wrong shape
+        shape = tuple(x.shape[1:])
+        what = "images of shape" if len(shape) == 3 else "inputs of shape"
         raise DataError(
-            f"data set {data.name} has images of shape {data.image_shape} (C, H, W) but the model expects "
+            f"data set {name} has {what} {shape}{' (C, H, W)' if len(shape) == 3 else ''} but the model expects "
             f"{_expected_input(model)}: {one_line(exc, 160)}"
         ) from exc
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
+    if not classification:
+        return None
+    n = len(x)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != n:
         found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise DataError(f"the model must return logits of shape (batch, classes); for a batch of 2 it returned {found}")
-    if out.shape[1] != data.num_classes:
-        raise DataError(
-            f"the model has {out.shape[1]} outputs but data set {data.name} has {data.num_classes} classes"
-        )
+        raise DataError(f"the model must return logits of shape (batch, classes); for a batch of {n} it returned "
+                        f"{found} (for another objective, pass loss= and metric= to pemn.compress)")
+    if num_classes is not None and out.shape[1] != num_classes:
+        raise DataError(f"the model has {out.shape[1]} outputs but data set {name} has {num_classes} classes")
+    return int(out.shape[1])

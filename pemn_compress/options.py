@@ -22,9 +22,9 @@ from torch import nn
 
 from .budget import parse_size
 from .config import DEFAULT_DENSITY, DENSITY_SCHEDULES, JsonDataclass, MaskConfig
+from .defaults import default
 from .errors import ConfigError, check_bool, check_int, check_number, option_error, worded
-from .fileformat.constants import DENSE_DTYPES, FORMAT_VERSION, FORMAT_VERSIONS
-from .fileformat.writer import DEFAULT_DENSE_DTYPE
+from .fileformat.constants import DENSE_DTYPES, FORMAT_VERSIONS
 from .train import TrainConfig
 from .usercode import is_reference
 
@@ -53,49 +53,46 @@ class CompressOptions(JsonDataclass):
     _json_fields = ("option", "options")
 
     model: str  # zoo name | state-dict file (.pt/.pth/.bin/.safetensors) | module:function | pickled module
-    arch: str | None = None  # architecture of a state dict: zoo name or module:function
-    arch_kwargs: dict = field(default_factory=dict)  # keyword arguments of the architecture (JSON values)
-    # the mask (MaskConfig)
-    strategy: str = "onelayer"  # dense | onelayer | mp | rp
-    ratio: float | None = None  # rp only: unique values = int(N_max * ratio) + 1
-    rp_mode: str = "rand"  # rp only: rand (tile then permute) | copy (tile in order: aliases with kernel shapes)
-    density: float = DEFAULT_DENSITY  # fraction of each layer's weights the mask keeps
-    density_schedule: str = "constant"  # constant | anneal: from dense down to `density` (recipe only)
-    target_size: int | str | None = None  # file budget in bytes ("40KB", "40KiB"; stored as int): picks the density
-    target_ratio: float | None = None  # file budget as dense fp32 file bytes / X: picks the density
-    distribution: str = "signed_constant"  # signed_constant | normal | uniform (benchmarks/results/recipe_*)
-    rescale: bool = True  # per-layer fan-in scale (False: the paper's mp/rp)
-    learn_values: bool = False  # mp/rp: train the few unique values too
-    seed: int = 0  # one seed: values, scores, data order, augmentation
-    score_scale: float = 1.0  # initial scores: Kaiming-uniform, bound score_scale / sqrt(fan_in) (not in the file)
-    # the data
-    data: str = "fashion-mnist"  # see data.DATASET_SPECS
-    data_root: str | None = None  # folder of a named data set (default: its environment variable / package path)
-    max_train_samples: int | None = None  # class-stratified training subset, for quick runs
-    augment: bool = False  # random crop + horizontal flip of training images (off: recipe_* and frontier_* results)
-    # training (TrainConfig)
-    epochs: int = 10
-    batch_size: int = 128  # global batch (split across torchrun ranks)
-    lr: float = 0.01
-    optimizer: str = "adamw"  # adamw | sgd
-    schedule: str = "cosine"  # cosine | onecycle | constant
-    weight_decay: float = 5e-4  # on the mask scores and trained 2-D+ parameters (benchmarks/results/recipe_*)
-    label_smoothing: float = 0.0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
-    distill: bool | None = None  # None: on when the input carries trained weights
-    distill_alpha: float = 0.5  # weight of the distillation term
-    distill_temperature: float = 4.0
-    # the output
-    dense_dtype: str = DEFAULT_DENSE_DTYPE  # float16 (measured default) | float32 for the dense leftovers
-    fold_batchnorm: bool = True  # store BatchNorm folded (deployment form); the checkpoint stays unfolded
-    format_version: int = FORMAT_VERSION  # 2: compact deflated header; 1: for readers that know version 1 only
-    output: str | None = None  # default: <input stem>.pemn in the current folder
-    checkpoint_every: int | None = None  # steps; None: every epoch; 0: only on interruption
-    resume: bool = False  # continue <output>.ckpt
-    eval_batch_size: int = 500  # batch of the test-set evaluations
-    threads: int | None = None  # torch.set_num_threads for the run (restored afterwards)
-    allow_pickle: bool = False  # read a pickled nn.Module: runs code from the file
+    # every other field: its default, help and evidence are declared once in defaults.OPTIONS
+    arch: str | None = default("arch")
+    arch_kwargs: dict = field(default_factory=lambda: default("arch_kwargs"))
+    strategy: str = default("strategy")
+    ratio: float | None = default("ratio")
+    rp_mode: str = default("rp_mode")
+    density: float = default("density")
+    density_schedule: str = default("density_schedule")
+    target_size: int | str | None = default("target_size")
+    target_ratio: float | None = default("target_ratio")
+    distribution: str = default("distribution")
+    rescale: bool = default("rescale")
+    learn_values: bool = default("learn_values")
+    seed: int = default("seed")
+    score_scale: float = default("score_scale")
+    data: str = default("data")
+    data_root: str | None = default("data_root")
+    max_train_samples: int | None = default("max_train_samples")
+    augment: bool = default("augment")
+    epochs: int = default("epochs")
+    batch_size: int = default("batch_size")
+    lr: float = default("lr")
+    optimizer: str = default("optimizer")
+    schedule: str = default("schedule")
+    weight_decay: float = default("weight_decay")
+    label_smoothing: float = default("label_smoothing")
+    device: str = default("device")
+    amp: bool = default("amp")
+    distill: bool | None = default("distill")
+    distill_alpha: float = default("distill_alpha")
+    distill_temperature: float = default("distill_temperature")
+    dense_dtype: str = default("dense_dtype")
+    fold_batchnorm: bool = default("fold_batchnorm")
+    format_version: int = default("format_version")
+    output: str | None = default("output")
+    checkpoint_every: int | None = default("checkpoint_every")
+    resume: bool = default("resume")
+    eval_batch_size: int = default("eval_batch_size")
+    threads: int | None = default("threads")
+    allow_pickle: bool = default("allow_pickle")
 
     def __post_init__(self) -> None:
         self._normalize_paths()
@@ -104,7 +101,7 @@ class CompressOptions(JsonDataclass):
         self._check_values()
         self._check_target()
         self.mask_config()  # MaskConfig validates density, ratio, strategy, ...
-        self.train_config(distill=False)
+        self.train_config()
 
     def _normalize_paths(self) -> None:
         for name in ("model", "output", "data_root", "data", "arch"):
@@ -181,12 +178,13 @@ class CompressOptions(JsonDataclass):
             distribution=self.distribution, rescale=self.rescale, seed=self.seed, learn_values=self.learn_values,
         )  # fmt: skip
 
-    def train_config(self, distill: bool) -> TrainConfig:
+    def train_config(self) -> TrainConfig:
+        """The trainer's settings (distillation weighs in only when the trainer is given a teacher)."""
         return TrainConfig(
             epochs=self.epochs, lr=float(self.lr), optimizer=self.optimizer, schedule=self.schedule,
             weight_decay=float(self.weight_decay), label_smoothing=float(self.label_smoothing), amp=self.amp,
-            distill_alpha=float(self.distill_alpha) if distill else 0.0,
-            distill_temperature=float(self.distill_temperature), seed=self.seed,
+            distill_alpha=float(self.distill_alpha), distill_temperature=float(self.distill_temperature),
+            seed=self.seed,
         )  # fmt: skip
 
 
@@ -256,13 +254,13 @@ class CompressResult:
 
     output: str | None  # the .pemn written (None on torchrun ranks other than 0)
     input: str  # options.model
-    input_kind: str  # zoo | state_dict | safetensors | factory | pickle
+    input_kind: str  # zoo | state_dict | safetensors | factory | pickle | module
     architecture: dict  # the reference written into the file
     dataset: str
-    train_samples: int
-    test_samples: int
-    dense_accuracy: float | None  # test accuracy of the trained input (None: untrained input)
-    accuracy: float | None  # test accuracy of the written file, as pemn.load loads it
+    train_samples: int | None  # None: data of unknown length
+    test_samples: int | None
+    dense_accuracy: float | None  # test accuracy of the trained input (None: untrained input, not classification)
+    accuracy: float | None  # test accuracy of the written file, as pemn.load loads it (classification)
     file_bytes: int | None  # on-disk size of the .pemn
     dense_fp32_bytes: int | None  # on-disk size of the same model as a dense fp32 safetensors file
     ratio: float | None  # dense_fp32_bytes / file_bytes
@@ -280,7 +278,17 @@ class CompressResult:
     history: list[dict]  # per epoch: epoch, train_loss, train_acc, eval_loss, eval_acc, ...
     warnings: list[str] = field(default_factory=list)
     target: dict | None = None  # with a target: budget_bytes, density chosen, the bounds (budget.BudgetChoice)
+    metric_name: str = "accuracy"  # the task's metric (accuracy for classification)
+    metric: float | None = None  # the written file's metric on the test data (= accuracy for classification)
+    dense_metric: float | None = None  # the trained input's metric (None: untrained input, or no test data)
+    higher_is_better: bool = True  # the metric's direction
+    threads: int | None = None  # torch threads the run trained with
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # the trained masked model
+
+    @property
+    def density(self) -> float:
+        """The density the masks were trained at (the target's choice with a budget)."""
+        return float(self.target["density"] if self.target else self.options["density"])
 
     def to_dict(self) -> dict:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "model"}

@@ -1,10 +1,15 @@
-"""The compress pipeline: a user's model in, a trained `.pemn` file out (``pemn compress``).
+"""The compress pipeline behind ``pemn.compress`` and ``pemn compress``: a user's model in, a trained `.pemn` out.
 
-    from pemn_compress.compress import CompressOptions, compress
-    result = compress(CompressOptions(model="model.pt", arch="convmixer_64_4", data="fashion-mnist"))
+    import pemn_compress as pemn
+    result = pemn.compress(model, train_loader, test=test_loader, output="model.pemn")
     result.accuracy, result.file_bytes, result.ratio
 
-``compress(options)`` runs four stages, each a function of the previous ones' typed results:
+``compress(model, train, test=..., **options)`` takes the model (an ``nn.Module``, a zoo name, a file or
+``module:function``), the data (torch ``DataLoader``/``Dataset``, arrays, or a data set name; see
+``sources.py``) and any ``CompressOptions`` field, whose defaults are declared once in ``defaults.py`` and
+shared with the CLI (``pemn compress`` builds a ``CompressOptions`` and calls ``compress`` with it).
+
+It runs four stages, each a function of the previous ones' typed results:
 
 1. ``validate`` -> ``Checked``, before any data is read: the output folder (exists, writable), the
    checkpoint (``--resume`` needs one with the same settings; a stray one is never overwritten
@@ -17,7 +22,9 @@
    ``target_size`` / ``target_ratio``, the density whose file is guaranteed within the budget
    (``budget.py``; ConfigError before training when none is); then ``mask_`` on a fresh copy of the
    architecture: the student.
-3. ``train`` -> ``Trained``: ``Trainer.fit`` with checkpoints and graceful Ctrl-C.
+3. ``train_masks`` -> ``Trained``: ``Trainer.fit`` with checkpoints and graceful Ctrl-C; the batches of the
+   user's torch data are checked as they come (``sources.CheckedLoader``: one ``DataError`` naming the batch,
+   a checkpoint kept).
 4. ``finish`` -> ``CompressResult``: the file is encoded (BatchNorm folded unless ``fold_batchnorm=False``;
    the checkpoint always holds the unfolded trainable state), loaded back exactly as ``pemn.load`` will
    load it, its test accuracy is measured, and it is written atomically with ``provenance =
@@ -27,11 +34,16 @@
 Inputs (``options.model``; see ``inputs.py``): a zoo name (its ``in_chans``/``num_classes``/
 ``img_size`` follow the data set), a state dict (``.pt``/``.pth`` read with ``torch.load(weights_only=
 True)``, or ``.safetensors``) with ``arch``, a ``module:function`` factory (imports user code), or a
-whole pickled module (only with ``allow_pickle=True``: it runs code from the file). State dicts and
-pickled modules carry trained weights; zoo names and factories do not.
+whole pickled module (only with ``allow_pickle=True``: it runs code from the file), or in Python an
+``nn.Module``. State dicts, pickled and given modules carry trained weights; zoo names and factories do not.
 
 Distillation (``distill``): None (the default) turns it on exactly when the input carries trained
-weights: the student learns from ``(1 - alpha) * CE + alpha * T^2 * KL(teacher || student)``.
+weights whose test accuracy is above chance (a teacher at chance teaches nothing: it is turned off with a
+warning): the student learns from ``(1 - alpha) * CE + alpha * T^2 * KL(teacher || student)``. Never with
+a custom ``loss=`` (``tasks.py``).
+
+Threads (``threads``): None takes torch's default lowered to the cores other programs leave free, said in a
+status line (``choose_threads``); a resumed run keeps the interrupted run's count.
 
 Checkpoints (``checkpoints.py``): ``<output>.ckpt``, written atomically by the main rank every
 ``checkpoint_every`` steps (None: after every epoch; 0: only on interruption), on Ctrl-C and on any
@@ -47,17 +59,20 @@ Under ``torchrun`` (``WORLD_SIZE > 1``) training is distributed (see ``distribut
 ``batch_size`` is the global batch, split evenly across ranks; only rank 0 evaluates, reports and
 writes files; the other ranks return a result with ``output=None``.
 
-Extra ``Trainer`` callbacks (``compress(options, callbacks=[...])``) run after the pipeline's own;
-tests and the reliability campaign interrupt runs with ``faults.InterruptAfterSteps`` this way.
+
+Extra ``Trainer`` callbacks (``compress(..., callbacks=[...])``) run after the pipeline's own, on every rank:
+a user's logging, or the tests' fault injection (a callback that stops the run at a chosen step).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -66,9 +81,9 @@ from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from . import distributed
-from .allocation import set_model_density_
 from .annealing import DensityAnnealing
 from .api import load, resolve_device
 from .budget import WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density
@@ -80,18 +95,19 @@ from .checkpoints import (
     remove_stale_temp_files,
     write_checkpoint,
 )
-from .data import ArrayDataset, BatchLoader, get_dataset
-from .errors import ConfigError, worded
-from .evaluation import accuracy_warnings
+from .errors import CheckpointError, ConfigError, worded
+from .evaluation import NEAR_CHANCE_MARGIN, accuracy_warnings
 from .export import to_bytes
 from .fileformat.container import atomic_write
 from .fileformat.reader import read_pemn
 from .fileformat.summary import summarize
-from .inputs import Architecture, Source, build_input_model, check_data_fits, read_source
+from .inputs import Architecture, Source, build_input_model, check_input_fits, module_source, read_source
 from .interrupt import GracefulInterrupt, TrainingFailed, TrainingInterrupted
 from .nn.topk import kept_count
 from .options import ADDED_OPTIONS, CompressOptions, CompressResult, recipe, resolve_output
-from .surgery import config_of, mask_, masked_layers
+from .sources import CheckedLoader, DataSource, TorchSource, resolve_data
+from .surgery import config_of, mask_, masked_layers, set_model_density_
+from .tasks import CLASSIFICATION, Task, make_task
 from .train import Callback, Trainer, TrainResult, _unwrap, evaluate
 
 __all__ = [
@@ -135,6 +151,17 @@ class RunContext:
     device: torch.device
     status: StatusLines
     started: float  # time.perf_counter() when compress() was called
+    given: Given  # the objects compress() was handed besides its options
+
+
+@dataclass(frozen=True)
+class Given:
+    """What ``compress`` was handed that is not an option (not JSON): a module, data objects, the task."""
+
+    module: nn.Module | None = None  # the input model given in Python (None: options.model names it)
+    train: Any = None  # torch data / arrays (None: the data set named by options.data)
+    test: Any = None
+    task: Task = CLASSIFICATION
 
 
 @dataclass
@@ -149,6 +176,8 @@ class Checked:
     dense_accuracy: float | None  # measured by the interrupted run (None: measure it, or untrained input)
     resume_from: int | None  # the checkpoint's step (None: a fresh run)
     _checkpoint: dict | None  # the checkpoint to continue, until take_checkpoint() hands it over
+    threads: int | None = None  # torch threads for the run (None: torch's default)
+    threads_note: str | None = None  # why fewer threads than torch's default (a busy machine)
 
     def take_checkpoint(self) -> dict | None:
         """The checkpoint to continue, handed over once so its tensors are freed when loaded."""
@@ -161,10 +190,10 @@ class Prepared:
     """``prepare``'s result: the data, the input model, the masked student ready to train."""
 
     arch: Architecture
-    data: ArrayDataset
-    train_loader: BatchLoader
-    test_loader: BatchLoader
-    dense_accuracy: float | None  # test accuracy of the trained input (None: untrained input)
+    data: DataSource
+    train_loader: Any  # BatchLoader for arrays; a CheckedLoader over the user's torch data
+    test_loader: Any | None  # None: torch data without a test split (nothing is measured)
+    dense_accuracy: float | None  # the trained input's test metric (None: untrained input, or no test data)
     teacher: nn.Module | None  # the distillation teacher
     student: nn.Module  # the masked model, on the device
     model: nn.Module  # the student as trained (in DistributedDataParallel under torchrun)
@@ -186,7 +215,7 @@ class Written:
     """What ``finish`` wrote (main rank)."""
 
     output: str
-    accuracy: float
+    accuracy: float | None  # the task's metric on the test data (None: no test data)
     file_bytes: int
     dense_fp32_bytes: int  # the same model as a dense fp32 safetensors file (fileformat.summary)
 
@@ -195,31 +224,122 @@ class Written:
 # The pipeline
 
 
-def compress(options: CompressOptions, *, progress: bool = False, callbacks: Sequence[Callback] = ()) -> CompressResult:
-    """Train a PEMN version of ``options.model`` and write it to ``options.output`` (see the module docstring).
+def compress(model: Any, train: Any = None, *, test: Any = None, output: str | os.PathLike | None = None,
+             loss: Callable | None = None, metric: Any = None, progress: bool = False,
+             callbacks: Sequence[Callback] = (), **options: Any) -> CompressResult:
+    """Compress ``model`` into a `.pemn` file: masks trained over fixed pseudo-random weights, the file
+    written, loaded back and measured. What ``pemn compress`` runs, with the same options and defaults.
 
-    progress: draw rich progress bars and status lines on stderr (main rank only).
-    callbacks: extra ``Trainer`` callbacks (every rank), run after the pipeline's own.
-    Raises ``PemnError`` subclasses for bad input (before training where possible),
-    ``TrainingInterrupted`` on Ctrl-C and ``TrainingFailed`` for an error once training has started.
+    Args:
+        model: an ``nn.Module`` (treated as trained: it is the distillation teacher when its accuracy is
+            above chance), a zoo name (``"convmixer_64_4"``), a state-dict file (``.pt``/``.pth``/``.safetensors``,
+            with ``arch=``), a ``"module:function"`` factory, or a whole ``CompressOptions``.
+        train: the training data: a torch ``DataLoader`` or ``Dataset`` (map-style or iterable; your
+            transforms and normalization), an ``(x, y)`` pair of arrays (normalized by the tool), an
+            ``ArrayDataset``, or a data set name (``"fashion-mnist"``, ``"data.npz"``, ``"module:function"``).
+            None: the data set named by ``data=`` (default Fashion-MNIST).
+        test: the test data, of the same kind as ``train`` (a name brings its own test split). The file
+            records the metric measured on it; None with torch data: nothing is measured.
+        output: the file to write (default ``<model stem>.pemn`` in the current folder).
+        loss, metric: your own objective instead of classification: ``loss(output, target)`` -> scalar
+            tensor, ``metric`` a ``pemn.Metric`` or ``(name, fn[, higher_is_better])`` with ``fn(output,
+            target)`` -> batch mean (see ``tasks.py``). Recorded in the file's provenance.
+        progress: progress bars and status lines on stderr.
+        callbacks: extra ``Trainer`` callbacks (every rank), run after the pipeline's own.
+        **options: any ``CompressOptions`` field (``density``, ``strategy``, ``epochs``, ``target_ratio``,
+            ``resume``, ``threads``, ...; ``pemn_compress.defaults.OPTIONS`` lists them with their defaults).
+
+    Returns:
+        A ``CompressResult``: ``output``, ``accuracy`` (or ``metric``), ``file_bytes``, ``ratio``,
+        ``density``, ``options``, ``history``, ``model`` (the trained masked model), ...
+
+    Raises:
+        ``PemnError`` subclasses for bad input (before training where possible), ``TrainingInterrupted``
+        on Ctrl-C and ``TrainingFailed`` for an error once training has started; both name the
+        checkpoint that ``resume=True`` continues.
     """
-    if not isinstance(options, CompressOptions):
-        raise ConfigError(f"compress() takes CompressOptions, found {type(options).__name__}")
+    opts, given = _options(model, train, test, output, options, loss, metric)
     started = time.perf_counter()
-    with _torch_threads(options.threads):
-        dist, device = distributed.init(resolve_device(options.device))
-        prepared = trained = None
-        try:
-            run = RunContext(dist, device, StatusLines(enabled=progress and dist.is_main), started)
-            checked = validate(options, run)
-            prepared = prepare(options, checked, run)
-            trained = train(options, checked, prepared, run, progress=progress, callbacks=callbacks)
-            return finish(options, checked, prepared, trained, run)
-        finally:
-            if dist.enabled:  # free the DistributedDataParallel wrapper (and its hold on the process group) first
-                prepared = trained = None
-                gc.collect()
-            distributed.teardown(dist)
+    dist, device = distributed.init(resolve_device(opts.device))
+    prepared = trained = None
+    try:
+        run = RunContext(dist, device, StatusLines(enabled=progress and dist.is_main), started, given)
+        checked = validate(opts, run)
+        with _torch_threads(checked.threads), _left_as_given(given.module):
+            if checked.threads_note and dist.is_main:
+                run.status.info(checked.threads_note)
+            prepared = prepare(opts, checked, run)
+            trained = train_masks(opts, checked, prepared, run, progress=progress, callbacks=callbacks)
+            return finish(opts, checked, prepared, trained, run)
+    finally:
+        if dist.enabled:  # free the DistributedDataParallel wrapper (and its hold on the process group) first
+            prepared = trained = None
+            gc.collect()
+        distributed.teardown(dist)
+
+
+def _options(model: Any, train: Any, test: Any, output: Any, settings: dict, loss: Any,
+             metric: Any) -> tuple[CompressOptions, Given]:
+    """``CompressOptions`` and the objects that are not options, from ``compress``'s arguments."""
+    task = make_task(loss, metric)
+    if isinstance(model, CompressOptions):
+        if settings or output is not None:
+            raise ConfigError("compress(CompressOptions(...)) takes no other options: put them in the CompressOptions")
+        return model, Given(train=train, test=test, task=task)
+    module = model if isinstance(model, nn.Module) else None
+    if module is None and not isinstance(model, (str, os.PathLike)):
+        raise ConfigError("model must be an nn.Module, a zoo name, a model file or module:function, found "
+                          f"{type(model).__name__}")
+    if "model" in settings:
+        raise ConfigError("model is compress()'s first argument: do not pass it again as an option")
+    spec = type(module).__name__ if module is not None else os.fspath(model)
+    if "data" not in settings and train is not None and not isinstance(train, str):
+        settings = {**settings, "data": _data_name(train)}
+    elif isinstance(train, str):
+        settings = {**settings, "data": train}
+        train = None
+    if isinstance(train, DataLoader) and train.batch_size:
+        given_batch = settings.get("batch_size")
+        if given_batch is not None and given_batch != train.batch_size:
+            raise ConfigError(f"batch_size={given_batch} differs from your DataLoader's batch size {train.batch_size}: "
+                              "the DataLoader's is used; leave batch_size out")
+        settings = {**settings, "batch_size": train.batch_size}
+    known = {f.name for f in dataclasses.fields(CompressOptions)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}; pemn.compress takes {', '.join(sorted(known - {'model'}))}")
+    opts = CompressOptions(model=spec, output=None if output is None else os.fspath(output), **settings)
+    return opts, Given(module=module, train=train, test=test, task=task)
+
+
+def _data_name(train: Any) -> str:
+    """The name a file records for data given as objects: their ``name`` attribute, else their class."""
+    if isinstance(train, (tuple, list)):
+        return "arrays"
+    dataset = train.dataset if isinstance(train, DataLoader) else train
+    name = getattr(dataset, "name", None)
+    return name if isinstance(name, str) and name.strip() else type(dataset).__name__
+
+
+@contextlib.contextmanager
+def _left_as_given(module: nn.Module | None) -> Iterator[None]:
+    """The user's module as it was given afterwards: its device, train/eval mode and ``requires_grad``
+    flags (it served as the input and teacher; the student is a fresh copy)."""
+    if module is None:
+        yield
+        return
+    flags = [p.requires_grad for p in module.parameters()]
+    modes = [m.training for m in module.modules()]
+    device = next((t.device for t in [*module.parameters(), *module.buffers()]), None)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        for m, mode in zip(module.modules(), modes, strict=True):
+            m.training = mode
+        if device is not None:
+            module.to(device)
 
 
 @contextlib.contextmanager
@@ -236,6 +356,48 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _busy_cores(interval: float = 0.25) -> tuple[float, str]:
+    """``(cores kept busy by other programs, how it was measured)``: Linux ``/proc/stat`` over ``interval``
+    seconds (this process sleeps meanwhile), else the 1-minute load average."""
+    def sample() -> tuple[list[int], float]:
+        with open("/proc/stat", encoding="ascii") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:9]]
+        own = os.times()
+        return ticks, own.user + own.system
+
+    try:
+        before, own0 = sample()
+        time.sleep(interval)
+        after, own1 = sample()
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0], "load average"
+        except (OSError, AttributeError):  # pragma: no cover - no load average either
+            return 0.0, "unknown"
+    total = sum(after) - sum(before)
+    idle = (after[3] + after[4]) - (before[3] + before[4])  # idle + iowait
+    if total <= 0:
+        return 0.0, "now"
+    own = (own1 - own0) * os.sysconf("SC_CLK_TCK")
+    return max(0.0, (total - idle - own) / total * (os.cpu_count() or 1)), "now"
+
+
+def choose_threads(requested: int | None) -> tuple[int | None, str | None]:
+    """``(threads, note)``: ``requested``, else torch's default lowered to the cores this process may run on
+    that other programs leave free; ``note`` says so when that is lower than torch's default (None, None:
+    torch's default is kept)."""
+    if requested:
+        return requested, None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy, how = _busy_cores()
+    free = max(1, cores - int(busy + 0.5))
+    share = min(free, torch.get_num_threads())
+    if share >= torch.get_num_threads():
+        return None, None
+    return share, (f"the machine is busy ({busy:.1f} of {cores} core(s) in use by other programs, {how}): training "
+                   f"on {share} thread(s) so as not to oversubscribe it; --threads N sets the number")
+
+
 # ----------------------------------------------------------------------------------------------
 # 1. validate
 
@@ -249,12 +411,23 @@ def validate(options: CompressOptions, run: RunContext) -> Checked:
         for stale in remove_stale_temp_files(output):
             run.status.info(f"removed {stale.name}, a temporary file left by a run that was killed while writing")
     checkpoint = existing_checkpoint(ckpt_path, resume=options.resume)
-    source = read_source(options.model, options.arch, options.allow_pickle)
-    distill = _distill(options, source)
+    module = run.given.module
+    if module is not None and options.arch is not None:
+        raise ConfigError("arch names the architecture of a state-dict file; the model you pass is its own: drop arch")
+    source = module_source(module) if module is not None else read_source(options.model, options.arch,
+                                                                         options.allow_pickle)
+    distill = _distill(options, source, run.given.task)
+    if checkpoint is not None and options.distill is None and distill:
+        distill = bool(checkpoint["recipe"].get("distill", distill))  # the interrupted run found its teacher useless
     settings = recipe(options, distill=distill, device_type=run.device.type, world_size=run.dist.world_size,
                       input_kind=source.kind)
+    if not run.given.task.classification:
+        settings["task"] = run.given.task.record()
     if checkpoint is not None:
         compare_checkpoint(ckpt_path, checkpoint, settings, source.sha256, absent=ADDED_OPTIONS)
+    threads, note = choose_threads(options.threads)
+    if checkpoint is not None and options.threads is None:  # the interrupted run's: float sums depend on it
+        threads, note = checkpoint.get("threads") or threads, None
     return Checked(
         output=output,
         checkpoint_path=ckpt_path,
@@ -264,11 +437,19 @@ def validate(options: CompressOptions, run: RunContext) -> Checked:
         dense_accuracy=checkpoint.get("dense_accuracy") if checkpoint is not None else None,
         resume_from=int(checkpoint["trainer"].get("step", 0)) if checkpoint is not None else None,
         _checkpoint=checkpoint,
+        threads=threads,
+        threads_note=note,
     )
 
 
-def _distill(options: CompressOptions, source: Source) -> bool:
-    """Whether the student learns from the input model: by default exactly when it carries trained weights."""
+def _distill(options: CompressOptions, source: Source, task: Task) -> bool:
+    """Whether the student learns from the input model: by default exactly when it carries trained weights
+    (and, measured in ``prepare``, its accuracy is above chance); never with a custom loss."""
+    if not task.classification:
+        if options.distill:
+            raise worded(ConfigError, "distillation compares class logits: with your own loss= train without it "
+                                      "(drop --distill)")
+        return False
     distill = source.trained if options.distill is None else options.distill
     if distill and not source.trained:
         raise worded(
@@ -286,17 +467,24 @@ def _distill(options: CompressOptions, source: Source) -> bool:
 def prepare(options: CompressOptions, checked: Checked, run: RunContext) -> Prepared:
     """The data, the input model checked against it, the loaders, the dense input's accuracy and the
     teacher, and the masked student on the device."""
-    arch, data = _input_and_data(options, checked.source, run.status)
+    task = run.given.task
+    arch, data = _input_and_data(options, checked.source, run)
     warnings = []
     if arch.reference.get("kind") == "none":
         warnings.append(
             "the file records no architecture: load it with pemn.load(file, model=<your module>) or "
             "pemn eval FILE --arch module:Class (see pemn inspect FILE)"
         )
-    check_data_fits(arch.dense, data)
-    train_loader = _train_loader(options, data, run)
-    test_loader = BatchLoader.from_dataset(data, "test", batch_size=options.eval_batch_size, device=run.device)
+    outputs = check_input_fits(arch.dense, data.probe(), name=data.name, num_classes=data.num_classes,
+                               classification=task.classification)
+    train_loader, test_loader = _loaders(options, data, run, outputs)
+    if checked.resume_from is not None and not getattr(train_loader, "replayable", True):
+        raise worded(CheckpointError, f"--resume cannot replay your training DataLoader: "
+                                      f"{getattr(train_loader.loader, 'why_not_replayable', 'its order is its own')}; "
+                                      "pass a loader without its own generator (or the Dataset itself)")
     dense_accuracy, teacher = _dense_input(arch, checked, test_loader, run)
+    if _useless_teacher(options, checked, dense_accuracy, outputs, warnings):
+        teacher = None
     student = arch.dense if not checked.source.trained else arch.build_fresh()
     config = options.mask_config()
     target = None
@@ -316,6 +504,47 @@ def prepare(options: CompressOptions, checked: Checked, run: RunContext) -> Prep
                     target)
 
 
+def _useless_teacher(options: CompressOptions, checked: Checked, dense_accuracy: float | None,
+                     outputs: int | None, warnings: list[str]) -> bool:
+    """Whether the trained input scored near chance: then it teaches nothing, and distillation (on by
+    default) is turned off, with a warning; asked for explicitly, it stays on with the warning."""
+    if dense_accuracy is None or outputs is None or not checked.distill:
+        return False
+    chance = 1.0 / outputs
+    if dense_accuracy >= chance + NEAR_CHANCE_MARGIN:
+        return False
+    found = f"the input model's accuracy {dense_accuracy:.4f} is near chance ({chance:.2f} for {outputs} classes)"
+    if options.distill:
+        warnings.append(f"{found}: distilling from it (as asked) teaches the masks little")
+        return False
+    warnings.append(f"{found}, so it is not a useful teacher: distillation is off (--distill forces it)")
+    checked.distill = False
+    checked.recipe["distill"] = False
+    return True
+
+
+def _loaders(options: CompressOptions, data: DataSource, run: RunContext, outputs: int | None) -> tuple[Any, Any]:
+    """This rank's training loader (full batches, seeded order, its share under torchrun) and the test loader;
+    a torch source's batches are checked as they arrive."""
+    world = run.dist.world_size
+    own_batches = not isinstance(run.given.train, DataLoader)
+    if own_batches and options.batch_size % world:
+        raise ConfigError(f"batch_size {options.batch_size} must be divisible by the {world} torchrun processes")
+    train_loader = data.train_loader(batch_size=options.batch_size, seed=options.seed, augment=options.augment,
+                                     rank=run.dist.rank, world_size=world, device=run.device)
+    test_loader = data.test_loader(batch_size=options.eval_batch_size, device=run.device)
+    if isinstance(data, TorchSource):
+        shape, classes = data.sample_shape, outputs
+        train_loader = CheckedLoader(train_loader, what="training data", sample_shape=shape, num_outputs=classes)
+        if test_loader is not None:
+            test_loader = CheckedLoader(test_loader, what="test data", sample_shape=shape, num_outputs=classes)
+    if len(train_loader) == 0:
+        per = f" ({(data.num_train or 0) // world} per process)" if run.dist.enabled else ""
+        raise worded(ConfigError, f"--batch-size {options.batch_size} is larger than the {data.num_train} training "
+                                  f"samples{per}; lower --batch-size")
+    return train_loader, test_loader
+
+
 def _write_options(options: CompressOptions, arch: Architecture) -> dict[str, Any]:
     """How the file is encoded (``export``'s options): the same for the budget's trial and the file."""
     return {"dense_dtype": options.dense_dtype, "fold_batchnorm": options.fold_batchnorm,
@@ -323,7 +552,7 @@ def _write_options(options: CompressOptions, arch: Architecture) -> dict[str, An
 
 
 def _choose_target(options: CompressOptions, checked: Checked, model: nn.Module, arch: Architecture,
-                   data: ArrayDataset, dense_accuracy: float | None) -> BudgetChoice:
+                   data: DataSource, dense_accuracy: float | None) -> BudgetChoice:
     """The density whose file is guaranteed within ``--target-size`` / ``--target-ratio`` (``budget.py``),
     chosen before training from a trial encoding of the unmasked ``model`` (not changed) with the
     provenance the file will record; ConfigError when even one kept weight per layer is too large."""
@@ -343,57 +572,38 @@ def _choose_target(options: CompressOptions, checked: Checked, model: nn.Module,
     return choose_density(trial, budget, target_size=target_size, target_ratio=options.target_ratio)
 
 
-def _input_and_data(options: CompressOptions, source: Source, status: StatusLines) -> tuple[Architecture, ArrayDataset]:
-    """The input model and the data set. A zoo model's shape follows the data; any other
-    architecture is built (and so checked) before the data is loaded."""
+def _input_and_data(options: CompressOptions, source: Source, run: RunContext) -> tuple[Architecture, DataSource]:
+    """The input model and the data. A zoo model's shape follows the data; any other architecture is
+    built (and so checked) before the data is read."""
 
-    def input_model(data: ArrayDataset | None) -> Architecture:
-        return build_input_model(source, options.model, options.arch, options.arch_kwargs, options.seed, data)
+    def input_model(data: DataSource | None) -> Architecture:
+        return build_input_model(source, options.model, options.arch, options.arch_kwargs, options.seed,
+                                 data.zoo_kwargs() if data is not None else None)
 
     arch = input_model(None) if source.kind != "zoo" else None
-    data = get_dataset(options.data, options.data_root)
-    full_train = data.num_train
-    if options.max_train_samples is not None and options.max_train_samples < data.num_train:
-        data = data.subset(options.max_train_samples, None, seed=options.seed)
-    status.info(
-        f"data {options.data}: {data.num_train:,} training images"
-        f"{f' (of {full_train:,})' if data.num_train != full_train else ''}, {data.num_test:,} test images "
-        f"{data.image_shape}, {data.num_classes} classes"
-    )
+    data = resolve_data(run.given.train, run.given.test, spec=options.data, root=options.data_root,
+                        max_train_samples=options.max_train_samples, seed=options.seed)
+    run.status.info(data.describe())
     return arch or input_model(data), data
 
 
-def _train_loader(options: CompressOptions, data: ArrayDataset, run: RunContext) -> BatchLoader:
-    """This rank's share of every global batch (full batches only), shuffled and augmented by seed."""
-    world = run.dist.world_size
-    if options.batch_size % world:
-        raise ConfigError(f"batch_size {options.batch_size} must be divisible by the {world} torchrun processes")
-    loader = BatchLoader.from_dataset(
-        data, "train", batch_size=options.batch_size // world, shuffle=True, seed=options.seed,
-        crop_padding=data.suggested_crop_padding if options.augment else 0, hflip=options.augment,
-        drop_last=True, rank=run.dist.rank, world_size=world, device=run.device,
-    )  # fmt: skip
-    if len(loader) == 0:
-        raise worded(
-            ConfigError,
-            f"--batch-size {options.batch_size} is larger than the {data.num_train} training images"
-            f"{f' ({data.num_train // world} per process)' if run.dist.enabled else ''}; lower --batch-size",
-        )
-    return loader
-
-
-def _dense_input(arch: Architecture, checked: Checked, test_loader: BatchLoader,
+def _dense_input(arch: Architecture, checked: Checked, test_loader: Any | None,
                  run: RunContext) -> tuple[float | None, nn.Module | None]:
-    """(the trained input's test accuracy, the teacher): measured by the main rank on a fresh run
-    (a resumed run keeps the interrupted run's), the teacher only with distillation."""
+    """(the trained input's test metric, the teacher): measured by the main rank on a fresh run (a resumed
+    run keeps the interrupted run's) and shared with every rank; the teacher only with distillation."""
     dense_accuracy = checked.dense_accuracy
     if not checked.source.trained or not (run.dist.is_main or checked.distill):
         return dense_accuracy, None
     arch.dense.to(run.device)
-    if run.dist.is_main and checked.resume_from is None:
+    if run.dist.is_main and checked.resume_from is None and test_loader is not None:
+        task = run.given.task
         run.status.info("evaluating the dense input model ...")
-        _, dense_accuracy = evaluate(arch.dense, test_loader, run.device, amp=False)
-        run.status.info(f"dense model accuracy: {dense_accuracy:.4f}")
+        _, dense_accuracy = evaluate(arch.dense, test_loader, run.device, amp=False, task=task)
+        run.status.info(f"dense model {task.metric_name}: {dense_accuracy:.4f}")
+    if run.dist.enabled and checked.resume_from is None:  # every rank decides on the teacher alike
+        shared = [dense_accuracy]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        dense_accuracy = shared[0]
     return dense_accuracy, arch.dense if checked.distill else None
 
 
@@ -404,18 +614,19 @@ def _dense_input(arch: Architecture, checked: Checked, test_loader: BatchLoader,
 class _EpochEval(Callback):
     """Main rank: test accuracy after every epoch but the last (measured on the written file instead)."""
 
-    def __init__(self, loader: BatchLoader, device: torch.device, amp: bool):
-        self.loader, self.device, self.amp = loader, device, amp
+    def __init__(self, loader: Any, device: torch.device, amp: bool, task: Task):
+        self.loader, self.device, self.amp, self.task = loader, device, amp, task
 
     def on_epoch_end(self, trainer, metrics) -> None:
         if trainer.epoch >= trainer.config.epochs or trainer.step >= trainer.total_steps:
             return
         # the unwrapped module: a DDP forward here would wait for the other ranks
-        metrics.eval_loss, metrics.eval_acc = evaluate(_unwrap(trainer.model), self.loader, self.device, self.amp)
+        metrics.eval_loss, metrics.eval_acc = evaluate(_unwrap(trainer.model), self.loader, self.device, self.amp,
+                                                       task=self.task)
 
 
-def train(options: CompressOptions, checked: Checked, prepared: Prepared, run: RunContext, *, progress: bool,
-          callbacks: Sequence[Callback] = ()) -> Trained:
+def train_masks(options: CompressOptions, checked: Checked, prepared: Prepared, run: RunContext, *, progress: bool,
+                callbacks: Sequence[Callback] = ()) -> Trained:
     """Train the student's masks (continuing the checkpoint when resuming), checkpointing as it goes.
 
     Ctrl-C or an error leaves a checkpoint when the state allows one and raises
@@ -425,8 +636,8 @@ def train(options: CompressOptions, checked: Checked, prepared: Prepared, run: R
                             saved_step=checked.resume_from)
     own: list[Callback] = [guard]
     bars = None
-    if run.dist.is_main:
-        own.insert(0, _EpochEval(prepared.test_loader, run.device, options.amp))
+    if run.dist.is_main and prepared.test_loader is not None:
+        own.insert(0, _EpochEval(prepared.test_loader, run.device, options.amp, run.given.task))
         if progress:
             from .progress import RichProgress
 
@@ -434,8 +645,9 @@ def train(options: CompressOptions, checked: Checked, prepared: Prepared, run: R
             own.append(bars)
     if options.density_schedule == "anneal":  # first: every other callback sees the step's density
         own.insert(0, DensityAnnealing())
-    trainer = Trainer(prepared.model, prepared.train_loader, None, options.train_config(checked.distill),
-                      teacher=prepared.teacher, callbacks=own + list(callbacks), device=run.device)
+    trainer = Trainer(prepared.model, prepared.train_loader, None, options.train_config(),
+                      teacher=prepared.teacher, callbacks=own + list(callbacks), device=run.device,
+                      task=run.given.task)
     checkpoint = checked.take_checkpoint()
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint["trainer"])
@@ -464,7 +676,7 @@ def _checkpoint_writer(options: CompressOptions, checked: Checked, prepared: Pre
         return None
     return functools.partial(
         write_checkpoint, checked.checkpoint_path, options=options.to_dict(), recipe=checked.recipe,
-        input_sha256=checked.source.sha256, dense_accuracy=prepared.dense_accuracy,
+        input_sha256=checked.source.sha256, dense_accuracy=prepared.dense_accuracy, threads=checked.threads,
     )  # fmt: skip
 
 
@@ -502,30 +714,41 @@ def finish(options: CompressOptions, checked: Checked, prepared: Prepared, train
         with _stops_resumably(trained.guard, trained.trainer, checked.checkpoint_path):
             written = _write(options, checked, prepared, run)
         checked.checkpoint_path.unlink(missing_ok=True)
-        num_classes = cast(int, prepared.data.num_classes)  # ArrayDataset sets it on construction
-        warnings.extend(accuracy_warnings(written.accuracy, prepared.dense_accuracy, num_classes))
+        if run.given.task.classification and prepared.data.num_classes is not None:
+            warnings.extend(accuracy_warnings(written.accuracy, prepared.dense_accuracy, prepared.data.num_classes))
     return _result(options, checked, prepared, trained, written, run, warnings)
 
 
-def _provenance(options: CompressOptions, checked: Checked, data: ArrayDataset, *, dense_accuracy: float | None,
-                accuracy: float | None, target: dict | None) -> dict:
-    """What the file records about its making; ``accuracy`` None: not measured yet (left out)."""
-    mean, std = cast(tuple, data.mean), cast(tuple, data.std)  # ArrayDataset sets them on construction
-    provenance = {
-        "dataset": options.data,
-        "dense_accuracy": dense_accuracy,
-        "normalization": {"mean": list(mean), "std": list(std)},
-        "evaluation": {"split": "test", "samples": data.num_test, "batch_size": options.eval_batch_size},
-        "image_shape": list(data.image_shape),
-        "num_classes": data.num_classes,
-        "train_samples": data.num_train,
-        "recipe": checked.recipe,
-    }
+def _provenance(options: CompressOptions, checked: Checked, data: DataSource, *, dense_accuracy: float | None,
+                accuracy: float | None, target: dict | None, task: Task = CLASSIFICATION) -> dict:
+    """What the file records about its making; ``accuracy`` (the task's metric) None: not measured (left out).
+
+    Classification records ``dense_accuracy`` and ``accuracy``; another task records ``task`` (loss, metric
+    name, direction) and ``metric`` / ``dense_metric`` as ``{"name", "value"}``."""
+    provenance: dict[str, Any] = {"dataset": options.data}
+    if task.classification:
+        provenance["dense_accuracy"] = dense_accuracy
+    else:
+        provenance["task"] = task.record()
+        if dense_accuracy is not None:
+            provenance["dense_metric"] = {"name": task.metric_name, "value": dense_accuracy}
+    provenance.update(data.provenance())
+    if data.num_test is not None:
+        provenance["evaluation"] = {"split": "test", "samples": data.num_test, "batch_size": options.eval_batch_size}
+    provenance["recipe"] = checked.recipe
     if target is not None:
         provenance["target"] = target
     if accuracy is not None:
-        provenance["accuracy"] = accuracy
+        _record_measured(provenance, task, accuracy)
     return provenance
+
+
+def _record_measured(provenance: dict, task: Task, value: float) -> None:
+    """The file's measured metric: ``accuracy`` (classification) or ``metric``."""
+    if task.classification:
+        provenance["accuracy"] = value
+    else:
+        provenance["metric"] = {"name": task.metric_name, "value": value}
 
 
 def _write(options: CompressOptions, checked: Checked, prepared: Prepared, run: RunContext) -> Written:
@@ -533,17 +756,20 @@ def _write(options: CompressOptions, checked: Checked, prepared: Prepared, run: 
     accuracy, write atomically; never a file over the target's budget."""
     target = prepared.target
     choice = None if target is None else {k: v for k, v in target.to_dict().items() if k in _TARGET_PROVENANCE}
+    task = run.given.task
     provenance = _provenance(options, checked, prepared.data, dense_accuracy=prepared.dense_accuracy, accuracy=None,
-                             target=choice)
+                             target=choice, task=task)
     write_options = _write_options(options, prepared.arch)
+    accuracy = None
     while True:
         if target is not None:
-            _fit(prepared.student, provenance, target, write_options, run)
+            _fit(prepared.student, provenance, target, write_options, run, task)
         run.status.info("measuring the compressed model as it will be loaded ...")
         blob = to_bytes(prepared.student, provenance=provenance, **write_options)
         deployed = load(blob, device=run.device, model=prepared.arch.build_fresh())
-        _, accuracy = evaluate(deployed, prepared.test_loader, run.device, amp=False)
-        provenance["accuracy"] = accuracy
+        if prepared.test_loader is not None:
+            _, accuracy = evaluate(deployed, prepared.test_loader, run.device, amp=False, task=task)
+            _record_measured(provenance, task, accuracy)
         blob = to_bytes(prepared.student, provenance=provenance, **write_options)
         if target is None or len(blob) <= target.budget:
             break
@@ -552,24 +778,30 @@ def _write(options: CompressOptions, checked: Checked, prepared: Prepared, run: 
     atomic_write(checked.output, blob)
     totals = summarize(read_pemn(checked.output), checked.output)["totals"]
     written = Written(str(checked.output), accuracy, int(totals["file_bytes"]), int(totals["dense_fp32_bytes"]))
-    run.status.info(f"wrote {checked.output}: {written.file_bytes:,} bytes, accuracy {accuracy:.4f}")
+    measured = f", {task.metric_name} {accuracy:.4f}" if accuracy is not None else ""
+    run.status.info(f"wrote {checked.output}: {written.file_bytes:,} bytes{measured}")
     return written
 
 
-def _fit(student: nn.Module, provenance: dict, target: BudgetChoice, write_options: dict, run: RunContext) -> None:
+def _fit(student: nn.Module, provenance: dict, target: BudgetChoice, write_options: dict, run: RunContext,
+         task: Task = CLASSIFICATION) -> None:
     """Make the trained file fit ``target.budget`` (an accuracy not yet measured counted at its longest).
 
     The density was chosen from an estimate of the deflated header (``budget.Trial(header_estimate=True)``);
     should the file be over it all the same, first the provenance's recipe is left out (informative only),
     then the density is lowered (the largest layer keeps fewer weights, bisected; every mask keeps a subset of
-    what it kept: the lowest scores go; a model allocated across layers stays so, ``allocation.py``).
+    what it kept: the lowest scores go; a model allocated across layers stays so, ``surgery.ALLOCATOR``).
     ConfigError when even one weight per layer does not fit: a dense leftover outside float16's range is
     stored in float32, the one size the budget cannot foresee.
     """
 
     def size() -> int:
-        accuracy = provenance.get("accuracy", WORST_FLOAT)
-        return len(to_bytes(student, provenance={**provenance, "accuracy": accuracy}, **write_options))
+        measured = {**provenance}
+        if task.classification:
+            measured.setdefault("accuracy", WORST_FLOAT)
+        else:
+            measured.setdefault("metric", {"name": task.metric_name, "value": WORST_FLOAT})
+        return len(to_bytes(student, provenance=measured, **write_options))
 
     over = size() - target.budget
     if over <= 0:
@@ -608,6 +840,8 @@ def _result(options: CompressOptions, checked: Checked, prepared: Prepared, trai
     trainer, fit = trained.trainer, trained.fit
     file_bytes = written.file_bytes if written else None
     fp32_bytes = written.dense_fp32_bytes if written else None
+    task = run.given.task
+    measured = written.accuracy if written else None
     return CompressResult(
         output=written.output if written else None,
         input=options.model,
@@ -616,8 +850,8 @@ def _result(options: CompressOptions, checked: Checked, prepared: Prepared, trai
         dataset=options.data,
         train_samples=prepared.data.num_train,
         test_samples=prepared.data.num_test,
-        dense_accuracy=prepared.dense_accuracy,
-        accuracy=written.accuracy if written else None,
+        dense_accuracy=prepared.dense_accuracy if task.classification else None,
+        accuracy=measured if task.classification else None,
         file_bytes=file_bytes,
         dense_fp32_bytes=fp32_bytes,
         ratio=fp32_bytes / file_bytes if fp32_bytes is not None and file_bytes else None,
@@ -635,5 +869,10 @@ def _result(options: CompressOptions, checked: Checked, prepared: Prepared, trai
         history=[asdict(m) for m in trainer.history],
         warnings=warnings,
         target=prepared.target.to_dict() if prepared.target is not None else None,
+        metric_name=task.metric_name,
+        metric=measured,
+        dense_metric=prepared.dense_accuracy,
+        higher_is_better=task.higher_is_better,
+        threads=checked.threads or torch.get_num_threads(),
         model=prepared.student,
     )

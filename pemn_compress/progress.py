@@ -46,15 +46,19 @@ class RichProgress(Callback):
         self._correct += correct
         self._seen += size
         rate = self._seen / max(1e-9, time.perf_counter() - self._t0)
-        info = f"loss {self._loss / self._seen:.3f}  acc {self._correct / self._seen:.3f}  {rate:,.0f} img/s"
+        acc = f"  acc {self._correct / self._seen:.3f}" if trainer.task.classification else ""
+        info = f"loss {self._loss / self._seen:.3f}{acc}  {rate:,.0f} img/s"
         self.progress.update(self.batches, advance=1, info=info)
 
     def on_eval_start(self, trainer, epoch: int) -> None:
         self.progress.update(self.batches, description="evaluating")
 
     def on_epoch_end(self, trainer, metrics: EpochMetrics) -> None:
-        acc = "" if metrics.eval_acc is None else f"  eval acc {metrics.eval_acc:.4f}"
-        self.progress.update(self.epochs, advance=1, info=f"train acc {metrics.train_acc:.4f}{acc}")
+        name = "acc" if trainer.task.classification else trainer.task.metric_name
+        train = f"train acc {metrics.train_acc:.4f}" if metrics.train_acc is not None else f"train loss " \
+            f"{metrics.train_loss:.4f}"
+        evaluated = "" if metrics.eval_acc is None else f"  eval {name} {metrics.eval_acc:.4f}"
+        self.progress.update(self.epochs, advance=1, info=f"{train}{evaluated}")
 
     def on_fit_end(self, trainer, result) -> None:
         self.progress.stop()

@@ -10,7 +10,11 @@ one with the same seed.
 
 Loaders are iterables of ``(x, y)`` batches with ``len()``; when they have ``set_epoch(epoch)`` it is
 called before every epoch, so the batch order is a function of (seed, epoch) and resuming mid-run
-reproduces it.
+reproduces it. A loader with ``batches_from(k)`` (``data.BatchLoader``, the pipeline's torch loaders)
+resumes mid-epoch without reading the ``k`` batches already trained on; others are iterated past them.
+
+The objective is a ``tasks.Task``: classification (cross-entropy, accuracy) unless the caller gives
+its own loss and metric. Distillation is on exactly when a ``teacher`` is given (classification).
 """
 
 from __future__ import annotations
@@ -18,42 +22,44 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .defaults import OPTIMIZERS, SCHEDULES, default
 from .errors import CheckpointError, ConfigError, DataError, check_bool, check_choice, check_int, check_number
+from .tasks import CLASSIFICATION, Task, make_task
 
 __all__ = ["Callback", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "evaluate"]
 
-OPTIMIZERS = ("adamw", "sgd")
 TEACHER_CACHE_BYTES = 1 << 30  # the most memory cached teacher logits may take
-SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10  # full passes over the training loader
-    lr: float = 0.01  # peak learning rate (scores like a large one: they only need to reorder)
-    optimizer: str = "adamw"  # adamw | sgd (momentum 0.9, nesterov)
-    weight_decay: float = 5e-4  # applied to scores and dense weights; never to norms, biases, values
-    # (5e-4 beat 5e-5 on every seed of benchmarks/results/recipe_*)
+    # the defaults shared with pemn compress are declared in defaults.py (with the evidence for each)
+    epochs: int = default("epochs")  # full passes over the training loader
+    lr: float = default("lr")  # peak learning rate (scores like a large one: they only need to reorder)
+    optimizer: str = default("optimizer")  # adamw | sgd (momentum 0.9, nesterov)
+    weight_decay: float = default("weight_decay")  # applied to scores and dense weights; never to norms, biases
     momentum: float = 0.9  # sgd only
-    schedule: str = "cosine"  # cosine (linear warm-up then cosine to 0) | onecycle | constant
+    schedule: str = default("schedule")  # cosine (linear warm-up then cosine to 0) | onecycle | constant
     warmup_epochs: float = 0.5  # cosine only: warm-up length, fractions of an epoch allowed
-    label_smoothing: float = 0.0  # cross-entropy label smoothing
-    amp: bool = True  # bfloat16 autocast when training on CUDA; ignored on CPU
+    label_smoothing: float = default("label_smoothing")  # cross-entropy label smoothing
+    amp: bool = default("amp")  # bfloat16 autocast when training on CUDA; ignored on CPU
     grad_clip: float | None = None  # max global grad norm, None = off
-    distill_alpha: float = 0.0  # weight of the distillation term (0 = off, 1 = teacher only)
-    distill_temperature: float = 4.0  # softmax temperature of teacher and student logits
+    distill_alpha: float = default("distill_alpha")  # weight of the distillation term when a teacher is given
+    # (0: the teacher is ignored, 1: teacher only)
+    distill_temperature: float = default("distill_temperature")  # softmax temperature of teacher and student
     cache_teacher: bool = True  # distillation from a loader that does not augment: the teacher's logits of
     # every training sample computed once, then looked up (the same logits, no teacher pass per step)
     keep_best: bool = False  # restore the state with the best eval accuracy at the end (optimistic!)
     max_steps: int | None = None  # stop after this many optimizer steps (quick runs, tests)
-    seed: int = 0  # seeds torch's global RNG for the run (dropout, ...); loaders carry their own seed
+    seed: int = default("seed")  # seeds torch's global RNG for the run (dropout, ...); loaders carry their own seed
 
     def __post_init__(self) -> None:
         """Every field checked for type and range; a bad one is a ``ConfigError`` naming the field and value."""
@@ -79,9 +85,9 @@ class TrainConfig:
 class EpochMetrics:
     epoch: int
     train_loss: float
-    train_acc: float
+    train_acc: float | None  # classification only
     eval_loss: float | None
-    eval_acc: float | None
+    eval_acc: float | None  # the task's metric on the eval loader (accuracy for classification)
     images_per_sec: float  # training images per second of this epoch (eval excluded)
     seconds: float
 
@@ -131,24 +137,58 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, enabled=False)
 
 
+def _batch_size(y: Any) -> int:
+    return int(y.shape[0]) if isinstance(y, torch.Tensor) and y.ndim else 1
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device=None, amp: bool = False) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` over ``loader``, in eval mode."""
+def evaluate(model: nn.Module, loader: Iterable, device=None, amp: bool = False, *, task: Task | None = None,
+             loss: Any = None, metric: Any = None) -> tuple[float, float]:
+    """``(mean loss, metric)`` of ``model`` over ``loader``, in eval mode.
+
+    Args:
+        model: the network; put in eval mode for the pass, then back in its previous mode.
+        loader: an iterable of ``(input, target)`` batches (a ``DataLoader``, a ``BatchLoader``).
+        device: where to run (default: the model's).
+        amp: bfloat16 autocast on CUDA.
+        task: the objective (default: classification, i.e. cross-entropy and accuracy); a custom task's
+            loss and metric are averaged over samples, each batch weighted by its size.
+        loss, metric: the objective as ``pemn.compress`` takes it (``loss(output, target)``, a ``pemn.Metric``
+            or ``(name, fn[, higher_is_better])``), instead of ``task``.
+
+    Returns:
+        ``(loss, metric)``: for classification ``(mean cross-entropy, accuracy)``.
+    """
+    if loss is not None or metric is not None:
+        if task is not None:
+            raise ConfigError("give task= or loss=/metric=, not both")
+        task = make_task(loss, metric)
+    task = task or CLASSIFICATION
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total_loss, correct, count = 0.0, 0, 0
+    total_loss, total_metric, count = 0.0, 0.0, 0
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = _to_device(x, device), _to_device(y, device)
         with _autocast(device, amp):
-            logits = model(x)
-        total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == y).sum().item()
-        count += y.numel()
+            out = model(x)
+        n = _batch_size(y)
+        if task.classification:
+            total_loss += F.cross_entropy(out.float(), y, reduction="sum").item()
+            total_metric += (out.argmax(dim=1) == y).sum().item()
+        else:
+            assert task.loss is not None and task.metric is not None and task.metric.fn is not None
+            total_loss += float(task.loss(out.float(), y)) * n
+            total_metric += float(task.metric.fn(out.float(), y)) * n
+        count += n
     model.train(was_training)
     if count == 0:
         raise DataError("evaluation loader yielded no sample")
-    return total_loss / count, correct / count
+    return total_loss / count, total_metric / count
 
 
 class Trainer:
@@ -162,16 +202,18 @@ class Trainer:
         teacher: nn.Module | None = None,
         callbacks: Sequence[Callback] = (),
         device=None,
+        task: Task | None = None,
     ):
         self.config = config or TrainConfig()
+        self.task = task or CLASSIFICATION
         self.model = model
         self.train_loader = train_loader
         self.eval_loader = eval_loader
         self.teacher = teacher
         self.callbacks = list(callbacks)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        if self.config.distill_alpha > 0 and teacher is None:
-            raise ConfigError("distill_alpha > 0 needs a teacher model")
+        if teacher is not None and not self.task.classification:
+            raise ConfigError("distillation from a teacher compares class logits: a custom loss trains without one")
         if teacher is not None:
             teacher.eval().requires_grad_(False)
         self._teacher_logits: torch.Tensor | None = None  # (samples, classes) when cached, see _cache_teacher
@@ -233,9 +275,14 @@ class Trainer:
         ``BatchLoader`` that yields every sample the same way every epoch (no crop, no flip) whose logits
         fit in ``TEACHER_CACHE_BYTES`` (checked on the first batch)."""
         loader, cfg = self.train_loader, self.config
-        if cfg.distill_alpha <= 0 or not cfg.cache_teacher or not hasattr(loader, "unaugmented"):
+        if not self.distilling or not cfg.cache_teacher or not hasattr(loader, "unaugmented"):
             return False
         return getattr(loader, "crop_padding", 1) == 0 and not getattr(loader, "hflip", True)
+
+    @property
+    def distilling(self) -> bool:
+        """Whether the loss has a distillation term: a teacher and a positive ``distill_alpha``."""
+        return self.teacher is not None and self.config.distill_alpha > 0
 
     @torch.no_grad()
     def _cache_teacher(self) -> None:
@@ -257,14 +304,17 @@ class Trainer:
             size = self.train_loader.batch_size
             index = self._batch_indices[batch * size : (batch + 1) * size].to(self._teacher_logits.device)
             return self._teacher_logits.index_select(0, index)
-        assert self.teacher is not None  # __init__ refuses distill_alpha > 0 without a teacher
+        assert self.teacher is not None  # only called when distilling
         with torch.no_grad(), _autocast(self.device, self.config.amp):
             return self.teacher(x).float()
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, batch: int = 0) -> torch.Tensor:
         cfg = self.config
+        if not self.task.classification:
+            assert self.task.loss is not None
+            return self.task.loss(logits.float(), y)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        if cfg.distill_alpha > 0:
+        if self.distilling:
             teacher_logits = self._teacher_batch(x, batch)
             t = cfg.distill_temperature
             kl = F.kl_div(
@@ -315,12 +365,10 @@ class Trainer:
         self.model.train()
         loss_sum, correct, seen, timed_images = 0.0, 0, 0, 0
         t0 = time.perf_counter()
-        for batch, (x, y) in enumerate(self.train_loader):
-            if batch < done_in_epoch:
-                continue
+        for batch, (x, y) in self._epoch_batches(done_in_epoch):
             if self.step >= self.total_steps or self.stop_requested:
                 break
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x, y = _to_device(x, self.device), _to_device(y, self.device)
             with _autocast(self.device, cfg.amp):
                 logits = self.model(x)
             loss = self._loss(x, y, logits, batch)
@@ -331,13 +379,14 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            batch_correct = (logits.detach().argmax(dim=1) == y).sum().item()
+            size = _batch_size(y)
+            batch_correct = (logits.detach().argmax(dim=1) == y).sum().item() if self.task.classification else 0
             loss_value = loss.item()
-            loss_sum += loss_value * y.numel()
+            loss_sum += loss_value * size
             correct += batch_correct
-            seen += y.numel()
-            timed_images += y.numel()
-            self._emit("on_batch_end", batch, loss_value, batch_correct, y.numel())
+            seen += size
+            timed_images += size
+            self._emit("on_batch_end", batch, loss_value, batch_correct, size)
         seconds = time.perf_counter() - t0
         epoch_finished = self.step >= (epoch + 1) * self.steps_per_epoch or self.step >= self.total_steps
         if not epoch_finished:
@@ -345,20 +394,32 @@ class Trainer:
         eval_loss = eval_acc = None
         if self.eval_loader is not None:
             self._emit("on_eval_start", epoch)
-            eval_loss, eval_acc = evaluate(self.model, self.eval_loader, self.device, cfg.amp)
-            if self.best_acc is None or eval_acc > self.best_acc:
+            eval_loss, eval_acc = evaluate(self.model, self.eval_loader, self.device, cfg.amp, task=self.task)
+            better = self.best_acc is None or (
+                eval_acc > self.best_acc if self.task.higher_is_better else eval_acc < self.best_acc)
+            if better:
                 self.best_acc, self.best_epoch = eval_acc, epoch
                 if cfg.keep_best:
                     self._best_state = copy.deepcopy(_unwrap(self.model).state_dict())
         return EpochMetrics(
             epoch=epoch,
             train_loss=loss_sum / max(1, seen),
-            train_acc=correct / max(1, seen),
+            train_acc=correct / max(1, seen) if self.task.classification else None,
             eval_loss=eval_loss,
             eval_acc=eval_acc,
             images_per_sec=timed_images / seconds if seconds > 0 else 0.0,
             seconds=seconds,
         )
+
+    def _epoch_batches(self, skip: int) -> Iterator[tuple[int, Any]]:
+        """``(index, batch)`` of the current epoch from batch ``skip`` on (a resumed run skips what it trained)."""
+        loader = self.train_loader
+        if skip and hasattr(loader, "batches_from"):
+            yield from enumerate(loader.batches_from(skip), start=skip)
+            return
+        for batch, item in enumerate(loader):
+            if batch >= skip:
+                yield batch, item
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

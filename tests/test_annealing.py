@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import run_compress
+from support.faults import InterruptAfterSteps
 
 import pemn_compress as pemn
 from pemn_compress.annealing import DensityAnnealing
-from pemn_compress.compress import CompressOptions, TrainingInterrupted, compress
 from pemn_compress.errors import ConfigError
-from pemn_compress.faults import InterruptAfterSteps
+from pemn_compress.pipeline import CompressOptions, TrainingInterrupted, compress
 from pemn_compress.surgery import config_of
 from pemn_compress.train import Callback, _unwrap
 

@@ -19,17 +19,17 @@ from click.testing import CliRunner
 from conftest import run_compress
 from safetensors.torch import save as st_save
 from safetensors.torch import save_file
+from support.faults import InterruptAfterSteps
 
 import pemn_compress as pemn
 from pemn_compress import commands
 from pemn_compress.checkpoints import CHECKPOINT_FORMAT
 from pemn_compress.commands import compress, eval_command
-from pemn_compress.compress import CompressOptions, TrainingInterrupted
-from pemn_compress.compress import compress as compress_api
 from pemn_compress.data import DATASET_SPECS, BatchLoader, get_dataset
 from pemn_compress.errors import ConfigError
-from pemn_compress.faults import InterruptAfterSteps
 from pemn_compress.inputs import strip_prefixes
+from pemn_compress.pipeline import CompressOptions, TrainingInterrupted
+from pemn_compress.pipeline import compress as compress_api
 from pemn_compress.surgery import masked_layers
 from pemn_compress.train import Callback, _unwrap
 
@@ -40,7 +40,7 @@ RESULT_KEYS = {
     "output", "input", "input_kind", "architecture", "dataset", "train_samples", "test_samples", "dense_accuracy",
     "accuracy", "file_bytes", "dense_fp32_bytes", "ratio", "steps", "epochs", "train_seconds", "seconds",
     "images_per_sec", "resumed", "distill", "device", "world_size", "rank", "options", "history", "warnings",
-    "target",
+    "target", "metric_name", "metric", "dense_metric", "higher_is_better", "threads",
 }  # fmt: skip
 
 
@@ -133,23 +133,29 @@ def test_format_version_1_on_request_same_model_larger_header(env):
     assert result.exit_code == 2 and "--format-version" in result.stderr
 
 
-def test_state_dict_with_module_prefix_distills_by_default(env):
+def test_state_dict_with_module_prefix_and_a_teacher_at_chance(env):
+    # untrained weights (seeded initialization): their accuracy is near chance, so by default they teach nothing
     torch.save({f"module.{k}": v for k, v in state_dict_of("test_mlp").items()}, env / "model.pt")
     doc = run_json("model.pt", "--arch", "test_mlp", *QUICK)
     assert doc["input_kind"] == "state_dict" and doc["output"] == "model.pemn"
-    assert doc["distill"] is True and doc["dense_accuracy"] is not None
     # the dense accuracy is the given weights' accuracy on the same test split
     dense = pemn.create_model("test_mlp")
     dense.load_state_dict(state_dict_of("test_mlp"))
     data = get_dataset("fashion-mnist")
     test = BatchLoader.from_dataset(data, "test", batch_size=500)
-    assert doc["dense_accuracy"] == pemn.evaluate(dense, test)[1]
+    assert doc["dense_accuracy"] == pemn.evaluate(dense, test)[1] < 0.2  # chance 0.1, within the warning margin
+    assert doc["distill"] is False
+    assert any("near chance" in w and "--distill" in w for w in doc["warnings"]), doc["warnings"]
     prov = pemn.read_pemn(env / "model.pemn").header["provenance"]
-    assert prov["dense_accuracy"] == doc["dense_accuracy"] and prov["recipe"]["distill"] is True
+    assert prov["dense_accuracy"] == doc["dense_accuracy"] and prov["recipe"]["distill"] is False
 
+    forced = run_json("model.pt", "--arch", "test_mlp", "--distill", "-o", "forced.pemn", *QUICK)
+    assert forced["distill"] is True and forced["dense_accuracy"] == doc["dense_accuracy"]
+    assert any("as asked" in w for w in forced["warnings"]), forced["warnings"]
+    assert (env / "forced.pemn").read_bytes() != (env / "model.pemn").read_bytes()  # the objective changed
     plain = run_json("model.pt", "--arch", "test_mlp", "--no-distill", "-o", "plain.pemn", *QUICK)
-    assert plain["distill"] is False and plain["dense_accuracy"] == doc["dense_accuracy"]
-    assert (env / "plain.pemn").read_bytes() != (env / "model.pemn").read_bytes()  # the objective changed
+    assert plain["distill"] is False and not plain["warnings"]
+    assert (env / "plain.pemn").read_bytes() == (env / "model.pemn").read_bytes()  # both trained without a teacher
 
 
 def test_safetensors_input_fp16_leftovers_and_eval(env):
@@ -423,7 +429,7 @@ DDP_HELPER = """
 import hashlib, json, os, sys
 import torch
 torch.set_num_threads(1)
-from pemn_compress.compress import CompressOptions, compress
+from pemn_compress.pipeline import CompressOptions, compress
 
 out, report_dir = sys.argv[1], sys.argv[2]
 result = compress(CompressOptions(model="test_mlp", max_train_samples=256, epochs=1, batch_size=64, output=out,

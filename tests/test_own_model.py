@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 import pemn_compress as pemn
 from pemn_compress.cli import cli
-from pemn_compress.compress import CompressOptions, accuracy_warnings, compress
+from pemn_compress.pipeline import CompressOptions, accuracy_warnings, compress
 
 QUICK = ["--max-train-samples", "256", "--epochs", "1", "--batch-size", "64", "--threads", "1"]
 

@@ -88,7 +88,7 @@ def test_mp_counts_n_max():
 
 @pytest.mark.parametrize("ratio,expected", [(1e-3, 66), (1e-4, 7), (1e-5, 1), (1.0, N_MAX), (0.5, 32769)])
 def test_rp_counts(ratio, expected):
-    p = plan(strategy="rp", ratio=ratio)
+    p = plan(strategy="rp", ratio=ratio, rp_mode="copy")
     assert p.unique_values == expected
     (bank,) = p.banks
     assert bank.size == expected
@@ -163,7 +163,7 @@ def test_non_tiled_bank_has_no_index_map():
 
 
 def test_rp_copy_index_map_tiles():
-    p = plan(strategy="rp", ratio=1e-3)
+    p = plan(strategy="rp", ratio=1e-3, rp_mode="copy")
     bank = p.banks[0]
     idx = bank_index_map(p, bank)
     assert idx.dtype == np.int64 and idx.shape == (N_MAX,)

@@ -10,6 +10,7 @@ import torch
 import pemn_compress as pemn
 from pemn_compress.data import BatchLoader, get_dataset
 from pemn_compress.errors import CheckpointError, ConfigError
+from pemn_compress.tasks import make_task
 from pemn_compress.train import Callback, TrainConfig, Trainer
 
 
@@ -99,10 +100,11 @@ def test_checkpoint_with_other_settings_is_refused(fmnist):
 
 def test_distillation_changes_the_objective(fmnist):
     train, test = loaders(fmnist, n_train=256)
-    with pytest.raises(ConfigError, match="teacher"):
-        Trainer(masked_mlp(), train, test, TrainConfig(distill_alpha=0.5))
     torch.manual_seed(0)
     teacher = pemn.create_model("test_mlp", in_chans=1, num_classes=10)
+    with pytest.raises(ConfigError, match="class logits"):  # a custom loss has no logits to distil
+        Trainer(masked_mlp(), train, test, TrainConfig(), teacher=teacher,
+                task=make_task(torch.nn.functional.mse_loss, ("mse", torch.nn.functional.mse_loss, False)))
     plain = Trainer(masked_mlp(), train, test, TrainConfig(epochs=1, lr=0.02)).fit()
     distilled_model = masked_mlp()
     distilled = Trainer(distilled_model, train, test, TrainConfig(epochs=1, lr=0.02, distill_alpha=0.7),

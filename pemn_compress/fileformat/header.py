@@ -374,17 +374,18 @@ def _check_generator(gen: dict) -> Generator:
 
 # Section 6.3: what an absent config field means. The format's own defaults, pinned here: MaskConfig's
 # defaults are the product's (they move with measurements) and must not change how a file decodes.
-CONFIG_DEFAULTS = {"density": 0.5, "strategy": "onelayer", "ratio": None, "rp_mode": "copy", "distribution": "normal",
-                   "rescale": True, "seed": 0, "learn_values": False, "train_norm": True, "train_bias": True,
-                   "train_other": True, "version": 1}  # fmt: skip
+FORMAT_CONFIG_DEFAULTS = {
+    "density": 0.5, "strategy": "onelayer", "ratio": None, "rp_mode": "copy", "distribution": "normal", "rescale": True,
+    "seed": 0, "learn_values": False, "train_norm": True, "train_bias": True, "train_other": True, "version": 1,
+}  # fmt: skip
 
 
 def _check_config(raw: dict, generator: Generator | None) -> MaskConfig:
     """Row 14: ``config`` is a valid MaskConfig (section 6.3) whose seed is the generator's (version 2
     without ``generator``: None, the generator is derived from the config); absent fields take the
-    format's defaults (``CONFIG_DEFAULTS``)."""
+    format's defaults (``FORMAT_CONFIG_DEFAULTS``)."""
     try:
-        config = MaskConfig.from_dict({**CONFIG_DEFAULTS, **raw} if isinstance(raw, dict) else raw)
+        config = MaskConfig.from_dict({**FORMAT_CONFIG_DEFAULTS, **raw} if isinstance(raw, dict) else raw)
     except (ConfigError, TypeError) as exc:
         raise HeaderError(f"config: {exc}") from exc
     if generator is not None and config.seed != generator.seed:

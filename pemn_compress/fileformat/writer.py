@@ -18,6 +18,7 @@ import json
 
 import numpy as np
 
+from ..defaults import default
 from ..errors import ConfigError, FormatError
 from .constants import (
     CHECKSUM_ALGORITHM,
@@ -42,7 +43,7 @@ __all__ = ["DEFAULT_DENSE_DTYPE", "canonical_json", "data_checksum", "encode", "
 # Measured by benchmarks/dense_dtype.py (results/dense_dtype_fashion-mnist_cpu.md): on small models the
 # BatchNorm leftovers in fp32 take half the file or more, and fp16 halves them with no accuracy change
 # beyond noise. fp32 remains an option when outputs must match the masked model bit for bit.
-DEFAULT_DENSE_DTYPE = "float16"
+DEFAULT_DENSE_DTYPE = default("dense_dtype")
 
 
 def data_checksum(tensors: dict[str, np.ndarray]) -> str:
