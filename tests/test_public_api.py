@@ -61,6 +61,13 @@ def test_every_public_name_resolves():
         assert getattr(pemn, name) is not None, name
 
 
+def fresh_python(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter (nothing imported before it)."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def test_import_is_lean_no_torch_until_needed_and_no_cuda_init():
     code = (
         "import sys, pemn_compress as pemn\n"
@@ -70,9 +77,7 @@ def test_import_is_lean_no_torch_until_needed_and_no_cuda_init():
         "assert not torch.cuda.is_initialized(), 'CUDA was initialized at import'\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert fresh_python(code) == "ok"
 
 
 def test_compress_is_the_function_whatever_was_imported_first():
@@ -84,6 +89,4 @@ def test_compress_is_the_function_whatever_was_imported_first():
         "assert inspect.isfunction(pemn.compress), type(pemn.compress)\n"
         "print(list(inspect.signature(pemn.compress).parameters)[:3])\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['model', 'train', 'test']"
+    assert fresh_python(code) == "['model', 'train', 'test']"
