@@ -13,15 +13,17 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .api import load, resolve_device
-from .data import BatchLoader, get_dataset
-from .errors import ChecksumError, TrustError, worded
+from .data import BatchLoader
+from .errors import ChecksumError, ConfigError, DataError, TrustError, worded
 from .fileformat.reader import read_pemn
-from .inputs import check_data_fits
+from .inputs import check_data_fits, check_input_fits
+from .sources import ArraySource, CheckedLoader, DataSource, resolve_data
 from .train import evaluate
 from .usercode import build_model, is_reference
 
@@ -101,6 +103,21 @@ def _normalization(provenance: dict, in_chans: int, default: tuple) -> tuple:
     return default
 
 
+def _test_loader(source: DataSource, model: nn.Module, provenance: dict, batch: int, device: torch.device) -> Any:
+    """The test split as the file was measured: arrays normalized with the recorded mean/std; torch data as
+    the user's pipeline gives it (a data hook returning ``(train, test)``)."""
+    if isinstance(source, ArraySource):
+        dataset = source.data
+        check_data_fits(model, dataset, device)
+        mean, std = _normalization(provenance, dataset.in_chans, (dataset.mean, dataset.std))
+        return BatchLoader.from_dataset(dataset, "test", batch_size=batch, mean=mean, std=std, device=device)
+    outputs = check_input_fits(model, source.probe(), name=source.name, num_classes=source.num_classes, device=device)
+    loader = source.test_loader(batch_size=batch, device=device)
+    if loader is None:
+        raise DataError(f"data hook {source.name} returned no test data: return (train, test)")
+    return CheckedLoader(loader, what="test data", sample_shape=source.sample_shape, num_outputs=outputs)
+
+
 def evaluate_file(
     path: str | os.PathLike,
     data: str | None = None,
@@ -134,25 +151,28 @@ def evaluate_file(
     if data_root is None and data is None:
         root = _recorded(provenance, "recipe").get("data_root")
         data_root = root if isinstance(root, str) else None
-    dataset = get_dataset(spec, data_root)
+    task = provenance.get("task")
+    if isinstance(task, dict):  # a custom loss/metric: functions of the user's, not recorded as code
+        raise worded(ConfigError, f"the file was trained for your own objective (metric {task.get('metric')!r}): "
+                                  "measure it in Python with pemn.evaluate(model, loader, loss=..., metric=...)")
+    root = None if data_root is None else os.fspath(data_root)
+    source = resolve_data(None, None, spec=spec, root=root, max_train_samples=None, seed=0)
     target = resolve_device(device)
     skeleton = build_skeleton(arch, arch_kwargs or {}, pf.header.get("architecture")) if arch else None
     try:
         model = load(blob, device=target, trust_code=trust_code, model=skeleton)
     except ChecksumError as exc:  # the weights' fingerprint: load read bytes, so name the file they came from
         raise ChecksumError(f"{path}: {exc}") from exc
-    check_data_fits(model, dataset, target)
-    mean, std = _normalization(provenance, dataset.in_chans, (dataset.mean, dataset.std))
     recorded_batch = _recorded(provenance, "evaluation").get("batch_size")
     if not (isinstance(recorded_batch, int) and recorded_batch > 0):
         recorded_batch = DEFAULT_EVAL_BATCH
     batch = batch_size or recorded_batch
-    loader = BatchLoader.from_dataset(dataset, "test", batch_size=batch, mean=mean, std=std, device=target)
+    loader = _test_loader(source, model, provenance, batch, target)
     loss, accuracy = evaluate(model, loader, target, amp=False)
     return {
         "file": str(path),
         "dataset": spec,
-        "samples": dataset.num_test,
+        "samples": source.num_test,
         "accuracy": accuracy,
         "loss": loss,
         "recorded_accuracy": provenance.get("accuracy"),

@@ -69,6 +69,11 @@ class DataSource:
         """A small real input batch, for the dummy forward that checks the data fits the model."""
         raise NotImplementedError
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One input's shape, past the batch dimension ((C, H, W) for images)."""
+        return tuple(int(d) for d in self.probe().shape[1:])
+
     def zoo_kwargs(self) -> dict:
         """The zoo arguments that follow the data: in_chans, num_classes, img_size (square images)."""
         raise NotImplementedError
@@ -299,10 +304,6 @@ class TorchSource(DataSource):
                 raise DataError(f"{self.name}: inputs must be tensors, found {type(x).__name__}")
             self._probe = x[:2]
         return self._probe
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.probe().shape[1:])
 
     def zoo_kwargs(self) -> dict:
         shape = self.sample_shape

@@ -43,3 +43,7 @@ def test_autoencoder_records_the_psnr_of_its_file(tmp_path):
     assert psnr > zero_output + 1.0  # the outputs depend on the inputs' pixels, not a blank image (7.7 dB)
     printed = float(proc.stdout.split("psnr ")[1].split(" dB")[0])
     assert abs(printed - psnr) < 0.006  # printed to 2 decimals
+    # `pemn eval` cannot run the user's metric (code, not recorded): it says so and where to measure it
+    refused = subprocess.run([sys.executable, "-m", "pemn_compress", "eval", str(out)], capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "pemn.evaluate(model, loader, loss=..., metric=...)" in refused.stderr

@@ -266,3 +266,18 @@ def test_distillation_from_a_trained_module_with_torch_data(user_folder):
     assert pemn.read_pemn("taught.pemn").header["provenance"]["recipe"]["distill"] is True
     # the module handed in is left as it was: trainable, in training mode (it served as input and teacher)
     assert dense.training and all(p.requires_grad for p in dense.parameters())
+
+
+def test_pemn_eval_follows_a_recorded_torch_data_hook(user_folder):
+    from click.testing import CliRunner
+
+    from pemn_compress.commands import eval_command
+
+    run_compress("test_mlp", "--data", "folder_data:load", "-o", "hooked.pemn", *FLAGS)
+    refused = CliRunner().invoke(eval_command, ["hooked.pemn"])  # the file names a hook: code runs only if trusted
+    assert refused.exit_code == 2 and "--trust-code" in refused.stderr
+    trusted = CliRunner().invoke(eval_command, ["hooked.pemn", "--trust-code", "--json"])
+    assert trusted.exit_code == 0, trusted.stderr
+    report = json.loads(trusted.stdout)
+    assert report["samples"] == 200 and report["accuracy"] == report["recorded_accuracy"]
+    assert report["accuracy"] == independent_accuracy(pemn.load("hooked.pemn", device="cpu"), user_data()[1])
