@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     mib = 1 << 20
     lines = [
         "# Bounded memory: compressing from a disk-backed Dataset", "",
-        f"Command: `{_harness.recorded_command('benchmarks/streaming_memory.py', argv or sys.argv[1:])}`", "",
+        f"Command: `{_harness.recorded_command('streaming_memory.py', argv or sys.argv[1:])}`", "",
         f"Setup: test_mlp, 1 epoch, batch 256, Fashion-MNIST training images x {args.copies} (each copy shifted one "
         f"pixel) as float32 on disk, read one sample at a time by a user Dataset (os.pread); "
         f"{_harness.environment(args.threads, 'cpu')}; {_harness.today()}.", "",

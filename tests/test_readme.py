@@ -1,19 +1,14 @@
-"""The README's Python snippets run as written (on a real Fashion-MNIST subset)."""
+"""The README's first lines: the two commands CI runs, and the quickstart they start.
+
+Every code block of README.md and docs/*.md is run by tests/test_docs.py."""
 
 from __future__ import annotations
 
-import re
-import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
 def test_readme_starts_with_the_two_commands_ci_runs():
@@ -21,26 +16,6 @@ def test_readme_starts_with_the_two_commands_ci_runs():
     commands = [line.strip() for line in lines[:4] if line.startswith("    ")]
     assert len(commands) == 2
     assert commands[1] in (README.parent / ".ci" / "run").read_text()  # CI runs the README's test command
-
-
-def test_readme_python_snippets_run(tmp_path, monkeypatch):
-    blocks = python_blocks()
-    library = [b for b in blocks if "mask_(" in b]
-    deployment = [b for b in blocks if 'pemn.load("model.pemn"' in b]
-    assert library and deployment and len(library) + len(deployment) == len(blocks)
-    monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for block in library:
-            exec(compile(block, "README.md", "exec"), {})
-        shutil.copy("tiny.pemn", "model.pemn")
-        for block in deployment:
-            namespace: dict = {}
-            exec(compile(block, "README.md", "exec"), namespace)
-            assert not namespace["model"].training
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_quickstart_runs_and_records_the_accuracy_of_its_file(tmp_path):
