@@ -95,7 +95,7 @@ from .checkpoints import (
     remove_stale_temp_files,
     write_checkpoint,
 )
-from .errors import CheckpointError, ConfigError, worded
+from .errors import CheckpointError, ConfigError, ModelError, worded
 from .evaluation import NEAR_CHANCE_MARGIN, accuracy_warnings
 from .export import to_bytes
 from .fileformat.container import atomic_write
@@ -414,6 +414,8 @@ def validate(options: CompressOptions, run: RunContext) -> Checked:
     module = run.given.module
     if module is not None and options.arch is not None:
         raise ConfigError("arch names the architecture of a state-dict file; the model you pass is its own: drop arch")
+    if module is not None:
+        _check_trainable(module)
     source = module_source(module) if module is not None else read_source(options.model, options.arch,
                                                                          options.allow_pickle)
     distill = _distill(options, source, run.given.task)
@@ -440,6 +442,19 @@ def validate(options: CompressOptions, run: RunContext) -> Checked:
         threads=threads,
         threads_note=note,
     )
+
+
+def _check_trainable(module: nn.Module) -> None:
+    """A ``ModelError`` for a module whose BatchNorm was folded (``eps`` 0: what ``pemn.load`` returns from a
+    file written with BatchNorm folded): training it would divide by a zero variance."""
+    folded = [name for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              and m.eps <= 0]
+    if folded:
+        raise ModelError(
+            f"the model's BatchNorm {folded[0]!r} is folded (eps 0), as pemn.load returns a file written with "
+            "fold_batchnorm=True: it cannot be trained again; compress the dense model you trained, or write the "
+            "file with fold_batchnorm=False and load it with pemn.load(..., masked=True) to train on"
+        )
 
 
 def _distill(options: CompressOptions, source: Source, task: Task) -> bool:

@@ -2,11 +2,10 @@
 
 The default task is classification: cross-entropy on class logits, accuracy as the metric, distillation
 from a dense teacher on temperature-softened logits. Any other objective (reconstruction, regression, a
-segmentation loss) is a ``Task`` built from the user's own functions::
+segmentation loss) is given as the user's own functions, and ``make_task`` builds the ``Task``::
 
-    task = pemn.Task(loss=torch.nn.functional.mse_loss,
-                     metric=pemn.Metric("psnr", psnr, higher_is_better=True))
-    pemn.compress(model, train, test=test, loss=task.loss, metric=task.metric)
+    pemn.compress(model, train, test=test, loss=torch.nn.functional.mse_loss,
+                  metric=pemn.Metric("psnr", psnr, higher_is_better=True))
 
 ``loss(output, target)`` returns a scalar tensor (the batch mean). ``metric.fn(output, target)`` returns the
 batch's mean value of the metric (a float or a 0-d tensor); the test-set value is the mean over samples,

@@ -281,3 +281,14 @@ def test_pemn_eval_follows_a_recorded_torch_data_hook(user_folder):
     report = json.loads(trusted.stdout)
     assert report["samples"] == 200 and report["accuracy"] == report["recorded_accuracy"]
     assert report["accuracy"] == independent_accuracy(pemn.load("hooked.pemn", device="cpu"), user_data()[1])
+
+
+def test_a_loaded_folded_model_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = get_dataset("fashion-mnist").subset(256, 100, seed=2)
+    arrays = dict(test=(data.x_test, data.y_test), epochs=1, batch_size=64, threads=1)
+    pemn.compress("test_mlp", (data.x_train, data.y_train), output="first.pemn", **arrays)
+    loaded = pemn.load("first.pemn", device="cpu")  # BatchNorm folded into a scale and shift
+    with pytest.raises(pemn.ModelError, match="folded"):
+        pemn.compress(loaded, (data.x_train, data.y_train), output="again.pemn", **arrays)
+    assert not (tmp_path / "again.pemn").exists() and not (tmp_path / "again.pemn.ckpt").exists()
