@@ -9,8 +9,8 @@ from tiny models whose every number is fixed: dense leftovers (biases, BatchNorm
 drawn from the format's own Philox generator (``pemn_compress.rng``), not from torch's RNG, so the same
 bytes come out with any torch version, on any machine. No training is involved: each mask is the
 top-``density`` fraction of those seeded scores. ``valid/expected.json`` pins, per file, the SHA-256
-of every layer's materialized float32 weight bytes, of every dense tensor as stored, the fingerprint
-and the whole file.
+of every layer's materialized float32 weight bytes, of every dense tensor as stored, the fingerprint,
+the whole file and its identity (formats/pemn-v2.md section 3.1: the same for any DEFLATE of the header).
 
 The version 2 set reuses the same models and options, written with ``format_version=2``, plus edits
 that pin what version 2 changes (a stored scale, every derived key present, other DEFLATE streams).
@@ -39,6 +39,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -73,6 +74,7 @@ from pemn_compress.fileformat.reader import (  # noqa: E402
     decode,
     decode_masks,
     decode_weights,
+    file_identity,
     read_pemn,
     verify_fingerprint,
     weights_fingerprint,
@@ -134,8 +136,16 @@ def root_linear() -> nn.Module:
     return nn.Linear(12, 5)
 
 
+def odd_fan_in() -> nn.Module:
+    """A Conv1d of fan_in 25 and a Linear of fan_in 15: their Kaiming scales computed in float32 arithmetic
+    differ from the binary64 ones the spec prescribes (v1 section 9.3). Input (B, 5, 9)."""
+    # (B, 3, 5) -> (B, 15) -> (B, 2)
+    return nn.Sequential(nn.Conv1d(5, 3, 5), nn.ReLU(), nn.Flatten(), nn.Linear(15, 2))
+
+
 SKELETONS = {
     "tiny_seq": tiny_seq, "tiny_conv1d": tiny_conv1d, "test_convmixer": convmixer_skeleton, "root_linear": root_linear,
+    "odd_fan_in": odd_fan_in,
 }
 
 
@@ -320,6 +330,28 @@ def _fp16_with_f32_entry_file(blobs: dict[str, bytes]) -> bytes:
     return e.pack()
 
 
+def _long_decimal_scale_file(blobs: dict[str, bytes]) -> bytes:
+    """Layer 0's scale written with 24 more digits: a decimal that is not the float32 value, whose binary64
+    value is (section 6.1: every rule about a number applies to its binary64 value)."""
+    e = Edit(blobs["seq_dense_raw_d50"])
+    scale = e.header["layers"][0]["scale"]
+    longer = json.dumps(scale) + "0" * 23 + "1"
+    if float(longer) != scale or Fraction(longer) == Fraction(scale):
+        raise AssertionError("the longer decimal must differ from the scale and round to it")
+    text = canonical_json(e.header).replace(f'"scale":{json.dumps(scale)}', f'"scale":{longer}', 1)
+    return e.pack(header_text=text)
+
+
+def _reordered_container_file(blobs: dict[str, bytes]) -> bytes:
+    """The safetensors JSON in other orders than the writer's (section 5.7): tensors in reverse, each entry's
+    keys reversed, ``__metadata__`` last with its keys reversed. Readers depend on no order."""
+    entries, data = container_entries(blobs["seq_dense_raw_d50"])
+    metadata = entries.pop("__metadata__")
+    reordered = {name: dict(reversed(list(entry.items()))) for name, entry in reversed(list(entries.items()))}
+    reordered["__metadata__"] = dict(reversed(list(metadata.items())))
+    return raw_container(reordered, data)
+
+
 DERIVED = {
     "linear_root_layer": ("root_linear", {"raw"}, "the whole model is one Linear: layer '' and dense key 'bias'",
                           _root_linear_file),
@@ -333,12 +365,18 @@ DERIVED = {
                                       _nonfinite_leftovers_file),
     "seq_fp16_with_f32_entry": ("tiny_seq", {"rice"}, "float16 file with an in-range leftover stored in dense.f32",
                                 _fp16_with_f32_entry_file),
+    "seq_dense_scale_long_decimal": ("tiny_seq", {"raw"}, "layer 0's scale written with 24 more digits: not the "
+                                     "float32 decimal, but its binary64 value is the float32 value",
+                                     _long_decimal_scale_file),
+    "seq_dense_container_reordered": ("tiny_seq", {"raw"}, "safetensors JSON with tensors reversed, each entry's keys "
+                                      "reversed, __metadata__ last with its keys reversed", _reordered_container_file),
 }
 
 
 # derived vectors whose bytes are not what the writer makes of their content (``encode(decode(blob))``
 # differs): marked ``"canonical": false`` in valid/expected.json
-NOT_CANONICAL = {"seq_dense_header_not_canonical", "seq_dense_container_padding"}
+NOT_CANONICAL = {"seq_dense_header_not_canonical", "seq_dense_container_padding", "seq_dense_scale_long_decimal",
+                 "seq_dense_container_reordered"}
 
 
 # --------------------------------------------------------------------------------------- derived valid, version 2
@@ -410,6 +448,21 @@ def _metadata_header_ignored_file(v2: dict[str, bytes], v1: dict[str, bytes]) ->
     return e.pack()
 
 
+def _odd_fan_in_file(v2: dict[str, bytes], v1: dict[str, bytes]) -> bytes:
+    """A writer's file of ``odd_fan_in``: both scales left out, derived in binary64 (v1 section 9.3); in float32
+    arithmetic both would come out one ulp off (checked here), so a reader that derives so fails the fingerprint."""
+    model = odd_fan_in()
+    _fill_dense(model)
+    mask_(model, MaskConfig(strategy="onelayer", density=0.5, seed=20, distribution="normal", rp_mode="copy"))
+    _fill_scores(model, len(VALID) + 1)
+    blob = to_bytes(model, format_version=2, dense_dtype="float32", fold_batchnorm=False, codec="raw")
+    for layer in Edit(blob).header["layers"]:
+        fan = math.prod(layer["shape"][1:])
+        if "scale" in layer or np.sqrt(np.float32(2) / np.float32(fan)) == np.float32(math.sqrt(2 / fan)):
+            raise AssertionError(f"layer {layer['name']!r}: fan_in {fan} does not tell the two computations apart")
+    return blob
+
+
 DERIVED_V2 = {
     "seq_mp_paper_scale_not_derived": ("tiny_seq", {"raw"}, "mp without rescale, layer 0's scale edited to its own "
                                        "Kaiming scale: written in the header, used as stored",
@@ -424,6 +477,8 @@ DERIVED_V2 = {
                                       "(in its last byte) are ones: ignored", _padding_bits_file),
     "seq_dense_metadata_header_ignored": ("tiny_seq", {"raw"}, "metadata 'pemn.header' present with other text: "
                                           "ignored in version 2", _metadata_header_ignored_file),
+    "conv1d_linear_odd_fan_in": ("odd_fan_in", {"raw"}, "fan_in 25 and 15: derived scales computed in binary64 "
+                                 "(float32 arithmetic gives other bits)", _odd_fan_in_file),
 }
 
 # version 2 vectors whose bytes are not the writer's (``encode(decode(blob), version=2)`` differs)
@@ -467,6 +522,7 @@ def describe_valid(name: str, blob: bytes, version: int = 1) -> dict:
         **extra,
         "description": description,
         "file_sha256": sha256(blob),
+        "identity": file_identity(pf),
         "bytes": len(blob),
         "strategy": pf.config.strategy,
         "distribution": pf.config.distribution,
@@ -1093,6 +1149,59 @@ def build_invalid(valid: dict[str, bytes]) -> dict[str, tuple[bytes, dict]]:
     add("rice_padding_one_bit.pemn", e.pack(), "ShapeError", "after its last codeword",
         "a one among the (fewer than 8) padding bits after the last rice codeword")
 
+    # ---- what a second independent reader found unsaid (formats/pemn-v1.md section 16, third list)
+    e = Edit(base)
+    e.header["fingerprint"]["value"] = e.header["fingerprint"]["value"].upper()
+    add("fingerprint_uppercase_hex.pemn", e.pack(), "HeaderError", "lowercase hex",
+        "fingerprint.value in uppercase hex (the right digest otherwise): malformed, not a mismatch")
+    e = Edit(base)
+    e.header["checksums"]["data"] = e.header["checksums"]["data"].upper()
+    add("checksums_uppercase_hex.pemn", e.pack(sign_data=False), "HeaderError", "lowercase hex",
+        "checksums.data in uppercase hex (the right digest otherwise): malformed, not a mismatch")
+    add("header_sha256_uppercase.pemn", rewrapped(base, metadata={KEY_HEADER_SHA256: Edit(base).metadata[
+        KEY_HEADER_SHA256].upper()}), "HeaderError", "lowercase hex", "pemn.header_sha256 in uppercase hex")
+    e = Edit(base)
+    e.header["provenance"] = "dataset: mnist"
+    add("provenance_not_object.pemn", e.pack(), "HeaderError", "provenance", "provenance is a string")
+    e = Edit(base)
+    e.header["provenance"] = None
+    add("provenance_null.pemn", e.pack(), "HeaderError", "provenance",
+        "provenance null (the optional key is absent or an object)")
+    e = Edit(base)
+    e.header["layers"][2]["scale"] = 0.0
+    e.header["fingerprint"]["value"] = _fingerprint_generated(e)  # right for scale 0: the only fault is 1e-400
+    e.pack()
+    add("scale_underflow.pemn", e.pack(header_text=canonical_json(e.header).replace('"scale":0.0', '"scale":1e-400')),
+        "HeaderError", "underflows", "layer 2's scale written 1e-400: a nonzero decimal binary64 rounds to zero "
+        "(the fingerprint is that of scale 0)")
+    bom = b"\xef\xbb\xbf" + base[8 : 8 + hlen].rstrip(b" ")
+    bom += b" " * (-len(bom) % 8)
+    add("container_bom.pemn", struct.pack("<Q", len(bom)) + bom + base[8 + hlen :], "ContainerError", "BOM",
+        "safetensors JSON preceded by a UTF-8 byte order mark (not JSON whitespace)", safetensors_rejects=True)
+    e = Edit(base)
+    add("header_bom.pemn", e.pack(header_text="\ufeff" + canonical_json(e.header)), "HeaderError", "BOM",
+        "pemn.header text beginning with U+FEFF (a byte order mark; hashed as stored)")
+    e = Edit(base)
+    e.header["layers"][2]["shape"] = [3, 64, 1, 1]
+    add("layer_linear_4d_shape.pemn", e.pack(), "ShapeError", "dimensions",
+        "a Linear layer of shape [3, 64, 1, 1] (the same 192 weights, fingerprint unchanged)")
+    e = Edit(base)
+    e.header["layers"][0]["shape"] = [4, 36]
+    add("layer_conv2d_2d_shape.pemn", e.pack(), "ShapeError", "dimensions",
+        "a Conv2d layer of shape [4, 36] (the same 144 weights, fingerprint unchanged)")
+    e = Edit(base)
+    next(row for row in e.header["dense"]["tensors"] if row[0] == "7.bias")[0] = "7.weight"
+    add("dense_key_masked_weight.pemn", e.pack(), "HeaderError", "masked layer",
+        "leftover '7.bias' renamed '7.weight': the key of masked layer '7''s weight")
+    e = Edit(base)
+    e.tensors["values.0"] = rng.unit_values(1, 0, 144, "normal")
+    add("values_tensor_not_stored.pemn", e.pack(), "HeaderError", "values.0",
+        "a values.0 tensor of the right shape while bank 0 is generated (stored false)")
+    e = Edit(base)
+    e.tensors["dense.i64"] = np.zeros(0, np.int64)
+    add("dense_group_unused.pemn", e.pack(), "HeaderError", "dense.i64",
+        "an empty dense.i64 tensor that no leftover uses")
+
     # ---- trust: valid data, but loading it would import and call os.system
     e = Edit(cm)
     e.header["architecture"] = {"kind": "import", "target": "os:system",
@@ -1173,6 +1282,11 @@ def build_invalid_v2(v2: dict[str, bytes], v1: dict[str, bytes]) -> dict[str, tu
     e = Edit(base)
     add("header_not_json.pemn", e.pack(header_text="{not json"), "HeaderError", "not valid JSON",
         "the inflated header text is not JSON")
+
+    add("header_sha256_uppercase.pemn", rewrapped(base, metadata={KEY_HEADER_SHA256: sha256(text).upper()}),
+        "HeaderError", "lowercase hex", "pemn.header_sha256 in uppercase hex (the right digest otherwise)")
+    add("header_bom.pemn", Edit(base).pack(header_text=b"\xef\xbb\xbf" + text), "HeaderError", "BOM",
+        "the inflated header text begins with a UTF-8 byte order mark (hashed and declared as stored)")
 
     # ---- header keys and derivation (rows 13 to 18)
     e = Edit(base)

@@ -15,6 +15,7 @@ must give the same float32 bits or the same error class.
     out["masks"], out["dense"], out["values"], out["header"], out["metadata"]
     out["header"]                         # the PEMN header completed with its derived keys (v2)
     out["stored_header"], out["version"]  # the header object as stored, and the format version
+    ref.file_identity(out)                # SHA-256 naming the content, whatever DEFLATE made the header (v2 3.1)
 
     python formats/reference_reader.py model.pemn [more.pemn ...]   # JSON summary, exit 1 on error
 
@@ -44,6 +45,7 @@ __all__ = [
     "MissingKeyError",
     "ShapeError",
     "VersionError",
+    "file_identity",
     "philox4x32_10",
     "read",
     "summary",
@@ -98,10 +100,12 @@ DISTRIBUTIONS = ("normal", "signed_constant", "uniform")
 STRATEGIES = ("dense", "onelayer", "mp", "rp")
 RP_MODES = ("copy", "rand")
 LAYER_TYPES = ("Linear", "Conv1d", "Conv2d")
+LAYER_NDIM = {"Linear": 2, "Conv1d": 3, "Conv2d": 4}  # a layer type's weight dimensions
 CODECS = ("raw", "rice")
 DENSE_DTYPES = ("float32", "float16")
 ARCH_KINDS = ("registry", "import", "none")
 HASH = "sha256"
+HEX64 = re.compile("[0-9a-f]{64}")  # how every SHA-256 is written in a file
 PERMUTATION_STREAM_BASE = 2**32
 
 SAFETENSORS_DTYPES = {  # safetensors dtype -> numpy; BF16 and the F8 types are not .pemn dtypes
@@ -159,7 +163,8 @@ def _json_depth(text: str) -> int:
 
 def _strict_json(text: str, what: str, error: type[FormatError], invalid: str = "is not valid JSON"):
     """json.loads, refusing what the spec refuses: depth > 64, NaN/Infinity, duplicate keys, integers
-    outside [-2**63, 2**64), numbers beyond binary64, unpaired surrogates."""
+    outside [-2**63, 2**64), numbers that overflow binary64 or underflow it to zero, unpaired surrogates,
+    a byte order mark (json.loads refuses U+FEFF before the value: it is not JSON whitespace)."""
     if _json_depth(text) > MAX_JSON_DEPTH:
         raise error(f"{what} is not acceptable JSON: nesting deeper than {MAX_JSON_DEPTH} levels")
 
@@ -174,10 +179,13 @@ def _strict_json(text: str, what: str, error: type[FormatError], invalid: str = 
     def constant(name):
         raise error(f"{what} is not acceptable JSON: {name} is not a JSON number")
 
-    def finite(literal):
+    def finite(literal):  # a number with a fraction or exponent: its binary64 value, correctly rounded
         value = float(literal)
         if not math.isfinite(value):
             raise error(f"{what} is not acceptable JSON: number {literal[:40]} overflows binary64")
+        mantissa = literal.lower().split("e")[0]
+        if value == 0 and mantissa.strip("-0.") != "":  # a nonzero digit rounded away: underflow
+            raise error(f"{what} is not acceptable JSON: number {literal[:40]} underflows binary64 to zero")
         return value
 
     try:
@@ -565,6 +573,8 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
         total += n
         if _get(layer, "type", "str", where) not in LAYER_TYPES:
             raise HeaderError(f"{where}: type must be one of {LAYER_TYPES}, found {layer['type']!r}")
+        if len(shape) != LAYER_NDIM[layer["type"]]:
+            raise ShapeError(f"{where}: a {layer['type']} weight needs {LAYER_NDIM[layer['type']]} dimensions")
         if not (derive and "bank" not in layer):  # version 2: an absent bank is derived at row 18
             _get(layer, "bank", "int", where)
         if not (derive and "scale" not in layer):  # version 2: an absent scale is derived at row 18
@@ -648,6 +658,7 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
     table = _get(dense, "tensors", "list", "dense")
     group_size: dict[str, int] = {}
     keys = set()
+    masked_weights = {_key(layer["name"], "weight") for layer in layers}
     for i, item in enumerate(table):
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], list)
                 and isinstance(item[2], str) and item[2] in DENSE_GROUPS):
@@ -657,6 +668,8 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
         key, shape, group = item
         if key in keys:
             raise HeaderError(f"dense.tensors: duplicate key {key!r}")
+        if key in masked_weights:
+            raise HeaderError(f"dense.tensors: {key!r} is a masked layer's weight (stored as its mask)")
         keys.add(key)
         _dims(shape, f"dense tensor {key!r}: shape")
         if group == "f16" and dense["dtype"] == "float32":
@@ -688,6 +701,11 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
     checksums = _get(header, "checksums", "object", "header")
     if checksums.get("algorithm") != HASH or not isinstance(checksums.get("data"), str):
         raise HeaderError("checksums must be {'algorithm': 'sha256', 'data': <hex>}")
+    for where, digest in (("fingerprint.value", fingerprint["value"]), ("checksums.data", checksums["data"])):
+        if not HEX64.fullmatch(digest):
+            raise HeaderError(f"{where}: a SHA-256 is written as 64 lowercase hex digits, found {digest[:80]!r}")
+    if "provenance" in header:
+        _get(header, "provenance", "object", "header")
     described = {MASKS_TENSOR} | {DENSE_PREFIX + g for g in group_size}
     described |= {f"{VALUES_PREFIX}{b['index']}" for b in banks if b["stored"]}
     if version >= 2:  # row 21: the deflated header is a tensor of version 2 only
@@ -766,6 +784,8 @@ def _header_object(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> 
         _require(metadata, (KEY_HEADER_BYTES, KEY_HEADER_SHA256))
         encoded = _inflate_header(metadata, tensors)
         where = f"the PEMN header in tensor {HEADER_TENSOR!r}"
+    if not HEX64.fullmatch(metadata[KEY_HEADER_SHA256]):  # malformed, before any hash is compared
+        raise HeaderError(f"{KEY_HEADER_SHA256} is not 64 lowercase hex digits: {metadata[KEY_HEADER_SHA256][:80]!r}")
     digest = hashlib.sha256(encoded).hexdigest()
     if digest != metadata[KEY_HEADER_SHA256]:
         raise ChecksumError(
@@ -863,6 +883,16 @@ def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True)
     }
 
 
+def file_identity(source) -> str:
+    """The identity of a valid file (v2 section 3.1; a path, its bytes or ``read``'s result): SHA-256 of
+    ``pemn-identity:<version>:<pemn.header_sha256>:<checksums.data>`` in ASCII, lowercase hex. It does not
+    depend on how the header text was deflated, nor on the safetensors JSON layout or extra metadata."""
+    result = source if isinstance(source, dict) else read(source)
+    text = f"pemn-identity:{result['version']}:{result['metadata'][KEY_HEADER_SHA256]}:"
+    text += result["header"]["checksums"]["data"]
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def summary(result: dict) -> dict:
     """A JSON-ready digest of ``read``'s result: layers, shapes, kept counts and weight hashes."""
     h = result["header"]
@@ -871,6 +901,7 @@ def summary(result: dict) -> dict:
         "strategy": h["config"].get("strategy", CONFIG_DEFAULTS["strategy"]),
         "architecture": h["architecture"].get("kind"),
         "fingerprint": h["fingerprint"]["value"],
+        "identity": file_identity(result),
         "layers": [
             {
                 "name": layer["name"],

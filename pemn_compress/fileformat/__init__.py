@@ -24,7 +24,7 @@ from .header import (
     LayerRecord,
 )
 from .payload import Payload, PemnFile
-from .reader import decode, read_pemn
+from .reader import decode, file_identity, read_pemn
 from .writer import encode
 
 __all__ = [
@@ -41,5 +41,6 @@ __all__ = [
     "PemnFile",
     "decode",
     "encode",
+    "file_identity",
     "read_pemn",
 ]

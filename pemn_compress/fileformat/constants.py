@@ -26,8 +26,11 @@ CODECS = ("raw", "rice")
 DENSE_DTYPES = ("float32", "float16")
 DENSE_FLOAT_GROUP = {"float32": "f32", "float16": "f16"}  # dense.dtype -> group of the floating leftovers
 LAYER_TYPES = ("Linear", "Conv1d", "Conv2d")  # layers[].type: the dense module types a mask replaces
+LAYER_NDIM = {"Linear": 2, "Conv1d": 3, "Conv2d": 4}  # layers[].type -> the number of dimensions of its shape
 ARCH_KINDS = ("registry", "import", "none")
 CHECKSUM_ALGORITHM = "sha256"
+HEX_DIGEST = r"[0-9a-f]{64}"  # every SHA-256 in a file: 64 lowercase hex digits (another form is a HeaderError)
+IDENTITY_PREFIX = "pemn-identity"  # file identity (formats/pemn-v2.md section 3.1): SHA-256 of this, version, hashes
 
 # safetensors dtype names <-> numpy
 ST_DTYPES = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import tempfile
 from pathlib import Path
@@ -67,13 +68,29 @@ def _unique_keys(pairs):
     return obj
 
 
+_NONZERO_DIGIT = re.compile(r"[1-9]")
+
+
+def _binary64(literal: str) -> float:
+    """A JSON number with a fraction or an exponent, as its binary64 value (the decimal rounded to nearest,
+    ties to even: Python's ``float``). Refused when it overflows, or underflows: a nonzero decimal (a digit
+    1 to 9 before the exponent) whose binary64 value is zero (formats/pemn-v1.md section 6.1)."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"number {literal[:40]} overflows binary64")
+    if value == 0.0 and _NONZERO_DIGIT.search(re.split("[eE]", literal, maxsplit=1)[0]):
+        raise ValueError(f"number {literal[:40]} underflows binary64 to zero")
+    return value
+
+
 def strict_json(text: str, error: type[Exception], what: str):
-    """Parse JSON strictly: no NaN/Infinity, no duplicate keys, depth <= 64, 64-bit integers, finite numbers.
+    """Parse JSON strictly: no NaN/Infinity, no duplicate keys, depth <= 64, 64-bit integers, numbers that
+    neither overflow nor underflow binary64 (section 6.1), no byte order mark (it is not JSON whitespace).
 
     Every failure, including Python's own limits (recursion, integer digits), becomes ``error``.
     """
     try:
-        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys, parse_float=_binary64)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise error(f"{what} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
     stack = [(value, 1)]
@@ -95,8 +112,6 @@ def strict_json(text: str, error: type[Exception], what: str):
         elif isinstance(item, int):
             if not (-(1 << 63) <= item < 1 << 64):
                 raise error(f"{what} holds an integer outside [-2**63, 2**64)")
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise error(f"{what} holds a number that overflows a float64")
     return value
 
 

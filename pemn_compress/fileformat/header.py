@@ -44,6 +44,8 @@ from .constants import (
     DENSE_DTYPES,
     DENSE_GROUPS,
     GENERATOR,
+    HEX_DIGEST,
+    LAYER_NDIM,
     LAYER_TYPES,
     MAX_LAYER_WEIGHTS,
     MAX_NDIM,
@@ -249,7 +251,7 @@ class Checksums:
 class FileHeader:
     """The PEMN header, section by section.
 
-    ``producer`` (checked to be ``{name: str, version: str}``) and ``provenance`` (free JSON) are
+    ``producer`` (checked to be ``{name: str, version: str}``) and ``provenance`` (a free JSON object) are
     informative, untrusted JSON kept as read; ``provenance`` None means the optional key is absent.
     ``checksums`` is None in a header handed to ``writer.encode`` (which computes it from the
     tensors) and always set once decoded.
@@ -322,12 +324,14 @@ class FileHeader:
         raw_banks = None if compact and "banks" not in obj else _require(obj, "banks", list, "header")
         banks, layers = _check_banks(raw_banks, config, layers)
         dense = _check_dense(_require(obj, "dense", dict, "header"))
+        _check_dense_not_masked(dense, layers)
         _check_producer(obj["producer"])
         architecture = _check_architecture(_require(obj, "architecture", dict, "header"))
         fingerprint = _check_fingerprint(_require(obj, "fingerprint", dict, "header"))
         checksums = _check_checksums(_require(obj, "checksums", dict, "header"))
+        provenance = _require(obj, "provenance", dict, "header") if "provenance" in obj else None
         return cls(obj["producer"], generator, config, banks, layers, dense, architecture, fingerprint, checksums,
-                   provenance=obj.get("provenance"))
+                   provenance=provenance)
 
 
 # --------------------------------------------------------------------------------------- checks
@@ -432,6 +436,10 @@ def _check_layer(entry: dict, name: str, compact: bool) -> LayerRecord:
     layer_type = _require(entry, "type", str, where)
     if layer_type not in LAYER_TYPES:
         raise HeaderError(f"{where}: type must be one of {LAYER_TYPES}, found {layer_type!r}")
+    if len(shape) != LAYER_NDIM[layer_type]:
+        raise ShapeError(
+            f"{where}: a {layer_type} weight has {LAYER_NDIM[layer_type]} dimensions, found shape {shape!r}"
+        )
     bank = _DERIVED_BANK if compact and "bank" not in entry else _require(entry, "bank", int, where)
     scale = _DERIVED_SCALE if compact and "scale" not in entry else _require(entry, "scale", float, where)
     if float(np.float32(scale)) != scale and not math.isnan(scale):
@@ -575,6 +583,25 @@ def _check_folded(folded: list, entries: list[DenseEntry]) -> tuple[str, ...]:
     return tuple(folded)
 
 
+def _check_dense_not_masked(dense: DenseRecord, layers: tuple[LayerRecord, ...]) -> None:
+    """Row 19: no leftover is a masked layer's weight (section 11.1): the file stores that weight as a mask."""
+    weights = {state_key(layer.name, "weight"): layer.name for layer in layers}
+    for entry in dense.tensors:
+        if entry.key in weights:
+            raise HeaderError(
+                f"dense.tensors: {entry.key!r} is the weight of masked layer {weights[entry.key]!r}, "
+                "which the file stores as a mask, not as a leftover"
+            )
+
+
+def _check_digest(raw: dict, key: str, where: str) -> str:
+    """Row 20: ``raw[key]`` is a SHA-256 as the file writes it, 64 lowercase hex digits (section 6.2)."""
+    value = raw.get(key)
+    if not (isinstance(value, str) and re.fullmatch(HEX_DIGEST, value)):
+        raise HeaderError(f"{where}.{key} must be 64 lowercase hex digits, found {json.dumps(value)[:80]}")
+    return value
+
+
 def _check_producer(raw: Json) -> None:
     """Row 20: ``producer`` is ``{"name": str, "version": str}`` (other keys ignored)."""
     if not (isinstance(raw, dict) and isinstance(raw.get("name"), str) and isinstance(raw.get("version"), str)):
@@ -604,11 +631,11 @@ def _check_fingerprint(raw: dict) -> Fingerprint:
     """Row 20: ``{"algorithm": "sha256", "value": hex}``."""
     if raw.get("algorithm") != CHECKSUM_ALGORITHM or not isinstance(raw.get("value"), str):
         raise HeaderError(f"fingerprint must be {{'algorithm': {CHECKSUM_ALGORITHM!r}, 'value': hex}}")
-    return Fingerprint(raw["algorithm"], raw["value"])
+    return Fingerprint(raw["algorithm"], _check_digest(raw, "value", "fingerprint"))
 
 
 def _check_checksums(raw: dict) -> Checksums:
     """Row 20: ``{"algorithm": "sha256", "data": hex}``."""
     if raw.get("algorithm") != CHECKSUM_ALGORITHM or not isinstance(raw.get("data"), str):
         raise HeaderError(f"checksums must be {{'algorithm': {CHECKSUM_ALGORITHM!r}, 'data': hex}}")
-    return Checksums(raw["algorithm"], raw["data"])
+    return Checksums(raw["algorithm"], _check_digest(raw, "data", "checksums"))

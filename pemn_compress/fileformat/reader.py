@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from .constants import (
     FORMAT_NAME,
     FORMAT_VERSION,
     HEADER_TENSOR,
+    HEX_DIGEST,
+    IDENTITY_PREFIX,
     KEY_FORMAT,
     KEY_HEADER,
     KEY_HEADER_BYTES,
@@ -53,6 +56,7 @@ __all__ = [
     "decode",
     "decode_masks",
     "decode_weights",
+    "file_identity",
     "read_pemn",
     "verify_fingerprint",
     "weights_fingerprint",
@@ -105,6 +109,9 @@ def _parse_metadata(metadata: dict[str, str], tensors: Mapping[str, np.ndarray],
     else:
         _require_metadata(metadata, (KEY_HEADER_BYTES, KEY_HEADER_SHA256))
         encoded, where = _inflate_header(metadata, tensors), f"the {HEADER_TENSOR!r} tensor"
+    if not re.fullmatch(HEX_DIGEST, metadata[KEY_HEADER_SHA256]):
+        found = metadata[KEY_HEADER_SHA256][:80]
+        raise HeaderError(f"{KEY_HEADER_SHA256} must be 64 lowercase hex digits, found {found!r}")
     digest = hashlib.sha256(encoded).hexdigest()
     if digest != metadata[KEY_HEADER_SHA256]:
         raise ChecksumError(_named(
@@ -294,6 +301,21 @@ def read_pemn(
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     return decode(path.read_bytes(), max_weights=max_weights, name=os.fspath(source))
+
+
+def file_identity(source: str | os.PathLike | bytes | PemnFile) -> str:
+    """The file's identity (formats/pemn-v2.md section 3.1): the hex SHA-256 of the ASCII text
+    ``pemn-identity:<version>:<pemn.header_sha256>:<checksums.data>``, after the file passed ``decode``
+    (both hashes verified). It names the content, not the bytes: the same for every DEFLATE stream of
+    one version 2 header text (another zlib build, level or strategy), and for any container JSON
+    layout; two files with the same identity hold the same header text and the same data checksum.
+
+    ``source``: a path, the file's bytes or an already decoded ``PemnFile``.
+    """
+    pf = source if isinstance(source, PemnFile) else read_pemn(source)
+    assert pf.file_header.checksums is not None  # always set by FileHeader.from_json
+    text = f"{IDENTITY_PREFIX}:{pf.format_version}:{pf.metadata[KEY_HEADER_SHA256]}:{pf.file_header.checksums.data}"
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def decode_masks(pf: PemnFile) -> dict[str, np.ndarray]:
