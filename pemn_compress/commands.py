@@ -117,7 +117,7 @@ def _print_summary(result) -> None:
     rows = [
         ("input", f"{result.input} ({result.input_kind}, {arch})"),
         ("method", f"{strategy}, density {density:g}{target}, {opts['distribution']} values"
-                   + (", density annealed" if opts.get("density_schedule") == "anneal" else "")
+                   + (", density annealed" if result.density_schedule == "anneal" else "")
                    + (", distilled" if result.distill else "")),
         ("data", f"{result.dataset}: {result.train_samples:,} train / {result.test_samples:,} test images"),
     ]

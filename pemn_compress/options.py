@@ -147,8 +147,8 @@ class CompressOptions(JsonDataclass):
         check_bool("distill", self.distill, optional=True)
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise option_error("device", f"must be one of auto, cpu, cuda or cuda:N; found {self.device!r}")
-        if self.density_schedule not in DENSITY_SCHEDULES:
-            choices = ", ".join(DENSITY_SCHEDULES)
+        if self.density_schedule not in ("auto", *DENSITY_SCHEDULES):
+            choices = ", ".join(("auto", *DENSITY_SCHEDULES))
             raise option_error("density_schedule", f"must be one of {choices}; found {self.density_schedule!r}")
         if self.dense_dtype not in DENSE_DTYPES:
             raise option_error("dense_dtype", f"must be one of {', '.join(DENSE_DTYPES)}; found {self.dense_dtype!r}")
@@ -283,6 +283,7 @@ class CompressResult:
     dense_metric: float | None = None  # the trained input's metric (None: untrained input, or no test data)
     higher_is_better: bool = True  # the metric's direction
     threads: int | None = None  # torch threads the run trained with
+    density_schedule: str = "constant"  # the schedule trained with (`auto` resolved by the budget)
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # the trained masked model
 
     @property

@@ -95,6 +95,7 @@ from .checkpoints import (
     remove_stale_temp_files,
     write_checkpoint,
 )
+from .defaults import density_schedule_for
 from .errors import CheckpointError, ConfigError, ModelError, worded
 from .evaluation import NEAR_CHANCE_MARGIN, accuracy_warnings
 from .export import to_bytes
@@ -425,7 +426,13 @@ def validate(options: CompressOptions, run: RunContext) -> Checked:
                       input_kind=source.kind)
     if not run.given.task.classification:
         settings["task"] = run.given.task.record()
+    # the schedule trained with: an explicit one, else the budget's; with a target its density is chosen in
+    # prepare, so until then the longest value stands in (the budget's trial header must not grow later)
+    settings["density_schedule"] = density_schedule_for(options.density, options.density_schedule) \
+        if options.target is None or options.density_schedule != "auto" else "constant"
     if checkpoint is not None:
+        if options.density_schedule == "auto":  # what the interrupted run resolved it to
+            settings["density_schedule"] = checkpoint["recipe"].get("density_schedule", "constant")
         compare_checkpoint(ckpt_path, checkpoint, settings, source.sha256, absent=ADDED_OPTIONS)
     threads, note = choose_threads(options.threads)
     if checkpoint is not None and options.threads is None:  # the interrupted run's: float sums depend on it
@@ -506,8 +513,10 @@ def prepare(options: CompressOptions, checked: Checked, run: RunContext) -> Prep
     if options.target is not None:
         target = _choose_target(options, checked, student, arch, data, dense_accuracy)
         config = config.replace(density=target.density)
+        if checked.resume_from is None:
+            checked.recipe["density_schedule"] = density_schedule_for(target.density, options.density_schedule)
         if run.dist.is_main:
-            run.status.info(target.status_line())
+            run.status.info(target.status_line() + f"; density schedule {checked.recipe['density_schedule']}")
     mask_(student, config)
     if options.score_scale != 1.0:  # a resumed run's scores come from its checkpoint
         with torch.no_grad():
@@ -658,7 +667,7 @@ def train_masks(options: CompressOptions, checked: Checked, prepared: Prepared, 
 
             bars = RichProgress(console=run.status.console)
             own.append(bars)
-    if options.density_schedule == "anneal":  # first: every other callback sees the step's density
+    if checked.recipe["density_schedule"] == "anneal":  # first: every other callback sees the step's density
         own.insert(0, DensityAnnealing())
     trainer = Trainer(prepared.model, prepared.train_loader, None, options.train_config(),
                       teacher=prepared.teacher, callbacks=own + list(callbacks), device=run.device,
@@ -889,5 +898,6 @@ def _result(options: CompressOptions, checked: Checked, prepared: Prepared, trai
         dense_metric=prepared.dense_accuracy,
         higher_is_better=task.higher_is_better,
         threads=checked.threads or torch.get_num_threads(),
+        density_schedule=checked.recipe["density_schedule"],
         model=prepared.student,
     )

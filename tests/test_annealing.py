@@ -3,6 +3,8 @@ images, and --resume through it."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import run_compress
@@ -86,6 +88,25 @@ def test_the_cli_option_is_the_callback(fmnist_cwd):
     assert not np.array_equal(cli["masks"], constant["masks"])
     recipes = [pemn.read_pemn(fmnist_cwd / f"{n}.pemn").header["provenance"]["recipe"] for n in ("cli", "constant")]
     assert [r["density_schedule"] for r in recipes] == ["anneal", "constant"]
+
+
+def test_auto_anneals_only_at_the_small_budgets_where_the_report_found_it_better(fmnist_cwd):
+    # the full-data report: annealing beat a constant density at --target-ratio 40 (density 0.0887) and lost at
+    # the default density 0.35, so by default a budget that trains at or below 0.0887 anneals, others do not
+    flags = ["test_mlp", "--max-train-samples", "128", "--epochs", "1", "--batch-size", "32", "--threads", "1"]
+
+    def trained(*more: str) -> dict:
+        doc = json.loads(run_compress(*flags, *more, "--json").stdout)
+        recorded = pemn.read_pemn(fmnist_cwd / doc["output"]).header["provenance"]["recipe"]["density_schedule"]
+        assert recorded == doc["density_schedule"]  # the file says what it was trained with
+        return doc
+
+    assert trained("--density", "0.08", "-o", "low.pemn")["density_schedule"] == "anneal"
+    assert trained("--density", "0.35", "-o", "default.pemn")["density_schedule"] == "constant"
+    budget = trained("--target-ratio", "40", "-o", "r40.pemn")  # test_mlp trains at density 0.051 for it
+    assert budget["target"]["density"] < 0.0887 and budget["density_schedule"] == "anneal"
+    assert trained("--target-ratio", "40", "--density-schedule", "constant", "-o", "asked.pemn")[
+        "density_schedule"] == "constant"  # an explicit schedule is kept
 
 
 def test_a_bad_schedule_is_refused_by_name(fmnist_cwd):

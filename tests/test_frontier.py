@@ -231,24 +231,32 @@ def test_code_defaults_to_the_density_the_committed_report_decides():
     assert pemn.MaskConfig().density == DEFAULT_DENSITY == decided
 
 
-@pytest.mark.parametrize("option,line,method,changed,kept", [
-    ("density_schedule", "Default density schedule", "defaults + density annealing", "anneal", "constant"),
-    ("augment", "Default augmentation", "defaults + augmentation", True, False),
+@pytest.mark.parametrize("option,line,method,base,changed,kept", [
+    ("density_schedule", "Default density schedule", "defaults + density annealing", "defaults", "anneal",
+     "constant"),
+    ("augment", "Default augmentation", "defaults + augmentation", "defaults", True, False),
+    ("density_schedule", "Density schedule at the budget of --target-ratio 40", "--target-ratio 40 + density "
+     "annealing", "--target-ratio 40", "anneal", "constant"),
 ])  # fmt: skip
-def test_code_defaults_to_what_one_row_of_the_committed_report_decides(option, line, method, changed, kept):
-    """An option changes from the defaults only if the row that changes it alone beat the defaults on
-    every seed (paired, recomputed here from the raw CSV); the CLI and CompressOptions default to the
-    committed report's decision."""
-    from pemn_compress.commands import compress as compress_command
+def test_code_trains_with_what_one_row_of_the_committed_report_decides(option, line, method, base, changed, kept):
+    """An option changes only if the row that changes it alone beat the row it changes on every seed (paired,
+    recomputed here from the raw CSV); what `pemn compress` trains with at that row's density (the default
+    density, or the one --target-ratio 40 chose) is the committed report's decision."""
+    from pemn_compress.defaults import density_schedule_for
     from pemn_compress.options import CompressOptions
 
     markdown = COMMITTED.with_suffix(".md").read_text()
-    shown = re.search(rf"^{line}: \*\*(\w+)\*\*", markdown, flags=re.M).group(1)
+    shown = re.search(rf"^{re.escape(line)}: \*\*(\w+)\*\*", markdown, flags=re.M).group(1)
     rows = read_csv(COMMITTED.with_suffix(".csv"))
     acc = {(r["method"], int(r["seed"])): float(r["accuracy"]) for r in rows}
     seeds = sorted(s for m, s in acc if m == "dense fp32")
-    wins = [acc[(method, s)] > acc[("defaults", s)] for s in seeds]
+    wins = [acc[(method, s)] > acc[(base, s)] for s in seeds]
     decided = changed if len(seeds) >= 3 and all(wins) else kept
     assert shown == {True: "on", False: "off"}.get(decided, decided)
-    cli = {p.name: p.default for p in compress_command.params}
-    assert getattr(CompressOptions(model="convmixer_192_6_p4"), option) == cli[option] == decided
+    options = CompressOptions(model="convmixer_192_6_p4")
+    if option != "density_schedule":
+        assert getattr(options, option) == decided
+        return
+    densities = {float(r["density"]) for r in rows if r["method"] == base}  # what the base row trained at
+    assert options.density_schedule == "auto"  # the default: by the budget
+    assert {density_schedule_for(d) for d in densities} == {decided}
