@@ -551,7 +551,12 @@ def _loaders(options: CompressOptions, data: DataSource, run: RunContext, output
     """This rank's training loader (full batches, seeded order, its share under torchrun) and the test loader;
     a torch source's batches are checked as they arrive."""
     world = run.dist.world_size
-    own_batches = not isinstance(run.given.train, DataLoader)
+    user_loader = data.train if isinstance(data, TorchSource) and isinstance(data.train, DataLoader) else None
+    if user_loader is not None and user_loader.batch_size and user_loader.batch_size != options.batch_size:
+        raise worded(ConfigError, f"your training DataLoader brings batches of {user_loader.batch_size}, not "
+                                  f"--batch-size {options.batch_size}: pass --batch-size {user_loader.batch_size} "
+                                  "(the file's recipe records it), or return the Dataset and let --batch-size batch it")
+    own_batches = user_loader is None
     if own_batches and options.batch_size % world:
         raise ConfigError(f"batch_size {options.batch_size} must be divisible by the {world} torchrun processes")
     train_loader = data.train_loader(batch_size=options.batch_size, seed=options.seed, augment=options.augment,

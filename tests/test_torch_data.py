@@ -292,3 +292,16 @@ def test_a_loaded_folded_model_is_refused_before_training(tmp_path, monkeypatch)
     with pytest.raises(pemn.ModelError, match="folded"):
         pemn.compress(loaded, (data.x_train, data.y_train), output="again.pemn", **arrays)
     assert not (tmp_path / "again.pemn").exists() and not (tmp_path / "again.pemn.ckpt").exists()
+
+
+def test_a_hook_returning_dataloaders_states_its_batch_size(user_folder):
+    (user_folder / "loaders.py").write_text(
+        "from torch.utils.data import DataLoader\nimport folder_data\n"
+        "def load():\n    train, test = folder_data.load()\n"
+        "    return DataLoader(train, batch_size=32, shuffle=True), DataLoader(test, batch_size=100)\n"
+    )
+    result = run_compress("test_mlp", "--data", "loaders:load", "-o", "l.pemn", *FLAGS, expect=2)  # FLAGS: 64
+    assert "brings batches of 32" in result.stderr and "--batch-size 32" in result.stderr
+    flags = [f if f != "64" else "32" for f in FLAGS]
+    doc = json.loads(run_compress("test_mlp", "--data", "loaders:load", "-o", "l.pemn", *flags, "--json").stdout)
+    assert doc["steps"] == 8 and doc["options"]["batch_size"] == 32  # 256 images in batches of 32
