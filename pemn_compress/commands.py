@@ -100,6 +100,10 @@ def _parse_kwargs(ctx, param, values) -> dict:
     return kwargs
 
 
+def _count(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
+
+
 def _bytes(n: int | None) -> str:
     return "-" if n is None else f"{n:,} bytes"
 
@@ -119,14 +123,18 @@ def _print_summary(result) -> None:
         ("method", f"{strategy}, density {density:g}{target}, {opts['distribution']} values"
                    + (", density annealed" if result.density_schedule == "anneal" else "")
                    + (", distilled" if result.distill else "")),
-        ("data", f"{result.dataset}: {result.train_samples:,} train / {result.test_samples:,} test images"),
+        ("data", f"{result.dataset}: {_count(result.train_samples)} train / {_count(result.test_samples)} test "
+                 "samples"),
     ]
+    name, measured, dense = result.metric_name, result.metric, result.dense_metric
     delta = ""
-    if result.dense_accuracy is not None:
-        rows.append(("dense accuracy", f"{result.dense_accuracy:.4f}"))
-        delta = f"  ({100 * (result.accuracy - result.dense_accuracy):+.2f} points)"
+    if dense is not None:
+        rows.append((f"dense {name}", f"{dense:.4f}"))
+        if measured is not None:
+            points = name == "accuracy"
+            delta = f"  ({100 * (measured - dense):+.2f} points)" if points else f"  ({measured - dense:+.4f})"
     rows += [
-        ("accuracy", f"{result.accuracy:.4f}{delta}"),
+        (name, f"{measured:.4f}{delta}" if measured is not None else "not measured (no test data)"),
         ("file size", _bytes(result.file_bytes)),
         ("dense fp32 size", _bytes(result.dense_fp32_bytes)),
         ("ratio", f"{result.ratio:.1f}x smaller" if result.ratio else "-"),

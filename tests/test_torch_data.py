@@ -305,3 +305,14 @@ def test_a_hook_returning_dataloaders_states_its_batch_size(user_folder):
     flags = [f if f != "64" else "32" for f in FLAGS]
     doc = json.loads(run_compress("test_mlp", "--data", "loaders:load", "-o", "l.pemn", *flags, "--json").stdout)
     assert doc["steps"] == 8 and doc["options"]["batch_size"] == 32  # 256 images in batches of 32
+
+
+def test_training_data_without_a_test_split_writes_an_unmeasured_file(user_folder):
+    (user_folder / "trainonly.py").write_text(
+        "import folder_data\ndef load():\n    return folder_data.load()[0], None\n"
+    )
+    result = run_compress("test_mlp", "--data", "trainonly:load", "-o", "t.pemn", *FLAGS)  # the summary table
+    assert "not measured (no test data)" in result.stdout and "256 train / ? test" in result.stdout
+    provenance = pemn.read_pemn(user_folder / "t.pemn").header["provenance"]
+    assert "accuracy" not in provenance and "evaluation" not in provenance
+    pemn.load(user_folder / "t.pemn", device="cpu")
