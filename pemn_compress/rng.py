@@ -18,11 +18,24 @@ library version. To keep that promise it uses only:
 
 The format spec (formats/pemn-v1.md) restates these definitions; the numpy half of this module is
 mirrored in the standalone reference reader.
+
+**CPU generators.** The numpy kernel (``unit_values_into``) is the oracle and always available. When
+numba is installed (``pip install pemn-compress[fast]``), ``pemn_compress._numba`` computes the same
+bits about 10x faster but pays a one-time cost per process (import and JIT compile or cache load). Which
+one runs is decided by ``choose_generator(count)`` from the environment variable ``PEMN_GENERATOR``, read at
+every call:
+
+* ``auto`` (default, or unset): numba when it is importable and either already compiled in this
+  process or the job generates at least ``NUMBA_MIN_VALUES`` values (the break-even, see there);
+  numpy otherwise, and for the rest of the process if numba fails to import or compile;
+* ``numpy``: always the numpy kernel (the fallback, and the oracle the tests compare against);
+* ``numba``: always numba; a ConfigError when it is unavailable.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +49,9 @@ if TYPE_CHECKING:  # annotations only: the numpy half of this module works witho
 __all__ = [
     "DISTRIBUTIONS",
     "GENERATOR",
+    "GENERATORS",
+    "NUMBA_MIN_VALUES",
+    "choose_generator",
     "philox4x32_numpy",
     "philox4x32_torch",
     "permutation",
@@ -124,21 +140,90 @@ def _unit_from_words_numpy(words: np.ndarray, distribution: str) -> np.ndarray:
     raise ConfigError(f"unknown value distribution {distribution!r}; expected one of {DISTRIBUTIONS}")
 
 
-def unit_values_into(out: np.ndarray, seed: int, stream: int, start: int, distribution: str = "normal") -> np.ndarray:
+# ------------------------------------------------------------------------------ generator choice
+GENERATORS = ("auto", "numpy", "numba")  # values of PEMN_GENERATOR
+# Break-even of numba in a fresh process (benchmarks/results/generator_candidates_cpu.md, 2 shared cores):
+# its first use costs ~0.29 s (import numba + load the compiled kernel from numba's warm on-disk cache;
+# ~0.53 s on a cold cache, once per installation) and ~100 MB of resident memory (llvmlite), after which
+# it makes ~400-750 M values/s per core against numpy's ~50 M. It saves n * (1/50M - 1/600M) s on n
+# values: 0.29 s at n ~ 16M on paper, and measured (fresh-process pemn.load, linear_stack 4096x4):
+# 16.8M values generated (onelayer) 1.02 s numpy vs 1.20 s numba, no gain; 67M (dense) 2.50 s vs 1.10 s.
+# So auto takes numba from 2**25 values (~33.5M: past the break-even with a margin for the memory), and,
+# once compiled in the process, for every job whatever its size.
+NUMBA_MIN_VALUES = 1 << 25
+
+
+def _numba_importable() -> bool:
+    import importlib.util
+
+    from . import _numba
+
+    return _numba.error() is None and importlib.util.find_spec("numba") is not None
+
+
+def choose_generator(count: int) -> str:
+    """The CPU generator, ``"numpy"`` or ``"numba"``, for a job generating ``count`` values in all.
+
+    Reads ``PEMN_GENERATOR`` (``auto``, ``numpy`` or ``numba``; see the module docstring) now. In
+    ``auto``, the choice of numba compiles it (here, once per process, not inside the job's threads);
+    if that fails the answer is numpy. Raises ConfigError for another value of ``PEMN_GENERATOR``, or
+    ``numba`` without a working numba.
+    """
+    choice = os.environ.get("PEMN_GENERATOR", "").strip().lower() or "auto"
+    if choice not in GENERATORS:
+        raise ConfigError(f"PEMN_GENERATOR must be one of {GENERATORS}, found {choice!r}")
+    if choice == "numpy":
+        return "numpy"
+    from . import _numba
+
+    if choice == "auto" and not (_numba.compiled() or (count >= NUMBA_MIN_VALUES and _numba_importable())):
+        return "numpy"
+    try:
+        _numba.kernel()
+    except ImportError as exc:
+        if choice == "numba":
+            raise ConfigError(f"PEMN_GENERATOR=numba, but {exc} (pip install pemn-compress[fast])") from exc
+        return "numpy"
+    return "numba"
+
+
+def _check_generator(name: str) -> None:
+    if name not in GENERATORS:
+        raise ConfigError(f"generator must be one of {GENERATORS}, found {name!r}")
+
+
+def unit_values_into(
+    out: np.ndarray, seed: int, stream: int, start: int, distribution: str = "normal", *, generator: str = "auto"
+) -> np.ndarray:
     """Write the unit values of elements ``start .. start+len(out)-1`` into the float32 array ``out``.
 
-    The fused CPU kernel: Philox rounds and the float mapping on uint64 arrays of ``len(out)`` entries,
+    ``generator``: ``"numpy"``, ``"numba"`` or ``"auto"`` (``choose_generator(len(out))`` decides: pass the
+    decision made once for a whole job instead when ``out`` is one piece of it). Both give the same
+    bits (pinned by tests/test_fast_generator.py); a non-contiguous ``out`` always takes numpy.
+
+    The numpy kernel: Philox rounds and the float mapping on uint64 arrays of ``len(out)`` entries,
     in place, without the (count, 4) word array. Same bits as ``_unit_from_words_numpy(philox4x32_numpy(...))``
     (pinned by tests/test_rng.py). Pass cache-sized pieces (``_NUMPY_CHUNK``); it releases the GIL
-    in every numpy call, so pieces run in parallel on threads.
+    in every numpy call, so pieces run in parallel on threads. The numba kernel releases it too.
     """
     _check_key(seed, stream)
     _check_distribution(distribution)
+    _check_generator(generator)
     if out.dtype != np.float32 or out.ndim != 1:
         raise ConfigError(f"out must be a 1-D float32 array, found {out.dtype} with {out.ndim} dims")
     count = out.shape[0]
     if start < 0 or start + count > 1 << 64:
         raise ConfigError(f"element indices [{start}, {start + count}) are outside the generator's range")
+    if generator == "auto":
+        generator = choose_generator(count)
+    if generator == "numba" and out.flags.c_contiguous:
+        from . import _numba
+
+        try:
+            _numba.fill_units(out, seed, stream, start, distribution)
+        except ImportError as exc:
+            raise ConfigError(f"generator 'numba' requested, but {exc} (pip install pemn-compress[fast])") from exc
+        return out
     c0, c1, c2, c3 = _philox_rounds_numpy(seed, stream, start, count)
     u = np.uint64
     if distribution == "normal":
@@ -217,6 +302,7 @@ def _unit_from_words_torch(words: torch.Tensor, distribution: str) -> torch.Tens
 # --------------------------------------------------------------------------------------- public
 _CHUNK = 1 << 20  # elements per step on an accelerator: bounds the int64 temporaries (~32 MB)
 _NUMPY_CHUNK = 1 << 16  # elements per step on the CPU: keeps the uint64 temporaries in cache (4x faster)
+_NUMBA_CHUNK = 1 << 20  # elements per task of the numba kernel: no temporaries; amortizes the pool's per-task cost
 
 
 def _check_distribution(distribution: str) -> None:
@@ -232,7 +318,9 @@ def _use_torch_kernel(device, kernel: str) -> bool:
     return kernel == "torch"
 
 
-def unit_values(seed: int, stream: int, count: int, distribution: str = "normal", *, device=None, kernel="auto"):
+def unit_values(
+    seed: int, stream: int, count: int, distribution: str = "normal", *, device=None, kernel="auto", generator="auto"
+):
     """``count`` unit-variance float32 values of ``stream``.
 
     Returns a numpy array when ``device`` is None, else a torch tensor on ``device``. Both kernels
@@ -258,12 +346,14 @@ def unit_values(seed: int, stream: int, count: int, distribution: str = "normal"
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32, device=device)
     from ._parallel import for_chunks
 
+    _check_generator(generator)
+    gen = choose_generator(count) if generator == "auto" else generator
     out = np.empty(count, dtype=np.float32)
 
     def fill(start: int, end: int) -> None:
-        unit_values_into(out[start:end], seed, stream, start, distribution)
+        unit_values_into(out[start:end], seed, stream, start, distribution, generator=gen)
 
-    for_chunks(fill, count, _NUMPY_CHUNK)
+    for_chunks(fill, count, _NUMBA_CHUNK if gen == "numba" else _NUMPY_CHUNK)
     return out if device is None else torch.from_numpy(out).to(device)
 
 

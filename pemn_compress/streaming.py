@@ -20,7 +20,9 @@ Invariants:
   is generated; the caller checks names and shapes before that.
 
 Two paths: on the CPU, numpy pieces spread over the worker threads (``_parallel``) with the fused
-generator (``rng.unit_values_into``); on an accelerator (or with ``kernel="torch"``), the torch
+generator (``rng.unit_values_into``: the numpy kernel, or the numba one when ``rng.choose_generator``
+picks it once for the whole load from the number of values the file generates; same bits either
+way, masking always in numpy); on an accelerator (or with ``kernel="torch"``), the torch
 generator on the device, pieces multiplied on the device and copied back only to be hashed, on a
 background thread.
 """
@@ -134,19 +136,20 @@ def stream_weights(
 class _Table:
     """A bank's expanded unit values, produced a piece at a time: generated, stored or gathered."""
 
-    def __init__(self, pf: PemnFile, bank: int):
-        self.seed, self.distribution = pf.plan.seed, pf.plan.distribution
+    def __init__(self, pf: PemnFile, bank: int, generator: str):
+        self.seed, self.distribution, self.generator = pf.plan.seed, pf.plan.distribution, generator
         self.spec = pf.plan.banks[bank]
         stored = pf.stored_values(bank)
         self.unit = np.asarray(stored, dtype=np.float32) if stored is not None else None
         self.index = bank_index_map(pf.plan, self.spec)  # None unless tiled (rp)
         if self.index is not None and self.unit is None:
-            self.unit = rng.unit_values(self.seed, self.spec.index, self.spec.size, self.distribution)
+            self.unit = rng.unit_values(self.seed, self.spec.index, self.spec.size, self.distribution,
+                                        generator=generator)  # fmt: skip
 
     def fill(self, out: np.ndarray, start: int) -> None:
         stop = start + out.shape[0]
         if self.unit is None:  # neither stored nor tiled (__init__ sets unit whenever index is set)
-            rng.unit_values_into(out, self.seed, self.spec.index, start, self.distribution)
+            rng.unit_values_into(out, self.seed, self.spec.index, start, self.distribution, generator=self.generator)
         elif self.index is not None:
             np.take(self.unit, self.index[start:stop], out=out)
         else:
@@ -168,10 +171,13 @@ def _stream_cpu(pf: PemnFile, layers: list[_Layer], verify: bool) -> str:
 def _cpu_tasks(pf: PemnFile, layers: list[_Layer]):
     """Zero-argument tasks in layer order; each returns the float32 piece to hash, or None.
 
+    The generator (numpy or numba) is chosen once, from the values the file generates in all.
     A bank read by one layer is generated straight into that layer's pieces. A bank read by several
     is first written whole into a table (the last reader's own destination when it is a largest
     CPU float32 reader: it is masked in place after every other reader has read it), then read.
     """
+    generated = sum(spec.size for spec in pf.plan.banks if pf.stored_values(spec.index) is None)
+    gen = rng.choose_generator(generated)
     readers: dict[int, list[int]] = {}
     for i, layer in enumerate(layers):
         readers.setdefault(layer.bank, []).append(i)
@@ -179,12 +185,12 @@ def _cpu_tasks(pf: PemnFile, layers: list[_Layer]):
     for i, layer in enumerate(layers):
         users = readers[layer.bank]
         if len(users) == 1:
-            source = _Table(pf, layer.bank)
+            source = _Table(pf, layer.bank, gen)
             for s, e in _bounds(layer.numel):
                 yield partial(_finish, layer, s, e, fill=partial(source.fill, start=s))
             continue
         if i == users[0]:
-            source = _Table(pf, layer.bank)
+            source = _Table(pf, layer.bank, gen)
             need = max(layers[j].numel for j in users)
             last = layers[users[-1]]
             hosted = last.fast and last.numel == need
