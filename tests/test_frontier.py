@@ -58,7 +58,7 @@ def test_resume_runs_each_job_once(runs):
     assert headline == {"dense fp32", "dense fp16", "int8 weight-only", "defaults", "--density 0.5",
                         "defaults + density annealing", "defaults + augmentation", "--target-ratio 2",
                         "--target-ratio 2 + density annealing",
-                        "--target-ratio 2 + global allocation"}  # fmt: skip
+                        "--target-ratio 2 + global allocation", "--target-ratio 3"}  # fmt: skip
     single = {r["method"] for r in second} - headline
     assert single == {"magnitude pruning 98%", "magnitude pruning 99%", "random pruning 98%", "previous defaults"}
 
@@ -157,8 +157,10 @@ def test_workers_split_the_plan(runs, tmp_path):
     _, _, rows, _, _ = runs
     everything = {r["job"] for r in rows}
     args = ["--quick", "--dry-run", "--out", str(tmp_path), "--work", str(tmp_path / "work")]
-    shares = [set(re.findall(r"^(\S.*?\|\d)\s", run(args + ["--worker", f"{i}/2"]), flags=re.M)) for i in (0, 1)]
-    assert len(everything) == 28 and shares[0] | shares[1] == everything and not shares[0] & shares[1]
+    listed = [set(re.findall(r"^(\S.*?\|\d)\s", run(args + more), flags=re.M))
+              for more in (["--worker", "0/2"], ["--worker", "1/2"], [])]
+    shares, whole = listed[:2], listed[2]  # the whole plan, listed by a dry run of a fresh output folder
+    assert everything == whole and shares[0] | shares[1] == everything and not shares[0] & shares[1]
     assert shares[0] and shares[1]
 
 
