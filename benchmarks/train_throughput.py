@@ -29,7 +29,7 @@ Timing, all with ``time.perf_counter``:
   forward time; the forward's remaining overhead over dense is autograd bookkeeping for the
   straight-through path (``abs``, the multiply).
 
-The design target (masked training at >= 0.85x dense throughput) is reported as met or not for
+The design target (masked training at >= 0.95x dense throughput) is reported as met or not for
 each masked variant. Writes ``benchmarks/results/train_throughput_<device>.{csv,md}``.
 
     python benchmarks/train_throughput.py                  # the committed run (about 8 minutes on one quiet core)
@@ -58,7 +58,7 @@ from pemn_compress.data import BatchLoader, get_dataset
 from pemn_compress.nn.topk import topk_mask
 from pemn_compress.surgery import masked_layers
 
-TARGET = 0.85  # the project design's minimum masked/dense training throughput
+TARGET = 0.95  # the project design's minimum masked/dense training throughput (DESIGN section 7, raised 2026-12-07)
 PHASES = ("step", "forward", "backward", "optimizer", "topk", "mask_build")
 
 
