@@ -383,7 +383,8 @@ def below(gap: float) -> str:
 def goals(groups: dict[str, dict[int, dict]]) -> list[str]:
     """The issue-13 goals, met or missed (and by how much), from the rows alone."""
     lines = []
-    targets = sorted(m for m in groups if m.startswith("--target-ratio") and "+" not in m) or ["--target-ratio 40"]
+    targets = sorted((m for m in groups if m.startswith("--target-ratio") and "+" not in m),
+                     key=lambda m: float(m.split()[1])) or ["--target-ratio 40"]
     candidates = sorted(m for m in groups if m.startswith("--density"))
     for method in ["defaults", *targets, *candidates]:
         max_gap, min_ratio = GOALS[method.split(" ")[0]]
@@ -392,6 +393,11 @@ def goals(groups: dict[str, dict[int, dict]]) -> list[str]:
             lines.append(f"- `{method}`: not measured yet.")
             continue
         gap = statistics.fmean(gaps)
+        if method in targets[1:]:  # issue 13 set a goal for the 40x budget (the smallest here) only
+            lines.append(f"- `{method}`: {below(gap)} dense fp32 (mean of {len(gaps)} seed(s), paired; per seed "
+                         f"{', '.join(f'{g:+.2f}' for g in gaps)}); {ratio:.1f}x smaller than dense fp32 on disk "
+                         "(no goal of issue 13 at this budget).")
+            continue
         verdict = "met" if gap <= max_gap else f"missed by {gap - max_gap:.2f} points"
         text = (f"- `{method}`: {below(gap)} dense fp32 (mean of {len(gaps)} seed(s), paired; per seed "
                 f"{', '.join(f'{g:+.2f}' for g in gaps)}), goal <= {max_gap} points: **{verdict}**")  # fmt: skip
