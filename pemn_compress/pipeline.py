@@ -67,7 +67,6 @@ a user's logging, or the tests' fault injection (a callback that stops the run a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import gc
 import logging
@@ -305,11 +304,9 @@ def _options(model: Any, train: Any, test: Any, output: Any, settings: dict, los
             raise ConfigError(f"batch_size={given_batch} differs from your DataLoader's batch size {train.batch_size}: "
                               "the DataLoader's is used; leave batch_size out")
         settings = {**settings, "batch_size": train.batch_size}
-    known = {f.name for f in dataclasses.fields(CompressOptions)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown}; pemn.compress takes {', '.join(sorted(known - {'model'}))}")
-    opts = CompressOptions(model=spec, output=None if output is None else os.fspath(output), **settings)
+    # from_dict refuses an unknown option by name (a typo never passes silently), listing the known ones
+    path = None if output is None else os.fspath(output)
+    opts = CompressOptions.from_dict({**settings, "model": spec, "output": path})
     return opts, Given(module=module, train=train, test=test, task=task)
 
 
