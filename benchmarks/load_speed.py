@@ -339,12 +339,16 @@ def profile_lines(profile: dict[str, float], dense_ms: float) -> list[str]:
 
 
 def main(argv=None) -> None:
+    global PROFILED
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--generator-values", type=int, default=1 << 23, help="values per generator kernel timing")
+    parser.add_argument("--profile", default=PROFILED, choices=sorted(SIZES), help="the size profiled phase by phase")
     args = parser.parse_args(argv)
+    PROFILED = args.profile
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for device in args.devices.split(","):
@@ -362,7 +366,7 @@ def main(argv=None) -> None:
                 )
                 if name == PROFILED and PROFILE:
                     print("\n".join(profile_lines(PROFILE, row["dense_load_ms"])), flush=True)
-    generator = bench_generator()
+    generator = bench_generator(args.generator_values)
     for g in generator:
         print(f"generator {g['kernel']:<12} {g['threads']} thread(s): {g['values_per_sec'] / 1e6:6.1f} M values/s")
     out = Path(args.out)
@@ -409,7 +413,7 @@ def main(argv=None) -> None:
         lines += profile_lines(PROFILE, profiled[0]["dense_load_ms"])
     lines += [
         "",
-        "Generator kernels on this CPU (normal values, one stream of 8M, best of 3):",
+        f"Generator kernels on this CPU (normal values, one stream of {args.generator_values / 2**20:g}M, best of 3):",
         "",
         "| kernel | threads | M values/s |",
         "|---|---:|---:|",
