@@ -22,9 +22,10 @@ from typing import Any
 from ._data_names import DATASET_ENV, DATASET_SPECS
 
 __all__ = [
-    "ANNEAL_UP_TO_DENSITY", "DEFAULT_DENSITY", "DENSITY_SCHEDULES", "DISTRIBUTIONS", "OPTIMIZERS", "OPTIONS", "Option",
+    "ALLOCATIONS", "ANNEAL_UP_TO_DENSITY", "BY_BUDGET", "DEFAULT_DENSITY", "DENSITY_SCHEDULES", "DISTRIBUTIONS",
+    "OPTIMIZERS", "OPTIONS", "Option",
     "RP_MODES",
-    "SCHEDULES", "SECTIONS", "STRATEGIES", "default", "density_schedule_for",
+    "SCHEDULES", "SECTIONS", "STRATEGIES", "by_budget", "default", "density_schedule_for",
 ]  # fmt: skip
 
 STRATEGIES = ("dense", "onelayer", "mp", "rp")
@@ -36,6 +37,14 @@ DENSITY_SCHEDULES = ("constant", "anneal")  # how the density moves during train
 # on every seed at --target-ratio 40, whose files train at density 0.0887, and lost on every seed at the default
 # density 0.35; so `auto` anneals at densities up to the measured winning one and keeps it constant above.
 ANNEAL_UP_TO_DENSITY = 0.0887
+ALLOCATIONS = ("uniform", "erk")  # how a density is spread over the layers (allocation.py)
+# Options an `auto` value resolves by the budget, once the density is known: name -> (the value at densities up
+# to the bound, the value above it, the bound). The value above is also the longer text: it stands in the budget's
+# trial header before the density is chosen. allocation: erk is not adopted at any budget yet (its help).
+BY_BUDGET = {
+    "density_schedule": ("anneal", "constant", ANNEAL_UP_TO_DENSITY),
+    "allocation": ("erk", "uniform", 0.0),
+}
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 DENSE_DTYPES = ("float32", "float16")
@@ -122,6 +131,12 @@ _OPTIONS = (
                 "75% of the steps; the file is the same size. auto: by the budget, as the full-data report decided "
                 f"it: anneal at densities up to {ANNEAL_UP_TO_DENSITY:g} (it beat constant on every seed at "
                 "--target-ratio 40), constant above (it lost at the default density); the file records which."),
+    Option("allocation", "auto", "choice", section="Method", choices=("auto", *ALLOCATIONS), evidence=_FRONTIER,
+           help="How the density is spread over the layers. uniform: every layer keeps the same fraction (the "
+                "paper). erk: Erdős–Rényi-kernel scaling under the same byte budget: small layers (depthwise "
+                "convolutions, the classifier) keep more, large ones fewer, and the entropy-coded masks keep more "
+                "weights in all. auto: by the budget, as the full-data report decides it: uniform until erk beats it "
+                "on every seed at a budget (measured at --target-ratio 40); the file records which."),
     Option("target_size", None, "size", section="Method", metavar="SIZE",
            help="Choose the density so that the file is at most SIZE bytes whatever training learns: 40000, "
                 f"40KB (40,000), 40KiB (40,960), 1.5MB, 2MiB. The largest density up to the default "
@@ -220,11 +235,17 @@ OPTIONS: dict[str, Option] = {option.name: option for option in _OPTIONS}
 SECTIONS = ("Input", "Method", "Training", "Output", "Runtime")
 
 
-def density_schedule_for(density: float, asked: str = "auto") -> str:
-    """The schedule a run trains with: ``asked`` unless ``auto``, then the budget's (``ANNEAL_UP_TO_DENSITY``)."""
+def by_budget(name: str, density: float, asked: str = "auto") -> str:
+    """What a run trains with for the ``BY_BUDGET`` option ``name``: ``asked`` unless ``auto``, then the budget's."""
     if asked != "auto":
         return asked
-    return "anneal" if density <= ANNEAL_UP_TO_DENSITY else "constant"
+    low, high, up_to = BY_BUDGET[name]
+    return low if density <= up_to else high
+
+
+def density_schedule_for(density: float, asked: str = "auto") -> str:
+    """The schedule a run trains with: ``asked`` unless ``auto``, then the budget's (``ANNEAL_UP_TO_DENSITY``)."""
+    return by_budget("density_schedule", density, asked)
 
 
 def default(name: str) -> Any:

@@ -22,7 +22,7 @@ from torch import nn
 
 from .budget import parse_size
 from .config import DEFAULT_DENSITY, DENSITY_SCHEDULES, JsonDataclass, MaskConfig
-from .defaults import default
+from .defaults import ALLOCATIONS, default
 from .errors import ConfigError, check_bool, check_int, check_number, option_error, worded
 from .fileformat.constants import DENSE_DTYPES, FORMAT_VERSIONS
 from .train import TrainConfig
@@ -38,7 +38,7 @@ __all__ = [
 NON_RECIPE_FIELDS = ("output", "checkpoint_every", "resume", "threads", "allow_pickle", "device")
 # Recipe options added after checkpoints were first written -> the value that does what runs did before
 # the option existed: a checkpoint whose recipe lacks one was made with that value (and resumes with it).
-ADDED_OPTIONS = {"score_scale": 1.0, "density_schedule": "constant"}
+ADDED_OPTIONS = {"score_scale": 1.0, "density_schedule": "constant", "allocation": "uniform"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,6 +61,7 @@ class CompressOptions(JsonDataclass):
     rp_mode: str = default("rp_mode")
     density: float = default("density")
     density_schedule: str = default("density_schedule")
+    allocation: str = default("allocation")
     target_size: int | str | None = default("target_size")
     target_ratio: float | None = default("target_ratio")
     distribution: str = default("distribution")
@@ -147,9 +148,9 @@ class CompressOptions(JsonDataclass):
         check_bool("distill", self.distill, optional=True)
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise option_error("device", f"must be one of auto, cpu, cuda or cuda:N; found {self.device!r}")
-        if self.density_schedule not in ("auto", *DENSITY_SCHEDULES):
-            choices = ", ".join(("auto", *DENSITY_SCHEDULES))
-            raise option_error("density_schedule", f"must be one of {choices}; found {self.density_schedule!r}")
+        for name, values in (("density_schedule", DENSITY_SCHEDULES), ("allocation", ALLOCATIONS)):
+            if (value := getattr(self, name)) not in ("auto", *values):
+                raise option_error(name, f"must be one of {', '.join(('auto', *values))}; found {value!r}")
         if self.dense_dtype not in DENSE_DTYPES:
             raise option_error("dense_dtype", f"must be one of {', '.join(DENSE_DTYPES)}; found {self.dense_dtype!r}")
         if self.format_version not in FORMAT_VERSIONS or isinstance(self.format_version, bool):
@@ -284,6 +285,7 @@ class CompressResult:
     higher_is_better: bool = True  # the metric's direction
     threads: int | None = None  # torch threads the run trained with
     density_schedule: str = "constant"  # the schedule trained with (`auto` resolved by the budget)
+    allocation: str = "uniform"  # how the density was spread over the layers (`auto` resolved by the budget)
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # the trained masked model
 
     @property

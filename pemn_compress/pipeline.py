@@ -74,7 +74,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -82,7 +82,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import distributed
+from . import allocation, distributed
 from .annealing import DensityAnnealing
 from .api import load, resolve_device
 from .budget import WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density
@@ -94,7 +94,7 @@ from .checkpoints import (
     remove_stale_temp_files,
     write_checkpoint,
 )
-from .defaults import density_schedule_for
+from .defaults import BY_BUDGET, by_budget
 from .errors import CheckpointError, ConfigError, ModelError, worded
 from .evaluation import NEAR_CHANCE_MARGIN, accuracy_warnings
 from .export import to_bytes
@@ -178,6 +178,7 @@ class Checked:
     _checkpoint: dict | None  # the checkpoint to continue, until take_checkpoint() hands it over
     threads: int | None = None  # torch threads for the run (None: torch's default)
     threads_note: str | None = None  # why fewer threads than torch's default (a busy machine)
+    resolved: dict = field(default_factory=dict)  # `auto` options the interrupted run resolved by its budget
 
     def take_checkpoint(self) -> dict | None:
         """The checkpoint to continue, handed over once so its tensors are freed when loaded."""
@@ -425,12 +426,17 @@ def validate(options: CompressOptions, run: RunContext) -> Checked:
         settings["task"] = run.given.task.record()
     # the schedule trained with: an explicit one, else the budget's; with a target its density is chosen in
     # prepare, so until then the longest value stands in (the budget's trial header must not grow later)
-    settings["density_schedule"] = density_schedule_for(options.density, options.density_schedule) \
-        if options.target is None or options.density_schedule != "auto" else "constant"
+    resolved = {}  # with a target, what the interrupted run resolved each `auto` to (prepare restores it)
+    for name, (_, longest, _) in BY_BUDGET.items():
+        asked = getattr(options, name)
+        if options.target is None or asked != "auto":
+            settings[name] = by_budget(name, options.density, asked)
+        else:  # resumed or not, the same text in the budget's trial header: the same density chosen
+            settings[name] = longest
+            if checkpoint is not None:
+                resolved[name] = checkpoint["recipe"].get(name, ADDED_OPTIONS[name])
     if checkpoint is not None:
-        if options.density_schedule == "auto":  # what the interrupted run resolved it to
-            settings["density_schedule"] = checkpoint["recipe"].get("density_schedule", "constant")
-        compare_checkpoint(ckpt_path, checkpoint, settings, source.sha256, absent=ADDED_OPTIONS)
+        compare_checkpoint(ckpt_path, checkpoint, settings | resolved, source.sha256, absent=ADDED_OPTIONS)
     threads, note = choose_threads(options.threads)
     if checkpoint is not None and options.threads is None:  # the interrupted run's: float sums depend on it
         threads, note = checkpoint.get("threads") or threads, None
@@ -445,6 +451,7 @@ def validate(options: CompressOptions, run: RunContext) -> Checked:
         _checkpoint=checkpoint,
         threads=threads,
         threads_note=note,
+        resolved=resolved,
     )
 
 
@@ -510,11 +517,14 @@ def prepare(options: CompressOptions, checked: Checked, run: RunContext) -> Prep
     if options.target is not None:
         target = _choose_target(options, checked, student, arch, data, dense_accuracy)
         config = config.replace(density=target.density)
-        if checked.resume_from is None:
-            checked.recipe["density_schedule"] = density_schedule_for(target.density, options.density_schedule)
+        for name in BY_BUDGET:
+            checked.recipe[name] = checked.resolved.get(name) or by_budget(name, target.density, getattr(options, name))
         if run.dist.is_main:
-            run.status.info(target.status_line() + f"; density schedule {checked.recipe['density_schedule']}")
+            run.status.info(target.status_line() + f"; density schedule {checked.recipe['density_schedule']}, "
+                                                   f"allocation {checked.recipe['allocation']}")
     mask_(student, config)
+    if checked.recipe["allocation"] == "erk":  # before training: annealing and the budget fit keep it
+        allocation.allocate_(student)
     if options.score_scale != 1.0:  # a resumed run's scores come from its checkpoint
         with torch.no_grad():
             for _, layer in masked_layers(student):
@@ -901,5 +911,6 @@ def _result(options: CompressOptions, checked: Checked, prepared: Prepared, trai
         higher_is_better=task.higher_is_better,
         threads=checked.threads or torch.get_num_threads(),
         density_schedule=checked.recipe["density_schedule"],
+        allocation=checked.recipe["allocation"],
         model=prepared.student,
     )

@@ -69,6 +69,20 @@ def test_resume_through_the_schedule_gives_the_same_file(fmnist_cwd):
     assert (fmnist_cwd / "cut.pemn").read_bytes() == (fmnist_cwd / "ref.pemn").read_bytes()
 
 
+def test_resume_under_a_budget_gives_the_same_file(fmnist_cwd):
+    # with --target-ratio, `auto` is resolved once the density is chosen; the interrupted run's choice must not
+    # change the budget's trial header on resume (it did: "anneal" is shorter than the stand-in "constant", so
+    # the resumed run chose a higher density and wrote another file)
+    budget = {k: v for k, v in OPTIONS.items() if k != "density"} | {"target_ratio": 40.0}
+    reference = compress(CompressOptions(**budget, output="ref.pemn"))
+    assert reference.density_schedule == "anneal"
+    with pytest.raises(TrainingInterrupted):
+        compress(CompressOptions(**budget, output="cut.pemn", checkpoint_every=0), callbacks=[InterruptAfterSteps(5)])
+    resumed = compress(CompressOptions(**budget, output="cut.pemn", resume=True))
+    assert resumed.resumed and resumed.density_schedule == "anneal"
+    assert (fmnist_cwd / "cut.pemn").read_bytes() == (fmnist_cwd / "ref.pemn").read_bytes()
+
+
 def _trained_tensors(path) -> dict:
     """What training decides in a file: its masks and stored tensors, without the header (whose
     provenance records the options that produced it)."""

@@ -58,7 +58,8 @@ def test_resume_runs_each_job_once(runs):
     assert headline == {"dense fp32", "dense fp16", "int8 weight-only", "defaults", "--density 0.5",
                         "defaults + density annealing", "defaults + augmentation", "--target-ratio 2",
                         "--target-ratio 2 + density annealing",
-                        "--target-ratio 2 + global allocation", "--target-ratio 3"}  # fmt: skip
+                        "--target-ratio 2 + global allocation", "--target-ratio 3",
+                        "--target-ratio 2 + ERK allocation"}  # fmt: skip
     single = {r["method"] for r in second} - headline
     assert single == {"magnitude pruning 98%", "magnitude pruning 99%", "random pruning 98%", "previous defaults"}
 
@@ -197,6 +198,22 @@ def test_global_allocation_is_paired_and_its_file_is_allocated_across_layers(run
     assert kept != uniform and sum(kept) == sum(uniform)  # moved between layers, as many in all
 
 
+def test_erk_allocation_is_paired_against_the_annealed_budget_row_at_its_bytes(runs):
+    from pemn_compress.budget import mask_bytes_bound
+
+    out, _, rows, _, _ = runs
+    markdown = (out / f"{NAME}.md").read_text()
+    line = "- --target-ratio 2 + ERK allocation against --target-ratio 2 + density annealing:"
+    assert any(x.startswith(line) for x in markdown.splitlines())
+    pf = pemn.read_pemn(out / "work" / "e1_target_ratio_2_ERK_allocation_s0.pemn")
+    density = pf.header["config"]["density"]
+    kept = [layer.kept for layer in pf.layers]
+    uniform = [max(1, int(density * layer.numel + 0.5)) for layer in pf.layers]  # the spec's per-layer count
+    assert kept != uniform and sum(kept) > sum(uniform)  # more weights in all...
+    bound = sum(mask_bytes_bound(layer.numel, k) for layer, k in zip(pf.layers, kept, strict=True))
+    assert bound <= sum(mask_bytes_bound(layer.numel, k) for layer, k in zip(pf.layers, uniform, strict=True))
+
+
 COMMITTED = REPO / "benchmarks" / "results" / "frontier_fashion-mnist_convmixer_192_6_p4_cpu"
 
 
@@ -244,7 +261,7 @@ def test_code_trains_with_what_one_row_of_the_committed_report_decides(option, l
     """An option changes only if the row that changes it alone beat the row it changes on every seed (paired,
     recomputed here from the raw CSV); what `pemn compress` trains with at that row's density (the default
     density, or the one --target-ratio 40 chose) is the committed report's decision."""
-    from pemn_compress.defaults import density_schedule_for
+    from pemn_compress.defaults import BY_BUDGET, by_budget
     from pemn_compress.options import CompressOptions
 
     markdown = COMMITTED.with_suffix(".md").read_text()
@@ -256,9 +273,9 @@ def test_code_trains_with_what_one_row_of_the_committed_report_decides(option, l
     decided = changed if len(seeds) >= 3 and all(wins) else kept
     assert shown == {True: "on", False: "off"}.get(decided, decided)
     options = CompressOptions(model="convmixer_192_6_p4")
-    if option != "density_schedule":
+    if option not in BY_BUDGET:
         assert getattr(options, option) == decided
         return
     densities = {float(r["density"]) for r in rows if r["method"] == base}  # what the base row trained at
-    assert options.density_schedule == "auto"  # the default: by the budget
-    assert {density_schedule_for(d) for d in densities} == {decided}
+    assert getattr(options, option) == "auto"  # the default: by the budget
+    assert {by_budget(option, d) for d in densities} == {decided}
