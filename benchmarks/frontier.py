@@ -65,6 +65,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
 import statistics
 import sys
@@ -79,6 +80,7 @@ import pemn_compress as pemn
 from pemn_compress import allocation
 from pemn_compress.baselines import Pruning, load_artifact, save_dense, save_int8, save_sparse
 from pemn_compress.data import BatchLoader, get_dataset
+from pemn_compress.defaults import BY_BUDGET, by_budget
 from pemn_compress.errors import check_int, check_number
 from pemn_compress.nn.topk import kept_count
 from pemn_compress.pipeline import CompressOptions, compress
@@ -189,6 +191,7 @@ class Point:
     callbacks: tuple = ()  # trainer callback factories: a method measured here before it becomes an option
     base: str = ""  # the row this one is paired against, seed by seed (a method measured alone)
     note: str = ""  # how to get it, for a setting that is no `pemn compress` flag yet
+    trained: dict = dataclasses.field(default_factory=dict)  # budget rows: the BY_BUDGET options it trained with
 
     @property
     def flags(self) -> str:
@@ -207,13 +210,15 @@ POINTS = (
     Point("--density 0.5", "pemn", {"density": 0.5}, every_seed=True),  # the default density before this report
     Point("defaults + density annealing", "pemn", {"density_schedule": "anneal"}, every_seed=True, base="defaults"),
     Point("defaults + augmentation", "pemn", {"augment": True}, every_seed=True, base="defaults"),  # 10 epochs
-    Point("--target-ratio 40", "pemn", {"target_ratio": 40.0, "density_schedule": "constant"}, every_seed=True),
+    Point("--target-ratio 40", "pemn", {"target_ratio": 40.0, "density_schedule": "constant"}, every_seed=True,
+          trained={"density_schedule": "constant", "allocation": "uniform"}),
     Point("--target-ratio 40 + density annealing", "pemn", {"target_ratio": 40.0, "density_schedule": "anneal"},
-          every_seed=True, base="--target-ratio 40"),
+          every_seed=True, base="--target-ratio 40", trained={"density_schedule": "anneal", "allocation": "uniform"}),
     Point("--target-ratio 40 + global allocation", "pemn", {"target_ratio": 40.0, "density_schedule": "constant"},
           every_seed=True,
           callbacks=(GlobalAllocation,), base="--target-ratio 40",
-          note="--target-ratio 40; not a flag yet: compress(options, callbacks=[GlobalAllocation()])"),
+          note="--target-ratio 40; not a flag yet: compress(options, callbacks=[GlobalAllocation()])",
+          trained={"density_schedule": "constant", "allocation": "global"}),
     Point("magnitude pruning 98%", "pruning", sparsity=0.98, how="magnitude"),
     Point("magnitude pruning 99%", "pruning", sparsity=0.99, how="magnitude"),
     Point("previous defaults", "pemn", {"density": 0.5, "distribution": "normal", "augment": True,
@@ -222,10 +227,12 @@ POINTS = (
     # issue 27: the frontier past 40x, with the defaults a user gets there (the schedule chosen by the budget).
     # --target-ratio 100 (10,667 B) is refused for this model: one kept weight per layer already makes 11,738 B,
     # 9,984 of them the float16 leftovers (folded BatchNorm); it needs smaller leftovers first
-    Point("--target-ratio 60", "pemn", {"target_ratio": 60.0}, every_seed=True),
+    Point("--target-ratio 60", "pemn", {"target_ratio": 60.0}, every_seed=True,
+          trained={"density_schedule": "anneal", "allocation": "uniform"}),  # auto at its density 0.0265
     Point("--target-ratio 40 + ERK allocation", "pemn", {"target_ratio": 40.0}, every_seed=True,
           callbacks=(ErkAllocation,), base="--target-ratio 40 + density annealing",
-          note="--target-ratio 40; not a flag yet: compress(options, callbacks=[ErkAllocation()])"),
+          note="--target-ratio 40; not a flag yet: compress(options, callbacks=[ErkAllocation()])",
+          trained={"density_schedule": "anneal", "allocation": "erk"}),
 )
 DENSE_FORMATS = (("dense fp32", "safetensors fp32", "fp32"), ("dense fp16", "safetensors fp16", "fp16"),
                  ("int8 weight-only", "int8 per-channel + fp16 rest", "int8"))  # (row, file, file name suffix)
@@ -393,6 +400,50 @@ def below(gap: float) -> str:
     return f"{gap:.2f} points below" if gap >= 0 else f"{-gap:.2f} points above"
 
 
+# issue 27: what `pemn compress --target-ratio X` gives with its defaults, within this many points of dense fp32
+DEFAULT_GOALS = {40.0: 0.5, 100.0: 2.5}
+# budgets `pemn compress` refuses for MODEL before training (tests/test_frontier.py runs the command and checks it)
+UNREACHABLE = {100.0: "`pemn compress convmixer_192_6_p4 --target-ratio 100` refuses it before training: the float16 "
+                      "leftovers (biases and folded BatchNorm) alone take 9,984 B of its 10,667 B budget"}  # fmt: skip
+
+
+def default_row(groups: dict[str, dict[int, dict]], label: str) -> str | None:
+    """The row of budget ``label`` ("--target-ratio 40") trained with what ``pemn compress`` resolves at that row's
+    density today (``defaults.by_budget``: the schedule, the allocation); None when no row did."""
+    points_by_method = {p.method: p for ratio in (40.0, 2.0) for p in points(ratio)}
+    for method, seeds in groups.items():
+        p = points_by_method.get(method)
+        if p is None or not p.trained or not (method == label or method.startswith(label + " + ")):
+            continue
+        densities = {float(r["density"]) for r in seeds.values()}
+        if all(p.trained == {name: by_budget(name, d) for name in BY_BUDGET} for d in densities):
+            return method
+    return None
+
+
+def default_goals(groups: dict[str, dict[int, dict]]) -> list[str]:
+    """Issue 27's goals for the budgets: the row today's defaults train at each, its gap, met or missed by how much."""
+    quick = any(m.startswith("--target-ratio 2") for m in groups)
+    lines = []
+    for ratio, max_gap in DEFAULT_GOALS.items():
+        label = f"--target-ratio {ratio * 2 / 40 if quick else ratio:g}"
+        row = default_row(groups, label)
+        if row is None:
+            why = UNREACHABLE.get(ratio, "no row trained with today's defaults at this budget") if not quick else \
+                "not in the quick plan"
+            lines.append(f"- `pemn compress {label}` with its defaults, goal within {max_gap} points of dense fp32: "
+                         f"not measured ({why}).")
+            continue
+        gaps, size_ratio = gaps_to_dense(groups, row)
+        gap = statistics.fmean(gaps)
+        verdict = "met" if gap <= max_gap else f"missed by {gap - max_gap:.2f} points"
+        per_seed = ", ".join(f"{g:+.2f}" for g in gaps)
+        lines.append(f"- `pemn compress {label}` with its defaults (row `{row}`): {below(gap)} dense fp32 (mean of "
+                     f"{len(gaps)} seed(s), paired; per seed {per_seed}), {size_ratio:.1f}x smaller, goal <= {max_gap} "
+                     f"points (issue 27): **{verdict}**.")
+    return lines
+
+
 def goals(groups: dict[str, dict[int, dict]]) -> list[str]:
     """The issue-13 goals, met or missed (and by how much), from the rows alone."""
     lines = []
@@ -480,7 +531,9 @@ def render(csv_path: Path, readme: Path | None = None) -> Path:
     groups = h.group(read_rows(csv_path), "method")
     meta = h.read_meta(csv_path.with_suffix(".json"))
     ratio = next((float(m.split()[1]) for m in groups if m.startswith("--target-ratio")), 40.0)
-    body = table(groups) + ["", "Goals (issue 13, on this setup):", ""] + goals(groups) + decisions(groups)
+    summary = table(groups) + ["", "Goals (issue 13, on this setup):", ""] + goals(groups)
+    summary += ["", "Goals of the defaults by budget (issue 27):", ""] + default_goals(groups)
+    body = summary + decisions(groups)
     paired = paired_lines(groups, ratio)
     if paired:
         body += ["", "Changes measured alone (paired against the row they change, same seeds; annealing and global "
@@ -497,7 +550,9 @@ def render(csv_path: Path, readme: Path | None = None) -> Path:
     if plot(groups, csv_path.with_suffix(".png"), meta.get("title", csv_path.stem)):
         print(f"wrote {csv_path.with_suffix('.png')}")
     if readme is not None:
-        block = [README_BEGIN, f"Setup: {meta.get('setup', '')}", "", *body, README_END]
+        link = Path(os.path.relpath(md_path, readme.parent)).as_posix()
+        more = f"The defaults each row decides and the paired comparisons: [the full report]({link})."
+        block = [README_BEGIN, f"Setup: {meta.get('setup', '')}", "", *summary, "", more, README_END]
         h.replace_block(readme, README_BEGIN, README_END, block)
         print(f"updated {readme}")
     return md_path

@@ -279,3 +279,31 @@ def test_code_trains_with_what_one_row_of_the_committed_report_decides(option, l
     densities = {float(r["density"]) for r in rows if r["method"] == base}  # what the base row trained at
     assert getattr(options, option) == "auto"  # the default: by the budget
     assert {by_budget(option, d) for d in densities} == {decided}
+
+
+def test_the_budget_goals_name_the_row_todays_defaults_train(fmnist_cwd):
+    """Issue 27's goal lines judge, at each budget, the row trained with what `pemn compress` resolves there today
+    (recomputed here from the committed CSV and the code's resolution), and the 100x refusal they quote is what
+    the command says."""
+    from conftest import run_compress
+
+    from pemn_compress.defaults import BY_BUDGET, by_budget
+
+    markdown = COMMITTED.with_suffix(".md").read_text()
+    prefix = "- `pemn compress --target-ratio 40` with its defaults"
+    line = next(x for x in markdown.splitlines() if x.startswith(prefix))
+    row = re.search(r"\(row `(.+?)`\)", line).group(1)
+    rows = [r for r in read_csv(COMMITTED.with_suffix(".csv")) if r["method"] == row]
+    recipe = {"--target-ratio 40 + density annealing": {"density_schedule": "anneal", "allocation": "uniform"},
+              "--target-ratio 40 + ERK allocation": {"density_schedule": "anneal", "allocation": "erk"}}[row]
+    assert all({n: by_budget(n, float(r["density"])) for n in BY_BUDGET} == recipe for r in rows)
+    dense = {r["seed"]: float(r["accuracy"]) for r in read_csv(COMMITTED.with_suffix(".csv"))
+             if r["method"] == "dense fp32"}  # fmt: skip
+    gap = 100 * statistics.fmean(dense[r["seed"]] - float(r["accuracy"]) for r in rows)
+    assert f"{gap:.2f} points below dense fp32" in line
+    assert ("**met**" in line) == (gap <= 0.5)
+
+    refused = run_compress("convmixer_192_6_p4", "--target-ratio", "100", expect=None)
+    assert refused.exit_code != 0
+    assert "(10,667 B)" in refused.stderr and "leftovers take 9,984 B" in refused.stderr
+    assert "9,984 B of its 10,667 B budget" in markdown
