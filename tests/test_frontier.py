@@ -186,32 +186,32 @@ def test_a_method_measured_alone_is_paired_against_its_base_row(runs, method, ba
     assert header["config"]["density"] == float(next(r["density"] for r in rows if r["job"] == f"{method}|0"))
 
 
-def test_global_allocation_is_paired_and_its_file_is_allocated_across_layers(runs):
-    out, _, rows, _, _ = runs
+def _allocated_row(runs, method: str, base: str, stem: str) -> tuple[list, list[int], list[int]]:
+    """The row's paired line is in the report; its seed-0 file's layers, their kept counts, and what a uniform
+    density (the file's own) would keep in each (the spec's per-layer count)."""
+    out = runs[0]
     markdown = (out / f"{NAME}.md").read_text()
-    line = "- --target-ratio 2 + global allocation against --target-ratio 2:"
-    assert any(x.startswith(line) for x in markdown.splitlines())
-    pf = pemn.read_pemn(out / "work" / "e1_target_ratio_2_global_allocation_s0.pemn")
+    assert any(x.startswith(f"- {method} against {base}:") for x in markdown.splitlines())
+    pf = pemn.read_pemn(out / "work" / f"e1_{stem}_s0.pemn")
     density = pf.header["config"]["density"]
-    kept = [layer.kept for layer in pf.layers]
-    uniform = [max(1, int(density * layer.numel + 0.5)) for layer in pf.layers]  # the spec's per-layer count
+    uniform = [max(1, int(density * layer.numel + 0.5)) for layer in pf.layers]
+    return list(pf.layers), [layer.kept for layer in pf.layers], uniform
+
+
+def test_global_allocation_is_paired_and_its_file_is_allocated_across_layers(runs):
+    _, kept, uniform = _allocated_row(runs, "--target-ratio 2 + global allocation", "--target-ratio 2",
+                                      "target_ratio_2_global_allocation")
     assert kept != uniform and sum(kept) == sum(uniform)  # moved between layers, as many in all
 
 
 def test_erk_allocation_is_paired_against_the_annealed_budget_row_at_its_bytes(runs):
     from pemn_compress.budget import mask_bytes_bound
 
-    out, _, rows, _, _ = runs
-    markdown = (out / f"{NAME}.md").read_text()
-    line = "- --target-ratio 2 + ERK allocation against --target-ratio 2 + density annealing:"
-    assert any(x.startswith(line) for x in markdown.splitlines())
-    pf = pemn.read_pemn(out / "work" / "e1_target_ratio_2_ERK_allocation_s0.pemn")
-    density = pf.header["config"]["density"]
-    kept = [layer.kept for layer in pf.layers]
-    uniform = [max(1, int(density * layer.numel + 0.5)) for layer in pf.layers]  # the spec's per-layer count
-    assert kept != uniform and sum(kept) > sum(uniform)  # more weights in all...
-    bound = sum(mask_bytes_bound(layer.numel, k) for layer, k in zip(pf.layers, kept, strict=True))
-    assert bound <= sum(mask_bytes_bound(layer.numel, k) for layer, k in zip(pf.layers, uniform, strict=True))
+    layers, kept, uniform = _allocated_row(runs, "--target-ratio 2 + ERK allocation",
+                                           "--target-ratio 2 + density annealing", "target_ratio_2_ERK_allocation")
+    assert kept != uniform and sum(kept) > sum(uniform)  # more weights in all, in no more mask bytes
+    bound = sum(mask_bytes_bound(layer.numel, k) for layer, k in zip(layers, kept, strict=True))
+    assert bound <= sum(mask_bytes_bound(layer.numel, k) for layer, k in zip(layers, uniform, strict=True))
 
 
 COMMITTED = REPO / "benchmarks" / "results" / "frontier_fashion-mnist_convmixer_192_6_p4_cpu"
