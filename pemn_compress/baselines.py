@@ -10,7 +10,8 @@ committed size/accuracy reports):
   (magnitude, Zhu & Gupta 2017) sparsity;
 - ``save_dense`` / ``save_int8`` / ``save_sparse``: safetensors files of a trained model (fp32 or fp16;
   int8 with one fp32 scale per output channel; a coded bitmap of the kept positions plus their fp16
-  values), every other tensor fp16 in the compact ones;
+  values), every other tensor fp16 in the compact ones; ``save_sparse_packed``: the same pruned network in
+  three concatenated tensors with BatchNorm folded, the bytes a `.pemn` file spends on such content;
 - ``load_artifact``: a fresh model holding what one of those files (or a ``.pemn`` file) stores.
 
     model = pemn.create_model("resnet20")
@@ -38,10 +39,10 @@ from .nn.topk import kept_count
 from .surgery import maskable_layers
 from .train import Callback, Trainer
 
-__all__ = ["ARTIFACTS", "Pruning", "load_artifact", "save_dense", "save_int8", "save_sparse"]
+__all__ = ["ARTIFACTS", "Pruning", "load_artifact", "save_dense", "save_int8", "save_sparse", "save_sparse_packed"]
 
 PathLike = str | os.PathLike
-ARTIFACTS = ("dense", "int8", "sparse", "pemn")  # what ``load_artifact`` reads
+ARTIFACTS = ("dense", "int8", "sparse", "sparse-packed", "pemn")  # what ``load_artifact`` reads
 
 
 class Pruning(Callback):
@@ -154,6 +155,79 @@ def save_sparse(model: nn.Module, path: PathLike) -> None:
     save_file(tensors, str(path), metadata={"masks": json.dumps(index, separators=(",", ":"))})
 
 
+def save_sparse_packed(model: nn.Module, path: PathLike) -> None:
+    """A pruned model in the bytes a `.pemn` file would spend on the same content: three tensors and a small
+    index, where ``save_sparse`` pays one safetensors entry per tensor and stores BatchNorm's four vectors.
+
+    ``masks``: every conv/linear layer's coded mask (as ``save_sparse`` codes them), concatenated in model
+    order; ``values``: their kept weights, fp16, in the same order; ``rest``: every other floating tensor of
+    the state dict, fp16, in state-dict order, with each BatchNorm that tracks statistics folded to its eval
+    transform ``x * scale + shift`` (its weight and bias; its running statistics not stored), as
+    ``pemn compress`` stores BatchNorm. The metadata ``index`` holds each mask's coding and byte count; the
+    loader takes names, shapes and order from the model it is given (``load_artifact(kind="sparse-packed")``).
+    """
+    from .export import _bn_fold
+
+    weights = {key: w.detach() for key, w in _weights(model)}
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
+            prefix = f"{name}." if name else ""
+            state[prefix + "weight"], state[prefix + "bias"] = _bn_fold(module)
+    masks, values, index = [], [], []
+    for w in weights.values():
+        mask = (w != 0).numpy().reshape(-1)
+        coded = encode_mask(mask)
+        masks.append(np.asarray(coded.data, dtype=np.uint8))
+        values.append(w.reshape(-1)[torch.from_numpy(mask)].half())
+        index.append([*dataclasses.astuple(coded.coding), int(masks[-1].size)])
+    rest = [state[k].half().reshape(-1) for k in _packed_rest_keys(model, set(weights))]
+    tensors = {"masks": torch.from_numpy(np.concatenate(masks)), "values": torch.cat(values), "rest": torch.cat(rest)}
+    save_file(tensors, str(path), metadata={"index": json.dumps(index, separators=(",", ":"))})
+
+
+def _packed_rest_keys(model: nn.Module, weights: set[str]) -> list[str]:
+    """The state-dict keys ``save_sparse_packed`` stores in ``rest``: floating, not a masked weight, not a
+    BatchNorm's running statistics (folded) or step counter."""
+    stats = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
+            prefix = f"{name}." if name else ""
+            stats |= {prefix + "running_mean", prefix + "running_var"}
+    state = model.state_dict()
+    return [k for k, v in state.items() if k not in weights and k not in stats and v.is_floating_point()]
+
+
+def _load_sparse_packed(model: nn.Module, path: PathLike) -> dict[str, torch.Tensor]:
+    """The state dict ``save_sparse_packed`` stored for ``model``'s architecture (BatchNorm left to unfold)."""
+    from .api import _unfold_batchnorm
+
+    with safe_open(str(path), "pt") as fh:
+        index = json.loads(fh.metadata()["index"])
+    stored = load_file(str(path))
+    state = model.state_dict()
+    weights = [key for key, _ in _weights(model)]
+    out: dict[str, torch.Tensor] = {}
+    masks, values = stored["masks"].numpy(), stored["values"].float()
+    at = kept = 0
+    for key, (codec, ones, rice_k, invert, nbytes) in zip(weights, index, strict=True):
+        mask = decode_mask(masks[at : at + nbytes], state[key].numel(), MaskCoding(codec, ones, rice_k, invert), key)
+        at += nbytes
+        w = torch.zeros(state[key].numel())
+        count = int(mask.sum())
+        w[torch.from_numpy(mask)] = values[kept : kept + count]
+        kept += count
+        out[key] = w.view_as(state[key])
+    rest, at = stored["rest"].float(), 0
+    for key in _packed_rest_keys(model, set(weights)):
+        out[key] = rest[at : at + state[key].numel()].view_as(state[key])
+        at += state[key].numel()
+    folded = tuple(name for name, m in model.named_modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None)  # fmt: skip
+    _unfold_batchnorm(model, folded, out)
+    return out
+
+
 def load_artifact(kind: str, path: PathLike, make_model: Callable[[], nn.Module]) -> nn.Module:
     """A fresh model (from ``make_model()``) holding the weights stored in ``path``, fp32, in eval mode.
 
@@ -171,7 +245,10 @@ def load_artifact(kind: str, path: PathLike, make_model: Callable[[], nn.Module]
         return load(path, device="cpu").eval()
     model = make_model()
     state = model.state_dict()
-    stored = load_file(str(path))
+    if kind == "sparse-packed":
+        stored = _load_sparse_packed(model, path)
+    else:
+        stored = load_file(str(path))
     if kind == "sparse":
         with safe_open(str(path), "pt") as fh:
             index = json.loads(fh.metadata()["masks"])

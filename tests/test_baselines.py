@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 from torch import nn
 
-from pemn_compress.baselines import Pruning, load_artifact, save_dense, save_int8, save_sparse
+from pemn_compress.baselines import Pruning, load_artifact, save_dense, save_int8, save_sparse, save_sparse_packed
 from pemn_compress.errors import ConfigError
 
 W = [[0.1, -0.8, 0.3, 0.5], [-0.2, 0.05, 0.9, -0.4]]  # |w| ranks: 0.9 0.8 0.5 0.4 | 0.3 0.2 0.1 0.05
@@ -125,6 +125,33 @@ def test_sparse_file_holds_the_kept_positions_and_their_fp16_values(tmp_path):
     back = load_artifact("sparse", path, tiny)
     expected = np.array([[0.0, -0.8, 0.0, 0.5], [0.0, 0.0, 0.9, -0.4]], np.float16).astype(np.float32)
     assert back[0].weight.detach().numpy().tolist() == expected.tolist()
+
+
+def test_packed_sparse_file_folds_batchnorm_and_holds_three_tensors(tmp_path):
+    model = tiny()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.0, -0.8, 0.0, 0.5], [0.0, 0.0, 0.9, -0.4]]))
+        bn = model[1]
+        bn.running_mean.copy_(torch.tensor([0.5, -1.0]))
+        bn.running_var.copy_(torch.tensor([4.0, 0.25]))
+        bn.weight.copy_(torch.tensor([2.0, 3.0]))
+        bn.bias.copy_(torch.tensor([1.0, -1.0]))
+        bn.eps = 0.0
+    path = tmp_path / "p.safetensors"
+    save_sparse_packed(model, path)
+    stored = load_file(str(path))
+    assert sorted(stored) == ["masks", "rest", "values"]
+    assert stored["masks"].tolist() == [0b01010011]  # one raw byte, as save_sparse codes it
+    assert stored["values"].tolist() == np.array([-0.8, 0.5, 0.9, -0.4], np.float16).tolist()
+    # state-dict order: the Linear's bias, then BatchNorm folded by hand:
+    # scale = w / sqrt(var), shift = b - mean * scale
+    assert stored["rest"].tolist() == np.array(BIAS + [2.0 / 2, 3.0 / 0.5] + [1.0 - 0.5 * 1.0, -1.0 + 1.0 * 6.0],
+                                               np.float16).tolist()  # fmt: skip
+    n, _ = layout(path)
+    assert os.path.getsize(path) == 8 + n + 1 + 2 * 4 + 2 * 6
+    back = load_artifact("sparse-packed", path, tiny)
+    x = torch.tensor([[1.0, 2.0, -1.0, 0.5], [0.0, -3.0, 2.0, 1.0]])
+    assert torch.allclose(back(x), model.eval()(x), atol=1e-2)
 
 
 @pytest.mark.parametrize("dtype,width", [(torch.float32, 4), (torch.float16, 2)])

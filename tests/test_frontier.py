@@ -61,7 +61,8 @@ def test_resume_runs_each_job_once(runs):
                         "--target-ratio 2 + global allocation", "--target-ratio 3",
                         "--target-ratio 2 + ERK allocation"}  # fmt: skip
     single = {r["method"] for r in second} - headline
-    assert single == {"magnitude pruning 98%", "magnitude pruning 99%", "random pruning 98%", "previous defaults"}
+    assert single == {"magnitude pruning 98%", "magnitude pruning 99%", "random pruning 98%", "previous defaults",
+                      "random pruning 98%, packed", "random pruning 99.15%, packed"}
 
 
 def quick_test_set(out):
@@ -100,6 +101,24 @@ def test_rows_are_files_loaded_back(runs):
     # the dense fp32 file is the trained model, bit for bit what the fp16 row rounds
     fp32, fp16 = (load_file(work / f"dense_e1_s0_{s}.safetensors") for s in ("fp32", "fp16"))
     assert all(torch.equal(fp32[k].half(), fp16[k]) for k in fp32 if fp32[k].is_floating_point())
+
+
+def test_packed_pruning_row_is_its_file_loaded_back(runs):
+    """The packed baseline stores the spec's kept count of each layer (its index, read with safetensors) and its
+    accuracy is that of the file loaded back; it is far smaller than the same sparsity stored per tensor."""
+    out, _, rows, _, _ = runs
+    path = out / "work" / "e1_random_pruning_98_packed_s0.safetensors"
+    make = lambda: pemn.create_model("test_convmixer", in_chans=1, num_classes=10, img_size=28)  # noqa: E731
+    with safe_open(str(path), "pt") as fh:
+        ones = [entry[1] for entry in json.loads(fh.metadata()["index"])]
+        assert fh.get_tensor("values").numel() == sum(ones)
+    assert ones == [max(1, int(0.02 * m.weight.numel() + 0.5)) for _, m in maskable_layers(make())]
+    row = next(r for r in rows if r["method"] == "random pruning 98%, packed")
+    assert int(row["bytes"]) == path.stat().st_size
+    assert path.stat().st_size < (out / "work" / "e1_random_pruning_98_s0.safetensors").stat().st_size
+    _, test = quick_test_set(out)
+    _, accuracy = pemn.evaluate(load_artifact("sparse-packed", path, make), test)
+    assert accuracy == pytest.approx(float(row["accuracy"]), abs=1e-9)
 
 
 def test_pruning_rows_keep_their_fraction(runs):
