@@ -40,7 +40,7 @@ RESULT_KEYS = {
     "output", "input", "input_kind", "architecture", "dataset", "train_samples", "test_samples", "dense_accuracy",
     "accuracy", "file_bytes", "dense_fp32_bytes", "ratio", "steps", "epochs", "train_seconds", "seconds",
     "images_per_sec", "resumed", "distill", "device", "world_size", "rank", "options", "history", "warnings",
-    "target", "metric_name", "metric", "dense_metric", "higher_is_better", "threads", "density_schedule",
+    "target", "metric_name", "metric", "dense_metric", "higher_is_better", "threads", "density_schedule", "allocation",
 }  # fmt: skip
 
 
