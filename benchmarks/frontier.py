@@ -424,12 +424,16 @@ UNREACHABLE = {100.0: "`pemn compress convmixer_192_6_p4 --target-ratio 100` ref
                       "leftovers (biases and folded BatchNorm) alone take 9,984 B of its 10,667 B budget"}  # fmt: skip
 
 
+def point_of(method: str) -> Point | None:
+    """The plan's row labelled ``method`` (full or --quick plan); None for a row of another label (dense formats)."""
+    return {p.method: p for ratio in (40.0, 2.0) for p in points(ratio)}.get(method)
+
+
 def default_row(groups: dict[str, dict[int, dict]], label: str) -> str | None:
     """The row of budget ``label`` ("--target-ratio 40") trained with what ``pemn compress`` resolves at that row's
     density today (``defaults.by_budget``: the schedule, the allocation); None when no row did."""
-    points_by_method = {p.method: p for ratio in (40.0, 2.0) for p in points(ratio)}
     for method, seeds in groups.items():
-        p = points_by_method.get(method)
+        p = point_of(method)
         if p is None or not p.trained or not (method == label or method.startswith(label + " + ")):
             continue
         densities = {float(r["density"]) for r in seeds.values()}
@@ -519,8 +523,9 @@ def table(groups: dict[str, dict[int, dict]]) -> list[str]:
     for method in row_order(groups):
         rs = [groups[method][s] for s in sorted(groups[method])]
         density = {r["density"] for r in rs} - {""}
+        point = point_of(method)  # the flags that make the row today (the CSV keeps those it ran with)
         lines.append(
-            f"| {method} | {rs[0]['flags']} | {rs[0]['artifact']} | {len(rs)} | "
+            f"| {method} | {point.flags if point is not None else rs[0]['flags']} | {rs[0]['artifact']} | {len(rs)} | "
             f"{h.mean_sd([100 * r['accuracy'] for r in rs])} | "
             f"{h.per_seed({r['seed']: 100 * r['accuracy'] for r in rs}, signed=False)} | "
             f"{statistics.fmean(r['bytes'] for r in rs):,.0f} | {statistics.fmean(r['ratio'] for r in rs):.1f}x | "
