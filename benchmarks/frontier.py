@@ -42,7 +42,9 @@ Rows:
 - ``magnitude pruning`` / ``random pruning``: the paper's baselines, sparse networks trained with the
   same recipe (gradual magnitude pruning, cubic schedule ending at 75% of training; or one fixed random
   mask), stored as a coded bitmap + fp16 kept values + fp16 rest; sparsities sized to land near the
-  PEMN rows' bytes.
+  PEMN rows' bytes. ``random pruning ..., packed``: random pruning stored by ``save_sparse_packed`` (three
+  tensors, BatchNorm folded, as a `.pemn` file packs its content), at the bytes of the ``--target-ratio 40``
+  and ``60`` files (the per-tensor format cannot go that small on this model).
 
 The headline rows (dense, defaults alone and with annealing or augmentation, ``--density 0.5``,
 ``--target-ratio 40`` alone and with annealing or global allocation) run for every seed of ``--seeds`` (3),
