@@ -201,7 +201,7 @@ class Point:
         if self.group == "dense":
             return "(weights trained, no mask)"
         if self.group == "pruning":
-            return f"(weights trained, {self.sparsity:.1%} of conv/linear weights removed)"
+            return f"(weights trained, {100 * self.sparsity:g}% of conv/linear weights removed)"
         return h.cli_flags(self.changes)
 
 
