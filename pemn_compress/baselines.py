@@ -166,14 +166,7 @@ def save_sparse_packed(model: nn.Module, path: PathLike) -> None:
     ``pemn compress`` stores BatchNorm. The metadata ``index`` holds each mask's coding and byte count; the
     loader takes names, shapes and order from the model it is given (``load_artifact(kind="sparse-packed")``).
     """
-    from .export import _bn_fold
-
     weights = {key: w.detach() for key, w in _weights(model)}
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
-            prefix = f"{name}." if name else ""
-            state[prefix + "weight"], state[prefix + "bias"] = _bn_fold(module)
     masks, values, index = [], [], []
     for w in weights.values():
         mask = (w != 0).numpy().reshape(-1)
@@ -181,21 +174,19 @@ def save_sparse_packed(model: nn.Module, path: PathLike) -> None:
         masks.append(np.asarray(coded.data, dtype=np.uint8))
         values.append(w.reshape(-1)[torch.from_numpy(mask)].half())
         index.append([*dataclasses.astuple(coded.coding), int(masks[-1].size)])
-    rest = [state[k].half().reshape(-1) for k in _packed_rest_keys(model, set(weights))]
+    rest = [v.detach().half().reshape(-1) for v in _packed_rest(model, set(weights))[0].values()]
     tensors = {"masks": torch.from_numpy(np.concatenate(masks)), "values": torch.cat(values), "rest": torch.cat(rest)}
     save_file(tensors, str(path), metadata={"index": json.dumps(index, separators=(",", ":"))})
 
 
-def _packed_rest_keys(model: nn.Module, weights: set[str]) -> list[str]:
-    """The state-dict keys ``save_sparse_packed`` stores in ``rest``: floating, not a masked weight, not a
-    BatchNorm's running statistics (folded) or step counter."""
-    stats = set()
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
-            prefix = f"{name}." if name else ""
-            stats |= {prefix + "running_mean", prefix + "running_var"}
-    state = model.state_dict()
-    return [k for k, v in state.items() if k not in weights and k not in stats and v.is_floating_point()]
+def _packed_rest(model: nn.Module, weights: set[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """What ``save_sparse_packed`` stores in ``rest``, in state-dict order: every floating tensor but the
+    conv/linear weights, each BatchNorm folded to scale and shift as ``pemn compress`` folds it (export's
+    leftovers); and the folded BatchNorms' names."""
+    from .export import _leftover_state
+
+    state, folded = _leftover_state(model, fold_batchnorm=True)
+    return {k: v for k, v in state.items() if k not in weights and v.is_floating_point()}, folded
 
 
 def _load_sparse_packed(model: nn.Module, path: PathLike) -> dict[str, torch.Tensor]:
@@ -219,12 +210,11 @@ def _load_sparse_packed(model: nn.Module, path: PathLike) -> dict[str, torch.Ten
         kept += count
         out[key] = w.view_as(state[key])
     rest, at = stored["rest"].float(), 0
-    for key in _packed_rest_keys(model, set(weights)):
-        out[key] = rest[at : at + state[key].numel()].view_as(state[key])
-        at += state[key].numel()
-    folded = tuple(name for name, m in model.named_modules()
-                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None)  # fmt: skip
-    _unfold_batchnorm(model, folded, out)
+    shapes, folded = _packed_rest(model, set(weights))
+    for key, like in shapes.items():
+        out[key] = rest[at : at + like.numel()].view_as(like)
+        at += like.numel()
+    _unfold_batchnorm(model, tuple(folded), out)
     return out
 
 
