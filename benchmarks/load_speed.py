@@ -59,8 +59,14 @@ SIZES = {  # name: (width, depth) -> parameters
 TARGETS = {"ratio": 1.0, "weights_per_sec": 300e6, "memory": 1.1}  # issue 26
 TARGETS_FROM = 10_000_000  # parameters: the ratio and memory targets hold from here up (issue 26: 10M, 67M, 150M)
 PROFILED = "151m"  # the size whose load is profiled phase by phase
+SKELETON_PHASE = "build the skeleton (user code, both loads)"
 HASH_PHASE = "  main thread: SHA-256 fingerprint"
 FINISH_PHASE = "  workers: scale, mask, store (generation included for a bank with one reader)"
+
+
+def label(name: str) -> str:
+    """The report's model column for size ``name``."""
+    return "linear_stack {}x{}".format(*SIZES[name])
 
 
 def linear_stack(width: int, depth: int, classes: int = 10) -> nn.Sequential:
@@ -152,15 +158,7 @@ def profile_child(path: str, width: int, depth: int) -> dict:
     api._dense_state = clock.wrap("check dense leftovers", api._dense_state)
     api.stream_weights = clock.wrap("stream weights (wall)", api.stream_weights)
     rng.unit_values_into = clock.wrap("  workers: generate values", rng.unit_values_into)
-    original_finish = streaming._finish
-
-    def finish(layer, s, e, *, values=None, fill=None):
-        t0 = time.perf_counter()
-        out = original_finish(layer, s, e, values=values, fill=fill)
-        clock.add(FINISH_PHASE, time.perf_counter() - t0)
-        return out
-
-    streaming._finish = finish
+    streaming._finish = clock.wrap(FINISH_PHASE, streaming._finish)
 
     class _TimedSha:
         def __init__(self):
@@ -178,7 +176,7 @@ def profile_child(path: str, width: int, depth: int) -> dict:
     load = pemn.load
     t0 = time.perf_counter()
     skeleton = linear_stack(width, depth)
-    clock.add("build the skeleton (user code, both loads)", time.perf_counter() - t0)
+    clock.add(SKELETON_PHASE, time.perf_counter() - t0)
     t1 = time.perf_counter()
     load(path, device="cpu", model=skeleton)
     total = time.perf_counter() - t1
@@ -234,7 +232,7 @@ def bench_size(name: str, device: str, repeats: int, folder: Path) -> dict:
     peak = {k: statistics.median(x["peak_added"] for x in v) for k, v in runs.items()}
     fp32 = 4 * params
     return {
-        "model": f"linear_stack {width}x{depth}",
+        "model": label(name),
         "device": device,
         "params": params,
         "masked_weights": masked,
@@ -303,9 +301,7 @@ def verdicts(row: dict) -> list[str]:
     held = row["params"] >= TARGETS_FROM
     return [
         _verdict(row["ratio"], TARGETS["ratio"], False) if held else "-",
-        _verdict(row["weights_per_sec"], TARGETS["weights_per_sec"], True)
-        if row["model"] == "linear_stack {}x{}".format(*SIZES[PROFILED])
-        else "-",
+        _verdict(row["weights_per_sec"], TARGETS["weights_per_sec"], True) if row["model"] == label(PROFILED) else "-",
         _verdict(row["pemn_peak_vs_fp32"], TARGETS["memory"], False) if held else "-",
     ]
 
@@ -321,7 +317,7 @@ def profile_lines(profile: dict[str, float], dense_ms: float) -> list[str]:
         "|---|---:|",
     ]
     lines += [f"| {phase} | {1000 * sec:.0f} |" for phase, sec in profile.items()]
-    skeleton = profile.get("build the skeleton (user code, both loads)", 0.0) * 1000
+    skeleton = profile.get(SKELETON_PHASE, 0.0) * 1000
     past = max(0.0, dense_ms - skeleton)
     sha = profile.get(HASH_PHASE, 0.0) * 1000
     lines += [
@@ -408,7 +404,7 @@ def main(argv=None) -> None:
             f"{r['dense_peak_added_mb']:.0f} MB ({r['dense_peak_vs_fp32']:.2f}x) | {r['pemn_peak_added_mb']:.0f} MB "
             f"({r['pemn_peak_vs_fp32']:.2f}x) | {' | '.join(verdicts(r))} |"
         )
-    profiled = [r for r in rows if r["device"] == "cpu" and r["model"] == "linear_stack {}x{}".format(*SIZES[PROFILED])]
+    profiled = [r for r in rows if r["device"] == "cpu" and r["model"] == label(PROFILED)]
     if PROFILE and profiled:
         lines += profile_lines(PROFILE, profiled[0]["dense_load_ms"])
     lines += [
