@@ -431,6 +431,14 @@ def mean_gap(gaps: list[float]) -> float:
     return round(statistics.fmean(gaps), 9)
 
 
+def gap_text(gaps: list[float]) -> tuple[float, str]:
+    """The mean gap (``mean_gap``) and how the report words it: "X points below dense fp32 (mean of N seed(s),
+    paired; per seed ...)"."""
+    gap = mean_gap(gaps)
+    per_seed = ", ".join(f"{g:+.2f}" for g in gaps)
+    return gap, f"{below(gap)} dense fp32 (mean of {len(gaps)} seed(s), paired; per seed {per_seed})"
+
+
 def default_row(groups: dict[str, dict[int, dict]], label: str) -> str | None:
     """The row of budget ``label`` ("--target-ratio 40") trained with what ``pemn compress`` resolves at that row's
     density today (``defaults.by_budget``: the schedule, the allocation); None when no row did."""
@@ -458,12 +466,10 @@ def default_goals(groups: dict[str, dict[int, dict]]) -> list[str]:
                          f"not measured ({why}).")
             continue
         gaps, size_ratio = gaps_to_dense(groups, row)
-        gap = mean_gap(gaps)
+        gap, said = gap_text(gaps)
         verdict = "met" if gap <= max_gap else f"missed by {gap - max_gap:.2f} points"
-        per_seed = ", ".join(f"{g:+.2f}" for g in gaps)
-        lines.append(f"- `pemn compress {label}` with its defaults (row `{row}`): {below(gap)} dense fp32 (mean of "
-                     f"{len(gaps)} seed(s), paired; per seed {per_seed}), {size_ratio:.1f}x smaller, goal <= {max_gap} "
-                     f"points (issue 27): **{verdict}**.")
+        lines.append(f"- `pemn compress {label}` with its defaults (row `{row}`): {said}, {size_ratio:.1f}x smaller, "
+                     f"goal <= {max_gap} points (issue 27): **{verdict}**.")
     return lines
 
 
@@ -479,15 +485,13 @@ def goals(groups: dict[str, dict[int, dict]]) -> list[str]:
         if not gaps:
             lines.append(f"- `{method}`: not measured yet.")
             continue
-        gap = mean_gap(gaps)
+        gap, said = gap_text(gaps)
         if method in targets[1:]:  # issue 13 set a goal for the 40x budget (the smallest here) only
-            lines.append(f"- `{method}`: {below(gap)} dense fp32 (mean of {len(gaps)} seed(s), paired; per seed "
-                         f"{', '.join(f'{g:+.2f}' for g in gaps)}); {ratio:.1f}x smaller than dense fp32 on disk "
-                         "(no goal of issue 13 at this budget).")
+            lines.append(f"- `{method}`: {said}; {ratio:.1f}x smaller than dense fp32 on disk (no goal of issue 13 "
+                         "at this budget).")
             continue
         verdict = "met" if gap <= max_gap else f"missed by {gap - max_gap:.2f} points"
-        text = (f"- `{method}`: {below(gap)} dense fp32 (mean of {len(gaps)} seed(s), paired; per seed "
-                f"{', '.join(f'{g:+.2f}' for g in gaps)}), goal <= {max_gap} points: **{verdict}**")  # fmt: skip
+        text = f"- `{method}`: {said}, goal <= {max_gap} points: **{verdict}**"
         if min_ratio is not None:
             met = "met" if ratio >= min_ratio else f"missed by {min_ratio - ratio:.2f}x"
             text += f"; {ratio:.1f}x smaller than dense fp32 on disk, goal >= {min_ratio:g}x: **{met}**"
