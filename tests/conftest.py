@@ -163,6 +163,14 @@ def run_compress(*args, expect: int | None = 0):
     return result
 
 
+def trained_tensors(path) -> dict:
+    """What training decides in a `.pemn` file: its masks and stored tensors, without the header (whose
+    provenance records the options that produced it)."""
+    import pemn_compress as pemn
+
+    return {name: t for name, t in pemn.read_pemn(path).tensors.items() if name != "header"}
+
+
 def read_csv(path) -> list[dict]:
     """A results CSV as a list of rows (every value a string, as written)."""
     import csv

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_compress
+from conftest import run_compress, trained_tensors
 from support.faults import InterruptAfterSteps
 
 import pemn_compress as pemn
@@ -85,37 +85,16 @@ class _ErkAtStart(Callback):
         allocation.allocate_(_unwrap(trainer.model))
 
 
-def _trained(path) -> dict:
-    return {k: v for k, v in pemn.read_pemn(path).tensors.items() if k != "header"}
-
-
 def test_the_option_trains_what_the_callback_did_and_resumes_exactly(fmnist_cwd):
     compress(CompressOptions(**OPTIONS, allocation="erk", output="option.pemn"))
     compress(CompressOptions(**OPTIONS, allocation="uniform", output="callback.pemn"), callbacks=[_ErkAtStart()])
-    option, callback = _trained(fmnist_cwd / "option.pemn"), _trained(fmnist_cwd / "callback.pemn")
+    option, callback = trained_tensors(fmnist_cwd / "option.pemn"), trained_tensors(fmnist_cwd / "callback.pemn")
     assert option.keys() == callback.keys() and all(np.array_equal(option[k], callback[k]) for k in option)
     with pytest.raises(TrainingInterrupted):
         compress(CompressOptions(**OPTIONS, allocation="erk", output="cut.pemn", checkpoint_every=0),
                  callbacks=[InterruptAfterSteps(5)])  # fmt: skip
     compress(CompressOptions(**OPTIONS, allocation="erk", output="cut.pemn", resume=True))
     assert (fmnist_cwd / "cut.pemn").read_bytes() == (fmnist_cwd / "option.pemn").read_bytes()
-
-
-def test_auto_allocates_by_erk_only_at_the_small_budgets_where_the_report_found_it_better(fmnist_cwd):
-    # the full-data report: erk beat uniform at --target-ratio 40 (density 0.0886-0.0887) on every seed and was not
-    # measured at the default density 0.35; so by default a run at or below 0.0887 allocates by erk, others not
-    flags = ["test_mlp", "--max-train-samples", "128", "--epochs", "1", "--batch-size", "32", "--threads", "1"]
-
-    def trained(*more: str) -> str:
-        doc = json.loads(run_compress(*flags, *more, "--json").stdout)
-        recipe = pemn.read_pemn(fmnist_cwd / doc["output"]).header["provenance"]["recipe"]
-        assert recipe["allocation"] == doc["allocation"]  # the file says what it was trained with
-        return doc["allocation"]
-
-    assert trained("--density", "0.08", "-o", "low.pemn") == "erk"
-    assert trained("--density", "0.35", "-o", "default.pemn") == "uniform"
-    assert trained("--target-ratio", "40", "-o", "r40.pemn") == "erk"  # test_mlp trains at density 0.051 for it
-    assert trained("--target-ratio", "40", "--allocation", "uniform", "-o", "asked.pemn") == "uniform"
 
 
 def test_a_bad_allocation_is_refused_by_name(fmnist_cwd):

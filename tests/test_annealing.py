@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_compress
+from conftest import run_compress, trained_tensors
 from support.faults import InterruptAfterSteps
 
 import pemn_compress as pemn
@@ -83,20 +83,13 @@ def test_resume_under_a_budget_gives_the_same_file(fmnist_cwd):
     assert (fmnist_cwd / "cut.pemn").read_bytes() == (fmnist_cwd / "ref.pemn").read_bytes()
 
 
-def _trained_tensors(path) -> dict:
-    """What training decides in a file: its masks and stored tensors, without the header (whose
-    provenance records the options that produced it)."""
-    pf = pemn.read_pemn(path)
-    return {name: t for name, t in pf.tensors.items() if name != "header"}
-
-
 def test_the_cli_option_is_the_callback(fmnist_cwd):
     flags = ["test_mlp", "--max-train-samples", "256", "--epochs", "2", "--batch-size", "32", "--threads", "1",
              "--density", "0.2"]  # fmt: skip
     run_compress(*flags, "--density-schedule", "anneal", "-o", "cli.pemn")
     compress(CompressOptions(**OPTIONS, output="api.pemn"), callbacks=[DensityAnnealing()])
     run_compress(*flags, "-o", "constant.pemn")
-    cli, api, constant = (_trained_tensors(fmnist_cwd / f"{n}.pemn") for n in ("cli", "api", "constant"))
+    cli, api, constant = (trained_tensors(fmnist_cwd / f"{n}.pemn") for n in ("cli", "api", "constant"))
     assert cli.keys() == api.keys() and "masks" in cli
     assert all(np.array_equal(cli[name], api[name]) for name in cli)
     assert not np.array_equal(cli["masks"], constant["masks"])
@@ -104,23 +97,29 @@ def test_the_cli_option_is_the_callback(fmnist_cwd):
     assert [r["density_schedule"] for r in recipes] == ["anneal", "constant"]
 
 
-def test_auto_anneals_only_at_the_small_budgets_where_the_report_found_it_better(fmnist_cwd):
+def test_auto_options_follow_the_budget_where_the_report_found_them_better(fmnist_cwd):
     # the full-data report: annealing beat a constant density at --target-ratio 40 (density 0.0887) and lost at
-    # the default density 0.35, so by default a budget that trains at or below 0.0887 anneals, others do not
+    # the default density 0.35; erk beat uniform at --target-ratio 40 (annealed, density 0.0886-0.0887) and was
+    # not measured at 0.35. So by default a run at or below 0.0887 anneals and allocates by erk, others do neither
     flags = ["test_mlp", "--max-train-samples", "128", "--epochs", "1", "--batch-size", "32", "--threads", "1"]
 
     def trained(*more: str) -> dict:
         doc = json.loads(run_compress(*flags, *more, "--json").stdout)
-        recorded = pemn.read_pemn(fmnist_cwd / doc["output"]).header["provenance"]["recipe"]["density_schedule"]
-        assert recorded == doc["density_schedule"]  # the file says what it was trained with
+        recipe = pemn.read_pemn(fmnist_cwd / doc["output"]).header["provenance"]["recipe"]
+        for name in ("density_schedule", "allocation"):
+            assert recipe[name] == doc[name]  # the file says what it was trained with
         return doc
 
-    assert trained("--density", "0.08", "-o", "low.pemn")["density_schedule"] == "anneal"
-    assert trained("--density", "0.35", "-o", "default.pemn")["density_schedule"] == "constant"
+    low = trained("--density", "0.08", "-o", "low.pemn")
+    assert (low["density_schedule"], low["allocation"]) == ("anneal", "erk")
+    default = trained("--density", "0.35", "-o", "default.pemn")
+    assert (default["density_schedule"], default["allocation"]) == ("constant", "uniform")
     budget = trained("--target-ratio", "40", "-o", "r40.pemn")  # test_mlp trains at density 0.051 for it
-    assert budget["target"]["density"] < 0.0887 and budget["density_schedule"] == "anneal"
-    assert trained("--target-ratio", "40", "--density-schedule", "constant", "-o", "asked.pemn")[
-        "density_schedule"] == "constant"  # an explicit schedule is kept
+    assert budget["target"]["density"] < 0.0887
+    assert (budget["density_schedule"], budget["allocation"]) == ("anneal", "erk")
+    asked = trained("--target-ratio", "40", "--density-schedule", "constant", "--allocation", "uniform",
+                    "-o", "asked.pemn")  # fmt: skip
+    assert (asked["density_schedule"], asked["allocation"]) == ("constant", "uniform")  # explicit values are kept
 
 
 def test_a_bad_schedule_is_refused_by_name(fmnist_cwd):
