@@ -97,7 +97,8 @@ from .checkpoints import (
 from .defaults import BY_BUDGET, by_budget
 from .errors import CheckpointError, ConfigError, ModelError, worded
 from .evaluation import NEAR_CHANCE_MARGIN, accuracy_warnings
-from .export import to_bytes
+from .export import _dense_leftovers, to_bytes
+from .fileformat.constants import DENSE_PREFIX
 from .fileformat.container import atomic_write
 from .fileformat.reader import read_pemn
 from .fileformat.summary import summarize
@@ -859,16 +860,24 @@ def _fit(student: nn.Module, provenance: dict, target: BudgetChoice, write_optio
             hi = mid
     if lo == 0:
         set_model_density_(student, start)
-        raise worded(
-            ConfigError,
-            f"the trained file is over the {target.budget:,} B target even with one kept weight per layer: a dense "
-            "leftover left float16's range and is stored in float32; rerun with --dense-dtype float32 (then "
-            "counted in the budget)",
-        )
+        raise worded(ConfigError, f"the trained file is over the {target.budget:,} B target even with one kept "
+                                  f"weight per layer: {_why_over(student, write_options)}")
     set_model_density_(student, lo / largest)
     provenance["target"] = {**provenance.get("target", {}), "density": lo / largest}
     run.status.info(f"the trained file was {over:,} B over the budget: density lowered from {start:g} to "
                     f"{lo / largest:g} (the lowest-score weights dropped)")
+
+
+def _why_over(student: nn.Module, write_options: dict) -> str:
+    """Why a file the budget chose a density for is over it at any density: a float16 file's leftover
+    outside float16's range stored in float32 (the one size the budget cannot foresee), or a header larger
+    than its estimate (the header's digits: kept counts, accuracies, digests)."""
+    if write_options["dense_dtype"] == "float16":
+        _, groups = _dense_leftovers(student, dense_dtype="float16", fold_batchnorm=write_options["fold_batchnorm"])
+        if DENSE_PREFIX + "f32" in groups:
+            return ("a dense leftover left float16's range and is stored in float32; rerun with --dense-dtype "
+                    "float32 (then counted in the budget)")
+    return "its header came out larger than the budget estimated; rerun with a target a few hundred bytes larger"
 
 
 def _result(options: CompressOptions, checked: Checked, prepared: Prepared, trained: Trained, written: Written | None,

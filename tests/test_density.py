@@ -14,6 +14,9 @@ from torch import nn
 import pemn_compress as pemn
 from pemn_compress.config import DEFAULT_DENSITY, MaskConfig
 from pemn_compress.errors import ConfigError, ModelError
+from pemn_compress.interrupt import TrainingFailed
+from pemn_compress.fileformat.deflate import deflate
+from pemn_compress.fileformat.header import canonical_json
 from pemn_compress.pipeline import CompressOptions, compress
 from pemn_compress.surgery import ALLOCATOR, config_of, masked_layers, set_density_, set_model_density_
 from pemn_compress.train import Callback
@@ -89,13 +92,34 @@ def test_annealing_keeps_the_allocation(fmnist_cwd):
     assert pemn.read_pemn("a.pemn").header["config"]["density"] == 0.1
 
 
+def recipe_bytes(path) -> int:
+    """What leaving the provenance's recipe out saves of a v2 file: its `header` tensor is the raw DEFLATE
+    of the canonical header JSON (formats/pemn-v2.md section 3), so the difference of the two deflated texts."""
+    header = pemn.read_pemn(path).header
+    without = {**header, "provenance": {k: v for k, v in header["provenance"].items() if k != "recipe"}}
+    return len(deflate(canonical_json(header).encode())) - len(deflate(canonical_json(without).encode()))
+
+
 def test_the_budget_fit_keeps_the_allocation(fmnist_cwd, monkeypatch):
     # an estimate of the deflated header 1,500 B too optimistic: the density chosen (the default) is too high
     monkeypatch.setattr("pemn_compress.budget.header_margin", lambda deflated: -1500)
     compress(CompressOptions(**OPTIONS, output="free.pemn"), callbacks=[Allocated()])
-    budget = (fmnist_cwd / "free.pemn").stat().st_size - 275  # over even without the recipe: the density must go
+    # over by 40 B even without the recipe, whatever the recipe's size: the density must go
+    budget = (fmnist_cwd / "free.pemn").stat().st_size - recipe_bytes("free.pemn") - 40
     compress(CompressOptions(**OPTIONS, output="fit.pemn", target_size=budget), callbacks=[Allocated()])
     assert (fmnist_cwd / "fit.pemn").stat().st_size <= budget
     final = pemn.read_pemn("fit.pemn").header["config"]["density"]
     assert final < DEFAULT_DENSITY
     assert kept("fit.pemn") == expected("fit.pemn", final)
+
+
+def test_a_budget_no_density_meets_says_why(fmnist_cwd, monkeypatch):
+    # the header estimate 1,500 B too optimistic and a budget under even one kept weight per layer: the error
+    # blames the header, not a float16 overflow (every leftover of this model is in float16's range)
+    monkeypatch.setattr("pemn_compress.budget.header_margin", lambda deflated: -1500)
+    compress(CompressOptions(**OPTIONS, output="free.pemn"))
+    assert "dense.f32" not in pemn.read_pemn("free.pemn").tensors
+    budget = (fmnist_cwd / "free.pemn").stat().st_size - recipe_bytes("free.pemn") - 400
+    with pytest.raises(TrainingFailed, match="even with one kept weight per layer: its header came out larger"):
+        compress(CompressOptions(**OPTIONS, output="fit.pemn", target_size=budget))
+    assert not (fmnist_cwd / "fit.pemn").exists()
