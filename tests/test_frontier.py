@@ -60,7 +60,7 @@ def test_resume_runs_each_job_once(runs):
                         "defaults + density annealing", "defaults + augmentation", "--target-ratio 2",
                         "--target-ratio 2 + density annealing",
                         "--target-ratio 2 + global allocation", "--target-ratio 3",
-                        "--target-ratio 2 + ERK allocation"}  # fmt: skip
+                        "--target-ratio 2 + ERK allocation", "--target-ratio 3 + ERK allocation"}  # fmt: skip
     single = {r["method"] for r in second} - headline
     assert single == {"magnitude pruning 98%", "magnitude pruning 99%", "random pruning 98%", "previous defaults",
                       "random pruning 98%, packed", "random pruning 99.15%, packed"}
