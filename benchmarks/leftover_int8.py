@@ -105,7 +105,43 @@ def worst_tensor(path: Path, keys: list[tuple[str, int]], quantize, test) -> dic
     return worst
 
 
+def file_rows(path: Path, name: str, seed: int, test) -> list[dict]:
+    """Every variant of one `.pemn` file (float16 leftovers, BatchNorm folded): accuracy and bytes."""
+    file_bytes = path.stat().st_size
+    dense_bytes = pemn.read_pemn(path).tensor_bytes(DENSE_PREFIX)
+    keys = leftover_keys(path)
+    values = sum(n for _, n in keys)
+    rows = []
+    for label, quantize, per_tensor in VARIANTS:
+        if quantize is None:
+            leftovers = dense_bytes
+        elif per_tensor is None:  # a float16 scale per block of 16 values
+            leftovers = values + 2 * sum(-(-numel // 16) for _, numel in keys)
+        else:
+            leftovers = values + per_tensor * len(keys)
+        accuracy = evaluate_variant(path, keys, quantize, test)
+        rows.append(
+            {
+                "model": name,
+                "seed": seed,
+                "variant": label,
+                "accuracy": accuracy,
+                "leftover_bytes": leftovers,
+                "file_bytes": file_bytes - dense_bytes + leftovers,
+            }
+        )
+        if quantize is None:
+            base = accuracy
+        elif accuracy < base - 0.01:  # more than a point below float16: find the tensor that does it
+            rows[-1]["worst"] = worst_tensor(path, keys, quantize, test)
+        print(rows[-1], flush=True)
+    return rows
+
+
 def run(args) -> list[dict]:
+    if args.files:  # trained elsewhere (the full-data report's files): the full test set of Fashion-MNIST
+        test = BatchLoader.from_dataset(get_dataset("fashion-mnist"), "test", batch_size=1000)
+        return [row for i, path in enumerate(args.files) for row in file_rows(path, path.stem, i, test)]
     data = get_dataset("fashion-mnist").subset(args.train_samples, None, seed=0)
     test = BatchLoader.from_dataset(data, "test", batch_size=1000)
     rows = []
@@ -121,50 +157,34 @@ def run(args) -> list[dict]:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"{name}.pemn"
                 pemn.save(model, path, dense_dtype="float16", fold_batchnorm=True)
-                file_bytes = path.stat().st_size
-                dense_bytes = pemn.read_pemn(path).tensor_bytes(DENSE_PREFIX)
-                keys = leftover_keys(path)
-                values = sum(n for _, n in keys)
-                for label, quantize, per_tensor in VARIANTS:
-                    if quantize is None:
-                        leftovers = dense_bytes
-                    elif per_tensor is None:  # a float16 scale per block of 16 values
-                        leftovers = values + 2 * sum(-(-numel // 16) for _, numel in keys)
-                    else:
-                        leftovers = values + per_tensor * len(keys)
-                    accuracy = evaluate_variant(path, keys, quantize, test)
-                    rows.append(
-                        {
-                            "model": name,
-                            "seed": seed,
-                            "variant": label,
-                            "accuracy": accuracy,
-                            "leftover_bytes": leftovers,
-                            "file_bytes": file_bytes - dense_bytes + leftovers,
-                        }
-                    )
-                    if quantize is None:
-                        base = accuracy
-                    elif accuracy < base - 0.01:  # more than a point below float16: find the tensor that does it
-                        rows[-1]["worst"] = worst_tensor(path, keys, quantize, test)
-                    print(rows[-1], flush=True)
+                rows += file_rows(path, name, seed, test)
     return rows
 
 
 def render(rows: list[dict], args, command: str) -> str:
+    if args.files:
+        setup = (
+            "The given `.pemn` files (trained elsewhere, float16 leftovers, BatchNorm folded); accuracy on the full "
+            "Fashion-MNIST test set of each loaded file, leftovers as stored (float16) or quantized to int8 and back "
+            "(simulated: formats v1 and v2 cannot store int8). Deltas are paired (the same masks); one row per file."
+        )
+    else:
+        setup = (
+            f"Strategy onelayer, density 0.5, {args.epochs} epochs on {args.train_samples} Fashion-MNIST images, "
+            f"seeds 0..{args.seeds - 1}; accuracy on the full test set of the loaded file, leftovers as stored "
+            "(float16) or quantized to int8 and back (simulated: v1 cannot store int8). Deltas are paired per seed "
+            "(same masks)."
+        )
     lines = [
         "# Leftover precision: float16 vs int8 (folded BatchNorm, biases)",
         "",
-        f"Command: `{command}` ({datetime.date.today().isoformat()}). Strategy onelayer, density 0.5, "
-        f"{args.epochs} epochs on {args.train_samples} Fashion-MNIST images, seeds 0..{args.seeds - 1}; accuracy on "
-        "the full test set of the loaded file, leftovers as stored (float16) or quantized to int8 and back "
-        "(simulated: v1 cannot store int8). Deltas are paired per seed (same masks).",
+        f"Command: `{command}` ({datetime.date.today().isoformat()}). {setup}",
         "",
         "| model | leftovers | leftover bytes | file bytes | accuracy % (mean of seeds) | change vs float16, pts "
         "(mean; min to max) |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for name in args.models.split(","):
+    for name in dict.fromkeys(r["model"] for r in rows):
         base = {r["seed"]: r["accuracy"] for r in rows if r["model"] == name and r["variant"] == "float16"}
         for label, _, _ in VARIANTS:
             mine = [r for r in rows if r["model"] == name and r["variant"] == label]
@@ -202,6 +222,10 @@ def main(argv=None) -> None:
     parser.add_argument("--train-samples", type=int, default=12000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
+    parser.add_argument(
+        "--files", nargs="+", type=Path, metavar="PEMN", default=None,
+        help="measure these trained .pemn files (float16 leftovers) instead of training --models",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "PYTHONPATH=. python benchmarks/leftover_int8.py " + " ".join(
