@@ -312,13 +312,16 @@ def test_the_budget_goals_name_the_row_todays_defaults_train(fmnist_cwd):
     from pemn_compress.defaults import BY_BUDGET, by_budget
 
     markdown = COMMITTED.with_suffix(".md").read_text()
-    prefix = "- `pemn compress --target-ratio 40` with its defaults"
-    line = next(x for x in markdown.splitlines() if x.startswith(prefix))
-    row = re.search(r"\(row `(.+?)`\)", line).group(1)
-    rows = [r for r in read_csv(COMMITTED.with_suffix(".csv")) if r["method"] == row]
-    recipe = {"--target-ratio 40 + density annealing": {"density_schedule": "anneal", "allocation": "uniform"},
-              "--target-ratio 40 + ERK allocation": {"density_schedule": "anneal", "allocation": "erk"}}[row]
-    assert all({n: by_budget(n, float(r["density"])) for n in BY_BUDGET} == recipe for r in rows)
+    recipes = {"--target-ratio 40 + density annealing": {"density_schedule": "anneal", "allocation": "uniform"},
+               "--target-ratio 40 + ERK allocation": {"density_schedule": "anneal", "allocation": "erk"},
+               "--target-ratio 60": {"density_schedule": "anneal", "allocation": "uniform"},
+               "--target-ratio 60 + ERK allocation": {"density_schedule": "anneal", "allocation": "erk"}}
+    for ratio in (60, 40):
+        prefix = f"- `pemn compress --target-ratio {ratio}` with its defaults"
+        line = next(x for x in markdown.splitlines() if x.startswith(prefix))
+        row = re.search(r"\(row `(.+?)`\)", line).group(1)
+        rows = [r for r in read_csv(COMMITTED.with_suffix(".csv")) if r["method"] == row]
+        assert all({n: by_budget(n, float(r["density"])) for n in BY_BUDGET} == recipes[row] for r in rows)
     dense = {r["seed"]: float(r["accuracy"]) for r in read_csv(COMMITTED.with_suffix(".csv"))
              if r["method"] == "dense fp32"}  # fmt: skip
     # in whole test images (accuracies are counts out of 10,000), exactly: no float noise at the goal's edge
