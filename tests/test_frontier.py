@@ -278,6 +278,8 @@ def test_code_defaults_to_the_density_the_committed_report_decides():
      "annealing", "--target-ratio 40", "anneal", "constant"),
     ("allocation", "Allocation at the budget of --target-ratio 40", "--target-ratio 40 + ERK allocation",
      "--target-ratio 40 + density annealing", "erk", "uniform"),
+    ("allocation", "Allocation at the budget of --target-ratio 60", "--target-ratio 60 + ERK allocation",
+     "--target-ratio 60", "erk", "uniform"),
 ])  # fmt: skip
 def test_code_trains_with_what_one_row_of_the_committed_report_decides(option, line, method, base, changed, kept):
     """An option changes only if the row that changes it alone beat the row it changes on every seed (paired,
