@@ -57,7 +57,14 @@ import bitarray
 import bitarray.util
 import numpy as np
 
-from pemn_compress.fileformat.codecs import CodedMask, choose_codec, decode_mask, rice_decode, rice_encode, rice_size_bits
+from pemn_compress.fileformat.codecs import (
+    CodedMask,
+    choose_codec,
+    decode_mask,
+    rice_decode,
+    rice_encode,
+    rice_size_bits,
+)
 from pemn_compress.fileformat.reader import decode_masks, read_pemn
 
 # (model, max train samples, epochs): sized so that the nine runs take about half an hour of one core

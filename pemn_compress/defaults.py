@@ -138,8 +138,8 @@ _OPTIONS = (
                 "paper). erk: Erdős–Rényi-kernel scaling under the same byte budget: small layers (depthwise "
                 "convolutions, the classifier) keep more, large ones fewer, and the entropy-coded masks keep more "
                 "weights in all. auto: by the budget, as the full-data report decided it: erk at densities up to "
-                f"{ERK_UP_TO_DENSITY:g} (it beat uniform on every seed at --target-ratio 40 and 60), uniform above (the "
-                "paper's; erk was not measured there); the file records which."),
+                f"{ERK_UP_TO_DENSITY:g} (it beat uniform on every seed at --target-ratio 40 and 60), uniform above "
+                "(the paper's; erk was not measured there); the file records which."),
     Option("target_size", None, "size", section="Method", metavar="SIZE",
            help="Choose the density so that the file is at most SIZE bytes whatever training learns: 40000, "
                 f"40KB (40,000), 40KiB (40,960), 1.5MB, 2MiB. The largest density up to the default "

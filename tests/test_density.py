@@ -14,9 +14,9 @@ from torch import nn
 import pemn_compress as pemn
 from pemn_compress.config import DEFAULT_DENSITY, MaskConfig
 from pemn_compress.errors import ConfigError, ModelError
-from pemn_compress.interrupt import TrainingFailed
 from pemn_compress.fileformat.deflate import deflate
 from pemn_compress.fileformat.header import canonical_json
+from pemn_compress.interrupt import TrainingFailed
 from pemn_compress.pipeline import CompressOptions, compress
 from pemn_compress.surgery import ALLOCATOR, config_of, masked_layers, set_density_, set_model_density_
 from pemn_compress.train import Callback
