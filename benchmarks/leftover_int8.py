@@ -10,7 +10,9 @@ leftover tensor quantized to int8 and back:
 - ``int8 symmetric``: ``q = round(x / s)``, ``s = max|x| / 127``, one float16 scale per tensor;
 - ``int8 affine``: ``q = round((x - lo) / s)``, ``s = (hi - lo) / 255``, a float16 scale and offset per
   tensor (folded BatchNorm scales are mostly positive, so the affine grid uses the range better);
-- ``int8, blocks of 16``: symmetric, one float16 scale per 16 consecutive values (per channel group).
+- ``int8, blocks of 16``: symmetric, one float16 scale per 16 consecutive values (per channel group);
+- ``int8 affine, outliers float16``: affine over the values within 16 times the tensor's median |value|, the
+  others kept in float16 with a 16-bit index each (4 bytes an outlier).
 
 v1 files cannot store int8 leftovers, so the int8 rows are simulated on the loaded model; their byte
 counts are what the leftovers would take (1 byte per value plus 2 or 4 bytes per tensor). Accuracy
@@ -63,11 +65,38 @@ def quantize_blocks(x: torch.Tensor, block: int = 16) -> torch.Tensor:
     return out.reshape(x.shape)
 
 
-VARIANTS = (
+OUTLIER_FACTOR = 16  # a value whose |x| is over this many times the tensor's median |x| is an outlier
+
+
+def outliers(x: torch.Tensor) -> torch.Tensor:
+    """Where ``x`` has outliers: |x| over ``OUTLIER_FACTOR`` times its median |x| (a folded BatchNorm channel
+    with a tiny running variance)."""
+    magnitude = x.abs()
+    return magnitude > OUTLIER_FACTOR * magnitude.median()
+
+
+def quantize_outliers(x: torch.Tensor) -> torch.Tensor:
+    """int8 affine over the values that are no outliers; the outliers kept in float16 (each stored with its
+    16-bit index), so one large scale does not coarsen the grid of the others."""
+    out = x.to(torch.float16).float()
+    inliers = ~outliers(x)
+    if inliers.any():
+        out[inliers] = quantize_affine(x[inliers])
+    return out
+
+
+def outlier_bytes(x: torch.Tensor) -> int:
+    """``quantize_outliers``'s storage: a byte per inlier, float16 scale and offset, 4 bytes per outlier."""
+    count = int(outliers(x).sum())
+    return x.numel() - count + 4 + 4 * count
+
+
+VARIANTS = (  # (label, quantize, bytes per tensor beside a byte per value: a number, None: blocks, a function)
     ("float16", None, 0),
     ("int8 symmetric", quantize_symmetric, 2),
     ("int8 affine", quantize_affine, 4),
     ("int8, blocks of 16", quantize_blocks, None),
+    ("int8 affine, outliers float16", quantize_outliers, outlier_bytes),
 )
 
 
@@ -112,11 +141,14 @@ def file_rows(path: Path, name: str, seed: int, test) -> list[dict]:
     keys = leftover_keys(path)
     values = sum(n for _, n in keys)
     rows = []
+    state = pemn.load(path, device="cpu").state_dict()
     for label, quantize, per_tensor in VARIANTS:
         if quantize is None:
             leftovers = dense_bytes
         elif per_tensor is None:  # a float16 scale per block of 16 values
             leftovers = values + 2 * sum(-(-numel // 16) for _, numel in keys)
+        elif callable(per_tensor):
+            leftovers = sum(per_tensor(state[key].float()) for key, _ in keys)
         else:
             leftovers = values + per_tensor * len(keys)
         accuracy = evaluate_variant(path, keys, quantize, test)
