@@ -15,7 +15,8 @@ leftover tensor quantized to int8 and back:
   others kept in float16 with a 16-bit index each (4 bytes an outlier).
 
 v1 files cannot store int8 leftovers, so the int8 rows are simulated on the loaded model; their byte
-counts are what the leftovers would take (1 byte per value plus 2 or 4 bytes per tensor). Accuracy
+counts are what the leftovers would take (1 byte per value plus 2 or 4 bytes per tensor, 2 per block, 3 more
+per outlier). ``--files`` measures trained files instead (the full-data report's). Accuracy
 deltas are paired: the same trained masks, only the leftovers differ.
 
     PYTHONPATH=. python benchmarks/leftover_int8.py --out benchmarks/results/leftover_int8.md

@@ -65,6 +65,7 @@ from pemn_compress.fileformat.codecs import (
     rice_encode,
     rice_size_bits,
 )
+from pemn_compress.fileformat.payload import PemnFile
 from pemn_compress.fileformat.reader import decode_masks, read_pemn
 
 # (model, max train samples, epochs): sized so that the nine runs take about half an hour of one core
@@ -127,9 +128,10 @@ def train_all(work: Path, models: list[str], densities: tuple[float, ...], threa
             print(f"trained {out.name} in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def load_layers(path: Path) -> list[dict]:
-    """Masks of a `.pemn` file as ``{"name", "shape", "mask"}`` with ``mask`` 2-D: (output channel, rest)."""
-    pf = read_pemn(path)
+def load_layers(path: Path | PemnFile) -> list[dict]:
+    """Masks of a `.pemn` file (a path, or the file read) as ``{"name", "shape", "mask"}`` with ``mask`` 2-D:
+    (output channel, rest)."""
+    pf = path if isinstance(path, PemnFile) else read_pemn(path)
     masks = decode_masks(pf)
     return [
         {
@@ -987,8 +989,8 @@ CANDIDATES = ("group_rice", "group_ac", "ctx_ac")
 def file_saving(path: Path) -> dict:
     """The masks of one `.pemn` file coded by every candidate (with the writer's fallback, layer by layer),
     and what the best one saves of the masks and of the whole file on disk."""
-    recs = [measure_layer(layer) for layer in load_layers(path)]
     pf = read_pemn(path)
+    recs = [measure_layer(layer) for layer in load_layers(pf)]
     totals = summarize_set(recs)
     best = min(CANDIDATES, key=lambda key: totals[f"{key}_fallback"])
     saved = totals["v1"] - totals[f"{best}_fallback"]

@@ -26,9 +26,13 @@ def tensor_bytes(path, name: str) -> int:
         return f.get_tensor(name).nbytes
 
 
-def table_row(report: str, first_cell: str) -> list[str]:
-    line = next(line for line in report.splitlines() if line.startswith(f"| {first_cell} |"))
-    return [cell.strip() for cell in line.strip("|").split("|")]
+def cells(line: str) -> list[str]:
+    """The cells of one Markdown table row."""
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def table_rows(report: str, first_cell: str) -> list[list[str]]:
+    return [cells(line) for line in report.splitlines() if line.startswith(f"| {first_cell} |")]
 
 
 def number(cell: str) -> int:
@@ -38,14 +42,14 @@ def number(cell: str) -> int:
 def test_mask_codes_are_measured_against_the_whole_file(low_density_file, tmp_path):
     run_script("benchmarks/mask_codecs.py", "--files", low_density_file, "--out", tmp_path)
     report = (tmp_path / "mask_codecs_files.md").read_text()
-    cells = table_row(report, "low.pemn")
-    file_bytes, density, v1 = number(cells[1]), float(cells[2]), number(cells[3])
+    row = table_rows(report, "low.pemn")[0]
+    file_bytes, density, v1 = number(row[1]), float(row[2]), number(row[3])
     assert file_bytes == low_density_file.stat().st_size
     assert density == 0.1
     assert v1 == tensor_bytes(low_density_file, "masks")  # the writer's codes, as the file stores them
-    coded = [number(c) for c in cells[5:8]]  # group-rice, group-ac, ctx-ac, each with the writer's fallback
+    coded = [number(c) for c in row[5:8]]  # group-rice, group-ac, ctx-ac, each with the writer's fallback
     assert all(size <= v1 for size in coded)
-    assert number(cells[8]) == v1 - min(coded)
+    assert number(row[8]) == v1 - min(coded)
     assert re.search(r"Largest saving of a whole file: \d+\.\d% \(low\.pemn\), bar 5%: \*\*(not )?met\*\*", report)
 
 
@@ -54,10 +58,10 @@ def test_int8_leftovers_are_measured_on_the_file_as_trained(low_density_file, tm
     run_script("benchmarks/leftover_int8.py", "--files", low_density_file, "--out", out,
                env={"PEMN_FASHION_MNIST_DIR": str(fmnist_subset)})  # fmt: skip
     report = out.read_text()
-    lines = [line for line in report.splitlines() if line.startswith("| low |")]
-    assert [line.split("|")[2].strip() for line in lines] == [
+    rows = table_rows(report, "low")
+    assert [row[1] for row in rows] == [
         "float16", "int8 symmetric", "int8 affine", "int8, blocks of 16", "int8 affine, outliers float16"]  # fmt: skip
-    float16 = table_row(report, "low")
+    float16 = rows[0]
     assert number(float16[2]) == tensor_bytes(low_density_file, "dense.f16")
     assert number(float16[3]) == low_density_file.stat().st_size
     with safe_open(str(low_density_file), "np") as f:
@@ -67,7 +71,6 @@ def test_int8_leftovers_are_measured_on_the_file_as_trained(low_density_file, tm
 
     recorded = read_pemn(low_density_file).header["provenance"]["accuracy"]
     assert float(float16[4]) == pytest.approx(100 * recorded, abs=0.005)
-    for line in lines[1:]:  # int8: one byte per value plus the per-tensor or per-block scales
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        assert number(cells[2]) < number(float16[2])
-        assert number(cells[3]) - number(cells[2]) == number(float16[3]) - number(float16[2])
+    for row in rows[1:]:  # int8: one byte per value plus the per-tensor or per-block scales (and outliers)
+        assert number(row[2]) < number(float16[2])
+        assert number(row[3]) - number(row[2]) == number(float16[3]) - number(float16[2])
