@@ -1,8 +1,9 @@
 """(Re)generate the `.pemn` golden vectors: formats/vectors/{valid,invalid}/*.pemn + expected.json
-(format version 1) and formats/vectors/v2/{valid,invalid}/ (format version 2, formats/pemn-v2.md).
+(format version 1), formats/vectors/v2/{valid,invalid}/ (format version 2, formats/pemn-v2.md) and
+formats/vectors/v3/{valid,invalid}/ (format version 3, formats/pemn-v3.md: int8 leftovers).
 
     PYTHONPATH=. python formats/make_vectors.py            # writes formats/vectors/
-    PYTHONPATH=. python formats/make_vectors.py --out DIR  # writes DIR/valid, DIR/invalid, DIR/v2/...
+    PYTHONPATH=. python formats/make_vectors.py --out DIR  # writes DIR/valid, DIR/invalid, DIR/v2/..., DIR/v3/...
 
 Valid vectors are written by the package's own writer (``pemn_compress.export.to_bytes``)
 from tiny models whose every number is fixed: dense leftovers (biases, BatchNorm) and mask scores are
@@ -15,6 +16,14 @@ the whole file and its identity (formats/pemn-v2.md section 3.1: the same for an
 The version 2 set reuses the same models and options, written with ``format_version=2``, plus edits
 that pin what version 2 changes (a stored scale, every derived key present, other DEFLATE streams).
 
+The version 3 set has its own models and options, all written with ``dense_dtype="int8"`` (group ``q8``
+where it takes fewer bytes than float16): a folded ConvMixer whose few BatchNorm channels with a tiny
+running variance give float16 outliers, a model with a ``q8`` entry next to ``f16`` (too small for q8),
+``f32`` (outside float16's range) and ``i64`` entries, unfolded BatchNorm statistics in q8, and an int8
+file with no q8 row at all; plus edits that pin what version 3 says "accept" (every value an outlier,
+step 0, non-finite outliers, a version 3 file without q8 rows). Its ``expected.json`` hashes a ``q8``
+leftover as the float32 values it decodes to (formats/pemn-v3.md section 4), every other as stored.
+
 Invalid vectors are edits of valid ones. Each edit is made deliberately so that the file reaches the
 check under test: after changing a tensor the header's ``checksums`` are recomputed, after changing
 the header ``pemn.header_sha256`` is recomputed (version 2: the header is deflated again into the
@@ -23,7 +32,8 @@ the header ``pemn.header_sha256`` is recomputed (version 2: the header is deflat
 names, per file, the error class (from pemn_compress.errors; the reference reader defines classes of
 the same names), a substring of the message, and ``scope``:
 ``readers`` (both readers refuse the file) or ``load`` (only ``pemn.load`` refuses it; for a reader
-that builds no architecture it is valid data).
+that builds no architecture it is valid data). Every vector is under ``MAX_VECTOR_BYTES`` but one
+(``LARGE_VECTORS``: a q8 row of 65,537 values needs at least that many bytes to hold no other fault).
 
 The script is deterministic: running it twice gives byte-identical trees (tests/fileformat/
 test_vectors.py checks it against the committed files).
@@ -57,6 +67,7 @@ from pemn_compress.fileformat.codecs import rice_encode  # noqa: E402
 from pemn_compress.fileformat.constants import (  # noqa: E402
     DENSE_GROUPS,
     DENSE_PREFIX,
+    FORMAT_VERSIONS,
     HEADER_TENSOR,
     KEY_HEADER,
     KEY_HEADER_BYTES,
@@ -86,6 +97,11 @@ from pemn_compress.surgery import mask_, masked_layers  # noqa: E402
 
 MAX_VECTOR_BYTES = 50_000  # every vector stays small ...
 MAX_TOTAL_BYTES = 1_000_000  # ... and all of them together too
+# ... but this one: a q8 row of 65,537 values (one over the limit, formats/pemn-v3.md section 2) and its codes
+LARGE_VECTORS = {"v3/invalid/q8_row_65537_values.pemn": 70_000}
+NEWER_VERSION = 4  # what the "newer version" vectors are labelled (formats/pemn-v3.md section 7)
+if NEWER_VERSION <= max(FORMAT_VERSIONS):
+    raise AssertionError(f"version {NEWER_VERSION} is no longer newer than what the package reads: relabel them")
 
 # Philox seeds of the numbers that are not part of the format (dense leftovers and scores): any fixed
 # value works; what matters is that they do not come from torch's RNG.
@@ -143,9 +159,19 @@ def odd_fan_in() -> nn.Module:
     return nn.Sequential(nn.Conv1d(5, 3, 5), nn.ReLU(), nn.Flatten(), nn.Linear(15, 2))
 
 
+def int8_mixed() -> nn.Module:
+    """Leftovers of every group an int8 file holds: a Conv1d bias of 8 values (q8), a 1x1 Conv1d bias of 3
+    values (too few for q8: f16), a Linear bias of 6 values (f32 once one is set outside float16's range),
+    an int32 buffer ``step`` (i64). Input (B, 2, 8). Masked shapes: [8, 2, 3], [3, 8, 1], [6, 18]."""
+    # (B, 8, 6) -> (B, 3, 6) -> (B, 18) -> (B, 6)
+    model = nn.Sequential(nn.Conv1d(2, 8, 3), nn.ReLU(), nn.Conv1d(8, 3, 1), nn.Flatten(), nn.Linear(18, 6))
+    model.register_buffer("step", torch.zeros(3, dtype=torch.int32))
+    return model
+
+
 SKELETONS = {
     "tiny_seq": tiny_seq, "tiny_conv1d": tiny_conv1d, "test_convmixer": convmixer_skeleton, "root_linear": root_linear,
-    "odd_fan_in": odd_fan_in,
+    "odd_fan_in": odd_fan_in, "int8_mixed": int8_mixed,
 }
 
 
@@ -488,13 +514,149 @@ NOT_CANONICAL_V2 = {
 }
 
 
+# --------------------------------------------------------------------------------------- valid, version 3
+# Written by the package with int8 leftovers (formats/pemn-v3.md). name -> (skeleton, MaskConfig kwargs,
+# to_bytes kwargs, codecs that must appear, description); V3_GROUPS: the dense groups each must use, V3_OUTLIERS:
+# those with float16 outliers in some q8 row.
+VALID_V3 = {
+    "cm_mp_folded_int8_outliers": ("test_convmixer", dict(strategy="mp", density=0.5, seed=21), dict(
+        fold_batchnorm=True, codec="raw"), {"raw"}, "test_convmixer, BatchNorm folded, int8 leftovers: three "
+        "channels of tiny running variance give float16 outliers (two in stem.2.weight)"),
+    "int8_mixed_groups": ("int8_mixed", dict(strategy="dense", density=0.5, seed=22, distribution="uniform"),
+                          dict(codec="raw"), {"raw"}, "int8 leftovers in every group: q8 (with one outlier), f16 "
+                          "(3 values: too few for q8), f32 (a value outside float16's range), i64 (an int buffer)"),
+    "cm_rp_int8_unfolded": ("test_convmixer", dict(strategy="rp", ratio=0.01, rp_mode="rand", density=0.1, seed=23,
+                                                   distribution="signed_constant"), {}, {"rice"},
+                            "test_convmixer, rp rand, rice, BatchNorm not folded: its running statistics in q8, "
+                            "no outlier"),
+    "seq_onelayer_int8_no_q8": ("tiny_seq", dict(strategy="onelayer", density=0.5, seed=24), {}, {"raw"},
+                                "dense.dtype int8 whose every leftover is too small for q8: no q8 row, no q8 tensor"),
+}
+V3_GROUPS = {
+    "cm_mp_folded_int8_outliers": {"q8"}, "int8_mixed_groups": {"q8", "f16", "f32", "i64"},
+    "cm_rp_int8_unfolded": {"q8"}, "seq_onelayer_int8_no_q8": {"f16"},
+}
+V3_OUTLIERS = {"cm_mp_folded_int8_outliers", "int8_mixed_groups"}
+V3_SCORE_INDEX = 100  # score streams of the version 3 models: SCORE_SEED + 100 + their index
+
+
+def _tiny_variances(model: nn.Module) -> None:
+    """Channels whose running variance is 1e-6: folded, their scale is over 300 times the others (outliers)."""
+    model.stem[2].running_var[[3, 11]] = 1e-6
+    model.blocks[0][3].running_var[5] = 1e-6
+
+
+def _mixed_outliers(model: nn.Module) -> None:
+    """One bias value 3.0 among values under 0.18 (a q8 outlier), one 1e5 (beyond float16: the entry stays f32)."""
+    model[0].bias[2] = 3.0
+    model[4].bias[4] = 1.0e5
+
+
+POST_FILL_V3 = {"cm_mp_folded_int8_outliers": _tiny_variances, "int8_mixed_groups": _mixed_outliers}
+
+
+def build_valid_v3(name: str) -> bytes:
+    """VALID_V3 vector ``name``: the package's writer with int8 leftovers (format version 3)."""
+    skeleton, config_kwargs, save_kwargs, _, _ = VALID_V3[name]
+    model = SKELETONS[skeleton]()
+    _fill_dense(model)
+    with torch.no_grad():
+        POST_FILL_V3.get(name, lambda model: None)(model)
+    config = MaskConfig(**{"distribution": "normal", "rp_mode": "copy", **config_kwargs})
+    mask_(model, config)
+    _fill_scores(model, V3_SCORE_INDEX + list(VALID_V3).index(name))
+    return to_bytes(model, format_version=3, **{"dense_dtype": "int8", "fold_batchnorm": False, **save_kwargs})
+
+
+def _q8_parts(e: Edit) -> dict[str, dict[str, np.ndarray]]:
+    """Each q8 row's stored parts by key (copies): ``codes`` (u1), ``range`` (lo, step as f2), ``index`` (u2)
+    and ``value`` (f2) of its outliers."""
+    parts, codes_at, outliers_at = {}, 0, 0
+    rows = [row for row in e.header["dense"]["tensors"] if row[2] == "q8"]
+    for i, (key, shape, _, k) in enumerate(rows):
+        n = math.prod(shape)
+        parts[key] = {
+            "codes": e.tensors["dense.q8"][codes_at : codes_at + n - k].copy(),
+            "range": e.tensors["dense.q8_range"][2 * i : 2 * i + 2].copy(),
+            "index": e.tensors["dense.q8_index"][outliers_at : outliers_at + k].copy(),
+            "value": e.tensors["dense.q8_value"][outliers_at : outliers_at + k].copy(),
+        }
+        codes_at, outliers_at = codes_at + n - k, outliers_at + k
+    return parts
+
+
+def _set_q8(e: Edit, parts: dict[str, dict[str, np.ndarray]]) -> None:
+    """The four q8 tensors rebuilt from ``parts`` in table order, each row's outlier count set to its index's."""
+    rows = [row for row in e.header["dense"]["tensors"] if row[2] == "q8"]
+    for row in rows:
+        row[3] = int(parts[row[0]]["index"].size)
+    for name, part, dtype in (("dense.q8", "codes", np.uint8), ("dense.q8_range", "range", np.float16),
+                              ("dense.q8_index", "index", np.uint16), ("dense.q8_value", "value", np.float16)):
+        e.tensors[name] = np.concatenate([np.asarray(parts[row[0]][part], dtype) for row in rows])
+
+
+def _all_outliers_file(v3: dict[str, bytes], v2: dict[str, bytes]) -> bytes:
+    """stem.2.bias stored as 16 outliers and no code (k = n): its float16 values, lo and step left as they were."""
+    e = Edit(v3["cm_mp_folded_int8_outliers"])
+    decoded = decode(v3["cm_mp_folded_int8_outliers"]).dense_arrays()["stem.2.bias"].reshape(-1)
+    parts = _q8_parts(e)
+    row = parts["stem.2.bias"]
+    row["codes"] = np.zeros(0, np.uint8)
+    row["index"] = np.arange(decoded.size, dtype=np.uint16)
+    row["value"] = decoded.astype(np.float16)
+    _set_q8(e, parts)
+    return e.pack()
+
+
+def _step_zero_file(v3: dict[str, bytes], v2: dict[str, bytes]) -> bytes:
+    """blocks.0.0.fn.2.weight with step 0 and its codes (0 to 255) kept: every value that is no outlier is lo."""
+    e = Edit(v3["cm_mp_folded_int8_outliers"])
+    parts = _q8_parts(e)
+    row = parts["blocks.0.0.fn.2.weight"]
+    if np.unique(row["codes"]).size < 8:
+        raise AssertionError("step 0: the row's codes should differ, so that c * 0 is seen to vanish")
+    row["range"][1] = 0.0
+    _set_q8(e, parts)
+    return e.pack()
+
+
+def _nonfinite_outliers_file(v3: dict[str, bytes], v2: dict[str, bytes]) -> bytes:
+    """stem.2.weight's two outliers set to NaN and -inf: outlier values may be any float16 (v3 section 4)."""
+    e = Edit(v3["cm_mp_folded_int8_outliers"])
+    parts = _q8_parts(e)
+    if parts["stem.2.weight"]["value"].size != 2:
+        raise AssertionError("stem.2.weight should have two outliers")
+    parts["stem.2.weight"]["value"][:] = [np.nan, -np.inf]
+    _set_q8(e, parts)
+    return e.pack()
+
+
+def _without_q8_rows_file(v3: dict[str, bytes], v2: dict[str, bytes]) -> bytes:
+    """A float16 version 2 file labelled version 3 (the metadata only): valid, no q8 row, no q8 tensor."""
+    return rewrapped(v2["seq_onelayer_rice_d90_fp16"], metadata={KEY_VERSION: "3"})
+
+
+DERIVED_V3 = {
+    "cm_int8_every_value_an_outlier": ("test_convmixer", {"raw"}, "a q8 row whose 16 values are all outliers: no "
+                                       "code, lo and step unused", _all_outliers_file),
+    "cm_int8_step_zero": ("test_convmixer", {"raw"}, "a q8 row of step 0 with codes 0 to 255: every value that is no "
+                          "outlier decodes to lo", _step_zero_file),
+    "cm_int8_outliers_nonfinite": ("test_convmixer", {"raw"}, "a q8 row whose two outliers are NaN and -inf (allowed, "
+                                   "as in other leftovers)", _nonfinite_outliers_file),
+    "seq_v3_without_q8_rows": ("tiny_seq", {"rice"}, "a float16 file labelled version 3: no q8 row (valid, though "
+                               "writers write version 2 for it)", _without_q8_rows_file),
+}
+NOT_CANONICAL_V3: set[str] = set()  # version 3 vectors whose bytes are not the writer's
+
+
 def _valid_info(name: str, version: int = 1) -> tuple[str, set[str], str]:
-    """(skeleton, codecs that must appear, description) of a VALID or DERIVED (DERIVED_V2) vector."""
-    derived = DERIVED if version == 1 else DERIVED_V2
+    """(skeleton, codecs that must appear, description) of a VALID or DERIVED (DERIVED_V2) vector, or (version
+    3) of a VALID_V3 or DERIVED_V3 one."""
+    derived = {1: DERIVED, 2: DERIVED_V2, 3: DERIVED_V3}[version]
     if name in derived:
         skeleton, codecs, description, _ = derived[name]
         return skeleton, codecs, description
-    skeleton, _, _, codecs, description = VALID[name]
+    skeleton, _, _, codecs, description = (VALID_V3 if version == 3 else VALID)[name]
     return skeleton, codecs, description
 
 
@@ -511,12 +673,18 @@ def describe_valid(name: str, blob: bytes, version: int = 1) -> dict:
         raise AssertionError(f"{name}: expected codecs {sorted(codecs)}, the writer chose {sorted(found_codecs)}")
     arch = pf.file_header.architecture.reference
     dense = pf.dense_arrays()
-    not_canonical = name in (NOT_CANONICAL if version == 1 else NOT_CANONICAL_V2)
-    if version == 2 and not not_canonical:  # the writer gives these bytes back (less the header tensor it makes)
+    not_canonical = name in {1: NOT_CANONICAL, 2: NOT_CANONICAL_V2, 3: NOT_CANONICAL_V3}[version]
+    if version >= 2 and not not_canonical:  # the writer gives these bytes back (less the header tensor it makes)
         decoded = decode(blob)
         tensors = {key: t for key, t in decoded.tensors.items() if key != HEADER_TENSOR}
-        if encode(Payload(decoded.file_header, tensors), version=2) != blob:
-            raise AssertionError(f"{name}: the version 2 writer does not give these bytes back")
+        if encode(Payload(decoded.file_header, tensors), version=version) != blob:
+            raise AssertionError(f"{name}: the version {version} writer does not give these bytes back")
+    if version == 3 and name in VALID_V3:  # the groups each writer vector is there for
+        entries = pf.file_header.dense.tensors
+        groups = {entry.group for entry in entries}
+        if groups != V3_GROUPS[name] or (name in V3_OUTLIERS) != any(entry.outliers for entry in entries):
+            raise AssertionError(f"{name}: the writer chose groups {sorted(groups)} (outliers: "
+                                 f"{[entry.outliers for entry in entries]}), expected {sorted(V3_GROUPS[name])}")
     extra = {"canonical": False} if not_canonical else {}
     return {
         **extra,
@@ -798,8 +966,9 @@ def build_invalid(valid: dict[str, bytes]) -> dict[str, tuple[bytes, dict]]:
     e.metadata["format"] = "pt"
     add("format_pt.pemn", e.pack(), "HeaderError", "not a .pemn file", "__metadata__ format 'pt'")
     e = Edit(base)
-    e.metadata[KEY_VERSION] = "3"
-    add("version_3.pemn", e.pack(), "VersionError", "version 3", "a newer format version")
+    e.metadata[KEY_VERSION] = str(NEWER_VERSION)
+    add(f"version_{NEWER_VERSION}.pemn", e.pack(), "VersionError", f"version {NEWER_VERSION}",
+        "a newer format version")
     e = Edit(base)
     e.metadata[KEY_VERSION] = "0"
     add("version_0.pemn", e.pack(), "HeaderError", "pemn.version", "format version 0")
@@ -1229,8 +1398,8 @@ def build_invalid_v2(v2: dict[str, bytes], v1: dict[str, bytes]) -> dict[str, tu
     e = Edit(base)
     del e.metadata[KEY_VERSION]
     add("missing_version.pemn", e.pack(), "MissingKeyError", "pemn.version", "no pemn.version")
-    add("version_3.pemn", rewrapped(base, metadata={KEY_VERSION: "3"}), "VersionError", "version 3",
-        "a version 2 file labelled with a newer format version")
+    add(f"version_{NEWER_VERSION}.pemn", rewrapped(base, metadata={KEY_VERSION: str(NEWER_VERSION)}), "VersionError",
+        f"version {NEWER_VERSION}", "a version 2 file labelled with a newer format version")
     add("missing_header_bytes.pemn", rewrapped(base, metadata={KEY_HEADER_BYTES: None}), "MissingKeyError",
         KEY_HEADER_BYTES, "no pemn.header_bytes")
     add("missing_header_sha256.pemn", rewrapped(base, metadata={KEY_HEADER_SHA256: None}), "MissingKeyError",
@@ -1347,6 +1516,139 @@ def build_invalid_v2(v2: dict[str, bytes], v1: dict[str, bytes]) -> dict[str, tu
     return out
 
 
+def build_invalid_v3(v3: dict[str, bytes], v2: dict[str, bytes]) -> dict[str, tuple[bytes, dict]]:
+    """name -> (bytes, expectation) of the version 3 invalid set: each rule of formats/pemn-v3.md sections 2
+    to 4 and the newer version. ``v3``: the VALID_V3 vectors by name, ``v2``: the version 2 VALID ones."""
+    out: dict[str, tuple[bytes, dict]] = {}
+
+    def add(name, blob, error, message, description):
+        out[name] = (blob, {"error": error, "message": message, "scope": "readers", "description": description})
+
+    base = v3["cm_mp_folded_int8_outliers"]  # ten q8 rows of 16 values; stem.2.weight has outliers at 3 and 11
+    rows = Edit(base).header["dense"]["tensors"]
+    two = next(i for i, row in enumerate(rows) if row[3] == 2)  # a row with two outliers
+    none = next(i for i, row in enumerate(rows) if row[3] == 0)  # a row without
+
+    # ---- version (rows 8 to 10)
+    add(f"version_{NEWER_VERSION}.pemn", rewrapped(base, metadata={KEY_VERSION: str(NEWER_VERSION)}), "VersionError",
+        f"version {NEWER_VERSION}", "a version 3 file labelled with a newer format version")
+
+    # ---- q8 rows (section 2, row 19: HeaderError)
+    e = Edit(base)
+    e.header["dense"]["dtype"] = "float16"
+    add("q8_in_float16_file.pemn", e.pack(), "HeaderError", "group 'q8' but dense.dtype",
+        "q8 rows in a file whose dense.dtype is float16")
+    add("int8_in_version_2.pemn", rewrapped(base, metadata={KEY_VERSION: "2"}), "HeaderError", "dense.dtype",
+        "a version 3 int8 file labelled version 2: int8 is an unknown dense.dtype there")
+    e = Edit(base)
+    e.header["dense"]["dtype"] = "float16"
+    e.metadata[KEY_VERSION] = "2"
+    add("q8_row_in_version_2.pemn", e.pack(), "HeaderError", "dense.tensors[",
+        "q8 rows in a version 2 float16 file: q8 is an unknown group there")
+    e = Edit(base)
+    e.header["dense"]["tensors"][none] = e.header["dense"]["tensors"][none][:3]
+    add("q8_row_three_elements.pemn", e.pack(), "HeaderError", "dense.tensors[",
+        "a q8 row of three elements (its outlier count left out; it has none)")
+    e = Edit(base)
+    e.header["dense"]["tensors"][none].append(0)
+    add("q8_row_five_elements.pemn", e.pack(), "HeaderError", "dense.tensors[", "a q8 row with a fifth element 0")
+    e = Edit(v3["int8_mixed_groups"])
+    next(row for row in e.header["dense"]["tensors"] if row[2] == "f16").append(0)
+    add("f16_row_four_elements.pemn", e.pack(), "HeaderError", "dense.tensors[",
+        "an f16 row with a fourth element 0 (only q8 rows have four)")
+    e = Edit(base)
+    e.header["dense"]["tensors"][none][3] = 17
+    add("q8_outliers_above_n.pemn", e.pack(), "HeaderError", "outlier count",
+        "a q8 row of 16 values claiming 17 outliers")
+    e = Edit(base)
+    e.header["dense"]["tensors"][none][3] = -1
+    add("q8_outliers_negative.pemn", e.pack(), "HeaderError", "outlier count", "a q8 row claiming -1 outliers")
+    e = Edit(base)
+    e.header["dense"]["tensors"][none][3] = False
+    add("q8_outliers_boolean.pemn", e.pack(), "HeaderError", "outlier count",
+        "a q8 row without outliers whose count is false (a boolean, not the integer 0)")
+    e = Edit(base)
+    e.pack()
+    text = canonical_json(e.header)
+    key = rows[two][0]
+    counted = f'["{key}",[16],"q8",2]'
+    if counted not in text:
+        raise AssertionError(f"{counted} is not in the header text")
+    add("q8_outliers_float.pemn", e.pack(header_text=text.replace(counted, counted[:-2] + "2.0]", 1)), "HeaderError",
+        "outlier count", f"{key}'s outlier count written 2.0 (a JSON number that is not an integer)")
+    e = Edit(base)
+    parts = _q8_parts(e)
+    e.header["dense"]["tensors"].append(["big", [65537], "q8", 0])
+    parts["big"] = {"codes": np.arange(65537) % 256, "range": np.array([0.0, 1.0]), "index": np.zeros(0),
+                    "value": np.zeros(0)}
+    _set_q8(e, parts)
+    add("q8_row_65537_values.pemn", e.pack(), "HeaderError", "at most 65,536",
+        "a q8 row of 65,537 values (outlier positions are 16-bit), its codes stored: no other fault")
+
+    # ---- q8 tensors (section 3, row 19: ShapeError; row 21: HeaderError)
+    for name, kind, change, what in (
+        ("dense.q8", "missing", None, "absent"),
+        ("dense.q8", "i8", lambda a: a.view(np.int8), "stored as I8"),
+        ("dense.q8", "2d", lambda a: a.reshape(1, -1), "of shape [1, n]"),
+        ("dense.q8", "one_more", lambda a: np.concatenate([a, a[:1]]), "one code longer"),
+        ("dense.q8_range", "missing", None, "absent"),
+        ("dense.q8_range", "f32", lambda a: a.astype(np.float32), "stored as F32 (the same values)"),
+        ("dense.q8_range", "short", lambda a: a[:-1], "one value short (the last step missing)"),
+        ("dense.q8_index", "missing", None, "absent"),
+        ("dense.q8_index", "i16", lambda a: a.view(np.int16), "stored as I16"),
+        ("dense.q8_index", "one_more", lambda a: np.concatenate([a, a[-1:] + 1]), "one position longer"),
+        ("dense.q8_value", "missing", None, "absent"),
+        ("dense.q8_value", "u16", lambda a: a.view(np.uint16), "stored as U16 (the same bytes)"),
+        ("dense.q8_value", "short", lambda a: a[:-1], "one value short"),
+    ):
+        e = Edit(base)
+        if change is None:
+            del e.tensors[name]
+        else:
+            e.tensors[name] = change(e.tensors[name])
+        add(f"{name.replace('dense.', '')}_{kind}.pemn", e.pack(), "ShapeError", f"tensor {name!r}",
+            f"tensor {name} {what}")
+    e = Edit(v3["cm_rp_int8_unfolded"])  # q8 rows, none with an outlier: dense.q8_index and q8_value are empty
+    if e.tensors["dense.q8_index"].size:
+        raise AssertionError("cm_rp_int8_unfolded should have no outlier")
+    del e.tensors["dense.q8_index"]
+    add("q8_index_empty_missing.pemn", e.pack(), "ShapeError", "tensor 'dense.q8_index'",
+        "q8 rows without outliers and no dense.q8_index tensor (it must be there, of length 0)")
+    e = Edit(v3["seq_onelayer_int8_no_q8"])
+    e.tensors.update({"dense.q8": np.zeros(0, np.uint8), "dense.q8_range": np.zeros(0, np.float16),
+                      "dense.q8_index": np.zeros(0, np.uint16), "dense.q8_value": np.zeros(0, np.float16)})
+    add("q8_tensors_without_q8_rows.pemn", e.pack(), "HeaderError", "not described",
+        "an int8 file with no q8 row holding the four q8 tensors, empty (row 21)")
+    e = Edit(v2["seq_onelayer_rice_d90_fp16"])
+    e.tensors["dense.q8_range"] = np.zeros(0, np.float16)
+    add("q8_tensor_in_version_2.pemn", e.pack(), "HeaderError", "not described",
+        "a version 2 file holding an empty dense.q8_range: an unknown tensor there")
+
+    # ---- decoding (section 4, row 23b: ShapeError)
+    for name, row, at, value, what in (
+        ("q8_lo_nan.pemn", none, 0, np.nan, "lo NaN"),
+        ("q8_lo_minus_inf.pemn", none, 0, -np.inf, "lo -inf"),
+        ("q8_step_inf.pemn", none, 1, np.inf, "step +inf"),
+    ):
+        e = Edit(base)
+        parts = _q8_parts(e)
+        parts[rows[row][0]]["range"][at] = value
+        _set_q8(e, parts)
+        add(name, e.pack(), "ShapeError", "not finite", f"{rows[row][0]}'s {what}")
+    for name, positions, what in (
+        ("q8_positions_decreasing.pemn", lambda p: p[::-1], "in decreasing order"),
+        ("q8_positions_repeated.pemn", lambda p: np.array([p[0], p[0]]), "the same position twice"),
+        ("q8_position_at_n.pemn", lambda p: np.array([p[0], 16]), "the last one 16, the row's number of values"),
+    ):
+        e = Edit(base)
+        parts = _q8_parts(e)
+        row = parts[rows[two][0]]
+        row["index"] = positions(row["index"])
+        _set_q8(e, parts)
+        add(name, e.pack(), "ShapeError", "outlier positions", f"{rows[two][0]}'s two outlier positions {what}")
+    return out
+
+
 # --------------------------------------------------------------------------------------- checks
 def package_outcome(blob: bytes, scope: str) -> BaseException | None:
     """What the package raises on ``blob``: read + decode + fingerprint, or ``pemn.load`` (scope load)."""
@@ -1411,10 +1713,14 @@ def generate(out: Path) -> dict[str, int]:
     blobs_v2 = {name: build_valid(name, version=2) for name in VALID}
     derived_v2 = {name: builder(blobs_v2, blobs) for name, (_, _, _, builder) in DERIVED_V2.items()}
     _write_set(out / "v2", {**blobs_v2, **derived_v2}, build_invalid_v2(blobs_v2, blobs), 2)
+    blobs_v3 = {name: build_valid_v3(name) for name in VALID_V3}
+    derived_v3 = {name: builder(blobs_v3, blobs_v2) for name, (_, _, _, builder) in DERIVED_V3.items()}
+    _write_set(out / "v3", {**blobs_v3, **derived_v3}, build_invalid_v3(blobs_v3, blobs_v2), 3)
     files = sorted(p for p in out.rglob("*") if p.is_file())
     sizes = {p.relative_to(out).as_posix(): p.stat().st_size for p in files}
     too_big = {  # expected.json is the index, not a vector: only the total bounds it
-        name: size for name, size in sizes.items() if size >= MAX_VECTOR_BYTES and not name.endswith("expected.json")
+        name: size for name, size in sizes.items()
+        if size >= LARGE_VECTORS.get(name, MAX_VECTOR_BYTES) and not name.endswith("expected.json")
     }
     if too_big or sum(sizes.values()) >= MAX_TOTAL_BYTES:
         raise AssertionError(f"vectors too large: {too_big}, {sum(sizes.values())} bytes in all")

@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""Reference reader for `.pemn` files of versions 1 and 2, using only numpy and the Python standard library.
+"""Reference reader for `.pemn` files of versions 1, 2 and 3, using only numpy and the Python standard library.
 
-It is written from the specifications (formats/pemn-v1.md, and formats/pemn-v2.md for what version 2
+It is written from the specifications (formats/pemn-v1.md; formats/pemn-v2.md for what version 2
 changes: the PEMN header deflated in the ``header`` tensor, derived keys left out, the data checksum
-without the ``header`` tensor), independently of the pemn_compress package: it never imports that
-package or torch, it has its own Philox4x32-10, its own rice decoder (a plain loop over codewords),
-its own strategy rules and its own derivation of the keys version 2 leaves out (zlib only inflates).
-The golden vectors in formats/vectors/ (version 1) and formats/vectors/v2/ are read by both, and both
+without the ``header`` tensor; formats/pemn-v3.md for what version 3 adds: ``dense.dtype`` ``int8`` and
+the dense group ``q8``, one byte per value on a 256-level grid with float16 outliers), independently of
+the pemn_compress package: it never imports that package or torch, it has its own Philox4x32-10, its
+own rice decoder (a plain loop over codewords), its own strategy rules, its own derivation of the keys
+version 2 leaves out (zlib only inflates) and its own q8 decoder. The golden vectors in
+formats/vectors/ (version 1), formats/vectors/v2/ and formats/vectors/v3/ are read by both, and both
 must give the same float32 bits or the same error class.
 
     import reference_reader as ref
     out = ref.read("model.pemn")          # a path, or the file's bytes
     out["weights"]["head"]                # float32 array: values * scale * mask, bit-exact
     out["masks"], out["dense"], out["values"], out["header"], out["metadata"]
+    out["dense"]["stem.2.weight"]         # a leftover as stored; a q8 entry (v3) decoded to float32
     out["header"]                         # the PEMN header completed with its derived keys (v2)
     out["stored_header"], out["version"]  # the header object as stored, and the format version
     ref.file_identity(out)                # SHA-256 naming the content, whatever DEFLATE made the header (v2 3.1)
@@ -71,7 +74,7 @@ class MissingKeyError(HeaderError):
 
 
 class VersionError(FormatError):
-    """The file's format version is newer than 2."""
+    """The file's format version is newer than 3."""
 
 
 class ChecksumError(FormatError):
@@ -88,7 +91,7 @@ class ShapeError(FormatError):
 
 # ------------------------------------------------------------------------------------------ constants (spec names)
 FORMAT_NAME = "pemn"
-FORMAT_VERSIONS = (1, 2)  # the versions this reader implements
+FORMAT_VERSIONS = (1, 2, 3)  # the versions this reader implements
 FORMAT_VERSION = max(FORMAT_VERSIONS)
 KEY_FORMAT, KEY_VERSION, KEY_HEADER, KEY_HEADER_SHA256 = "format", "pemn.version", "pemn.header", "pemn.header_sha256"
 KEY_HEADER_BYTES = "pemn.header_bytes"  # v2: the inflated header text's length, 1 to 9 ASCII digits
@@ -103,6 +106,12 @@ LAYER_TYPES = ("Linear", "Conv1d", "Conv2d")
 LAYER_NDIM = {"Linear": 2, "Conv1d": 3, "Conv2d": 4}  # a layer type's weight dimensions
 CODECS = ("raw", "rice")
 DENSE_DTYPES = ("float32", "float16")
+INT8_DTYPE = "int8"  # v3: another dense.dtype, unknown (HeaderError) in versions 1 and 2
+INT8_VERSION = 3  # the first version that knows dense.dtype int8 and the group q8
+Q8_GROUP = "q8"  # v3: rows [key, shape, "q8", outliers], stored in the four tensors below
+Q8_CODES, Q8_RANGE, Q8_INDEX, Q8_VALUE = "dense.q8", "dense.q8_range", "dense.q8_index", "dense.q8_value"
+Q8_DTYPES = {Q8_CODES: "u1", Q8_RANGE: "<f2", Q8_INDEX: "<u2", Q8_VALUE: "<f2"}
+Q8_MAX_VALUES = 65536  # a q8 entry's outlier positions are 16-bit
 ARCH_KINDS = ("registry", "import", "none")
 HASH = "sha256"
 HEX64 = re.compile("[0-9a-f]{64}")  # how every SHA-256 is written in a file
@@ -469,13 +478,14 @@ def _key(module: str, attribute: str) -> str:
 
 
 def _check_folded(folded: list, groups: dict[str, str]) -> None:
-    """Unique strings; each module's weight and bias are floating entries, its running statistics absent."""
+    """Unique strings; each module's weight and bias are floating entries (f32, f16, or v3's q8), its running
+    statistics absent."""
     seen = set()
     for name in folded:
         if not isinstance(name, str) or name in seen:
             raise HeaderError(f"dense.folded_batchnorm: {name!r} is not a string or is a duplicate")
         seen.add(name)
-        if any(groups.get(_key(name, a)) not in ("f32", "f16") for a in ("weight", "bias")):
+        if any(groups.get(_key(name, a)) not in ("f32", "f16", Q8_GROUP) for a in ("weight", "bias")):
             raise HeaderError(f"dense.folded_batchnorm: {name!r} needs floating 'weight' and 'bias' entries")
         if any(_key(name, a) in groups for a in ("running_mean", "running_var")):
             raise HeaderError(f"dense.folded_batchnorm: {name!r} is folded, yet its running statistics are stored")
@@ -514,6 +524,48 @@ def _check_finite(header: dict, tensors: dict[str, np.ndarray], distribution: st
             )
 
 
+def _q8_rows(header: dict) -> list[tuple[str, list[int], int]]:
+    """(key, shape, outliers) of each q8 row of the dense table, in table order (v3)."""
+    return [(row[0], row[1], row[3]) for row in header["dense"]["tensors"] if row[2] == Q8_GROUP]
+
+
+def _check_q8(header: dict, tensors: dict[str, np.ndarray]) -> None:
+    """v3 row 23b: every lo and step finite; each row's outlier positions strictly increasing and below
+    its number of values. ShapeError otherwise."""
+    rows = _q8_rows(header)
+    if not rows:
+        return
+    ranges, index, start = tensors[Q8_RANGE], tensors[Q8_INDEX], 0  # present: row 19 checked them
+    for e, (key, shape, k) in enumerate(rows):
+        lo, step = ranges[2 * e], ranges[2 * e + 1]
+        if not (np.isfinite(lo) and np.isfinite(step)):
+            raise ShapeError(f"dense tensor {key!r}: q8 lo {float(lo)} and step {float(step)} must both be finite")
+        n = math.prod(shape)
+        positions = [int(p) for p in index[start : start + k]]
+        start += k
+        for before, after in zip([-1, *positions], [*positions, n], strict=True):  # -1 < p_0 < ... < p_(k-1) < n
+            if not before < after:
+                raise ShapeError(
+                    f"dense tensor {key!r}: q8 outlier positions must increase strictly and stay below {n}, "
+                    f"found {positions[:10]}{' ...' if k > 10 else ''}"
+                )
+
+
+def _decode_q8(codes: np.ndarray, lo: np.floating, step: np.floating, positions: np.ndarray, values: np.ndarray,
+               n: int) -> np.ndarray:
+    """v3 section 4: n float32 values. At each outlier position its float16 value widened; every other
+    position, in increasing order, the next code c as lo + c * step in float32 arithmetic, lo and step
+    widened from float16 (c * step is exact in float32, so the sum is the exact value rounded once)."""
+    lo32, step32 = np.float32(lo), np.float32(step)  # float16 -> float32 is exact
+    grid = np.add(lo32, np.multiply(codes.astype(np.float32), step32, dtype=np.float32), dtype=np.float32)
+    out = np.empty(n, dtype=np.float32)
+    other = np.ones(n, dtype=bool)
+    other[positions.astype(np.int64)] = False
+    out[other] = grid  # n - k codes for the n - k positions that are no outlier, in order
+    out[positions.astype(np.int64)] = values.astype(np.float32)
+    return out
+
+
 def derived_scales(config: dict, shapes: list[tuple[int, ...]]) -> list[float]:
     """Each layer's scale by the writer rule of v1 section 9.3 (what a version 2 header may leave out):
     its own Kaiming scale, or, for mp and rp without rescale, that of the first layer of N_max weights."""
@@ -531,10 +583,11 @@ DERIVABLE_KEYS = ("generator", "banks")
 
 
 def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int, version: int) -> tuple[dict, dict]:
-    """Every rule of the spec's "Header validation", in its order (v1 section 12 rows 13 to 21; version 2
-    derives an absent derivable key at the row v2 section 4 names). Returns the checked config and the
-    header completed with the derived keys (a new object; ``header`` is left as stored)."""
-    derive = version >= 2
+    """Every rule of the spec's "Header validation", in its order (v1 section 12 rows 13 to 21; versions 2
+    and 3 derive an absent derivable key at the row v2 section 4 names; version 3 adds dtype ``int8``,
+    the ``q8`` rows and their four tensors to row 19, v3 sections 2 and 3). Returns the checked config
+    and the header completed with the derived keys (a new object; ``header`` is left as stored)."""
+    derive = version >= 2  # version 3 is version 2 but for the q8 leftovers
     for key in REQUIRED_KEYS:
         if key not in header and not (derive and key in DERIVABLE_KEYS):
             raise MissingKeyError(f"header: required key {key!r} is missing")
@@ -652,20 +705,27 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
             )
 
     dense = _get(header, "dense", "object", "header")
-    if _get(dense, "dtype", "str", "dense") not in DENSE_DTYPES:
-        raise HeaderError(f"dense.dtype must be one of {DENSE_DTYPES}, found {dense['dtype']!r}")
+    dtypes = DENSE_DTYPES + ((INT8_DTYPE,) if version >= INT8_VERSION else ())  # v3 section 2, rule 5
+    groups = sorted(DENSE_GROUPS) + ([Q8_GROUP] if version >= INT8_VERSION else [])
+    if _get(dense, "dtype", "str", "dense") not in dtypes:
+        raise HeaderError(f"dense.dtype must be one of {dtypes} in version {version}, found {dense['dtype']!r}")
     folded = _get(dense, "folded_batchnorm", "list", "dense")
     table = _get(dense, "tensors", "list", "dense")
     group_size: dict[str, int] = {}
+    q8_rows: list[tuple[int, int]] = []  # (values, outliers) of each q8 row, in table order
     keys = set()
     masked_weights = {_key(layer["name"], "weight") for layer in layers}
     for i, item in enumerate(table):
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], list)
-                and isinstance(item[2], str) and item[2] in DENSE_GROUPS):
+        # a q8 row has four elements, every other row three (v3 section 2, rule 2)
+        width = 4 if isinstance(item, list) and len(item) >= 3 and item[2] == Q8_GROUP else 3
+        if not (isinstance(item, list) and len(item) == width and isinstance(item[0], str)
+                and isinstance(item[1], list) and isinstance(item[2], str) and item[2] in groups):
             raise HeaderError(
-                f"dense.tensors[{i}]: expected [key, shape, group] with group one of {sorted(DENSE_GROUPS)}"
+                f"dense.tensors[{i}]: expected [key, shape, group] with group one of {groups}"
+                + (f" (or [key, shape, {Q8_GROUP!r}, outliers])" if Q8_GROUP in groups else "")
+                + f", found {json.dumps(item)[:120]}"
             )
-        key, shape, group = item
+        key, shape, group = item[:3]
         if key in keys:
             raise HeaderError(f"dense.tensors: duplicate key {key!r}")
         if key in masked_weights:
@@ -678,15 +738,32 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
             raise ShapeError(
                 f"dense tensor {key!r}: shape must be at most {MAX_NDIM} non-negative integers, found {shape!r}"
             )
-        group_size[group] = group_size.get(group, 0) + math.prod(shape)
-    for group, size in group_size.items():
-        array = tensors.get(DENSE_PREFIX + group)
-        if array is None or array.ndim != 1 or array.dtype != np.dtype(DENSE_GROUPS[group]) or array.size != size:
+        n = math.prod(shape)
+        if group == Q8_GROUP:  # v3 section 2, rules 1, 3 and 4
+            if dense["dtype"] != INT8_DTYPE:
+                raise HeaderError(f"dense tensor {key!r} is in group 'q8' but dense.dtype is {dense['dtype']!r}")
+            if n > Q8_MAX_VALUES:
+                raise HeaderError(f"dense tensor {key!r}: a q8 entry holds at most {Q8_MAX_VALUES} values, found {n}")
+            outliers = item[3]
+            if type(outliers) is not int or not 0 <= outliers <= n:  # type(): a boolean is no count
+                raise HeaderError(
+                    f"dense tensor {key!r}: outliers must be an integer from 0 to {n}, found {json.dumps(outliers)}"
+                )
+            q8_rows.append((n, outliers))
+            continue
+        group_size[group] = group_size.get(group, 0) + n
+    need = {DENSE_PREFIX + group: (DENSE_GROUPS[group], size) for group, size in group_size.items()}
+    if q8_rows:  # v3 section 3: all four, of these lengths, even where a length is 0
+        outliers = sum(k for _, k in q8_rows)
+        need[Q8_CODES] = (Q8_DTYPES[Q8_CODES], sum(n - k for n, k in q8_rows))
+        need[Q8_RANGE] = (Q8_DTYPES[Q8_RANGE], 2 * len(q8_rows))
+        need[Q8_INDEX] = (Q8_DTYPES[Q8_INDEX], outliers)
+        need[Q8_VALUE] = (Q8_DTYPES[Q8_VALUE], outliers)
+    for name, (dtype, size) in need.items():
+        array = tensors.get(name)
+        if array is None or array.ndim != 1 or array.dtype != np.dtype(dtype) or array.size != size:
             found = "missing" if array is None else f"{array.dtype} {list(array.shape)}"
-            raise ShapeError(
-                f"tensor '{DENSE_PREFIX}{group}' must be 1-D {np.dtype(DENSE_GROUPS[group])} of {size} entries, "
-                f"found {found}"
-            )
+            raise ShapeError(f"tensor '{name}' must be 1-D {np.dtype(dtype)} of {size} entries, found {found}")
 
     _check_folded(folded, {item[0]: item[2] for item in table})
 
@@ -706,9 +783,9 @@ def _check_header(header: dict, tensors: dict[str, np.ndarray], max_weights: int
             raise HeaderError(f"{where}: a SHA-256 is written as 64 lowercase hex digits, found {digest[:80]!r}")
     if "provenance" in header:
         _get(header, "provenance", "object", "header")
-    described = {MASKS_TENSOR} | {DENSE_PREFIX + g for g in group_size}
+    described = {MASKS_TENSOR} | set(need)  # the dense group tensors, and v3's q8 tensors when a q8 row exists
     described |= {f"{VALUES_PREFIX}{b['index']}" for b in banks if b["stored"]}
-    if version >= 2:  # row 21: the deflated header is a tensor of version 2 only
+    if version >= 2:  # row 21: the deflated header is a tensor of versions 2 and 3 only
         described.add(HEADER_TENSOR)
     extra = sorted(set(tensors) - described)
     if extra:
@@ -758,7 +835,7 @@ def _inflate_header(metadata: dict[str, str], tensors: dict[str, np.ndarray]) ->
 
 
 def _header_object(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> tuple[dict, int]:
-    """Rows 6 to 12 of either version: (the PEMN header object as stored, the format version)."""
+    """Rows 6 to 12 of every version: (the PEMN header object as stored, the format version)."""
     if metadata.get(KEY_FORMAT) != FORMAT_NAME:
         raise HeaderError(
             f"not a .pemn file: metadata {KEY_FORMAT!r} is {metadata.get(KEY_FORMAT)!r}, expected {FORMAT_NAME!r}"
@@ -780,7 +857,7 @@ def _header_object(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> 
         text = metadata[KEY_HEADER]
         encoded = text.encode("utf-8")  # no surrogates: refused in parse_container
         where = KEY_HEADER
-    else:  # v2 row 11a, then the header text inflated from the header tensor
+    else:  # v2 row 11a (version 3 alike), then the header text inflated from the header tensor
         _require(metadata, (KEY_HEADER_BYTES, KEY_HEADER_SHA256))
         encoded = _inflate_header(metadata, tensors)
         where = f"the PEMN header in tensor {HEADER_TENSOR!r}"
@@ -803,13 +880,13 @@ def _header_object(metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> 
 
 
 def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True) -> dict:
-    """Read, validate and decode a `.pemn` file of version 1 or 2 (a path or its bytes).
+    """Read, validate and decode a `.pemn` file of version 1, 2 or 3 (a path or its bytes).
 
-    Returns a dict: ``header`` (the decoded PEMN header, completed with the keys version 2 derives),
+    Returns a dict: ``header`` (the decoded PEMN header, completed with the keys versions 2 and 3 derive),
     ``stored_header`` (the header object as stored), ``version`` (the format version), ``metadata``
     (the safetensors metadata), ``weights`` (layer name -> float32 materialized weight), ``masks``
-    (layer name -> bool array), ``dense`` (state-dict key -> array as stored), ``values`` (bank index
-    -> stored float32 vector).
+    (layer name -> bool array), ``dense`` (state-dict key -> array as stored; a v3 ``q8`` entry decoded
+    to float32, formats/pemn-v3.md section 4), ``values`` (bank index -> stored float32 vector).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         blob = bytes(source)
@@ -830,6 +907,8 @@ def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True)
     if data_digest != header["checksums"]["data"]:
         raise ChecksumError(f"data checksum mismatch: stored {header['checksums']['data']}, computed {data_digest}")
     _check_finite(header, tensors, config["distribution"])
+    if version >= INT8_VERSION:  # v3 row 23b
+        _check_q8(header, tensors)
 
     layers = header["layers"]
     masks, start = {}, 0
@@ -872,9 +951,23 @@ def read(source, *, max_weights: int = DEFAULT_MAX_WEIGHTS, verify: bool = True)
                 f"computed {h.hexdigest()}"
             )
 
-    dense, offset = {}, {}
-    for key, shape, group in header["dense"]["tensors"]:
-        n, at = math.prod(shape), offset.get(group, 0)
+    dense: dict[str, np.ndarray] = {}
+    offset: dict[str, int] = {}
+    q8_row = 0  # v3: the q8 rows decoded so far, and their codes and outliers
+    codes_at = outliers_at = 0
+    for row in header["dense"]["tensors"]:
+        key, shape, group = row[:3]
+        n = math.prod(shape)
+        if group == Q8_GROUP:
+            k = row[3]
+            lo, step = tensors[Q8_RANGE][2 * q8_row : 2 * q8_row + 2]
+            flat = _decode_q8(tensors[Q8_CODES][codes_at : codes_at + n - k], lo, step,
+                              tensors[Q8_INDEX][outliers_at : outliers_at + k],
+                              tensors[Q8_VALUE][outliers_at : outliers_at + k], n)
+            dense[key] = flat.reshape(shape)
+            q8_row, codes_at, outliers_at = q8_row + 1, codes_at + n - k, outliers_at + k
+            continue
+        at = offset.get(group, 0)
         dense[key] = np.array(tensors[DENSE_PREFIX + group][at : at + n]).reshape(shape)
         offset[group] = at + n
     return {

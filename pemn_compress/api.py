@@ -52,8 +52,9 @@ def save(
 ) -> Path:
     """Write a masked model to ``path`` atomically; returns the path.
 
-    dense_dtype: "float16" (default: halves the dense leftovers) or "float32" (outputs match the
-        masked model bit for bit).
+    dense_dtype: "float16" (default: halves the dense leftovers), "float32" (outputs match the
+        masked model bit for bit) or "int8" (a quarter of float32, the values far outside a tensor's
+        256-level grid kept in float16; written as format version 3, formats/pemn-v3.md).
     fold_batchnorm: store each BatchNorm as one scale and shift per channel (eval-mode deployment
         only: such a file cannot be loaded with ``masked=True``).
     codec: "auto" picks raw or rice per layer, whichever is smaller; "raw" forces packed bits.
@@ -66,7 +67,8 @@ def save(
         written) rather than changed; no other option is changed to fit either. Choose the density
         before training with ``MaskConfig.for_target`` to meet a budget.
     format_version: 2 (default: the compact deflated header of formats/pemn-v2.md) or 1 (for readers
-        that only know formats/pemn-v1.md); ``load`` reads both.
+        that only know formats/pemn-v1.md); int8 leftovers are written as 3 from 2 (and refused with 1).
+        ``load`` reads all three.
 
     Readers see the old file or the complete new one, never a partial file. Raises ConfigError for
     an invalid option and ModelError for a model that is not masked.
@@ -78,7 +80,7 @@ def save(
         raise ConfigError(
             f"the file would be {len(blob):,} B, over target_size {budget:,} B; nothing was written: mask the "
             "model with MaskConfig.for_target(model, target_size=...) before training, or store smaller "
-            "leftovers (dense_dtype='float16', fold_batchnorm=True)"
+            "leftovers (dense_dtype='float16' or 'int8', fold_batchnorm=True)"
         )
     return atomic_write(path, blob)
 

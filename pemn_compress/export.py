@@ -29,6 +29,8 @@ from .fileformat.constants import (
     FORMAT_VERSION,
     GENERATOR,
     MASKS_TENSOR,
+    Q8_GROUP,
+    Q8_TENSORS,
     VALUES_PREFIX,
 )
 from .fileformat.header import (
@@ -43,6 +45,7 @@ from .fileformat.header import (
     LayerRecord,
 )
 from .fileformat.payload import Payload
+from .fileformat.q8 import Q8Entry, quantize
 from .fileformat.reader import weights_fingerprint
 from .fileformat.writer import DEFAULT_DENSE_DTYPE, encode
 from .nn.layers import MaskedLayer
@@ -212,15 +215,35 @@ def _stored_leftover(value: torch.Tensor, float_group: str) -> tuple[str, np.nda
 def _dense_leftovers(
     model: nn.Module, *, dense_dtype: str, fold_batchnorm: bool
 ) -> tuple[DenseRecord, dict[str, np.ndarray]]:
-    """The ``dense`` record (storage table in sorted key order) and its flat group tensors."""
+    """The ``dense`` record (storage table in sorted key order) and its flat group tensors; ``int8``
+    (format version 3): each floating leftover that q8 holds in fewer bytes than float16 in group ``q8``."""
     state, folded = _leftover_state(model, fold_batchnorm=fold_batchnorm)
     float_group = DENSE_FLOAT_GROUP[dense_dtype]
     groups: dict[str, list[np.ndarray]] = {}
+    q8: list[Q8Entry] = []
     table = []
     for key in sorted(state):
         value = state[key].detach().cpu()
+        coded = quantize(value.float().numpy()) if dense_dtype == "int8" and value.dtype.is_floating_point else None
+        if coded is not None:
+            q8.append(coded)
+            table.append(DenseEntry(key, tuple(value.shape), Q8_GROUP, int(coded.index.size)))
+            continue
         group, array = _stored_leftover(value, float_group)
         groups.setdefault(group, []).append(array.reshape(-1))
         table.append(DenseEntry(key, tuple(value.shape), group))
     tensors = {DENSE_PREFIX + group: np.concatenate(parts) for group, parts in groups.items()}
+    if q8:
+        tensors.update(_q8_tensors(q8))
     return DenseRecord(dense_dtype, tuple(folded), tuple(table)), tensors
+
+
+def _q8_tensors(entries: list[Q8Entry]) -> dict[str, np.ndarray]:
+    """Group q8's four tensors (formats/pemn-v3.md section 3), entries in table order."""
+    parts = {
+        "dense.q8": [e.codes for e in entries],
+        "dense.q8_range": [np.array([e.lo, e.step], dtype=np.float16) for e in entries],
+        "dense.q8_index": [e.index for e in entries],
+        "dense.q8_value": [e.values for e in entries],
+    }
+    return {name: np.concatenate(parts[name]).astype(dtype) for name, (dtype, _) in Q8_TENSORS.items()}

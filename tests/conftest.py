@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def edit_pemn(blob: bytes, *, header=None, tensors=None, metadata=None, text: str | None = None,
               resign: bool = True) -> bytes:
-    """A `.pemn` file (version 1 or 2) with its parts changed, re-signed as a writer would sign it.
+    """A `.pemn` file (any version) with its parts changed, re-signed as a writer would sign it.
 
     ``tensors(dict)`` edits the data tensors (the version 2 ``header`` tensor is not among them),
     ``header(dict)`` the PEMN header object, ``metadata(dict)`` the final metadata; ``text`` replaces
@@ -47,8 +47,8 @@ def edit_pemn(blob: bytes, *, header=None, tensors=None, metadata=None, text: st
     found, meta = decode_container(blob)
     meta = dict(meta)
     version = meta["pemn.version"]
-    data = {name: np.array(t) for name, t in found.items() if not (version == "2" and name == "header")}
-    if version == "2":
+    data = {name: np.array(t) for name, t in found.items() if not (version != "1" and name == "header")}
+    if version != "1":
         head = json.loads(zlib.decompress(found["header"].tobytes(), -15))
     else:
         head = json.loads(meta["pemn.header"])
@@ -64,7 +64,7 @@ def edit_pemn(blob: bytes, *, header=None, tensors=None, metadata=None, text: st
     if text is None:
         text = json.dumps(head, sort_keys=True, separators=(",", ":"), allow_nan=True)
     encoded = text.encode("utf-8", "surrogatepass")
-    if version == "2":
+    if version != "1":
         packer = zlib.compressobj(9, zlib.DEFLATED, -15)
         data["header"] = np.frombuffer(packer.compress(encoded) + packer.flush(), dtype=np.uint8)
         if resign:

@@ -1,4 +1,4 @@
-"""The `.pemn` file format, versions 1 and 2 (formats/pemn-v1.md, formats/pemn-v2.md), torch-free:
+"""The `.pemn` file format, versions 1 to 3 (formats/pemn-v1.md, pemn-v2.md, pemn-v3.md), torch-free:
 numpy and the standard library only.
 
     encode(payload, version=2) -> bytes   writer.py: checksums, canonical header JSON, container
@@ -7,7 +7,8 @@ numpy and the standard library only.
 Modules: ``constants`` (names and limits), ``container`` (safetensors, strict), ``codecs`` (raw and
 rice masks), ``deflate`` (the version 2 header block), ``header`` (the typed header and its one JSON
 conversion, derived keys included), ``payload`` (header plus tensors), ``reader`` / ``writer``,
-``sniff`` (naming files that are not `.pemn`), ``summary`` (size accounting for ``pemn inspect``).
+``q8`` (version 3's int8 leftovers), ``sniff`` (naming files that are not `.pemn`), ``summary`` (size
+accounting for ``pemn inspect``).
 Turning a torch model into a payload is ``pemn_compress.export``; building a model from a decoded
 file is ``pemn_compress.api.load``.
 """

@@ -1,4 +1,4 @@
-"""Names and limits of the `.pemn` format, spelled as in formats/pemn-v1.md and formats/pemn-v2.md."""
+"""Names and limits of the `.pemn` format, spelled as in formats/pemn-v1.md, pemn-v2.md and pemn-v3.md."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from ..rng import GENERATOR as GENERATOR  # re-exported: the header names the ge
 
 FORMAT_NAME = "pemn"
 FORMAT_VERSION = 2  # the newest version: what writers write by default (bumped only for structural changes)
-FORMAT_VERSIONS = (1, 2)  # every version this package reads and can write
+FORMAT_VERSIONS = (1, 2, 3)  # every version this package reads and can write
+INT8_VERSION = 3  # the first version with int8 leftovers (formats/pemn-v3.md): written only for files that use them
 
 # __metadata__ keys (safetensors metadata is a flat string -> string map)
 KEY_FORMAT = "format"  # "pemn"
-KEY_VERSION = "pemn.version"  # decimal string, "1" or "2"
+KEY_VERSION = "pemn.version"  # decimal string, "1", "2" or "3"
 KEY_HEADER = "pemn.header"  # v1: the PEMN header, canonical JSON (sorted keys, no spaces)
 KEY_HEADER_SHA256 = "pemn.header_sha256"  # hex SHA-256 of the UTF-8 bytes of the PEMN header text
 KEY_HEADER_BYTES = "pemn.header_bytes"  # v2: decimal length of the PEMN header text once inflated
@@ -21,10 +22,20 @@ MASKS_TENSOR = "masks"  # uint8: every layer's coded mask stream, concatenated i
 DENSE_PREFIX = "dense."  # "dense.f32" / "dense.f16" / "dense.i64": leftovers flattened and concatenated
 VALUES_PREFIX = "values."  # "values.<bank>": an explicitly stored value vector (float32)
 DENSE_GROUPS = {"f32": "<f4", "f16": "<f2", "i64": "<i8"}  # dense group suffix -> numpy dtype
+# version 3: group q8 (int8 affine codes, float16 outliers) is stored in four tensors, not one
+Q8_GROUP = "q8"
+Q8_TENSORS = {  # tensor name -> (numpy dtype, what its length counts)
+    "dense.q8": ("u1", "codes"),  # one byte per value that is no outlier, entries in table order
+    "dense.q8_range": ("<f2", "ranges"),  # two per entry: lo, step (value = lo + code * step in float32)
+    "dense.q8_index": ("<u2", "outliers"),  # each outlier's position in its entry, increasing per entry
+    "dense.q8_value": ("<f2", "outliers"),  # each outlier's value
+}
+Q8_MAX_NUMEL = 65_536  # the largest q8 entry: its outliers' positions fit 16 bits
+Q8_LEVELS = 255  # codes 0..255: lo + 255 * step is the top of the grid
 
 CODECS = ("raw", "rice")
-DENSE_DTYPES = ("float32", "float16")
-DENSE_FLOAT_GROUP = {"float32": "f32", "float16": "f16"}  # dense.dtype -> group of the floating leftovers
+DENSE_DTYPES = ("float32", "float16", "int8")  # int8: version 3 only
+DENSE_FLOAT_GROUP = {"float32": "f32", "float16": "f16", "int8": "f16"}  # dense.dtype -> group of floats q8 cannot hold
 LAYER_TYPES = ("Linear", "Conv1d", "Conv2d")  # layers[].type: the dense module types a mask replaces
 LAYER_NDIM = {"Linear": 2, "Conv1d": 3, "Conv2d": 4}  # layers[].type -> the number of dimensions of its shape
 ARCH_KINDS = ("registry", "import", "none")

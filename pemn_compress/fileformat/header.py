@@ -50,6 +50,9 @@ from .constants import (
     MAX_LAYER_WEIGHTS,
     MAX_NDIM,
     MAX_TOTAL_WEIGHTS,
+    Q8_GROUP,
+    Q8_MAX_NUMEL,
+    Q8_TENSORS,
 )
 
 __all__ = [
@@ -168,18 +171,26 @@ class LayerRecord:
 
 @dataclass(frozen=True)
 class DenseEntry:
-    """One row ``[key, shape, group]`` of ``dense.tensors`` (spec section 11.1)."""
+    """One row ``[key, shape, group]`` of ``dense.tensors`` (spec section 11.1); a ``q8`` row (version 3,
+    formats/pemn-v3.md) is ``[key, shape, "q8", outliers]``, with its number of float16 outliers."""
 
     key: str
     shape: tuple[int, ...]
     group: str
+    outliers: int | None = None  # q8 only
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    @property
+    def stored(self) -> int:
+        """Values in its group's tensor: every element, or (q8) the codes of those that are no outlier."""
+        return self.numel - (self.outliers or 0)
+
     def to_json(self) -> list:
-        return [self.key, list(self.shape), self.group]
+        row = [self.key, list(self.shape), self.group]
+        return row if self.outliers is None else [*row, self.outliers]
 
 
 @dataclass(frozen=True)
@@ -201,11 +212,24 @@ class DenseRecord:
                 "tensors": [entry.to_json() for entry in self.tensors]}
 
     def group_sizes(self) -> dict[str, int]:
-        """Entries per group tensor ``dense.<group>``, in first-use order."""
+        """Values per group tensor ``dense.<group>``, in first-use order (q8: its codes, outliers left out)."""
         sizes: dict[str, int] = {}
         for entry in self.tensors:
-            sizes[entry.group] = sizes.get(entry.group, 0) + entry.numel
+            sizes[entry.group] = sizes.get(entry.group, 0) + entry.stored
         return sizes
+
+    def q8_entries(self) -> tuple[DenseEntry, ...]:
+        """The ``q8`` rows, in table order (version 3)."""
+        return tuple(entry for entry in self.tensors if entry.group == Q8_GROUP)
+
+    def q8_lengths(self) -> dict[str, int]:
+        """The length of each ``q8`` tensor (formats/pemn-v3.md section 3); empty without ``q8`` rows."""
+        q8 = self.q8_entries()
+        if not q8:
+            return {}
+        counts = {"codes": sum(e.stored for e in q8), "ranges": 2 * len(q8),
+                  "outliers": sum(e.outliers or 0 for e in q8)}
+        return {name: counts[counted] for name, (_, counted) in Q8_TENSORS.items()}
 
 
 @dataclass(frozen=True)
@@ -323,7 +347,7 @@ class FileHeader:
         _check_total_weights(layers, max_weights)
         raw_banks = None if compact and "banks" not in obj else _require(obj, "banks", list, "header")
         banks, layers = _check_banks(raw_banks, config, layers)
-        dense = _check_dense(_require(obj, "dense", dict, "header"))
+        dense = _check_dense(_require(obj, "dense", dict, "header"), version)
         _check_dense_not_masked(dense, layers)
         _check_producer(obj["producer"])
         architecture = _check_architecture(_require(obj, "architecture", dict, "header"))
@@ -529,22 +553,24 @@ def _check_banks(
     return tuple(banks), layers
 
 
-def _check_dense(raw: dict) -> DenseRecord:
-    """Row 19 (header part): dtype, the folded BatchNorm list, the table's rows and unique keys."""
+def _check_dense(raw: dict, version: int = 1) -> DenseRecord:
+    """Row 19 (header part): dtype, the folded BatchNorm list, the table's rows and unique keys; from
+    version 3 on, dtype ``int8`` and ``q8`` rows (formats/pemn-v3.md section 2)."""
+    dtypes = DENSE_DTYPES if version >= 3 else tuple(d for d in DENSE_DTYPES if d != "int8")
+    groups = (*DENSE_GROUPS, Q8_GROUP) if version >= 3 else tuple(DENSE_GROUPS)
     dtype = _require(raw, "dtype", str, "dense")
-    if dtype not in DENSE_DTYPES:
-        raise HeaderError(f"dense.dtype must be one of {DENSE_DTYPES}, found {dtype!r}")
+    if dtype not in dtypes:
+        raise HeaderError(f"dense.dtype must be one of {dtypes}, found {dtype!r}")
     folded = _require(raw, "folded_batchnorm", list, "dense")
     table = _require(raw, "tensors", list, "dense")
     entries: list[DenseEntry] = []
     seen: set[str] = set()
     for i, item in enumerate(table):
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], list)
-                and item[2] in DENSE_GROUPS):
-            raise HeaderError(
-                f"dense.tensors[{i}]: expected [key, shape, group] with group in {sorted(DENSE_GROUPS)}, found {item!r}"
-            )
-        key, shape, group = item
+        if not (isinstance(item, list) and len(item) in (3, 4) and isinstance(item[0], str)
+                and isinstance(item[1], list) and item[2] in groups and len(item) == (4 if item[2] == Q8_GROUP else 3)):
+            expected = "[key, shape, group] or [key, shape, 'q8', outliers]" if version >= 3 else "[key, shape, group]"
+            raise HeaderError(f"dense.tensors[{i}]: expected {expected} with group in {sorted(groups)}, found {item!r}")
+        key, shape, group = item[:3]
         if key in seen:
             raise HeaderError(f"dense.tensors: duplicate key {key!r}")
         seen.add(key)
@@ -555,8 +581,23 @@ def _check_dense(raw: dict) -> DenseRecord:
             )
         if group == "f16" and dtype == "float32":
             raise HeaderError(f"dense tensor {key!r} is in group 'f16' but dense.dtype is 'float32' (full precision)")
-        entries.append(DenseEntry(key, tuple(shape), group))
+        outliers = _check_q8_row(key, shape, item[3], dtype) if group == Q8_GROUP else None
+        entries.append(DenseEntry(key, tuple(shape), group, outliers))
     return DenseRecord(dtype, _check_folded(folded, entries), tuple(entries))
+
+
+def _check_q8_row(key: str, shape: list[int], outliers: Any, dtype: str) -> int:
+    """A ``q8`` row's rules (formats/pemn-v3.md section 2): only under dtype ``int8``, at most
+    ``Q8_MAX_NUMEL`` values, an outlier count from 0 to its number of values."""
+    if dtype != "int8":
+        raise HeaderError(f"dense tensor {key!r} is in group 'q8' but dense.dtype is {dtype!r}, not 'int8'")
+    numel = math.prod(shape)
+    if numel > Q8_MAX_NUMEL:
+        raise HeaderError(f"dense tensor {key!r} in group 'q8' has {numel:,} values: at most {Q8_MAX_NUMEL:,}")
+    if not (isinstance(outliers, int) and not isinstance(outliers, bool) and 0 <= outliers <= numel):
+        raise HeaderError(f"dense tensor {key!r}: its outlier count must be an integer from 0 to {numel}, "
+                          f"found {outliers!r}")
+    return outliers
 
 
 def _check_folded(folded: list, entries: list[DenseEntry]) -> tuple[str, ...]:
@@ -570,7 +611,7 @@ def _check_folded(folded: list, entries: list[DenseEntry]) -> tuple[str, ...]:
             raise HeaderError(f"dense.folded_batchnorm: {json.dumps(name)[:80]} is {problem}")
         names.add(name)
         for attribute in FOLDED_STORED:
-            if groups.get(state_key(name, attribute)) not in ("f32", "f16"):
+            if groups.get(state_key(name, attribute)) not in ("f32", "f16", Q8_GROUP):
                 raise HeaderError(
                     f"dense.folded_batchnorm: {name!r} needs a floating dense entry "
                     f"{state_key(name, attribute)!r} (its folded {attribute})"

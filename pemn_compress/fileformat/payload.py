@@ -21,8 +21,9 @@ import numpy as np
 
 from ..config import MaskConfig
 from ..strategies import ValuePlan
-from .constants import DENSE_PREFIX, MASKS_TENSOR, VALUES_PREFIX
+from .constants import DENSE_PREFIX, MASKS_TENSOR, Q8_GROUP, VALUES_PREFIX
 from .header import FileHeader, LayerRecord
+from .q8 import dequantize
 
 __all__ = ["Payload", "PemnFile"]
 
@@ -58,13 +59,26 @@ class Payload:
         return self.tensors[f"{VALUES_PREFIX}{bank}"] if self.file_header.banks[bank].stored else None
 
     def dense_arrays(self) -> dict[str, np.ndarray]:
-        """Dense leftovers by state-dict key, as stored (views into the group tensors)."""
+        """Dense leftovers by state-dict key, as stored (views into the group tensors); a ``q8`` entry
+        (version 3) decoded to float32 (a new array)."""
         offsets: dict[str, int] = {}
         out = {}
+        q8 = 0  # q8 entries so far: the row of its range
+        outliers = 0  # q8 outliers so far
         for entry in self.file_header.dense.tensors:
             start = offsets.get(entry.group, 0)
-            out[entry.key] = self.tensors[DENSE_PREFIX + entry.group][start : start + entry.numel].reshape(entry.shape)
-            offsets[entry.group] = start + entry.numel
+            stop = start + entry.stored
+            if entry.group == Q8_GROUP:
+                count = entry.outliers or 0
+                lo, step = self.tensors["dense.q8_range"][2 * q8 : 2 * q8 + 2]
+                flat = dequantize(self.tensors["dense.q8"][start:stop], lo, step,
+                                  self.tensors["dense.q8_index"][outliers : outliers + count],
+                                  self.tensors["dense.q8_value"][outliers : outliers + count], entry.numel)
+                out[entry.key] = flat.reshape(entry.shape)
+                q8, outliers = q8 + 1, outliers + count
+            else:
+                out[entry.key] = self.tensors[DENSE_PREFIX + entry.group][start:stop].reshape(entry.shape)
+            offsets[entry.group] = stop
         return out
 
 

@@ -29,7 +29,7 @@ from .constants import (
     DENSE_GROUPS,
     DENSE_PREFIX,
     FORMAT_NAME,
-    FORMAT_VERSION,
+    FORMAT_VERSIONS,
     HEADER_TENSOR,
     HEX_DIGEST,
     IDENTITY_PREFIX,
@@ -40,6 +40,8 @@ from .constants import (
     KEY_VERSION,
     MASKS_TENSOR,
     MAX_HEADER_BYTES,
+    Q8_GROUP,
+    Q8_TENSORS,
     VALUES_PREFIX,
 )
 from .container import data_buffer_without, decode_container, strict_json
@@ -91,9 +93,9 @@ def _parse_metadata(metadata: dict[str, str], tensors: Mapping[str, np.ndarray],
     version_text = metadata[KEY_VERSION]
     if not (version_text.isascii() and version_text.isdigit()) or len(version_text) > 6:
         raise HeaderError(f"{KEY_VERSION} must be a decimal integer, found {version_text!r}")
-    if int(version_text) > FORMAT_VERSION:
+    if int(version_text) > max(FORMAT_VERSIONS):
         raise VersionError(
-            f"file is .pemn format version {int(version_text)}; this reader understands up to {FORMAT_VERSION}: "
+            f"file is .pemn format version {int(version_text)}; this reader understands up to {max(FORMAT_VERSIONS)}: "
             "upgrade pemn-compress to read it"
         )
     version = int(version_text)
@@ -175,25 +177,54 @@ def _check_value_tensors(header: FileHeader, tensors: Mapping[str, np.ndarray]) 
 
 
 def _check_dense_tensors(header: FileHeader, tensors: Mapping[str, np.ndarray]) -> None:
-    """Row 19 (tensor part): each group tensor ``dense.<group>`` is 1-D of its dtype and its entries' total."""
+    """Row 19 (tensor part): each group tensor ``dense.<group>`` is 1-D of its dtype and its entries' total;
+    version 3's ``q8`` group: its four tensors (formats/pemn-v3.md section 3)."""
     for group, size in header.dense.group_sizes().items():
-        name = DENSE_PREFIX + group
-        array = tensors.get(name)
-        if array is None or array.ndim != 1 or array.dtype != np.dtype(DENSE_GROUPS[group]) or array.size != size:
-            found = "missing" if array is None else f"{array.dtype} of shape {list(array.shape)}"
-            raise ShapeError(
-                f"tensor {name!r} must be 1-D {np.dtype(DENSE_GROUPS[group])} of {size} entries, found {found}"
-            )
+        if group == Q8_GROUP:
+            continue
+        _check_group_tensor(tensors, DENSE_PREFIX + group, DENSE_GROUPS[group], size)
+    for name, length in header.dense.q8_lengths().items():
+        _check_group_tensor(tensors, name, Q8_TENSORS[name][0], length)
+
+
+def _check_group_tensor(tensors: Mapping[str, np.ndarray], name: str, dtype: str, size: int) -> None:
+    array = tensors.get(name)
+    if array is None or array.ndim != 1 or array.dtype != np.dtype(dtype) or array.size != size:
+        found = "missing" if array is None else f"{array.dtype} of shape {list(array.shape)}"
+        raise ShapeError(f"tensor {name!r} must be 1-D {np.dtype(dtype)} of {size} entries, found {found}")
 
 
 def _check_no_other_tensors(header: FileHeader, tensors: Mapping[str, np.ndarray], version: int) -> None:
     """Row 21: no tensor beyond those the header describes (and, version 2, the ``header`` tensor)."""
-    known = {MASKS_TENSOR} | {DENSE_PREFIX + group for group in header.dense.group_sizes()}
+    known = {MASKS_TENSOR} | {DENSE_PREFIX + group for group in header.dense.group_sizes() if group != Q8_GROUP}
+    known |= set(header.dense.q8_lengths())
     if version > 1:
         known.add(HEADER_TENSOR)
     known |= {f"{VALUES_PREFIX}{bank.index}" for bank in header.banks if bank.stored}
     if set(tensors) - known:
         raise HeaderError(f"tensors not described by the header: {sorted(set(tensors) - known)}")
+
+
+def _check_q8_values(header: FileHeader, tensors: Mapping[str, np.ndarray]) -> None:
+    """Row 23b (version 3, formats/pemn-v3.md section 4): every ``q8`` range (lo, step) is finite, and each
+    entry's outlier positions are increasing and inside the entry. ShapeError otherwise."""
+    q8 = header.dense.q8_entries()
+    if not q8:
+        return
+    ranges = tensors["dense.q8_range"]
+    if not np.isfinite(ranges).all():
+        entry = q8[int(np.flatnonzero(~np.isfinite(ranges))[0]) // 2]
+        raise ShapeError(f"dense tensor {entry.key!r}: its q8 range (lo, step) is not finite")
+    index = tensors["dense.q8_index"]
+    start = 0
+    for entry in q8:
+        count = entry.outliers or 0
+        positions = index[start : start + count]
+        start += count
+        increasing = count < 2 or bool((np.diff(positions.astype(np.int64)) > 0).all())
+        if count and (int(positions[-1]) >= entry.numel or not increasing):
+            raise ShapeError(f"dense tensor {entry.key!r}: its outlier positions must increase and stay below "
+                             f"{entry.numel}, found {positions[:8].tolist()}{'...' if count > 8 else ''}")
 
 
 def _check_data_checksum(header: FileHeader, blob: bytes, name: str | None = None) -> None:
@@ -285,6 +316,7 @@ def decode(data: bytes, *, max_weights: int = DEFAULT_MAX_WEIGHTS, name: str | N
     header = _typed_header(obj, tensors, max_weights, version)
     _check_data_checksum(header, data, name)
     _check_finite_values(header, tensors)
+    _check_q8_values(header, tensors)
     return PemnFile(header, tensors, obj, metadata, len(data), version, name)
 
 

@@ -54,7 +54,7 @@ _ST_ITEMSIZE = {
     "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
 }
 # dense leftover group (constants.DENSE_GROUPS) -> safetensors dtype in the dense fp32 model
-_GROUP_TO_ST = {"f32": "F32", "f16": "F32", "i64": "I64"}
+_GROUP_TO_ST = {"f32": "F32", "f16": "F32", "i64": "I64", "q8": "F32"}
 
 
 def _header_text_bytes(pf: PemnFile) -> int:
@@ -116,10 +116,11 @@ def dense_fp32_entries(pf: PemnFile) -> dict[str, tuple[str, list[int]]]:
     return entries
 
 
-def dense_bound_bytes(entries: Sequence[DenseEntry], folded: Sequence[str]) -> int:
+def dense_bound_bytes(entries: Sequence[DenseEntry], folded: Sequence[str], float_bytes: int = 2) -> int:
     """The leftovers' part of the information bound: what a deployment file needs at the least.
 
-    Floating values at 2 bytes (float16), every BatchNorm as 2 values per channel (a scale and a shift:
+    Floating values at ``float_bytes`` bytes (2: float16; 1 for a file that chose int8 leftovers), every
+    BatchNorm as 2 values per channel (a scale and a shift:
     its running statistics fold into them, spec section 11.2, whether or not this file folded them),
     integer buffers as stored (8 bytes). Keys are the dense table's state-dict keys.
     """
@@ -130,11 +131,11 @@ def dense_bound_bytes(entries: Sequence[DenseEntry], folded: Sequence[str]) -> i
     for prefix in sorted(batchnorms):
         members = [f"{prefix}{stat}" for stat in ("weight", "bias", "running_mean", "running_var")]
         channels = max((keys[key].numel for key in members if key in keys), default=0)
-        total += 2 * 2 * channels
+        total += 2 * float_bytes * channels
         counted.update(members)
     for entry in entries:
         if entry.key not in counted:
-            total += entry.numel * (8 if entry.group == "i64" else 2)
+            total += entry.numel * (8 if entry.group == "i64" else float_bytes)
     return total
 
 
@@ -201,8 +202,10 @@ def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
     dense_fp32 = safetensors_file_size(dense_fp32_entries(pf))
     paper_bits = masked_weights + 32 * unique_values
     info_bytes = info_bits / 8
-    dense_bound = dense_bound_bytes(header.dense.tensors, header.dense.folded_batchnorm)
-    # the information bound: the masks' entropy, fp16 leftovers with BatchNorm folded, stored values as they are
+    dense_bound = dense_bound_bytes(header.dense.tensors, header.dense.folded_batchnorm,
+                                    1 if header.dense.dtype == "int8" else 2)
+    # the information bound: the masks' entropy, fp16 (int8 files: 1 byte) leftovers with BatchNorm folded, stored
+    # values as they are
     bound_bytes = info_bytes + dense_bound + values_bytes
 
     dense_groups = {k[len(DENSE_PREFIX) :]: t for k, t in sorted(pf.tensors.items()) if k.startswith(DENSE_PREFIX)}
@@ -217,7 +220,7 @@ def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
             "dtype": header.dense.dtype,
             "folded_batchnorm": list(header.dense.folded_batchnorm),
             "tensors": len(header.dense.tensors),
-            "parameters": sum(int(t.size) for t in dense_groups.values()),
+            "parameters": sum(entry.numel for entry in header.dense.tensors),
             "groups": {group: int(t.nbytes) for group, t in dense_groups.items()},
         },
         "banks": [

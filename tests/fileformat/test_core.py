@@ -114,7 +114,7 @@ def test_a_scale_other_than_the_rule_is_written_in_version_2():
 
 def test_an_unknown_format_version_is_a_config_error():
     payload = export(_masked_mlp())
-    for version in (0, 3, "2"):
+    for version in (0, 4, "2"):
         with pytest.raises(ConfigError, match="format version"):
             encode(payload, version=version)
 

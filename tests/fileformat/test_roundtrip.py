@@ -329,8 +329,8 @@ def _rewrite_metadata(src: Path, dst: Path, **changes) -> Path:
 
 
 def test_refuses_a_newer_format_version(user_file, tmp_path):
-    path = _rewrite_metadata(user_file, tmp_path / "v3.pemn", **{"pemn.version": "3"})
-    with pytest.raises(VersionError, match="version 3"):
+    path = _rewrite_metadata(user_file, tmp_path / "v4.pemn", **{"pemn.version": "4"})
+    with pytest.raises(VersionError, match="version 4"):
         pemn.load(path, device="cpu", model=UserNet())
 
 

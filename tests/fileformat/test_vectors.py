@@ -1,15 +1,16 @@
 """Test vectors of the `.pemn` format (formats/vectors/ for version 1, formats/vectors/v2/ for version 2,
-made by formats/make_vectors.py). Every check runs over both sets; test ids are ``v1/<file>`` and
-``v2/<file>``.
+formats/vectors/v3/ for version 3, made by formats/make_vectors.py). Every check runs over the three sets;
+test ids are ``v1/<file>``, ``v2/<file>`` and ``v3/<file>``.
 
 What is independent and what is not:
 
 * the oracles: the numpy-only reference reader (formats/reference_reader.py, written from the specs
-  formats/pemn-v1.md and formats/pemn-v2.md, sharing no code with the package) and published known
-  answers (the Random123 Philox4x32-10 test vectors). Both readers must give the same float32 bits and
-  the same file identity on every valid vector and refuse every invalid vector with the error class
-  named in invalid/expected.json. A reader is judged by the class only (v1 section 15): the ``message``
-  substring is the package's wording, checked for the package alone;
+  formats/pemn-v1.md, pemn-v2.md and pemn-v3.md, sharing no code with the package) and published known
+  answers (the Random123 Philox4x32-10 test vectors). Both readers must give the same float32 bits (a
+  version 3 ``q8`` leftover: the float32 values it decodes to) and the same file identity on every
+  valid vector and refuse every invalid vector with the error class named in invalid/expected.json. A
+  reader is judged by the class only (v1 section 15): the ``message`` substring is the package's
+  wording, checked for the package alone;
 * the regression pins: the hashes in valid/expected.json (per-layer weight bytes, dense tensors, the
   fingerprint, the file) were produced by the package itself when the vectors were made. They prove
   nothing about correctness on their own; they catch any change of the bits a file decodes to. Never
@@ -47,8 +48,9 @@ from pemn_compress.fileformat.reader import (
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ROOT / "formats"
 VECTORS = FORMATS / "vectors"
-SETS = {"v1": VECTORS, "v2": VECTORS / "v2"}  # each holds valid/ and invalid/ with their expected.json
-VERSION = {"v1": 1, "v2": 2}
+SETS = {"v1": VECTORS, "v2": VECTORS / "v2", "v3": VECTORS / "v3"}  # each: valid/ and invalid/, expected.json
+VERSION = {"v1": 1, "v2": 2, "v3": 3}
+LARGE_VECTORS = {"v3/invalid/q8_row_65537_values.pemn": 70_000}  # a q8 row one over the limit needs its codes
 VALID_SETS = {s: json.loads((f / "valid" / "expected.json").read_text())["vectors"] for s, f in SETS.items()}
 INVALID_SETS = {s: json.loads((f / "invalid" / "expected.json").read_text())["vectors"] for s, f in SETS.items()}
 VALID, INVALID = VALID_SETS["v1"], INVALID_SETS["v1"]
@@ -97,8 +99,9 @@ def make_vectors():
 
 
 def test_vector_sets_are_complete():
-    assert {p.name for p in VECTORS.iterdir()} == {"valid", "invalid", "v2"}
+    assert {p.name for p in VECTORS.iterdir()} == {"valid", "invalid", "v2", "v3"}
     assert {p.name for p in (VECTORS / "v2").iterdir()} == {"valid", "invalid"}
+    assert {p.name for p in (VECTORS / "v3").iterdir()} == {"valid", "invalid"}
     for vset, folder in SETS.items():
         valid, invalid = VALID_SETS[vset], INVALID_SETS[vset]
         assert {p.name for p in (folder / "valid").iterdir() if p.name != "expected.json"} == set(valid)
@@ -109,10 +112,41 @@ def test_vector_sets_are_complete():
         for kind in ("valid", "invalid"):
             header = json.loads((folder / kind / "expected.json").read_text())
             assert header["format"] == "pemn" and header["pemn.version"] == str(VERSION[vset])
-    assert "version_3.pemn" in INVALID and "version_2.pemn" not in INVALID  # version 2 is no longer newer
+    for vset in SETS:  # versions 2 and 3 are no longer newer than what readers implement (v3 section 7)
+        assert INVALID_SETS[vset]["version_4.pemn"]["error"] == "VersionError", vset
+        assert not {"version_2.pemn", "version_3.pemn"} & set(INVALID_SETS[vset]), vset
     files = [p for p in VECTORS.rglob("*") if p.is_file()]
-    assert max(p.stat().st_size for p in files if p.name != "expected.json") < 50_000
+    for p in files:
+        if p.name != "expected.json":
+            assert p.stat().st_size < LARGE_VECTORS.get(p.relative_to(VECTORS).as_posix(), 50_000), p
     assert sum(p.stat().st_size for p in files) < 1_000_000
+
+
+def test_v3_sets_cover_section_7():
+    """formats/pemn-v3.md section 7: int8 writer files with outliers and with every group, the "accept" edits,
+    and an invalid vector for each rule of sections 2 to 4."""
+    valid, invalid = VALID_SETS["v3"], INVALID_SETS["v3"]
+    assert {name for name, e in valid.items() if "canonical" not in e} == set(valid)  # all the writer's bytes
+    groups = {}
+    for name in valid:
+        dense = ref.read(SETS["v3"] / "valid" / name)["stored_header"]["dense"]
+        groups[name] = {row[2] for row in dense["tensors"]}
+        assert (dense["dtype"] == "int8") == (name != "seq_v3_without_q8_rows.pemn"), name
+    assert groups["int8_mixed_groups.pemn"] == {"q8", "f16", "f32", "i64"}
+    assert groups["seq_v3_without_q8_rows.pemn"] == groups["seq_onelayer_int8_no_q8.pemn"] == {"f16"}
+    assert {"cm_int8_every_value_an_outlier.pemn", "cm_int8_step_zero.pemn"} <= set(valid)
+    for key, pinned in valid["cm_mp_folded_int8_outliers.pemn"]["dense"].items():
+        assert pinned["dtype"] == "float32", key  # a q8 leftover is pinned by the float32 values it decodes to
+    errors_by_name = {name: e["error"] for name, e in invalid.items()}
+    for tensor in ("q8", "q8_range", "q8_index", "q8_value"):
+        assert errors_by_name[f"{tensor}_missing.pemn"] == "ShapeError"
+        assert sum(1 for n in invalid if n.startswith(f"{tensor}_")) >= 3, tensor  # missing, dtype, length
+    for name in ("q8_in_float16_file", "int8_in_version_2", "q8_row_three_elements", "q8_row_five_elements",
+                 "q8_outliers_above_n", "q8_outliers_boolean", "q8_row_65537_values", "q8_tensors_without_q8_rows"):
+        assert errors_by_name[f"{name}.pemn"] == "HeaderError", name
+    for name in ("q8_lo_nan", "q8_step_inf", "q8_positions_decreasing", "q8_positions_repeated", "q8_position_at_n",
+                 "q8_index_empty_missing"):
+        assert errors_by_name[f"{name}.pemn"] == "ShapeError", name
 
 
 # ----------------------------------------------------------------------------------- valid vectors
@@ -204,11 +238,12 @@ def test_v2_vector_is_its_v1_vector_with_a_compact_header(name):
         assert array.dtype == v2_tensors[key].dtype and array.tobytes() == v2_tensors[key].tobytes(), key
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in VALID_SETS["v2"].items() if e.get("canonical", True)))
-def test_v2_writer_leaves_the_derived_keys_out(name):
-    """What a version 2 writer leaves out is fixed (section 4): generator, banks, every layer's bank, a
-    raw layer's bytes, and a scale equal to the rule's (the reference reader's own derivation)."""
-    out = ref.read(SETS["v2"] / "valid" / name)
+@pytest.mark.parametrize("vset,name", _cases({s: VALID_SETS[s] for s in ("v2", "v3")},
+                                            lambda name, entry: entry.get("canonical", True)))
+def test_v2_writer_leaves_the_derived_keys_out(vset, name):
+    """What a version 2 (and 3) writer leaves out is fixed (v2 section 4): generator, banks, every layer's
+    bank, a raw layer's bytes, and a scale equal to the rule's (the reference reader's own derivation)."""
+    out = ref.read(SETS[vset] / "valid" / name)
     stored, metadata = out["stored_header"], out["metadata"]
     assert "generator" not in stored and "banks" not in stored and "pemn.header" not in metadata
     config = out["header"]["config"]
@@ -219,6 +254,23 @@ def test_v2_writer_leaves_the_derived_keys_out(name):
         assert ("scale" in layer) == (np.float32(layer.get("scale", scale)) != np.float32(scale)), layer["name"]
     written = [layer["name"] for layer in stored["layers"] if "scale" in layer]
     assert written == (["0"] if name == "seq_mp_paper_scale_not_derived.pemn" else [])
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in VALID_SETS["v3"].items() if n != "seq_v3_without_q8_rows.pemn"))
+def test_v3_writer_writes_version_3_exactly_for_int8(name):
+    """formats/pemn-v3.md section 5: an int8 file is written as version 3 whatever version 2 (the default)
+    it is asked for, and version 1 is refused; the same content in float16 is written as version 2."""
+    from pemn_compress.errors import ConfigError
+    from pemn_compress.fileformat.payload import Payload
+    from pemn_compress.fileformat.writer import encode
+
+    blob = (SETS["v3"] / "valid" / name).read_bytes()
+    pf = read_pemn(blob)
+    payload = Payload(pf.file_header, {key: t for key, t in pf.tensors.items() if key != "header"})
+    assert pf.file_header.dense.dtype == "int8"
+    assert encode(payload, version=2) == encode(payload, version=3) == blob
+    with pytest.raises(ConfigError, match="version 1"):
+        encode(payload, version=1)
 
 
 def test_valid_headers_match_the_json_schema():
@@ -238,10 +290,11 @@ def test_valid_headers_match_the_json_schema():
         header = read_pemn(VECTORS / "valid" / name).header
         problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(header)]
         assert not problems, f"{name}: {problems}"
-    for name in sorted(VALID_SETS["v2"]):
-        header = ref.read(SETS["v2"] / "valid" / name)["header"]
-        problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(header)]
-        assert not problems, f"v2/{name}: {problems}"
+    for vset in ("v2", "v3"):
+        for name in sorted(VALID_SETS[vset]):
+            header = ref.read(SETS[vset] / "valid" / name)["header"]
+            problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(header)]
+            assert not problems, f"{vset}/{name}: {problems}"
     header = read_pemn(VECTORS / "valid" / "seq_onelayer_rice_d10.pemn").header
     assert not list(validator.iter_errors(header))
     for edit, path, keyword in (  # the edit, where the schema must object, with which keyword
@@ -370,7 +423,7 @@ def test_reference_reader_cli_runs_without_torch_or_the_package():
         str(SETS[vset] / "valid" / n): e for vset, entries in VALID_SETS.items() for n, e in entries.items()
     }
     valid = sorted(pinned_by_path)
-    bad = str(VECTORS / "invalid" / "version_3.pemn")
+    bad = str(VECTORS / "invalid" / "version_4.pemn")
     code = (
         "import sys, runpy, json\n"
         "for m in ('torch', 'pemn_compress', 'safetensors'): sys.modules[m] = None\n"
@@ -427,7 +480,7 @@ def test_make_vectors_regenerates_identical_bytes(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert {p.name for p in tmp_path.iterdir()} == {p.name for p in VECTORS.iterdir()}
-    for folder in ("valid", "invalid", "v2/valid", "v2/invalid"):
+    for folder in ("valid", "invalid", "v2/valid", "v2/invalid", "v3/valid", "v3/invalid"):
         fresh = {p.name: p.read_bytes() for p in (tmp_path / folder).iterdir()}
         committed = {p.name: p.read_bytes() for p in (VECTORS / folder).iterdir()}
         assert sorted(fresh) == sorted(committed)
