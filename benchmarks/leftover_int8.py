@@ -14,10 +14,11 @@ leftover tensor quantized to int8 and back:
 - ``int8 affine, outliers float16``: affine over the values within 16 times the tensor's median |value|, the
   others kept in float16 with a 16-bit index each (4 bytes an outlier).
 
-v1 files cannot store int8 leftovers, so the int8 rows are simulated on the loaded model; their byte
-counts are what the leftovers would take (1 byte per value plus 2 or 4 bytes per tensor, 2 per block, 3 more
-per outlier). ``--files`` measures trained files instead (the full-data report's). Accuracy
-deltas are paired: the same trained masks, only the leftovers differ.
+The int8 rows are simulated on the loaded model (the study came before format version 3, whose ``q8``
+group stores the last variant: formats/pemn-v3.md, ``--dense-dtype int8``); their byte counts are what the
+leftovers would take (1 byte per value plus 2 or 4 bytes per tensor, 2 per block, 3 more per outlier).
+``--files`` measures trained files instead (the full-data report's). Accuracy deltas are paired: the same
+trained masks, only the leftovers differ.
 
     PYTHONPATH=. python benchmarks/leftover_int8.py --out benchmarks/results/leftover_int8.md
 """

@@ -11,7 +11,10 @@ that size is at or under the budget, so that the file meets it whatever the mask
 - leftovers: exact, from a trial encoding of the masked model with the run's options (dense dtype,
   BatchNorm folding), as long as every leftover value stays inside float16's range (a value outside
   it is stored in float32, spec section 11: the one case the bound does not cover; the pipeline
-  checks the final size again before writing and refuses rather than writing a file over budget);
+  checks the final size again before writing and refuses rather than writing a file over budget).
+  int8 leftovers (format version 3) depend on how many outliers training makes: the trial counts one
+  in ``OUTLIER_RESERVE`` values of each ``q8`` entry as an outlier (the full-data report's 60x files had
+  8.5%), and the pipeline's check lowers the density of a trained file that made more;
 - header: the same trial encoding with every field that training decides set to its longest form:
   each layer record as a ``rice`` record with ``ones = n``, ``bytes`` = its bound, ``rice_k = 40``,
   ``invert = false``; the masks tensor as long as the sum of the bounds; the provenance values known
@@ -51,6 +54,8 @@ from .fileformat.constants import (
     HEADER_TENSOR,
     MASKS_TENSOR,
     MAX_RICE_K,
+    Q8_GROUP,
+    Q8_TENSORS,
 )
 from .fileformat.header import Fingerprint, Json
 from .fileformat.payload import Payload
@@ -222,10 +227,10 @@ class Trial:
         self.provenance = provenance or (lambda density: None)
         skeleton = copy.deepcopy(model)
         mask_(skeleton, config.replace(density=DEFAULT_DENSITY))
-        self.payload = export(skeleton, **write_options, provenance=self.provenance(DEFAULT_DENSITY))
+        self.payload = _reserve_outliers(export(skeleton, **write_options, provenance=self.provenance(DEFAULT_DENSITY)))
         self.sizes = [math.prod(record.shape) for record in self.payload.layers]
         self.leftovers = sum(t.nbytes for name, t in self.payload.tensors.items() if name != MASKS_TENSOR)
-        self.shrinkable = _shrinkable(skeleton, self.payload)
+        self.shrinkable = _shrinkable(skeleton, self.payload, format_version)
 
     def dense_fp32_bytes(self) -> int:
         """The size of the dense fp32 safetensors file of the model (what ``pemn compress`` reports)."""
@@ -262,6 +267,30 @@ class Trial:
     def smallest_density(self) -> float:
         """The density at which every layer keeps exactly one weight (the smallest file)."""
         return 1.0 / max(self.sizes)
+
+
+# int8 leftovers: the trial counts one value in this many of each q8 entry as a float16 outlier. The full-data
+# report's 60x files (benchmarks/results/leftover_int8_files.md) had 8.5% (422 of 4,992 values), the 40x ones 0.1%.
+OUTLIER_RESERVE = 8
+
+
+def _reserve_outliers(payload: Payload) -> Payload:
+    """``payload`` with each ``q8`` entry holding ``ceil(n / OUTLIER_RESERVE)`` outliers (its first values, zero:
+    only their size counts, and the trial stays a valid file): an untrained model's leftovers have none, a
+    trained one's do."""
+    dense = payload.file_header.dense
+    if not dense.q8_entries():
+        return payload
+    entries = tuple(
+        dataclasses.replace(e, outliers=-(-e.numel // OUTLIER_RESERVE)) if e.group == Q8_GROUP else e
+        for e in dense.tensors
+    )
+    reserved = dataclasses.replace(dense, tensors=entries)
+    tensors = dict(payload.tensors)
+    for name, length in reserved.q8_lengths().items():
+        tensors[name] = np.zeros(length, dtype=Q8_TENSORS[name][0])
+    tensors["dense.q8_index"] = np.concatenate([np.arange(e.outliers or 0, dtype="<u2") for e in reserved.q8_entries()])
+    return Payload(dataclasses.replace(payload.file_header, dense=reserved), tensors)
 
 
 def header_margin(deflated: int) -> int:
@@ -315,13 +344,16 @@ def choose_density(trial: Trial, budget: int, *, target_size: int | None = None,
     return choice(rounded if rounded.total <= budget and rounded.density > 0 else low)
 
 
-def _shrinkable(model: nn.Module, payload: Payload) -> tuple[str, ...]:
+def _shrinkable(model: nn.Module, payload: Payload, format_version: int) -> tuple[str, ...]:
     """The write options that would store ``payload``'s leftovers in fewer bytes than its own settings
-    (keys of ``_SHRINK_WORDS``): float16 for float32 leftovers, folding for unfolded BatchNorms."""
+    (keys of ``_SHRINK_WORDS``): float16 for float32 leftovers, int8 for float16 ones (not in a version 1 file),
+    folding for unfolded BatchNorms."""
     dense = payload.file_header.dense
     options = []
     if f"{DENSE_PREFIX}f32" in payload.tensors and dense.dtype == "float32":
         options.append("dense_dtype")
+    elif f"{DENSE_PREFIX}f16" in payload.tensors and dense.dtype == "float16" and format_version != 1:
+        options.append("dense_dtype_int8")
     if not dense.folded_batchnorm and any(
         isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
         and module.running_var is not None for module in model.modules()
@@ -333,6 +365,7 @@ def _shrinkable(model: nn.Module, payload: Payload) -> tuple[str, ...]:
 # option -> (command-line words, Python words) of the setting that shrinks the leftovers
 _SHRINK_WORDS = {
     "dense_dtype": ("--dense-dtype float16", 'dense_dtype="float16"'),
+    "dense_dtype_int8": ("--dense-dtype int8", 'dense_dtype="int8"'),
     "fold_batchnorm": ("--fold-batchnorm", "fold_batchnorm=True"),
 }
 

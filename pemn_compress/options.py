@@ -151,8 +151,12 @@ class CompressOptions(JsonDataclass):
         for name, values in (("density_schedule", DENSITY_SCHEDULES), ("allocation", ALLOCATIONS)):
             if (value := getattr(self, name)) not in ("auto", *values):
                 raise option_error(name, f"must be one of {', '.join(('auto', *values))}; found {value!r}")
-        if self.dense_dtype not in DENSE_DTYPES:
-            raise option_error("dense_dtype", f"must be one of {', '.join(DENSE_DTYPES)}; found {self.dense_dtype!r}")
+        if self.dense_dtype not in ("auto", *DENSE_DTYPES):
+            raise option_error("dense_dtype", f"must be one of auto, {', '.join(DENSE_DTYPES)}; "
+                                              f"found {self.dense_dtype!r}")
+        if self.dense_dtype == "int8" and self.format_version == 1:
+            raise option_error("dense_dtype", "int8 needs format version 3 (written for it from the default 2); "
+                                              "format version 1 cannot store it")
         if self.format_version not in FORMAT_VERSIONS or isinstance(self.format_version, bool):
             raise option_error("format_version", f"must be one of {FORMAT_VERSIONS}; found {self.format_version!r}")
 

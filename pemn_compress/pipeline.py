@@ -85,7 +85,7 @@ from torch.utils.data import DataLoader
 from . import allocation, distributed
 from .annealing import DensityAnnealing
 from .api import load, resolve_device
-from .budget import WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density
+from .budget import OUTLIER_RESERVE, WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density
 from .checkpoints import (
     CheckpointGuard,
     checkpoint_path,
@@ -428,14 +428,14 @@ def validate(options: CompressOptions, run: RunContext) -> Checked:
     # the schedule trained with: an explicit one, else the budget's; with a target its density is chosen in
     # prepare, so until then the longest value stands in (the budget's trial header must not grow later)
     resolved = {}  # with a target, what the interrupted run resolved each `auto` to (prepare restores it)
-    for name, (_, longest, _) in BY_BUDGET.items():
+    for name, longest in [*((n, high) for n, (_, high, _) in BY_BUDGET.items()), ("dense_dtype", "float16")]:
         asked = getattr(options, name)
         if options.target is None or asked != "auto":
-            settings[name] = by_budget(name, options.density, asked)
+            settings[name] = _dense_dtype(asked) if name == "dense_dtype" else by_budget(name, options.density, asked)
         else:  # resumed or not, the same text in the budget's trial header: the same density chosen
             settings[name] = longest
             if checkpoint is not None:
-                resolved[name] = checkpoint["recipe"].get(name, ADDED_OPTIONS[name])
+                resolved[name] = checkpoint["recipe"].get(name, ADDED_OPTIONS.get(name, longest))
     if checkpoint is not None:
         compare_checkpoint(ckpt_path, checkpoint, settings | resolved, source.sha256, absent=ADDED_OPTIONS)
     threads, note = choose_threads(options.threads)
@@ -516,13 +516,14 @@ def prepare(options: CompressOptions, checked: Checked, run: RunContext) -> Prep
     config = options.mask_config()
     target = None
     if options.target is not None:
-        target = _choose_target(options, checked, student, arch, data, dense_accuracy)
+        target, checked.recipe["dense_dtype"] = _choose_target(options, checked, student, arch, data, dense_accuracy)
         config = config.replace(density=target.density)
         for name in BY_BUDGET:
             checked.recipe[name] = checked.resolved.get(name) or by_budget(name, target.density, getattr(options, name))
         if run.dist.is_main:
             run.status.info(target.status_line() + f"; density schedule {checked.recipe['density_schedule']}, "
-                                                   f"allocation {checked.recipe['allocation']}")
+                                                   f"allocation {checked.recipe['allocation']}, "
+                                                   f"leftovers {checked.recipe['dense_dtype']}")
     mask_(student, config)
     if checked.recipe["allocation"] == "erk":  # before training: annealing and the budget fit keep it
         allocation.allocate_(student)
@@ -582,17 +583,25 @@ def _loaders(options: CompressOptions, data: DataSource, run: RunContext, output
     return train_loader, test_loader
 
 
-def _write_options(options: CompressOptions, arch: Architecture) -> dict[str, Any]:
-    """How the file is encoded (``export``'s options): the same for the budget's trial and the file."""
-    return {"dense_dtype": options.dense_dtype, "fold_batchnorm": options.fold_batchnorm,
+def _dense_dtype(asked: str) -> str:
+    """The leftovers' storage without a budget: ``asked``, float16 for ``auto`` (``--dense-dtype``'s help)."""
+    return "float16" if asked == "auto" else asked
+
+
+def _write_options(options: CompressOptions, arch: Architecture, dense_dtype: str) -> dict[str, Any]:
+    """How the file is encoded (``export``'s options): the same for the budget's trial and the file
+    (``dense_dtype``: resolved, never ``auto``)."""
+    return {"dense_dtype": dense_dtype, "fold_batchnorm": options.fold_batchnorm,
             "architecture": arch.reference, "format_version": options.format_version}
 
 
 def _choose_target(options: CompressOptions, checked: Checked, model: nn.Module, arch: Architecture,
-                   data: DataSource, dense_accuracy: float | None) -> BudgetChoice:
+                   data: DataSource, dense_accuracy: float | None) -> tuple[BudgetChoice, str]:
     """The density whose file is guaranteed within ``--target-size`` / ``--target-ratio`` (``budget.py``),
     chosen before training from a trial encoding of the unmasked ``model`` (not changed) with the
-    provenance the file will record; ConfigError when even one kept weight per layer is too large."""
+    provenance the file will record, and the leftovers' storage: ``--dense-dtype auto`` is float16 when
+    some density fits with it, else int8 (format version 3); ConfigError when even one kept weight per
+    layer is too large."""
     target_size = cast(int | None, options.target_size)  # CompressOptions parsed it to bytes
 
     def provenance(density: float) -> dict:
@@ -601,12 +610,26 @@ def _choose_target(options: CompressOptions, checked: Checked, model: nn.Module,
         return _provenance(options, checked, data, dense_accuracy=None if dense_accuracy is None else WORST_FLOAT,
                            accuracy=WORST_FLOAT, target=choice)
 
-    budget = target_size or 1  # provisional: only the density-independent fp32 size is read before it is known
-    trial = Trial(model, options.mask_config(), provenance=provenance, header_estimate=True,
-                  **_write_options(options, arch))
-    budget = budget_bytes(target_size=target_size, target_ratio=options.target_ratio,
-                          dense_fp32_bytes=trial.dense_fp32_bytes())
-    return choose_density(trial, budget, target_size=target_size, target_ratio=options.target_ratio)
+    asked = checked.resolved.get("dense_dtype") or options.dense_dtype  # a resumed run: what it resolved
+    if asked == "auto":  # int8 needs format version 3: never for a version 1 file
+        candidates: tuple[str, ...] = ("float16", "int8") if options.format_version != 1 else ("float16",)
+    else:
+        candidates = (asked,)
+    refusals = []  # (the smallest file, why): when no candidate fits, the one that comes closest speaks
+    for dense_dtype in candidates:
+        budget = target_size or 1  # provisional: only the density-independent fp32 size is read before it is known
+        trial = Trial(model, options.mask_config(), provenance=provenance, header_estimate=True,
+                      **_write_options(options, arch, dense_dtype))
+        if asked == "auto":  # int8 was (or will be) tried: never advised as a way out
+            trial.shrinkable = tuple(option for option in trial.shrinkable if option != "dense_dtype_int8")
+        budget = budget_bytes(target_size=target_size, target_ratio=options.target_ratio,
+                              dense_fp32_bytes=trial.dense_fp32_bytes())
+        try:
+            choice = choose_density(trial, budget, target_size=target_size, target_ratio=options.target_ratio)
+            return choice, dense_dtype
+        except ConfigError as exc:
+            refusals.append((trial.bound(trial.smallest_density()).total, exc))
+    raise min(refusals, key=lambda refusal: refusal[0])[1]
 
 
 def _input_and_data(options: CompressOptions, source: Source, run: RunContext) -> tuple[Architecture, DataSource]:
@@ -796,7 +819,7 @@ def _write(options: CompressOptions, checked: Checked, prepared: Prepared, run: 
     task = run.given.task
     provenance = _provenance(options, checked, prepared.data, dense_accuracy=prepared.dense_accuracy, accuracy=None,
                              target=choice, task=task)
-    write_options = _write_options(options, prepared.arch)
+    write_options = _write_options(options, prepared.arch, checked.recipe["dense_dtype"])
     accuracy = None
     while True:
         if target is not None:
@@ -870,13 +893,21 @@ def _fit(student: nn.Module, provenance: dict, target: BudgetChoice, write_optio
 
 def _why_over(student: nn.Module, write_options: dict) -> str:
     """Why a file the budget chose a density for is over it at any density: a float16 file's leftover
-    outside float16's range stored in float32 (the one size the budget cannot foresee), or a header larger
-    than its estimate (the header's digits: kept counts, accuracies, digests)."""
-    if write_options["dense_dtype"] == "float16":
-        _, groups = _dense_leftovers(student, dense_dtype="float16", fold_batchnorm=write_options["fold_batchnorm"])
+    outside float16's range stored in float32 (the one size the budget cannot foresee), int8 leftovers with
+    more float16 outliers than the budget reserved, or a header larger than its estimate (the header's
+    digits: kept counts, accuracies, digests)."""
+    dense_dtype = write_options["dense_dtype"]
+    if dense_dtype in ("float16", "int8"):
+        dense, groups = _dense_leftovers(student, dense_dtype=dense_dtype,
+                                         fold_batchnorm=write_options["fold_batchnorm"])
         if DENSE_PREFIX + "f32" in groups:
             return ("a dense leftover left float16's range and is stored in float32; rerun with --dense-dtype "
                     "float32 (then counted in the budget)")
+        outliers = sum(entry.outliers or 0 for entry in dense.q8_entries())
+        reserved = sum(-(-entry.numel // OUTLIER_RESERVE) for entry in dense.q8_entries())
+        if outliers > reserved:
+            return (f"its int8 leftovers kept {outliers:,} values in float16 (far off their tensor's grid), more than "
+                    f"the {reserved:,} the budget reserved; rerun with a target {4 * (outliers - reserved):,} B larger")
     return "its header came out larger than the budget estimated; rerun with a target a few hundred bytes larger"
 
 

@@ -303,7 +303,8 @@ def test_dense_fp32_size_matches_safetensors_for_any_dtypes_and_names(tmp_path):
 
 
 @pytest.mark.parametrize("options", [dict(dense_dtype="float16"), dict(dense_dtype="float32", fold_batchnorm=True),
-                                     dict(dense_dtype="float16", fold_batchnorm=True)])
+                                     dict(dense_dtype="float16", fold_batchnorm=True),
+                                     dict(dense_dtype="int8", fold_batchnorm=True)])
 def test_dense_equivalent_is_the_loaded_model_in_fp32_whatever_the_storage(files, tmp_path, options):
     _, model = files["onelayer"]
     path = pemn.save(model, tmp_path / "m.pemn", **options)

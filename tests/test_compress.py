@@ -129,7 +129,7 @@ def test_format_version_1_on_request_same_model_larger_header(env):
     assert v1.file_header.fingerprint == v2.file_header.fingerprint  # the same training, the same weights
     assert v1.header["provenance"]["recipe"]["format_version"] == 1
     assert (env / "v1.pemn").stat().st_size > (env / "v2.pemn").stat().st_size
-    result = run("test_mlp", *QUICK, "--format-version", "3", expect=None)
+    result = run("test_mlp", *QUICK, "--format-version", "4", expect=None)
     assert result.exit_code == 2 and "--format-version" in result.stderr
 
 
@@ -505,7 +505,8 @@ def test_dense_fp32_size_is_the_real_safetensors_file_size(env, model, output):
 def test_options_validate_and_round_trip():
     options = CompressOptions(model="test_mlp", strategy="rp", ratio=1e-3, arch_kwargs={"hidden": 8})
     assert CompressOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
-    for bad in (dict(epochs=0), dict(lr=-1.0), dict(device="tpu"), dict(dense_dtype="int8"), dict(density=0.0),
+    for bad in (dict(epochs=0), dict(lr=-1.0), dict(device="tpu"), dict(dense_dtype="int4"), dict(density=0.0),
+                dict(dense_dtype="int8", format_version=1),
                 dict(distill_alpha=0.0), dict(checkpoint_every=-1), dict(arch_kwargs={"x": object()}),
                 dict(batch_size=True)):
         with pytest.raises(ConfigError):
