@@ -333,7 +333,7 @@ def _render_inspect(out: Console, file: str, s: dict) -> None:
 
     for table in _layer_tables(out, s["layers"]):
         out.print(table)
-    out.print(_size_table(out, t, cfg.get("strategy")))
+    out.print(_size_table(out, t, cfg.get("strategy"), dense["dtype"]))
 
 
 def _fits(out: Console, table: Table) -> bool:
@@ -400,16 +400,18 @@ def _paper_note(t: dict, strategy: object) -> str:
     return ""
 
 
-def _size_table(out: Console, t: dict, strategy: object = None) -> Table:
-    """Where the bytes go: label, size, explanation; on a narrow console the explanation goes under the size."""
+def _size_table(out: Console, t: dict, strategy: object = None, dense_dtype: str = "float16") -> Table:
+    """Where the bytes go: label, size, explanation; on a narrow console the explanation goes under the size.
+    The leftovers' bound counts a byte per value in an int8 file, two otherwise (``summary.dense_bound_bytes``)."""
     paper_note = _paper_note(t, strategy)
+    bound_dtype = "int8" if dense_dtype == "int8" else "fp16"
     rows = [
         ("file on disk", _human(t["file_bytes"]), ""),
         ("  masks", _human(t["mask_bytes"]),
          f"{t['mask_bits_per_weight']:.3f} bits/weight; bound {t['mask_information_bytes']:,.0f} B: "
          f"{_pct(t['mask_overhead_fraction'])}"),
         ("  dense leftovers", _human(t["dense_bytes"]),
-         f"bound (fp16, BN folded) {t['dense_bound_bytes']:,} B: {_pct(t['dense_overhead_fraction'])}"),
+         f"bound ({bound_dtype}, BN folded) {t['dense_bound_bytes']:,} B: {_pct(t['dense_overhead_fraction'])}"),
         ("  stored values", _human(t["values_bytes"]), "rp / learned vectors; bound: as stored"),
         ("  header", _human(t["header_bytes"]), _header_note(t)),
         ("dense fp32 safetensors", _human(t["dense_fp32_bytes"]), "same model, every weight in fp32"),

@@ -316,6 +316,9 @@ def test_dense_equivalent_is_the_loaded_model_in_fp32_whatever_the_storage(files
     save_file({k: v.numpy() for k, v in loaded.state_dict().items()}, str(tmp_path / "loaded.safetensors"))
     assert s["totals"]["dense_fp32_bytes"] == os.path.getsize(tmp_path / "loaded.safetensors")
     assert "BatchNorm folded" in invoke("inspect", path).stdout or not options.get("fold_batchnorm")
+    if options["dense_dtype"] == "int8":  # every leftover a folded scale or shift: its bound is a byte per value
+        assert s["totals"]["dense_bound_bytes"] == s["dense"]["parameters"]
+        assert f"(int8, BN folded) {s['dense']['parameters']:,} B" in invoke("inspect", path).stdout
 
 
 # ---------------------------------------------------------------------------------------------
