@@ -94,7 +94,7 @@ from .checkpoints import (
     remove_stale_temp_files,
     write_checkpoint,
 )
-from .defaults import BY_BUDGET, by_budget
+from .defaults import BY_BUDGET, INT8_UP_TO_DENSITY, by_budget
 from .errors import CheckpointError, ConfigError, ModelError, worded
 from .evaluation import NEAR_CHANCE_MARGIN, accuracy_warnings
 from .export import _dense_leftovers, to_bytes
@@ -599,9 +599,9 @@ def _choose_target(options: CompressOptions, checked: Checked, model: nn.Module,
                    data: DataSource, dense_accuracy: float | None) -> tuple[BudgetChoice, str]:
     """The density whose file is guaranteed within ``--target-size`` / ``--target-ratio`` (``budget.py``),
     chosen before training from a trial encoding of the unmasked ``model`` (not changed) with the
-    provenance the file will record, and the leftovers' storage: ``--dense-dtype auto`` is float16 when
-    some density fits with it, else int8 (format version 3); ConfigError when even one kept weight per
-    layer is too large."""
+    provenance the file will record, and the leftovers' storage: ``--dense-dtype auto`` is float16, or int8
+    (format version 3) where no density fits with float16, or where float16's density is at most
+    ``INT8_UP_TO_DENSITY`` and int8's is higher; ConfigError when even one kept weight per layer is too large."""
     target_size = cast(int | None, options.target_size)  # CompressOptions parsed it to bytes
 
     def provenance(density: float) -> dict:
@@ -616,7 +616,10 @@ def _choose_target(options: CompressOptions, checked: Checked, model: nn.Module,
     else:
         candidates = (asked,)
     refusals = []  # (the smallest file, why): when no candidate fits, the one that comes closest speaks
+    chosen: tuple[BudgetChoice, str] | None = None
     for dense_dtype in candidates:
+        if chosen is not None and chosen[0].density > INT8_UP_TO_DENSITY:
+            break  # float16 fits at a density int8 was not measured to beat
         budget = target_size or 1  # provisional: only the density-independent fp32 size is read before it is known
         trial = Trial(model, options.mask_config(), provenance=provenance, header_estimate=True,
                       **_write_options(options, arch, dense_dtype))
@@ -626,10 +629,14 @@ def _choose_target(options: CompressOptions, checked: Checked, model: nn.Module,
                               dense_fp32_bytes=trial.dense_fp32_bytes())
         try:
             choice = choose_density(trial, budget, target_size=target_size, target_ratio=options.target_ratio)
-            return choice, dense_dtype
         except ConfigError as exc:
             refusals.append((trial.bound(trial.smallest_density()).total, exc))
-    raise min(refusals, key=lambda refusal: refusal[0])[1]
+            continue
+        if chosen is None or choice.density > chosen[0].density:  # int8 only where it buys a higher density
+            chosen = (choice, dense_dtype)
+    if chosen is None:
+        raise min(refusals, key=lambda refusal: refusal[0])[1]
+    return chosen
 
 
 def _input_and_data(options: CompressOptions, source: Source, run: RunContext) -> tuple[Architecture, DataSource]:

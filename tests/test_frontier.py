@@ -60,7 +60,8 @@ def test_resume_runs_each_job_once(runs):
                         "defaults + density annealing", "defaults + augmentation", "--target-ratio 2",
                         "--target-ratio 2 + density annealing",
                         "--target-ratio 2 + global allocation", "--target-ratio 3",
-                        "--target-ratio 2 + ERK allocation", "--target-ratio 3 + ERK allocation"}  # fmt: skip
+                        "--target-ratio 2 + ERK allocation", "--target-ratio 3 + ERK allocation",
+                        "--target-ratio 2 + int8 leftovers"}  # fmt: skip  (no --target-ratio 100: the full model's)
     single = {r["method"] for r in second} - headline
     assert single == {"magnitude pruning 98%", "magnitude pruning 99%", "random pruning 98%", "previous defaults",
                       "random pruning 98%, packed", "random pruning 99.15%, packed"}
@@ -332,7 +333,25 @@ def test_the_budget_goals_name_the_row_todays_defaults_train(fmnist_cwd):
     assert f"{float(gap):.2f} points below dense fp32" in line
     assert ("**met**" in line) == (gap <= Fraction(1, 2))
 
-    refused = run_compress("convmixer_192_6_p4", "--target-ratio", "100", expect=None)
+    # float16 leftovers alone leave --target-ratio 100 no room: auto stores them int8 there (the row's files)
+    refused = run_compress("convmixer_192_6_p4", "--target-ratio", "100", "--dense-dtype", "float16", expect=None)
     assert refused.exit_code != 0
     assert "(10,667 B)" in refused.stderr and "leftovers take 9,984 B" in refused.stderr
-    assert "9,984 B of its 10,667 B budget" in markdown
+
+
+def test_the_int8_row_stores_int8_leftovers_at_a_higher_density_than_its_base(runs):
+    """The int8 row is its base's recipe with int8 leftovers: a version 3 file whose leftovers take fewer bytes than
+    the float16 row's beside it at the same budget, trained at a density at least as high (the quick budget of 2x
+    leaves both at the default density; at 40x the bytes saved raise it)."""
+    out, _, rows, _, _ = runs
+    density = {r["job"]: float(r["density"]) for r in rows if r["density"]}
+    for seed in (0, 1, 2):
+        pf = pemn.read_pemn(out / "work" / f"e1_target_ratio_2_int8_leftovers_s{seed}.pemn")
+        base = pemn.read_pemn(out / "work" / f"e1_target_ratio_2_ERK_allocation_s{seed}.pemn")
+        assert (pf.format_version, pf.file_header.dense.dtype) == (3, "int8")
+        assert (base.format_version, base.file_header.dense.dtype) == (2, "float16")
+        rows_at = (density[f"--target-ratio 2 + {row}|{seed}"] for row in ("int8 leftovers", "ERK allocation"))
+        int8, base_density = rows_at
+        assert int8 >= base_density
+        assert pf.tensor_bytes("dense.") < base.tensor_bytes("dense.")
+        assert pf.header["provenance"]["recipe"]["allocation"] == "erk"
