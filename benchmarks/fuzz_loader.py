@@ -1,14 +1,15 @@
-"""Mutation fuzzer for the `.pemn` readers (format versions 1 and 2), seeded from the golden vectors.
+"""Mutation fuzzer for the `.pemn` readers (format versions 1 to 3), seeded from the golden vectors.
 
-The seeds are the valid vectors of formats/vectors/valid as written (version 1) and each re-laid out as
-version 2 (``to_version``).
+The seeds are the valid vectors of formats/vectors/valid as written (version 1), each re-laid out as
+version 2 (``to_version``), and the valid vectors of formats/vectors/v3/valid as written (version 3: int8
+leftovers). Each case draws the version first (a third of the cases each), then a seed of that version.
 
 Every case takes one seed, mutates it with a ``random.Random`` seeded by ``(seed, case)``
 (so any case can be replayed alone), and runs
 
-* the package: ``read_pemn`` + ``decode_weights`` + ``verify_fingerprint`` (and, for a fraction of
-  the cases, ``pemn.load`` with the vector's skeleton or its registry reference, sometimes
-  ``masked=True``);
+* the package: ``read_pemn`` + ``decode_weights`` + ``verify_fingerprint`` + ``PemnFile.dense_arrays``
+  (the leftovers a loader copies, q8 rows decoded), and, for a fraction of the cases, ``pemn.load`` with
+  the vector's skeleton or its registry reference, sometimes ``masked=True``;
 * the numpy-only reference reader (formats/reference_reader.py) on the same bytes.
 
 The package must end either in success (the fingerprint verified) or in a ``FormatError`` subclass.
@@ -17,10 +18,11 @@ Anything else is an **unexpected outcome**: another exception, a case slower tha
 ``--memory-every``-th case), or a jump of the process's max RSS. Its input is saved to
 ``--crash-dir`` with a JSON note (mutations, traceback) and can be replayed with ``--replay CASE``.
 The two readers must also agree on accept/refuse; when both accept they must give the same weight
-bits, and when both refuse, the error class is compared too (informational: a mutated file often has
-several faults, and the spec pins the class only for a file with exactly one). A case with exactly one
-fault whose mutator knows the outcome the spec gives it (``Case.expect``: the version 2 mutators, derived
-keys removed from version 1 files) must get that outcome: a mismatch is reported (``expectation_mismatches``).
+bits and the same decoded leftovers (keys, dtypes, shapes, bits: ``dense_disagreements``), and when both
+refuse, the error class is compared too (informational: a mutated file often has several faults, and the
+spec pins the class only for a file with exactly one). A case with exactly one fault whose mutator knows
+the outcome the spec gives it (``Case.expect``: the version 2 and version 3 mutators, derived keys removed
+from version 1 files) must get that outcome: a mismatch is reported (``expectation_mismatches``).
 While formats/reference_reader.py cannot read version 2 (``reference_reads_v2``), files labelled version 2
 are left out of the cross-check (``reference_skipped``) and their fingerprints are recomputed by the package.
 
@@ -36,9 +38,17 @@ huge integers, ``144.0`` for ``144``). Version 2 (formats/pemn-v2.md): ``pemn.he
 after the final block, a stream of another length, an inflation bomb, zlib/gzip wrappers, another dtype or
 shape, missing, text bytes that are not UTF-8); derived keys added back with their derived value or a
 wrong one (``generator``, ``banks``, ``bank``, raw ``bytes``, ``scale``) and removed from version 1 files;
-the version label swapped against the layout. Structured edits re-sign ``pemn.header_sha256`` (version 2:
-with ``pemn.header_bytes``) and ``checksums.data`` (version 2: over the buffer without ``header``) most of
-the time, so that they reach the deep checks; semantic edits (seed, scale, distribution, stored values,
+the version label swapped against the layout. Version 3 (formats/pemn-v3.md, ``m_v3_q8``): a q8 row's
+outlier count or number of values changed, with the four q8 tensors left as they were or re-made to match;
+``dense.dtype`` other than ``int8`` over q8 rows; an int8 file labelled version 2; a q8 tensor missing,
+retyped, resized or 2-D; a NaN or infinite ``lo``/``step``, or another finite one; outlier positions
+swapped, repeated, at ``n`` or beyond, or moved; random codes and outlier values (valid: the decoded
+leftovers compared); rows of three or five elements; q8 rows stored as f16/f32 instead (q8 tensors left
+over or not); in files without q8 rows, floating leftovers quantized into q8 rows (under ``int8`` or not),
+``dtype`` and label swaps, stray q8 tensors; version 1 and 2 files quantized, laid out as version 3 or
+kept as they were, or labelled 3. Structured edits re-sign ``pemn.header_sha256`` (versions 2 and 3:
+with ``pemn.header_bytes``) and ``checksums.data`` (versions 2 and 3: over the buffer without ``header``)
+most of the time, so that they reach the deep checks; semantic edits (seed, scale, distribution, stored values,
 re-encoded masks with any codec/k/invert) also recompute the fingerprint with the reference reader, so
 the file is valid again and both readers' weight bits are compared. Files are unpacked, edited and
 repacked by this module's own file model (``parse_file``, ``Candidate``: struct, json, zlib, hashlib),
@@ -91,12 +101,17 @@ MAX_SAVED_PER_CLASS = 25  # crash-folder inputs kept per outcome class
 
 __all__ = [
     "Candidate",
+    "DenseRow",
     "FuzzStats",
     "MUTATORS",
     "Seed",
     "compact_header",
     "deflate_raw",
+    "dense_rows",
+    "is_q8_row",
     "parse_file",
+    "q8_row",
+    "set_dense_rows",
     "reference_reads_v2",
     "stored_stream",
     "to_version",
@@ -143,9 +158,13 @@ class Seed:
     full_header: dict = field(default_factory=dict)
 
 
-def load_seeds(folder: Path = VECTORS / "valid", versions: tuple[int, ...] = (1, 2)) -> list[Seed]:
-    """Every valid vector (version 1) and, for each version 2 in ``versions``, the same file re-laid out
-    as version 2 by ``to_version`` (derived keys left out, header deflated): half the seeds of each version."""
+def load_seeds(
+    folder: Path = VECTORS / "valid", versions: tuple[int, ...] = (1, 2, 3), v3_folder: Path = VECTORS / "v3" / "valid"
+) -> list[Seed]:
+    """Every valid vector of ``folder`` (version 1) and, if 2 is in ``versions``, the same file re-laid out
+    as version 2 by ``to_version`` (derived keys left out, header deflated); if 3 is, every valid vector of
+    ``v3_folder`` as committed (version 3: int8 leftovers). ``make_case`` draws the version first, so each
+    version gets a third of the cases whatever its number of seeds."""
     expected = json.loads((folder / "expected.json").read_text())["vectors"]
     ref = reference_reader()
     seeds = []
@@ -153,7 +172,7 @@ def load_seeds(folder: Path = VECTORS / "valid", versions: tuple[int, ...] = (1,
         original = (folder / name).read_bytes()
         masks = {k: v.reshape(-1).copy() for k, v in ref.read(original)["masks"].items()}
         full = parse_file(original)[3]
-        for version in versions:
+        for version in (v for v in versions if v < 3):
             blob = original if version == 1 else to_version(original, version)
             layout, tensors, metadata, header = parse_file(blob)
             digest = content_digest(*_package(blob, DEFAULT_MAX_WEIGHTS, ["read"]))
@@ -161,11 +180,23 @@ def load_seeds(folder: Path = VECTORS / "valid", versions: tuple[int, ...] = (1,
             seeds.append(
                 Seed(label, blob, tensors, metadata, header, expected[name]["load"], masks, digest, layout, full)
             )
+    if 3 in versions:
+        expected = json.loads((v3_folder / "expected.json").read_text())["vectors"]
+        for name in sorted(expected):
+            blob = (v3_folder / name).read_bytes()
+            out = ref.read(blob)
+            masks = {k: v.reshape(-1).copy() for k, v in out["masks"].items()}
+            full = json.loads(json.dumps(out["header"]))  # every derived key filled in (the version 1 form)
+            layout, tensors, metadata, header = parse_file(blob)
+            digest = content_digest(*_package(blob, DEFAULT_MAX_WEIGHTS, ["read"]))
+            seeds.append(Seed(f"v3/{name}", blob, tensors, metadata, header, expected[name]["load"], masks, digest,
+                              layout, full))
     return seeds
 
 
 def write_seeds(folder: Path) -> None:
-    """Every seed as a file: ``folder/<vector>.pemn`` (version 1, as committed) and ``folder/v2/<vector>.pemn``."""
+    """Every seed as a file: ``folder/<vector>.pemn`` (version 1, as committed), ``folder/v2/<vector>.pemn``
+    and ``folder/v3/<vector>.pemn`` (the version 3 vectors, as committed)."""
     for seed in load_seeds():
         path = Path(folder) / seed.name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +204,8 @@ def write_seeds(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- file model
-# `.pemn` files of both versions (formats/pemn-v1.md, formats/pemn-v2.md), unpacked and repacked here
+# `.pemn` files of every version (formats/pemn-v1.md to pemn-v3.md; version 3 is laid out and signed as
+# version 2, ``layout >= 2`` below), unpacked and repacked here
 # with struct, json, zlib and hashlib only: the files the fuzzer and benchmarks/hostile_files.py make are
 # never the package writer's (only the valid base files are).
 KEY_FORMAT, KEY_VERSION, KEY_HEADER, KEY_HEADER_SHA256 = "format", "pemn.version", "pemn.header", "pemn.header_sha256"
@@ -366,7 +398,8 @@ def to_version(blob: bytes, version: int) -> bytes:
 
 class Candidate:
     """A file being mutated. ``encode`` lays the tensors out in ``order``, signs and serializes it, in
-    the layout of ``layout`` (1 or 2; the ``pemn.version`` label is the metadata's, which may differ)."""
+    the layout of ``layout`` (1, 2 or 3, the last two alike; the ``pemn.version`` label is the metadata's,
+    which may differ)."""
 
     def __init__(self, seed: Seed):
         self.seed = seed
@@ -853,7 +886,7 @@ def m_dense_field(rng, c: Candidate):
         return m_header_value(rng, c)
     choice = rng.randrange(4)
     if choice == 0:
-        dense["dtype"] = rng.choice(["float32", "float16", "bfloat16", "float64", None])
+        dense["dtype"] = rng.choice(["float32", "float16", "int8", "bfloat16", "float64", None])
         return "dense.dtype"
     if choice == 1:
         dense["folded_batchnorm"] = rng.choice([[], ["0"], ["\x1b[31m"], "0", [0], [""], ["1", "1"]])
@@ -863,13 +896,14 @@ def m_dense_field(rng, c: Candidate):
         dense["tensors"] = rng.choice([[], None, [["x", [1], "f32"]]])
         return "dense.tensors"
     item = rng.choice(table)
-    if isinstance(item, list) and len(item) == 3:
-        j = rng.randrange(3)
+    if isinstance(item, list) and len(item) in (3, 4):  # version 3: a q8 row has a fourth element
+        j = rng.randrange(len(item))
         item[j] = rng.choice(
             [
                 [tweak(rng, item[0]), "", "\x1b[0m", 5],
                 [[], [0], [2**40], [-1], item[1] + [1], [1] * 9, "3"],
-                ["f32", "f16", "i64", "f64", None],
+                ["f32", "f16", "i64", "f64", None, "q8"],
+                [tweak(rng, item[-1]), -1, 2**16, 0.0, True],
             ][j]
         )
     return "dense.tensors[]"
@@ -1069,6 +1103,8 @@ def m_tensor_layout(rng, c: Candidate):
                 "dense.f64",
                 "dense.f16",
                 "dense.i64",
+                "dense.q8",
+                "dense.q8_index",
                 "masks2",
                 HEADER_TENSOR,
                 "",
@@ -1429,11 +1465,487 @@ def m_version_swap(rng, c: Candidate):
             c.set_layout(2)
             c.header = compact_header(c.header)
             expect = "accepted"
-    else:
-        c.metadata[KEY_VERSION] = rng.choice(["3", "10", "999999"])
+    else:  # version 3 is no longer newer than the readers (m_v3_q8 labels files 3)
+        c.metadata[KEY_VERSION] = rng.choice(["4", "10", "999999"])
         expect = "VersionError"
     c.expect = (expect,)
     return f"{kind}"
+
+
+# ---- version 3 (formats/pemn-v3.md): int8 leftovers, the q8 rows and their four tensors
+# ``dense_rows`` unpacks the dense table with its values (a q8 row: codes, lo, step, outlier positions and
+# values), ``set_dense_rows`` writes a table back with consistent group tensors: the edits below change one
+# thing on purpose and keep the rest valid. Each returns the outcomes the spec gives a file with only that fault.
+DENSE_PREFIX = "dense."  # dense.f32, dense.f16, dense.i64: the leftovers of each group
+Q8_GROUP = "q8"
+Q8_CODES, Q8_RANGE, Q8_INDEX, Q8_VALUE = "dense.q8", "dense.q8_range", "dense.q8_index", "dense.q8_value"
+Q8_TENSORS = {Q8_CODES: "U8", Q8_RANGE: "F16", Q8_INDEX: "U16", Q8_VALUE: "F16"}
+Q8_MAX_VALUES = 65536  # a q8 row's outlier positions are 16-bit
+DENSE_GROUPS = {"f32": "F32", "f16": "F16", "i64": "I64"}
+NUMPY_DTYPE = {"F32": "<f4", "F16": "<f2", "I64": "<i8", "U8": "u1", "U16": "<u2"}
+F16_NONFINITE = [0x7C00, 0xFC00, 0x7E00, 0xFE00, 0x7C01, 0x7FFF, 0xFFFF]  # +inf, -inf, NaNs (payloads, signs)
+
+
+@dataclass
+class DenseRow:
+    """One row of ``dense.tensors`` and its values: ``data`` (f32, f16, i64), or the q8 parts."""
+
+    key: str
+    shape: list
+    group: str
+    data: np.ndarray | None = None
+    codes: np.ndarray | None = None  # q8: uint8, one per value that is no outlier
+    lo: np.float16 | None = None
+    step: np.float16 | None = None
+    positions: np.ndarray | None = None  # q8: uint16, increasing
+    values: np.ndarray | None = None  # q8: float16, the outliers
+
+    @property
+    def n(self) -> int:
+        return math.prod(self.shape)
+
+    def decoded(self) -> np.ndarray:
+        """The row's values as float32 (flat); a q8 row by formats/pemn-v3.md section 4."""
+        if self.group != Q8_GROUP:
+            return self.data.astype(np.float32)
+        out = np.empty(self.n, dtype=np.float32)
+        keep = np.ones(self.n, dtype=bool)
+        keep[self.positions.astype(np.int64)] = False
+        out[keep] = np.float32(self.lo) + self.codes.astype(np.float32) * np.float32(self.step)
+        out[~keep] = self.values.astype(np.float32)
+        return out
+
+
+def is_q8_row(item) -> bool:
+    return isinstance(item, list) and len(item) == 4 and item[2] == Q8_GROUP
+
+
+def dense_rows(c: Candidate) -> list[DenseRow]:
+    """The dense table of a valid file with each row's values (ValueError/KeyError on a broken one)."""
+    taken: Counter = Counter()
+
+    def take(name: str, count: int, dtype: str) -> np.ndarray:
+        array = np.frombuffer(c.tensors[name][2], NUMPY_DTYPE[dtype])[taken[name] : taken[name] + count]
+        if count < 0 or array.size != count:
+            raise ValueError(f"{name}: {count} values past its end")
+        taken[name] += count
+        return array.copy()
+
+    rows = []
+    for key, shape, group, *rest in c.header["dense"]["tensors"]:
+        n = math.prod(shape)
+        if group == Q8_GROUP:
+            (k,) = rest
+            lo, step = take(Q8_RANGE, 2, "F16")
+            rows.append(DenseRow(key, list(shape), group, codes=take(Q8_CODES, n - k, "U8"), lo=lo, step=step,
+                                 positions=take(Q8_INDEX, k, "U16"), values=take(Q8_VALUE, k, "F16")))
+        else:
+            rows.append(DenseRow(key, list(shape), group, data=take(DENSE_PREFIX + group, n, DENSE_GROUPS[group])))
+    return rows
+
+
+def set_dense_rows(c: Candidate, rows: list[DenseRow]) -> None:
+    """``rows`` as the dense table, with every group tensor (and the q8 ones) made to match: a tensor is
+    present exactly when a row uses it (v1 section 7.1, v3 section 3), laid out where a writer puts it."""
+    c.header["dense"]["tensors"] = [
+        [r.key, list(r.shape), r.group] + ([len(r.positions)] if r.group == Q8_GROUP else []) for r in rows
+    ]
+    q8 = [r for r in rows if r.group == Q8_GROUP]
+    parts = {DENSE_PREFIX + g: (dtype, [r.data for r in rows if r.group == g]) for g, dtype in DENSE_GROUPS.items()}
+    parts[Q8_CODES] = ("U8", [r.codes for r in q8])
+    parts[Q8_RANGE] = ("F16", [np.array([r.lo, r.step], dtype=np.float16) for r in q8])
+    parts[Q8_INDEX] = ("U16", [r.positions for r in q8])
+    parts[Q8_VALUE] = ("F16", [r.values for r in q8])
+    for name, (dtype, arrays) in parts.items():
+        if not arrays:  # no row of that group
+            c.tensors.pop(name, None)
+            continue
+        raw = b"".join(np.ascontiguousarray(a, dtype=NUMPY_DTYPE[dtype]).tobytes() for a in arrays)
+        new = name not in c.tensors
+        c.tensors[name] = [dtype, [len(raw) // ITEMSIZE[dtype]], raw]
+        if new:
+            c.add_to_order(name)
+
+
+def random_f16(rng: random.Random, finite: bool = True) -> np.float16:
+    """Any float16 (zeros, subnormals, 65504; with ``finite=False`` infinities and NaNs too)."""
+    bits = rng.getrandbits(16)
+    if finite and (bits >> 10) & 0x1F == 0x1F:
+        bits &= ~(1 << 14)  # exponent all ones: clear one of its bits
+    return np.uint16(bits).view(np.float16)
+
+
+def q8_row(rng: random.Random, key: str, shape: list, source: np.ndarray | None = None, k: int | None = None,
+           nonfinite: float = 0.1) -> DenseRow:
+    """A q8 row of ``shape``: ``k`` outliers (random when None), positions random or (from ``source``) the
+    largest magnitudes; lo and step spanning ``source``'s other values where they are finite in float16
+    (random finite float16 otherwise), codes rounded onto that grid (random without ``source``); outlier
+    values ``source``'s in float16 or random (NaN or an infinity with probability ``nonfinite``). Valid."""
+    n = math.prod(shape)
+    if k is None:
+        k = rng.choice([0, 0, 1, 1, 2, 3, n // 4, n])
+    k = max(0, min(k, n, 2000))  # at most 2,000 outliers: 65,536 values cost 64 KB, not 256
+    flat = None if source is None else np.asarray(source, dtype=np.float64).reshape(-1)[:n]
+    if flat is not None and flat.size == n and rng.random() < 0.6:
+        order = np.argsort(-np.abs(np.nan_to_num(flat, nan=np.inf)), kind="stable")
+        positions = np.sort(order[:k])
+    else:
+        positions = np.array(sorted(rng.sample(range(n), k)), dtype=np.int64)
+    with np.errstate(all="ignore"):
+        if flat is not None and flat.size == n and rng.random() < 0.7:
+            values = flat[positions].astype(np.float16)
+        else:
+            values = np.array([random_f16(rng, rng.random() >= nonfinite) for _ in range(k)], dtype=np.float16)
+        keep = np.ones(n, dtype=bool)
+        keep[positions] = False
+        inliers = flat[keep] if flat is not None and flat.size == n else None
+        lo = step = None
+        if inliers is not None and inliers.size and np.isfinite(inliers).all():
+            lo = np.float16(inliers.min())
+            step = np.float16((inliers.max() - float(lo)) / 255)
+        if lo is None or not (np.isfinite(lo) and np.isfinite(step)):
+            lo, step = random_f16(rng), random_f16(rng)
+        if inliers is not None and step > 0 and rng.random() < 0.8:
+            codes = np.clip(np.rint((inliers - float(lo)) / float(step)), 0, 255).astype(np.uint8)
+        else:
+            codes = np.frombuffer(rng.randbytes(n - k), dtype=np.uint8).copy()
+    return DenseRow(key, list(shape), Q8_GROUP, codes=codes, lo=lo, step=step,
+                    positions=positions.astype(np.uint16), values=values)
+
+
+def _q8_indices(c: Candidate) -> list[int]:
+    return [i for i, item in enumerate(c.header["dense"]["tensors"]) if is_q8_row(item)]
+
+
+def _quantize_rows(rng, c: Candidate, rows: list[DenseRow], most: int = 3) -> int:
+    """Turn 1 to ``most`` floating rows (f32, f16, at most 65,536 values) into valid q8 rows; returns how many."""
+    floating = [i for i, r in enumerate(rows) if r.group in ("f32", "f16") and r.n <= Q8_MAX_VALUES]
+    if not floating:
+        raise ValueError("no floating leftover to quantize")
+    chosen = rng.sample(floating, min(len(floating), rng.randint(1, most)))
+    for i in chosen:
+        rows[i] = q8_row(rng, rows[i].key, rows[i].shape, rows[i].data)
+    return len(chosen)
+
+
+def _upgrade(c: Candidate) -> None:
+    """The file laid out and labelled as version 3 (a version 1 header loses its derived keys)."""
+    if c.layout < 2:
+        c.header = compact_header(c.header)
+    c.set_layout(3)
+
+
+# Edits of a version 3 file with q8 rows (dense.dtype int8)
+def _q8_count(rng, c: Candidate):
+    """A q8 row's outlier count changed, the tensors left as they are: a length mismatch (ShapeError) when the
+    count stays an integer from 0 to n, else HeaderError (v3 section 2, rule 3)."""
+    item = c.header["dense"]["tensors"][rng.choice(_q8_indices(c))]
+    n, k = math.prod(item[1]), item[3]
+    new = rng.choice([k + 1, k - 1, 0, n, n + 1, -1, Q8_MAX_VALUES, 2**32, True, False, float(k), str(k), None, [k]])
+    if type(new) is int and new == k:
+        new = k + 1
+    item[3] = new
+    return ("ShapeError",) if type(new) is int and 0 <= new <= n else ("HeaderError",)
+
+
+def _q8_count_resized(rng, c: Candidate):
+    """A q8 row re-made with another outlier count (0 to n), the four tensors resized: valid."""
+    rows = dense_rows(c)
+    i = rng.choice(_q8_indices(c))
+    n = rows[i].n
+    rows[i] = q8_row(rng, rows[i].key, rows[i].shape, rows[i].decoded(), rng.choice([0, 1, 2, n // 2, n - 1, n]))
+    set_dense_rows(c, rows)
+    return ("accepted",)
+
+
+def _q8_numel(rng, c: Candidate):
+    """A q8 row's shape (its number of values n) changed, the tensors left as they are: HeaderError for
+    n over 65,536 or below the outlier count (rules 3, 4), else a length mismatch (ShapeError)."""
+    item = c.header["dense"]["tensors"][rng.choice(_q8_indices(c))]
+    n, k = math.prod(item[1]), item[3]
+    new = rng.choice([n + 1, n - 1, 2 * n, n + 256, 0, 1, Q8_MAX_VALUES, Q8_MAX_VALUES + 1, 2**31])
+    if new == n:
+        new = n + 1
+    item[1] = rng.choice([[new], [1, new], [new, 1]])
+    return ("HeaderError",) if new > Q8_MAX_VALUES or k > new else ("ShapeError",)
+
+
+def _q8_numel_resized(rng, c: Candidate):
+    """A q8 row of another shape, the tensors resized: valid up to 65,536 values (0 included), HeaderError
+    above (rule 4; the codes stored)."""
+    rows = dense_rows(c)
+    i = rng.choice(_q8_indices(c))
+    n = rows[i].n
+    new = rng.choice([n + 1, max(1, n - 1), 2 * n, 1, 0] + ([Q8_MAX_VALUES, Q8_MAX_VALUES + 1] * (rng.random() < 0.2)))
+    shape = rng.choice([[new], [1, new], [new, 1]] + ([[2, new // 2]] if new % 2 == 0 else []))
+    rows[i] = q8_row(rng, rows[i].key, shape, None, rng.choice([0, 1, 2, rows[i].positions.size]))
+    set_dense_rows(c, rows)
+    return ("accepted",) if new <= Q8_MAX_VALUES else ("HeaderError",)
+
+
+def _q8_dtype(rng, c: Candidate):
+    """dense.dtype other than int8 over q8 rows (rule 1), or not a dtype at all: HeaderError."""
+    c.header["dense"]["dtype"] = rng.choice(["float16", "float16", "float32", "bfloat16", "INT8", "int4", "uint8",
+                                             None, 8])
+    return ("HeaderError",)
+
+
+def _q8_relabel(rng, c: Candidate):
+    """An int8 file labelled version 2 (int8 and q8 unknown there: HeaderError), 1 (no pemn.header:
+    MissingKeyError) or 4 (VersionError)."""
+    label = rng.choice(["2", "2", "2", "1", "4"])
+    c.metadata[KEY_VERSION] = label
+    return ({"2": "HeaderError", "1": "MissingKeyError", "4": "VersionError"}[label],)
+
+
+def _q8_tensor_drop(rng, c: Candidate):
+    """One of the four q8 tensors missing (row 19): ShapeError."""
+    del c.tensors[rng.choice(list(Q8_TENSORS))]
+    return ("ShapeError",)
+
+
+def _q8_tensor_retype(rng, c: Candidate):
+    """A q8 tensor of another dtype, same bytes (row 19, even at length 0): ShapeError."""
+    name = rng.choice(list(Q8_TENSORS))
+    dtype, _, raw = c.tensors[name]
+    new = rng.choice([d for d in ITEMSIZE if d not in (dtype, "BOOL") and len(raw) % ITEMSIZE[d] == 0])
+    c.tensors[name] = [new, [len(raw) // ITEMSIZE[new]], raw]
+    return ("ShapeError",)
+
+
+def _q8_tensor_resize(rng, c: Candidate):
+    """A q8 tensor a few entries longer or shorter, or 2-D (row 19): ShapeError."""
+    name = rng.choice(list(Q8_TENSORS))
+    dtype, _, raw = c.tensors[name]
+    size = ITEMSIZE[dtype]
+    count = len(raw) // size
+    kind = rng.choice(["longer", "shorter", "2d"])
+    if kind == "2d":
+        c.tensors[name][1] = rng.choice([[1, count], [count, 1]])
+        return ("ShapeError",)
+    delta = rng.choice([1, 1, 2, 8])
+    if kind == "shorter" and count >= delta:
+        raw = raw[: (count - delta) * size]
+    else:
+        raw += rng.randbytes(delta * size)
+    c.tensors[name] = [dtype, [len(raw) // size], raw]
+    return ("ShapeError",)
+
+
+def _q8_range_nonfinite(rng, c: Candidate):
+    """A NaN or an infinity as a row's lo or step (row 23b): ShapeError."""
+    raw = bytearray(c.tensors[Q8_RANGE][2])
+    at = rng.randrange(len(raw) // 2)
+    raw[2 * at : 2 * at + 2] = struct.pack("<H", rng.choice(F16_NONFINITE))
+    c.tensors[Q8_RANGE][2] = bytes(raw)
+    return ("ShapeError",)
+
+
+def _q8_range_finite(rng, c: Candidate):
+    """Another finite lo or step (negative, zero, subnormal, 65504): valid."""
+    raw = bytearray(c.tensors[Q8_RANGE][2])
+    at = rng.randrange(len(raw) // 2)
+    raw[2 * at : 2 * at + 2] = random_f16(rng).tobytes()
+    c.tensors[Q8_RANGE][2] = bytes(raw)
+    return ("accepted",)
+
+
+def _q8_positions(rng, c: Candidate):
+    """A row's outlier positions swapped (decreasing), repeated, or the last at n or beyond (row 23b:
+    ShapeError); or moved to other increasing positions (valid). A row with too few outliers is first
+    re-made (validly) with some."""
+    rows = dense_rows(c)
+    i = rng.choice(_q8_indices(c))
+    row = rows[i]
+    kind = rng.choice(["swap", "repeat", "at-n", "beyond", "moved"])
+    need = 2 if kind in ("swap", "repeat") else 1
+    if row.n < need or (kind in ("at-n", "beyond") and row.n >= Q8_MAX_VALUES):
+        kind, need = "moved", 0
+    if row.positions.size < need:
+        row = rows[i] = q8_row(rng, row.key, row.shape, row.decoded(), rng.randint(need, min(row.n, 4)))
+    p = row.positions.astype(np.int64)
+    if kind == "moved":
+        p = np.array(sorted(rng.sample(range(row.n), p.size)), dtype=np.int64)
+    elif kind in ("swap", "repeat"):
+        j = rng.randrange(p.size - 1)
+        p[j], p[j + 1] = (p[j + 1], p[j]) if kind == "swap" else (p[j], p[j])
+    else:
+        p[-1] = row.n if kind == "at-n" else rng.randint(row.n, Q8_MAX_VALUES - 1)
+    row.positions = p.astype(np.uint16)
+    set_dense_rows(c, rows)
+    return ("accepted",) if kind == "moved" else ("ShapeError",)
+
+
+def _q8_codes(rng, c: Candidate):
+    """Random bytes in the codes (some, one row's, or all): any code is valid."""
+    raw = bytearray(c.tensors[Q8_CODES][2])
+    if raw:
+        if rng.random() < 0.3:
+            raw = bytearray(rng.randbytes(len(raw)))
+        else:
+            for _ in range(rng.choice([1, 2, 8, 64])):
+                raw[rng.randrange(len(raw))] = rng.getrandbits(8)
+    c.tensors[Q8_CODES][2] = bytes(raw)
+    return ("accepted",)
+
+
+def _q8_outlier_values(rng, c: Candidate):
+    """Other outlier values, NaN and infinities included: any float16 is valid (v3 section 4)."""
+    rows = dense_rows(c)
+    i = rng.choice(_q8_indices(c))
+    row = rows[i]
+    if row.positions.size == 0:
+        if row.n == 0:
+            raise ValueError("a row of no value has no outlier")
+        row = rows[i] = q8_row(rng, row.key, row.shape, row.decoded(), rng.randint(1, min(row.n, 4)))
+    row.values = np.array([random_f16(rng, rng.random() < 0.6) for _ in range(row.values.size)], dtype=np.float16)
+    set_dense_rows(c, rows)
+    return ("accepted",)
+
+
+def _q8_row_width(rng, c: Candidate):
+    """A q8 row of three or five elements, or another group's row of four (rule 2): HeaderError."""
+    table = c.header["dense"]["tensors"]
+    others = [i for i, item in enumerate(table) if not is_q8_row(item)]
+    kind = rng.choice(["three", "five", "other-four"] if others else ["three", "five"])
+    if kind == "other-four":
+        table[rng.choice(others)].append(rng.choice([0, 1]))
+    else:
+        item = table[rng.choice(_q8_indices(c))]
+        if kind == "three":
+            del item[3]
+        else:
+            item.append(rng.choice([0, item[3], "x"]))
+    return ("HeaderError",)
+
+
+def _q8_dequantize(rng, c: Candidate):
+    """Every q8 row stored as f16 or f32 instead: a valid int8 file without q8 rows; with the q8 tensors
+    left over, tensors the header does not describe (row 21): HeaderError."""
+    rows = dense_rows(c)
+    for i, row in enumerate(rows):
+        if row.group == Q8_GROUP:
+            group = rng.choice(["f16", "f32"])
+            with np.errstate(all="ignore"):
+                data = row.decoded().astype(NUMPY_DTYPE[DENSE_GROUPS[group]])
+            rows[i] = DenseRow(row.key, row.shape, group, data=data)
+    q8_tensors = {name: list(c.tensors[name]) for name in Q8_TENSORS}
+    set_dense_rows(c, rows)
+    if rng.random() < 0.5:
+        return ("accepted",)
+    for name, (dtype, _, raw) in q8_tensors.items():
+        raw = raw if rng.random() < 0.5 else b""
+        c.tensors[name] = [dtype, [len(raw) // ITEMSIZE[dtype]], raw]
+        c.add_to_order(name)
+    return ("HeaderError",)
+
+
+# Edits of a version 3 file without q8 rows
+def _v3_quantize(rng, c: Candidate):
+    """Floating rows turned into q8 rows: valid under dense.dtype int8 (set here half the time), else
+    HeaderError (rule 1)."""
+    rows = dense_rows(c)
+    _quantize_rows(rng, c, rows)
+    set_dense_rows(c, rows)
+    if c.header["dense"]["dtype"] != "int8" and rng.random() < 0.5:
+        c.header["dense"]["dtype"] = "int8"
+    return ("accepted",) if c.header["dense"]["dtype"] == "int8" else ("HeaderError",)
+
+
+def _v3_dtype(rng, c: Candidate):
+    """dense.dtype swapped among int8, float16, float32: valid but for a float32 file with f16 rows."""
+    dense = c.header["dense"]
+    dense["dtype"] = rng.choice([d for d in ("int8", "float16", "float32") if d != dense["dtype"]])
+    f16 = any(item[2] == "f16" for item in dense["tensors"])
+    return ("HeaderError",) if dense["dtype"] == "float32" and f16 else ("accepted",)
+
+
+def _v3_relabel(rng, c: Candidate):
+    """Labelled version 2 (valid unless dense.dtype is int8) or 4 (VersionError)."""
+    label = rng.choice(["2", "2", "4"])
+    c.metadata[KEY_VERSION] = label
+    if label == "4":
+        return ("VersionError",)
+    return ("HeaderError",) if c.header["dense"]["dtype"] == "int8" else ("accepted",)
+
+
+def _v3_stray_q8_tensors(rng, c: Candidate):
+    """The q8 tensors (empty, or some bytes) in a file without q8 rows (row 21): HeaderError."""
+    for name in rng.sample(list(Q8_TENSORS), rng.randint(1, 4)):
+        dtype = Q8_TENSORS[name]
+        raw = b"" if rng.random() < 0.6 else rng.randbytes(ITEMSIZE[dtype] * rng.randint(1, 4))
+        c.tensors[name] = [dtype, [len(raw) // ITEMSIZE[dtype]], raw]
+        c.add_to_order(name)
+    return ("HeaderError",)
+
+
+def _v3_four_elements(rng, c: Candidate):
+    """A row of another group with a fourth element (rule 2): HeaderError."""
+    c.header["dense"]["tensors"][rng.randrange(len(c.header["dense"]["tensors"]))].append(rng.choice([0, 1]))
+    return ("HeaderError",)
+
+
+# Edits of a version 1 or 2 file
+def _older_quantize(rng, c: Candidate):
+    """Floating rows turned into q8 rows and dense.dtype int8: valid once laid out as version 3, HeaderError
+    in the version the file has (int8 and q8 unknown there, v3 section 2, rule 5)."""
+    rows = dense_rows(c)
+    _quantize_rows(rng, c, rows)
+    set_dense_rows(c, rows)
+    c.header["dense"]["dtype"] = "int8"
+    if rng.random() < 0.6:
+        _upgrade(c)
+        return ("accepted",)
+    return ("HeaderError",)
+
+
+def _older_int8(rng, c: Candidate):
+    """dense.dtype int8 without a q8 row: valid in version 3, HeaderError in versions 1 and 2."""
+    c.header["dense"]["dtype"] = "int8"
+    if rng.random() < 0.5:
+        _upgrade(c)
+        return ("accepted",)
+    return ("HeaderError",)
+
+
+def _older_relabel(rng, c: Candidate):
+    """Labelled version 3: a version 2 file is a valid version 3 file, a version 1 file lacks
+    pemn.header_bytes (MissingKeyError); laid out as version 3 by this file model: valid."""
+    if rng.random() < 0.5:
+        _upgrade(c)
+        return ("accepted",)
+    c.metadata[KEY_VERSION] = "3"
+    return ("accepted",) if c.layout >= 2 else ("MissingKeyError",)
+
+
+Q8_EDITS = [_q8_count, _q8_count_resized, _q8_numel, _q8_numel_resized, _q8_dtype, _q8_relabel, _q8_tensor_drop,
+            _q8_tensor_retype, _q8_tensor_resize, _q8_range_nonfinite, _q8_range_finite, _q8_positions, _q8_codes,
+            _q8_codes, _q8_outlier_values, _q8_row_width, _q8_dequantize]
+V3_EDITS = [_v3_quantize, _v3_quantize, _v3_dtype, _v3_relabel, _v3_stray_q8_tensors, _v3_four_elements]
+OLDER_EDITS = [_older_quantize, _older_quantize, _older_quantize, _older_int8, _older_relabel]
+
+
+def m_v3_q8(rng, c: Candidate):
+    """Version 3's int8 leftovers (formats/pemn-v3.md). A version 3 file with q8 rows: outlier counts and
+    shapes changed with the tensors as they were or re-made to match, dense.dtype other than int8, the
+    label 2, a q8 tensor missing, retyped or resized, a NaN or infinite lo or step, outlier positions
+    swapped, repeated or at n, random codes or outlier values, rows of the wrong width, the rows
+    stored in f16/f32 instead (q8 tensors left over or not). Without q8 rows: floating rows quantized
+    (under int8 or not), dtype and label swaps, stray q8 tensors. A version 1 or 2 file: rows quantized
+    and dtype int8, laid out as version 3 or not, or just labelled 3."""
+    if c.layout >= 3:
+        edits = Q8_EDITS if _q8_indices(c) else V3_EDITS
+    else:
+        edits = OLDER_EDITS
+    edit = rng.choice(edits)
+    try:
+        c.expect = edit(rng, c)
+    except ValueError:
+        if edit not in (_older_quantize, _v3_quantize):
+            raise
+        edit = _older_int8 if c.layout < 3 else _v3_dtype  # a file without floating leftovers
+        c.expect = edit(rng, c)
+    return edit.__name__.lstrip("_")
 
 
 # ---- semantic edits: the file stays (or becomes again) valid; the fingerprint is recomputed
@@ -1622,7 +2134,10 @@ STRUCTURED = [  # (mutator, weight)
     (m_v2_header_tensor, 6),
     (m_v2_derived, 5),
     (m_version_swap, 2),
+    (m_v3_q8, 10),
 ]
+# on version 3 seeds the int8 leftovers' rules get a quarter of the structured edits
+STRUCTURED_V3 = [(f, 30 if f is m_v3_q8 else w) for f, w in STRUCTURED]
 SEMANTIC = [
     (m_sem_seed, 2),
     (m_sem_scale, 3),
@@ -1664,7 +2179,8 @@ class Case:
 def make_case(seeds: list[Seed], fuzz_seed: int, index: int, load_fraction: float = 0.05) -> Case:
     """Case ``index`` of run ``fuzz_seed``: deterministic, independent of every other case."""
     rng = random.Random(f"pemn-fuzz/{fuzz_seed}/{index}")
-    seed = rng.choice(seeds)
+    version = rng.choice(sorted({s.version for s in seeds}))  # each version an equal share of the cases
+    seed = rng.choice([s for s in seeds if s.version == version])
     roll = rng.random()
     labels: list[str] = []
     expect = None
@@ -1678,7 +2194,7 @@ def make_case(seeds: list[Seed], fuzz_seed: int, index: int, load_fraction: floa
     else:
         c = Candidate(seed)
         family = "semantic" if roll > 0.75 else "structured"
-        table = SEMANTIC if family == "semantic" else STRUCTURED
+        table = SEMANTIC if family == "semantic" else STRUCTURED_V3 if seed.version >= 3 else STRUCTURED
         for _ in range(rng.choice([1, 1, 1, 2, 3] if family == "structured" else [1, 1, 2])):
             labels.append(_apply(rng, _pick(rng, table), c))
         if family == "semantic" and rng.random() < 0.2:
@@ -1778,7 +2294,7 @@ def declared_weights(blob: bytes) -> int:
     """Masked weights the file's PEMN header declares (0 when it cannot be parsed), for memory bounds."""
     try:
         entries, meta = _container_metadata(blob)
-        if HEADER_TENSOR in entries and declared_version(blob) == 2:
+        if HEADER_TENSOR in entries and (declared_version(blob) or 0) >= 2:
             (n,) = struct.unpack("<Q", blob[:8])
             stream = blob[8 + n :][slice(*entries[HEADER_TENSOR]["data_offsets"])]
             header = json.loads(inflate_bounded(stream, declared_header_bytes(blob) or 1 << 20))
@@ -1821,16 +2337,18 @@ def _package(blob: bytes, max_weights: int, stage: list):
     weights = decode_weights(pf, masks)
     stage[0] = "fingerprint"
     verify_fingerprint(pf, weights)
+    stage[0] = "dense"  # the leftovers a loader copies (version 3: q8 rows decoded)
+    dense = pf.dense_arrays()
     stage[0] = "accepted"
-    return pf, [(layer.name, weights[layer.name]) for layer in pf.layers]
+    return pf, [(layer.name, weights[layer.name]) for layer in pf.layers], dense
 
 
-def content_digest(pf, weights) -> str:
-    """What a file decodes to: PEMN header, weight bits, dense leftovers (as stored)."""
+def content_digest(pf, weights, dense: dict | None = None) -> str:
+    """What a file decodes to: PEMN header, weight bits, dense leftovers (as stored; q8 rows decoded)."""
     h = hashlib.sha256(json.dumps(pf.header, sort_keys=True).encode())
     for name, w in weights:
         h.update(name.encode() + w.tobytes())
-    for key, array in pf.dense_arrays().items():
+    for key, array in (pf.dense_arrays() if dense is None else dense).items():
         h.update(key.encode() + str(array.dtype).encode() + np.ascontiguousarray(array).tobytes())
     return h.hexdigest()
 
@@ -1893,11 +2411,16 @@ class FuzzStats:
     max_case_seconds: float = 0.0
     examples: list = field(default_factory=list)  # unexpected outcomes and disagreements, with saved paths
     class_examples: list = field(default_factory=list)  # both refused, with different error classes
-    versions: Counter = field(default_factory=Counter)  # cases per seed layout (format version 1 or 2)
+    versions: Counter = field(default_factory=Counter)  # cases per seed layout (format version 1, 2 or 3)
     version_accepted: Counter = field(default_factory=Counter)
     reference_skipped: int = 0  # labelled version 2 while the reference reader reads version 1 only
     expectations_checked: int = 0  # one-fault cases whose mutator knows the outcomes the spec allows
     expectation_mismatches: Counter = field(default_factory=Counter)  # "mutation: allowed -> got"
+    expectations_by_mutator: Counter = field(default_factory=Counter)  # checked one-fault cases per mutator
+    expectations_by_version: Counter = field(default_factory=Counter)  # ... per seed layout
+    dense_compared: int = 0  # both readers accepted: their decoded leftovers compared bit for bit
+    q8_compared: int = 0  # ... of which the file had q8 rows (version 3)
+    dense_disagreements: int = 0  # leftovers of other keys, dtypes, shapes or bits
 
     def to_dict(self) -> dict:
         out = {k: (dict(v.most_common()) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()}
@@ -2016,6 +2539,8 @@ def _expectation(case: Case, outcome: str, stats: FuzzStats) -> str | None:
     if case.expect is None or outcome.startswith("unexpected"):
         return None
     stats.expectations_checked += 1
+    stats.expectations_by_mutator[case.labels[0].split(":")[0]] += 1
+    stats.expectations_by_version[case.version] += 1
     got = "accepted" if outcome == "accepted" else outcome.split(":")[1]
     if got in case.expect:
         return None
@@ -2024,8 +2549,23 @@ def _expectation(case: Case, outcome: str, stats: FuzzStats) -> str | None:
     return mismatch
 
 
+def _dense_differs(dense: dict, ref_dense: dict) -> bool:
+    """Whether two readers' leftovers differ: keys (in order), dtype, shape or bits (NaN payloads included)."""
+    if list(dense) != list(ref_dense):
+        return True
+    for key, a in dense.items():
+        b = np.asarray(ref_dense[key])
+        a = np.asarray(a)
+        if (a.dtype.kind, a.dtype.itemsize, a.shape) != (b.dtype.kind, b.dtype.itemsize, b.shape):
+            return True
+        little = a.dtype.newbyteorder("<")
+        if np.ascontiguousarray(a, dtype=little).tobytes() != np.ascontiguousarray(b, dtype=little).tobytes():
+            return True
+    return False
+
+
 def _compare(case: Case, run: _Run, ref_outcome: str, stats: FuzzStats) -> str | None:
-    """The two readers on one case: the disagreement ("accept/refuse", "bits") or None."""
+    """The two readers on one case: the disagreement ("accept/refuse", "bits", "dense") or None."""
     outcome = run.outcome
     if outcome.startswith("unexpected") or ref_outcome.startswith("unexpected"):
         return None
@@ -2040,6 +2580,12 @@ def _compare(case: Case, run: _Run, ref_outcome: str, stats: FuzzStats) -> str |
         ):
             stats.bit_disagreements += 1
             return "bits"
+        stats.dense_compared += 1
+        table = run.ref_out["header"]["dense"]["tensors"]
+        stats.q8_compared += any(len(row) == 4 and row[2] == "q8" for row in table)
+        if _dense_differs(run.decoded[2], run.ref_out["dense"]):
+            stats.dense_disagreements += 1
+            return "dense"
     elif outcome.split(":")[1] != ref_outcome.split(":")[1]:  # informational: counted as agreeing
         stats.class_disagreements[f"{outcome.split(':')[1]} / {ref_outcome.split(':')[1]}"] += 1
         if len(stats.class_examples) < 20:
@@ -2179,6 +2725,7 @@ def format_summary(stats: FuzzStats) -> str:
         f"unexpected outcomes: {sum(stats.unexpected.values())} {dict(stats.unexpected)}",
         f"reader disagreements: accept/refuse {stats.accept_refuse_disagreements}, "
         f"weight bits {stats.bit_disagreements}, "
+        f"leftovers {stats.dense_disagreements} (of {stats.dense_compared:,} compared, {stats.q8_compared:,} with q8), "
         f"error class {sum(stats.class_disagreements.values())}",
         f"memory: {stats.memory_samples} traced cases, worst peak {100 * stats.memory_peak_ratio:.1f}% of the bound; "
         f"slowest case {stats.max_case_seconds * 1e3:.0f} ms",
@@ -2205,7 +2752,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", type=float, default=SLOW_SECONDS,
                         help="a case slower than this many seconds (one reader call) is an unexpected outcome")
     parser.add_argument("--write-seeds", type=Path, default=None, metavar="DIR",
-                        help="also write the seed files (the valid vectors, and each as version 2 under v2/)")
+                        help="also write the seed files (the valid vectors, each as version 2 under v2/, "
+                             "and the version 3 vectors under v3/)")
     args = parser.parse_args(argv)
     if args.write_seeds is not None:
         write_seeds(args.write_seeds)

@@ -22,6 +22,10 @@ tests/test_hostile_files.py give to the readers, ``pemn.load`` and the CLI.
   the wrong kind, streams that are not one raw DEFLATE stream, the version label against the layout,
   derived keys stated wrong. Each is small on disk (what matters is what it declares) and is refused with
   the right class, within ``SMALL_PEAK`` traced bytes: before allocating anything of the declared size.
+* **v3-q8**: format version 3's int8 leftovers (formats/pemn-v3.md): q8 rows declaring 65,536 values (one, and
+  a thousand of them) over the few codes of a 1.6 KB file, a row declaring 65,536 outliers, an outlier
+  position far past its row (what a decoder scattering values without the check would write out of bounds).
+  Refused with the right class within ``SMALL_PEAK`` traced bytes: nothing of the declared size decoded.
 
 The code, size, text and inconsistent groups exist in both format versions (version 2 names end in
 ``_v2``): every file is made by editing a valid vector (written by the package) with
@@ -54,6 +58,7 @@ import fuzz_loader as fz  # noqa: E402
 import numpy as np  # noqa: E402
 
 VALID = ROOT / "formats" / "vectors" / "valid"
+VALID_V3 = ROOT / "formats" / "vectors" / "v3" / "valid"
 MARKER = "pemn-hostile-executed"  # a file that exists only if some hostile code ran
 PLANTED_MODULE = "pemn_hostile_module"  # importing it creates MARKER
 SMALL_PEAK = 4 << 20  # what reading a hostile v2 file may allocate at most (traced): nothing it merely declares
@@ -133,7 +138,7 @@ def build_hostile() -> list[Hostile]:
             group.append(_container_offsets_swapped(bases["seq"]))
         suffix = "" if version == 1 else f"_v{version}"
         out += [Hostile(h.name + suffix, *list(asdict(h).values())[1:]) for h in group]
-    return out + _not_pemn() + _v2_declared() + _v2_header_tensor() + _v2_stream() + _v2_labels()
+    return out + _not_pemn() + _v2_declared() + _v2_header_tensor() + _v2_stream() + _v2_labels() + _v3_q8()
 
 
 # ---------------------------------------------------------------------------------------------- code
@@ -460,6 +465,51 @@ def _v2_labels() -> list[Hostile]:
             minus_one.encode(), "HeaderError", "HeaderError", "bank must be 1"),
         _v2("v2_derived_generator_conflict", "a generator whose seed differs from config.seed", generator.encode(),
             "HeaderError", "HeaderError", "generator.seed"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- v3-q8
+def _v3_q8() -> list[Hostile]:
+    """Version 3's q8 rows declaring far more than the file holds (formats/pemn-v3.md sections 2 to 4), made
+    from the committed int8 vector cm_mp_folded_int8_outliers (registry test_convmixer, 1.6 KB)."""
+    base = (VALID_V3 / "cm_mp_folded_int8_outliers.pemn").read_bytes()
+
+    def q8_file(change):
+        e = edit(base)
+        change(e.header["dense"]["tensors"], [item for item in e.header["dense"]["tensors"] if fz.is_q8_row(item)])
+        return e.encode()
+
+    def one_row(table, q8):
+        q8[0][1:] = [[fz.Q8_MAX_VALUES], "q8", 0]
+
+    def thousand_rows(table, q8):
+        table += [[f"extra.{i}", [fz.Q8_MAX_VALUES], "q8", 0] for i in range(1000)]
+
+    def all_outliers(table, q8):
+        q8[0][1:] = [[fz.Q8_MAX_VALUES], "q8", fz.Q8_MAX_VALUES]
+
+    far = edit(base)
+    rows = fz.dense_rows(far)
+    row = next(r for r in rows if r.group == fz.Q8_GROUP and r.positions.size)
+    row.positions[-1] = 0xFFFF  # the row has 16 values
+    fz.set_dense_rows(far, rows)
+
+    def v3(name, description, blob, read, message):
+        return Hostile(name, "v3-q8", description, blob, read, read, message, None, max_peak=SMALL_PEAK)
+
+    return [
+        v3("v3_q8_row_65536_values_tiny_file",
+           "a q8 row of 16 values declaring 65,536 (the most a row may hold), its 16 codes stored: 1.6 KB",
+           q8_file(one_row), "ShapeError", "dense.q8"),
+        v3("v3_q8_1000_rows_of_65536_values",
+           "1,000 extra q8 rows of 65,536 values each (65.5 M values, 262 MB decoded) over the file's 155 codes",
+           q8_file(thousand_rows), "ShapeError", "dense.q8"),
+        v3("v3_q8_65536_outliers",
+           "a q8 row declaring 65,536 values, all of them outliers (128 KB of positions and values), none stored",
+           q8_file(all_outliers), "ShapeError", "dense.q8"),
+        v3("v3_q8_outlier_position_65535",
+           "an outlier at position 65,535 of a 16-value q8 row, every length consistent (row 23b)",
+           far.encode(), "ShapeError", "outlier positions"),
     ]
 
 

@@ -1,8 +1,9 @@
 """Hostile `.pemn` files beyond formats/vectors/invalid: code references, huge claimed sizes, escape sequences
-and markup, non-PEMN safetensors, headers that disagree with the tensors, in both format versions, and version
-2's header block (inflation bombs, declared sizes, header tensors of the wrong kind). Each is refused with a
-PemnError (or, for text, shown escaped), nothing is imported or run, and a version 2 header is refused before
-anything of its declared size is allocated.
+and markup, non-PEMN safetensors, headers that disagree with the tensors, in both format versions, version
+2's header block (inflation bombs, declared sizes, header tensors of the wrong kind) and version 3's q8 rows
+(65,536 values or outliers declared over a few stored codes, an outlier position past its row). Each is refused
+with a PemnError (or, for text, shown escaped), nothing is imported or run, and a version 2 header or a version 3
+q8 row is refused before anything of its declared size is allocated.
 
 The corpus is written by ``python benchmarks/hostile_files.py --write DIR``, as a user runs it, with the outcome
 its author declares for each file; tests/support/hostile.py gives each file to the package readers, the reference
@@ -24,7 +25,7 @@ from support.hostile import ESC, check_hostile, problems, read_corpus, watch_exe
 import pemn_compress as pemn
 from pemn_compress import errors
 
-GROUPS = ["code", "size", "text", "not-pemn", "inconsistent", "v2-header"]
+GROUPS = ["code", "size", "text", "not-pemn", "inconsistent", "v2-header", "v3-q8"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
