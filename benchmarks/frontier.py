@@ -412,6 +412,9 @@ ONE_ROW_DECISIONS = (
     ("allocation", "--target-ratio 60 + ERK allocation", "--target-ratio 60",
      "Allocation at the budget of --target-ratio 60", "erk", "uniform",
      "`pemn compress --target-ratio 60` trains with it (`--allocation auto`, the default)"),
+    ("dense_dtype", "--target-ratio 40 + int8 leftovers", "--target-ratio 40 + ERK allocation",
+     "Leftovers at the budget of --target-ratio 40", "int8", "float16",
+     "`pemn compress --target-ratio 40` stores them so (`--dense-dtype auto`, the default)"),
 )
 
 
@@ -590,7 +593,7 @@ def render(csv_path: Path, readme: Path | None = None) -> Path:
     paired = paired_lines(groups, ratio)
     if paired:
         body += ["", "Changes measured alone (paired against the row they change, same seeds; annealing, global "
-                 "and ERK allocation go beyond the paper):", ""]
+                 "and ERK allocation and int8 leftovers go beyond the paper):", ""]
         body += paired
     lines = h.report_head(meta, csv_path.stem, "python benchmarks/frontier.py") + [
         "Every accuracy is that of the file on disk loaded back into a fresh model, on the full test set, after the "

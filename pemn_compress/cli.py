@@ -325,7 +325,8 @@ def _render_inspect(out: Console, file: str, s: dict) -> None:
     info.add_row("architecture", _architecture(s["architecture"], file))
     dense = s["dense"]
     folded = f", BatchNorm folded in {len(dense['folded_batchnorm'])} layer(s)" if dense["folded_batchnorm"] else ""
-    leftovers = f"{dense['tensors']} tensors, {dense['parameters']:,} values, {safe(dense['dtype'])}{folded}"
+    outliers = f" ({dense['outliers']:,} far off their grid kept float16)" if dense["dtype"] == "int8" else ""
+    leftovers = f"{dense['tensors']} tensors, {dense['parameters']:,} values, {safe(dense['dtype'])}{outliers}{folded}"
     info.add_row("dense leftovers", leftovers)
     for label, text in _provenance(s["provenance"]):
         info.add_row(label, text)

@@ -318,7 +318,11 @@ def test_dense_equivalent_is_the_loaded_model_in_fp32_whatever_the_storage(files
     assert "BatchNorm folded" in invoke("inspect", path).stdout or not options.get("fold_batchnorm")
     if options["dense_dtype"] == "int8":  # every leftover a folded scale or shift: its bound is a byte per value
         assert s["totals"]["dense_bound_bytes"] == s["dense"]["parameters"]
-        assert f"(int8, BN folded) {s['dense']['parameters']:,} B" in invoke("inspect", path).stdout
+        text = invoke("inspect", path).stdout
+        assert f"(int8, BN folded) {s['dense']['parameters']:,} B" in text
+        rows = pemn.read_pemn(path).header["dense"]["tensors"]  # [key, shape, "q8", outliers] as stored
+        assert s["dense"]["outliers"] == sum(row[3] for row in rows if row[2] == "q8")
+        assert f"int8 ({s['dense']['outliers']:,} far off their grid kept float16)" in " ".join(text.split())
 
 
 # ---------------------------------------------------------------------------------------------

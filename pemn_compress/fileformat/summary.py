@@ -221,6 +221,7 @@ def summarize(pf: PemnFile, path: str | os.PathLike | None = None) -> dict:
             "folded_batchnorm": list(header.dense.folded_batchnorm),
             "tensors": len(header.dense.tensors),
             "parameters": sum(entry.numel for entry in header.dense.tensors),
+            "outliers": sum(entry.outliers or 0 for entry in header.dense.tensors),  # int8 files: kept float16
             "groups": {group: int(t.nbytes) for group, t in dense_groups.items()},
         },
         "banks": [
