@@ -89,7 +89,7 @@ from torch import nn
 import pemn_compress as pemn
 from pemn_compress.baselines import Pruning, load_artifact, save_dense, save_int8, save_sparse, save_sparse_packed
 from pemn_compress.data import BatchLoader, get_dataset
-from pemn_compress.defaults import BY_BUDGET, by_budget
+from pemn_compress.defaults import BY_BUDGET, INT8_UP_TO_DENSITY, by_budget
 from pemn_compress.errors import check_int, check_number
 from pemn_compress.nn.topk import kept_count
 from pemn_compress.pipeline import CompressOptions, compress
@@ -191,7 +191,8 @@ class Point:
     callbacks: tuple = ()  # trainer callback factories: a method measured here before it becomes an option
     base: str = ""  # the row this one is paired against, seed by seed (a method measured alone)
     note: str = ""  # how to get it, for a setting that is no `pemn compress` flag yet
-    trained: dict = dataclasses.field(default_factory=dict)  # budget rows: the BY_BUDGET options it trained with
+    trained: dict = dataclasses.field(default_factory=dict)  # budget rows: the BY_BUDGET options it trained with,
+    # and dense_dtype where its leftovers are not float16
     packed: bool = False  # pruning: stored by save_sparse_packed (three tensors, BatchNorm folded)
     scales: bool = True  # False: a budget only MODEL reaches, left out of a plan at another --target-ratio (--quick)
 
@@ -250,13 +251,13 @@ POINTS = (
     # --target-ratio 100 with every default: float16 leftovers alone (9,984 B) leave no room in its 10,667 B, so
     # --dense-dtype auto stores them int8 (format version 3) and the density falls to about 0.0076
     Point("--target-ratio 100", "pemn", {"target_ratio": 100.0}, every_seed=True,
-          trained={"density_schedule": "anneal", "allocation": "erk"}, scales=False),
+          trained={"density_schedule": "anneal", "allocation": "erk", "dense_dtype": "int8"}, scales=False),
     # int8 leftovers where float16 ones fit too: the 4 KB they save go to the masks (density 0.0887 -> 0.116), with
     # the schedule and allocation that won at this budget, paired against what --target-ratio 40 trains today
     Point("--target-ratio 40 + int8 leftovers", "pemn",
           {"target_ratio": 40.0, "dense_dtype": "int8", "density_schedule": "anneal", "allocation": "erk"},
           every_seed=True, base="--target-ratio 40 + ERK allocation",
-          trained={"density_schedule": "anneal", "allocation": "erk"}),
+          trained={"density_schedule": "anneal", "allocation": "erk", "dense_dtype": "int8"}),
 )
 DENSE_FORMATS = (("dense fp32", "safetensors fp32", "fp32"), ("dense fp16", "safetensors fp16", "fp16"),
                  ("int8 weight-only", "int8 per-channel + fp16 rest", "int8"))  # (row, file, file name suffix)
@@ -465,13 +466,19 @@ def gap_text(gaps: list[float]) -> tuple[float, str]:
 
 def default_row(groups: dict[str, dict[int, dict]], label: str) -> str | None:
     """The row of budget ``label`` ("--target-ratio 40") trained with what ``pemn compress`` resolves at that row's
-    density today (``defaults.by_budget``: the schedule, the allocation); None when no row did."""
-    for method, seeds in groups.items():
-        p = point_of(method)
-        if p is None or not p.trained or not (method == label or method.startswith(label + " + ")):
+    density today (``defaults.by_budget``: the schedule, the allocation) and with the leftovers ``--dense-dtype
+    auto`` stores at that budget (int8 where no float16 row fits it, or where the float16 rows' density is at most
+    ``INT8_UP_TO_DENSITY``); None when no row did."""
+    rows = {m: (p, {float(r["density"]) for r in seeds.values()}) for m, seeds in groups.items()
+            if (p := point_of(m)) is not None and p.trained and (m == label or m.startswith(label + " + "))}
+    float16 = [d for p, densities in rows.values() if p.trained.get("dense_dtype", "float16") == "float16"
+               for d in densities]
+    leftovers = "int8" if not float16 or max(float16) <= INT8_UP_TO_DENSITY else "float16"
+    for method, (p, densities) in rows.items():
+        if p.trained.get("dense_dtype", "float16") != leftovers:
             continue
-        densities = {float(r["density"]) for r in seeds.values()}
-        if all(p.trained == {name: by_budget(name, d) for name in BY_BUDGET} for d in densities):
+        if all({name: p.trained[name] for name in BY_BUDGET} == {name: by_budget(name, d) for name in BY_BUDGET}
+               for d in densities):
             return method
     return None
 

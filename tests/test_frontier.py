@@ -298,10 +298,16 @@ def test_code_trains_with_what_one_row_of_the_committed_report_decides(option, l
     decided = changed if len(seeds) >= 3 and all(wins) else kept
     assert shown == {True: "on", False: "off"}.get(decided, decided)
     options = CompressOptions(model="convmixer_192_6_p4")
+    densities = {float(r["density"]) for r in rows if r["method"] == base}  # what the base row trained at
+    if option == "dense_dtype":  # auto at a budget: int8 where float16's density is at most INT8_UP_TO_DENSITY
+        from pemn_compress.defaults import INT8_UP_TO_DENSITY
+
+        assert options.dense_dtype == "auto"
+        assert {"int8" if d <= INT8_UP_TO_DENSITY else "float16" for d in densities} == {decided}
+        return
     if option not in BY_BUDGET:
         assert getattr(options, option) == decided
         return
-    densities = {float(r["density"]) for r in rows if r["method"] == base}  # what the base row trained at
     assert getattr(options, option) == "auto"  # the default: by the budget
     assert {by_budget(option, d) for d in densities} == {decided}
 
