@@ -281,6 +281,8 @@ def test_code_defaults_to_the_density_the_committed_report_decides():
      "--target-ratio 40 + density annealing", "erk", "uniform"),
     ("allocation", "Allocation at the budget of --target-ratio 60", "--target-ratio 60 + ERK allocation",
      "--target-ratio 60", "erk", "uniform"),
+    ("dense_dtype", "Leftovers at the budget of --target-ratio 40", "--target-ratio 40 + int8 leftovers",
+     "--target-ratio 40 + ERK allocation", "int8", "float16"),
 ])  # fmt: skip
 def test_code_trains_with_what_one_row_of_the_committed_report_decides(option, line, method, base, changed, kept):
     """An option changes only if the row that changes it alone beat the row it changes on every seed (paired,
@@ -324,8 +326,9 @@ def test_the_budget_goals_name_the_row_todays_defaults_train(fmnist_cwd):
     recipes = {"--target-ratio 40 + density annealing": {"density_schedule": "anneal", "allocation": "uniform"},
                "--target-ratio 40 + ERK allocation": {"density_schedule": "anneal", "allocation": "erk"},
                "--target-ratio 60": {"density_schedule": "anneal", "allocation": "uniform"},
-               "--target-ratio 60 + ERK allocation": {"density_schedule": "anneal", "allocation": "erk"}}
-    for ratio in (60, 40):
+               "--target-ratio 60 + ERK allocation": {"density_schedule": "anneal", "allocation": "erk"},
+               "--target-ratio 100": {"density_schedule": "anneal", "allocation": "erk"}}
+    for ratio in (100, 60, 40):
         prefix = f"- `pemn compress --target-ratio {ratio}` with its defaults"
         line = next(x for x in markdown.splitlines() if x.startswith(prefix))
         row = re.search(r"\(row `(.+?)`\)", line).group(1)
