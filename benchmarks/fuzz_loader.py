@@ -1893,16 +1893,19 @@ def _older_quantize(rng, c: Candidate):
     _quantize_rows(rng, c, rows)
     set_dense_rows(c, rows)
     c.header["dense"]["dtype"] = "int8"
-    if rng.random() < 0.6:
-        _upgrade(c)
-        return ("accepted",)
-    return ("HeaderError",)
+    return _upgraded_or_refused(rng, c, 0.6)
 
 
 def _older_int8(rng, c: Candidate):
     """dense.dtype int8 without a q8 row: valid in version 3, HeaderError in versions 1 and 2."""
     c.header["dense"]["dtype"] = "int8"
-    if rng.random() < 0.5:
+    return _upgraded_or_refused(rng, c, 0.5)
+
+
+def _upgraded_or_refused(rng, c: Candidate, chance: float):
+    """With probability ``chance`` lay the file out as version 3, where int8 and q8 are valid (accepted); else
+    keep its version, where they are unknown values (HeaderError)."""
+    if rng.random() < chance:
         _upgrade(c)
         return ("accepted",)
     return ("HeaderError",)
