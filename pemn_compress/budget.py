@@ -55,6 +55,7 @@ from .fileformat.constants import (
     MASKS_TENSOR,
     MAX_RICE_K,
     Q8_GROUP,
+    Q8_INDEX,
     Q8_TENSORS,
 )
 from .fileformat.header import Fingerprint, Json
@@ -274,6 +275,11 @@ class Trial:
 OUTLIER_RESERVE = 8
 
 
+def reserved_outliers(numel: int) -> int:
+    """The outliers the budget counts for a ``q8`` entry of ``numel`` values: one in ``OUTLIER_RESERVE``, rounded up."""
+    return -(-numel // OUTLIER_RESERVE)
+
+
 def _reserve_outliers(payload: Payload) -> Payload:
     """``payload`` with each ``q8`` entry holding ``ceil(n / OUTLIER_RESERVE)`` outliers (its first values, zero:
     only their size counts, and the trial stays a valid file): an untrained model's leftovers have none, a
@@ -282,14 +288,14 @@ def _reserve_outliers(payload: Payload) -> Payload:
     if not dense.q8_entries():
         return payload
     entries = tuple(
-        dataclasses.replace(e, outliers=-(-e.numel // OUTLIER_RESERVE)) if e.group == Q8_GROUP else e
+        dataclasses.replace(e, outliers=reserved_outliers(e.numel)) if e.group == Q8_GROUP else e
         for e in dense.tensors
     )
     reserved = dataclasses.replace(dense, tensors=entries)
     tensors = dict(payload.tensors)
     for name, length in reserved.q8_lengths().items():
         tensors[name] = np.zeros(length, dtype=Q8_TENSORS[name][0])
-    tensors["dense.q8_index"] = np.concatenate([np.arange(e.outliers or 0, dtype="<u2") for e in reserved.q8_entries()])
+    tensors[Q8_INDEX] = np.concatenate([np.arange(e.outliers or 0, dtype="<u2") for e in reserved.q8_entries()])
     return Payload(dataclasses.replace(payload.file_header, dense=reserved), tensors)
 
 

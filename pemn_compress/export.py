@@ -29,8 +29,12 @@ from .fileformat.constants import (
     FORMAT_VERSION,
     GENERATOR,
     MASKS_TENSOR,
+    Q8_CODES,
     Q8_GROUP,
+    Q8_INDEX,
+    Q8_RANGE,
     Q8_TENSORS,
+    Q8_VALUE,
     VALUES_PREFIX,
 )
 from .fileformat.header import (
@@ -241,9 +245,9 @@ def _dense_leftovers(
 def _q8_tensors(entries: list[Q8Entry]) -> dict[str, np.ndarray]:
     """Group q8's four tensors (formats/pemn-v3.md section 3), entries in table order."""
     parts = {
-        "dense.q8": [e.codes for e in entries],
-        "dense.q8_range": [np.array([e.lo, e.step], dtype=np.float16) for e in entries],
-        "dense.q8_index": [e.index for e in entries],
-        "dense.q8_value": [e.values for e in entries],
+        Q8_CODES: [e.codes for e in entries],
+        Q8_RANGE: [np.array([e.lo, e.step], dtype=np.float16) for e in entries],
+        Q8_INDEX: [e.index for e in entries],
+        Q8_VALUE: [e.values for e in entries],
     }
     return {name: np.concatenate(parts[name]).astype(dtype) for name, (dtype, _) in Q8_TENSORS.items()}

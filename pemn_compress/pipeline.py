@@ -85,7 +85,7 @@ from torch.utils.data import DataLoader
 from . import allocation, distributed
 from .annealing import DensityAnnealing
 from .api import load, resolve_device
-from .budget import OUTLIER_RESERVE, WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density
+from .budget import WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density, reserved_outliers
 from .checkpoints import (
     CheckpointGuard,
     checkpoint_path,
@@ -911,7 +911,7 @@ def _why_over(student: nn.Module, write_options: dict) -> str:
             return ("a dense leftover left float16's range and is stored in float32; rerun with --dense-dtype "
                     "float32 (then counted in the budget)")
         outliers = sum(entry.outliers or 0 for entry in dense.q8_entries())
-        reserved = sum(-(-entry.numel // OUTLIER_RESERVE) for entry in dense.q8_entries())
+        reserved = sum(reserved_outliers(entry.numel) for entry in dense.q8_entries())
         if outliers > reserved:
             return (f"its int8 leftovers kept {outliers:,} values in float16 (far off their tensor's grid), more than "
                     f"the {reserved:,} the budget reserved; rerun with a target {4 * (outliers - reserved):,} B larger")

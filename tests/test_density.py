@@ -141,7 +141,6 @@ def test_int8_leftovers_with_more_outliers_than_reserved_say_so(fmnist_cwd, monk
     # trained file keeps 2 outliers in each folded scale, and the error names them, not the header
     monkeypatch.setattr("pemn_compress.budget.header_margin", lambda deflated: -1500)
     monkeypatch.setattr("pemn_compress.budget.OUTLIER_RESERVE", 10**9)
-    monkeypatch.setattr("pemn_compress.pipeline.OUTLIER_RESERVE", 10**9)
     options = dict(OPTIONS, dense_dtype="int8")
     compress(CompressOptions(**options, output="free.pemn"))
     budget = (fmnist_cwd / "free.pemn").stat().st_size - recipe_bytes("free.pemn") - 400

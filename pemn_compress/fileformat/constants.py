@@ -24,11 +24,12 @@ VALUES_PREFIX = "values."  # "values.<bank>": an explicitly stored value vector 
 DENSE_GROUPS = {"f32": "<f4", "f16": "<f2", "i64": "<i8"}  # dense group suffix -> numpy dtype
 # version 3: group q8 (int8 affine codes, float16 outliers) is stored in four tensors, not one
 Q8_GROUP = "q8"
+Q8_CODES, Q8_RANGE, Q8_INDEX, Q8_VALUE = "dense.q8", "dense.q8_range", "dense.q8_index", "dense.q8_value"
 Q8_TENSORS = {  # tensor name -> (numpy dtype, what its length counts)
-    "dense.q8": ("u1", "codes"),  # one byte per value that is no outlier, entries in table order
-    "dense.q8_range": ("<f2", "ranges"),  # two per entry: lo, step (value = lo + code * step in float32)
-    "dense.q8_index": ("<u2", "outliers"),  # each outlier's position in its entry, increasing per entry
-    "dense.q8_value": ("<f2", "outliers"),  # each outlier's value
+    Q8_CODES: ("u1", "codes"),  # one byte per value that is no outlier, entries in table order
+    Q8_RANGE: ("<f2", "ranges"),  # two per entry: lo, step (value = lo + code * step in float32)
+    Q8_INDEX: ("<u2", "outliers"),  # each outlier's position in its entry, increasing per entry
+    Q8_VALUE: ("<f2", "outliers"),  # each outlier's value
 }
 Q8_MAX_NUMEL = 65_536  # the largest q8 entry: its outliers' positions fit 16 bits
 Q8_LEVELS = 255  # codes 0..255: lo + 255 * step is the top of the grid

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import MaskConfig
 from ..strategies import ValuePlan
-from .constants import DENSE_PREFIX, MASKS_TENSOR, Q8_GROUP, VALUES_PREFIX
+from .constants import DENSE_PREFIX, MASKS_TENSOR, Q8_CODES, Q8_GROUP, Q8_INDEX, Q8_RANGE, Q8_VALUE, VALUES_PREFIX
 from .header import FileHeader, LayerRecord
 from .q8 import dequantize
 
@@ -70,10 +70,10 @@ class Payload:
             stop = start + entry.stored
             if entry.group == Q8_GROUP:
                 count = entry.outliers or 0
-                lo, step = self.tensors["dense.q8_range"][2 * q8 : 2 * q8 + 2]
-                flat = dequantize(self.tensors["dense.q8"][start:stop], lo, step,
-                                  self.tensors["dense.q8_index"][outliers : outliers + count],
-                                  self.tensors["dense.q8_value"][outliers : outliers + count], entry.numel)
+                lo, step = self.tensors[Q8_RANGE][2 * q8 : 2 * q8 + 2]
+                flat = dequantize(self.tensors[Q8_CODES][start:stop], lo, step,
+                                  self.tensors[Q8_INDEX][outliers : outliers + count],
+                                  self.tensors[Q8_VALUE][outliers : outliers + count], entry.numel)
                 out[entry.key] = flat.reshape(entry.shape)
                 q8, outliers = q8 + 1, outliers + count
             else:

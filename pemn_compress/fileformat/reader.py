@@ -41,6 +41,8 @@ from .constants import (
     MASKS_TENSOR,
     MAX_HEADER_BYTES,
     Q8_GROUP,
+    Q8_INDEX,
+    Q8_RANGE,
     Q8_TENSORS,
     VALUES_PREFIX,
 )
@@ -211,11 +213,11 @@ def _check_q8_values(header: FileHeader, tensors: Mapping[str, np.ndarray]) -> N
     q8 = header.dense.q8_entries()
     if not q8:
         return
-    ranges = tensors["dense.q8_range"]
+    ranges = tensors[Q8_RANGE]
     if not np.isfinite(ranges).all():
         entry = q8[int(np.flatnonzero(~np.isfinite(ranges))[0]) // 2]
         raise ShapeError(f"dense tensor {entry.key!r}: its q8 range (lo, step) is not finite")
-    index = tensors["dense.q8_index"]
+    index = tensors[Q8_INDEX]
     start = 0
     for entry in q8:
         count = entry.outliers or 0
