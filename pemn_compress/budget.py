@@ -13,8 +13,8 @@ that size is at or under the budget, so that the file meets it whatever the mask
   it is stored in float32, spec section 11: the one case the bound does not cover; the pipeline
   checks the final size again before writing and refuses rather than writing a file over budget).
   int8 leftovers (format version 3) depend on how many outliers training makes: the trial counts one
-  in ``OUTLIER_RESERVE`` values of each ``q8`` entry as an outlier (the full-data report's 60x files had
-  8.5%), and the pipeline's check lowers the density of a trained file that made more;
+  in ``q8.OUTLIER_RESERVE`` values of each ``q8`` entry as an outlier, the most the writer keeps in a file
+  (a candidate over that cap widens its entry's grid instead, ``q8.allot_outliers``);
 - header: the same trial encoding with every field that training decides set to its longest form:
   each layer record as a ``rice`` record with ``ones = n``, ``bytes`` = its bound, ``rice_k = 40``,
   ``invert = false``; the masks tensor as long as the sum of the bounds; the provenance values known
@@ -60,6 +60,7 @@ from .fileformat.constants import (
 )
 from .fileformat.header import Fingerprint, Json
 from .fileformat.payload import Payload
+from .fileformat.q8 import reserved_outliers
 from .fileformat.reader import read_pemn
 from .fileformat.summary import dense_fp32_entries, safetensors_file_size
 from .fileformat.writer import encode, encoded_size_bound
@@ -270,18 +271,8 @@ class Trial:
         return 1.0 / max(self.sizes)
 
 
-# int8 leftovers: the trial counts one value in this many of each q8 entry as a float16 outlier. The full-data
-# report's 60x files (benchmarks/results/leftover_int8_files.md) had 8.5% (422 of 4,992 values), the 40x ones 0.1%.
-OUTLIER_RESERVE = 8
-
-
-def reserved_outliers(numel: int) -> int:
-    """The outliers the budget counts for a ``q8`` entry of ``numel`` values: one in ``OUTLIER_RESERVE``, rounded up."""
-    return -(-numel // OUTLIER_RESERVE)
-
-
 def _reserve_outliers(payload: Payload) -> Payload:
-    """``payload`` with each ``q8`` entry holding ``ceil(n / OUTLIER_RESERVE)`` outliers (its first values, zero:
+    """``payload`` with each ``q8`` entry holding ``reserved_outliers(n)`` outliers (its first values, zero:
     only their size counts, and the trial stays a valid file): an untrained model's leftovers have none, a
     trained one's do."""
     dense = payload.file_header.dense

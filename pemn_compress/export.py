@@ -49,7 +49,7 @@ from .fileformat.header import (
     LayerRecord,
 )
 from .fileformat.payload import Payload
-from .fileformat.q8 import Q8Entry, quantize
+from .fileformat.q8 import Q8Entry, allot_outliers, quantize
 from .fileformat.reader import weights_fingerprint
 from .fileformat.writer import DEFAULT_DENSE_DTYPE, encode
 from .nn.layers import MaskedLayer
@@ -220,15 +220,19 @@ def _dense_leftovers(
     model: nn.Module, *, dense_dtype: str, fold_batchnorm: bool
 ) -> tuple[DenseRecord, dict[str, np.ndarray]]:
     """The ``dense`` record (storage table in sorted key order) and its flat group tensors; ``int8``
-    (format version 3): each floating leftover that q8 holds in fewer bytes than float16 in group ``q8``."""
+    (format version 3): each floating leftover that q8 holds in fewer bytes than float16 in group ``q8``, the
+    file's outliers at most ``q8.OUTLIER_RESERVE``'s share (``allot_outliers``)."""
     state, folded = _leftover_state(model, fold_batchnorm=fold_batchnorm)
     float_group = DENSE_FLOAT_GROUP[dense_dtype]
     groups: dict[str, list[np.ndarray]] = {}
     q8: list[Q8Entry] = []
     table = []
+    floats = [key for key in sorted(state) if dense_dtype == "int8" and state[key].dtype.is_floating_point]
+    allowed = dict(zip(floats, allot_outliers([state[key].detach().cpu().float().numpy() for key in floats]),
+                       strict=True))
     for key in sorted(state):
         value = state[key].detach().cpu()
-        coded = quantize(value.float().numpy()) if dense_dtype == "int8" and value.dtype.is_floating_point else None
+        coded = quantize(value.float().numpy(), allowed[key]) if key in allowed else None
         if coded is not None:
             q8.append(coded)
             table.append(DenseEntry(key, tuple(value.shape), Q8_GROUP, int(coded.index.size)))

@@ -85,7 +85,7 @@ from torch.utils.data import DataLoader
 from . import allocation, distributed
 from .annealing import DensityAnnealing
 from .api import load, resolve_device
-from .budget import WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density, reserved_outliers
+from .budget import WORST_FLOAT, BudgetChoice, Trial, budget_bytes, choose_density
 from .checkpoints import (
     CheckpointGuard,
     checkpoint_path,
@@ -900,21 +900,15 @@ def _fit(student: nn.Module, provenance: dict, target: BudgetChoice, write_optio
 
 def _why_over(student: nn.Module, write_options: dict) -> str:
     """Why a file the budget chose a density for is over it at any density: a float16 file's leftover
-    outside float16's range stored in float32 (the one size the budget cannot foresee), int8 leftovers with
-    more float16 outliers than the budget reserved, or a header larger than its estimate (the header's
-    digits: kept counts, accuracies, digests)."""
+    outside float16's range stored in float32 (the one size the budget cannot foresee), or a header larger
+    than its estimate (the header's digits: kept counts, accuracies, digests). int8 leftovers keep no more
+    float16 outliers than the budget counted (``q8.allot_outliers``)."""
     dense_dtype = write_options["dense_dtype"]
     if dense_dtype in ("float16", "int8"):
-        dense, groups = _dense_leftovers(student, dense_dtype=dense_dtype,
-                                         fold_batchnorm=write_options["fold_batchnorm"])
+        _, groups = _dense_leftovers(student, dense_dtype=dense_dtype, fold_batchnorm=write_options["fold_batchnorm"])
         if DENSE_PREFIX + "f32" in groups:
             return ("a dense leftover left float16's range and is stored in float32; rerun with --dense-dtype "
                     "float32 (then counted in the budget)")
-        outliers = sum(entry.outliers or 0 for entry in dense.q8_entries())
-        reserved = sum(reserved_outliers(entry.numel) for entry in dense.q8_entries())
-        if outliers > reserved:
-            return (f"its int8 leftovers kept {outliers:,} values in float16 (far off their tensor's grid), more than "
-                    f"the {reserved:,} the budget reserved; rerun with a target {4 * (outliers - reserved):,} B larger")
     return "its header came out larger than the budget estimated; rerun with a target a few hundred bytes larger"
 
 

@@ -15,7 +15,7 @@ from conftest import run_compress
 import pemn_compress as pemn
 from pemn_compress.errors import ConfigError
 from pemn_compress.export import _leftover_state, to_bytes
-from pemn_compress.fileformat.q8 import dequantize, quantize
+from pemn_compress.fileformat.q8 import allot_outliers, dequantize, quantize
 
 QUICK = ["--max-train-samples", "256", "--epochs", "1", "--batch-size", "64", "--threads", "1"]
 F16 = np.float16
@@ -48,6 +48,36 @@ def test_quantize_keeps_inliers_within_half_a_step_and_outliers_in_float16():
     # the grid spans 0.5 .. 1.13 in 255 steps; float16 rounding of lo and step adds at most a few of its ulps
     assert np.abs(decoded[inliers] - x[inliers]).max() <= float(coded.step) / 2 + 255 * 2.0**-20 + 2.0**-11
     assert coded.nbytes == 62 + 4 + 2 * 4  # a byte per inlier, lo and step, 4 bytes per outlier
+
+
+def test_outliers_over_the_cap_join_the_grid_the_largest_kept():
+    # median magnitude 1: 300, -200 and 50 are all over 16x it; with room for one, -200 and 50 join the grid,
+    # which then runs from -200 (lo) to 50: step (50 + 200) / 255 = 0.98..., float16 0.98047
+    x = np.ones(32, np.float32)
+    x[[5, 9, 20]] = [50.0, 300.0, -200.0]
+    coded = quantize(x, max_outliers=1)
+    assert coded is not None and coded.index.tolist() == [9] and coded.values.tolist() == [300.0]
+    assert (float(coded.lo), float(coded.step)) == (-200.0, float(F16(250 / 255)))
+    decoded = dequantize(coded.codes, coded.lo, coded.step, coded.index, coded.values, x.size)
+    assert decoded[9] == 300.0 and abs(decoded[5] - 50.0) <= float(coded.step) / 2
+    assert quantize(x, max_outliers=3).index.tolist() == [5, 9, 20]  # a cap that does not bind changes nothing
+    assert quantize(x).index.tolist() == [5, 9, 20]
+
+
+def test_a_files_outliers_are_capped_at_its_reserve_the_farthest_off_their_median_first(monkeypatch):
+    monkeypatch.setattr("pemn_compress.fileformat.q8.OUTLIER_RESERVE", 32)
+    # three entries of 32 values: room for 1 outlier each, 3 in all. a (median 1) has candidates 1000x and 900x
+    # its median, b (median 10) one at 50x, c (median 1) one at 800x: 1000x, 900x and 800x are kept
+    a, b, c = np.ones(32, np.float32), np.full(32, 10.0, np.float32), np.ones(32, np.float32)
+    a[[0, 1]] = [1000.0, -900.0]
+    b[7] = 500.0
+    c[3] = 800.0
+    assert allot_outliers([a, b, c]) == [2, 0, 1]
+    assert allot_outliers([a, b]) == [2, 0]  # room for 2: b's 50x is the third farthest
+    assert allot_outliers([a]) == [1]
+    # 33 values leave room for 2 (one in 32, rounded up); an entry q8 cannot hold (not finite) has no room
+    assert allot_outliers([np.concatenate([a, [1.0]]).astype(np.float32)]) == [2]
+    assert allot_outliers([a, np.array([np.inf] * 40, np.float32)]) == [1, 0]
 
 
 @pytest.mark.parametrize("values, why", [

@@ -13,7 +13,9 @@ One entry of ``n`` float values is stored as
 The writer's choice (``quantize``), measured by ``benchmarks/leftover_int8.py`` on the full-data
 report's files: an outlier is a value whose magnitude is over ``OUTLIER_FACTOR`` times the entry's
 median magnitude (a folded BatchNorm channel with a tiny running variance); the others are spread over
-256 levels from their minimum to their maximum.
+256 levels from their minimum to their maximum. A file keeps at most one outlier in ``OUTLIER_RESERVE``
+values (``allot_outliers``: the farthest off their entry's median first), so a size budget can count
+them before training; a candidate over that cap widens its entry's grid instead.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ import numpy as np
 
 from .constants import Q8_LEVELS, Q8_MAX_NUMEL
 
-__all__ = ["OUTLIER_FACTOR", "Q8Entry", "dequantize", "quantize", "stored_bytes"]
+__all__ = ["OUTLIER_FACTOR", "OUTLIER_RESERVE", "Q8Entry", "allot_outliers", "dequantize", "quantize",
+           "reserved_outliers", "stored_bytes"]
 
 OUTLIER_FACTOR = 16  # benchmarks/results/leftover_int8_files.md: -0.07 to +0.01 points at 40x and 60x
+# at most one value in this many of a file's q8 entries is an outlier, the cap the size budget counts: the full-data
+# report's 60x files had 8.5% (422 of 4,992 values, benchmarks/results/leftover_int8_files.md), the 40x ones 0.1%
+OUTLIER_RESERVE = 8
 # the smallest normal float16: a narrower range (values within 255 * 2**-14 of each other) whose step would round to
 # a subnormal or to 0 is better stored in float16, whose own spacing is then finer than the grid's
 SMALLEST_STEP = np.float16(2.0**-14)
@@ -52,15 +58,53 @@ def stored_bytes(numel: int, outliers: int) -> int:
     return numel - outliers + 4 + 4 * outliers
 
 
-def quantize(values: np.ndarray) -> Q8Entry | None:
+def reserved_outliers(numel: int) -> int:
+    """The outliers a file may keep for a q8 entry of ``numel`` values: one in ``OUTLIER_RESERVE``, rounded up."""
+    return -(-numel // OUTLIER_RESERVE)
+
+
+def _candidates(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which values are outlier candidates (magnitude over ``OUTLIER_FACTOR`` times the entry's median
+    magnitude), and how far each is off: ``|x| / median |x|`` (infinite for a nonzero value of an entry whose
+    median is 0), to rank them."""
+    magnitude = np.abs(flat).astype(np.float64)
+    median = float(np.median(magnitude)) if flat.size else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        strength = np.where(magnitude > 0, magnitude / median, 0.0) if median == 0 else magnitude / median
+    return magnitude > OUTLIER_FACTOR * median, strength
+
+
+def allot_outliers(entries: list[np.ndarray]) -> list[int]:
+    """How many outliers each of these float arrays (a file's int8 leftovers) may keep: all their candidates
+    when they number at most ``sum(reserved_outliers(n))``, otherwise that many, taken from the candidates
+    farthest off their entry's median (ties in entry order, then position)."""
+    flats = [np.asarray(e, dtype=np.float32).reshape(-1) for e in entries]
+    held = [0 < f.size <= Q8_MAX_NUMEL and bool(np.isfinite(f).all()) for f in flats]  # quantize's first test
+    cap = sum(reserved_outliers(f.size) for f, q in zip(flats, held, strict=True) if q)
+    ranked = [_candidates(f) if q else (np.zeros(0, bool), np.zeros(0)) for f, q in zip(flats, held, strict=True)]
+    counts = [int(candidate.sum()) for candidate, _ in ranked]
+    if sum(counts) <= cap:
+        return counts
+    owner = np.concatenate([np.full(c, i) for i, c in enumerate(counts)])
+    strength = np.concatenate([strength[candidate] for candidate, strength in ranked])
+    kept = owner[np.argsort(-strength, kind="stable")[:cap]]
+    return [int(n) for n in np.bincount(kept, minlength=len(flats))]
+
+
+def quantize(values: np.ndarray, max_outliers: int | None = None) -> Q8Entry | None:
     """The q8 form of a float array (any shape, read in C order), or None when q8 cannot hold it, would be
     coarser than float16 or is not smaller: a non-finite value, more than ``Q8_MAX_NUMEL`` values, a range
-    or an outlier outside float16's range, a step under ``SMALLEST_STEP`` for values that differ."""
+    or an outlier outside float16's range, a step under ``SMALLEST_STEP`` for values that differ.
+    ``max_outliers``: keep at most that many outliers (the largest in magnitude; the other candidates join
+    the grid, widening it)."""
     flat = np.asarray(values, dtype=np.float32).reshape(-1)
     if flat.size == 0 or flat.size > Q8_MAX_NUMEL or not np.isfinite(flat).all():
         return None
-    magnitude = np.abs(flat).astype(np.float64)
-    outlier = magnitude > OUTLIER_FACTOR * float(np.median(magnitude))
+    outlier, strength = _candidates(flat)
+    if max_outliers is not None and int(outlier.sum()) > max_outliers:
+        keep = np.argsort(-np.where(outlier, strength, -1.0), kind="stable")[:max_outliers]
+        outlier = np.zeros(flat.size, dtype=bool)
+        outlier[keep] = True
     inliers = flat[~outlier].astype(np.float64)
     with np.errstate(over="ignore"):
         outlier_values = flat[outlier].astype(np.float16)
