@@ -35,6 +35,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .fileformat.codecs import MaskCoding, decode_mask, encode_mask
+from .fileformat.q8 import Q8Entry, allot_outliers, dequantize, quantize
 from .nn.topk import kept_count
 from .surgery import maskable_layers
 from .train import Callback, Trainer
@@ -155,7 +156,7 @@ def save_sparse(model: nn.Module, path: PathLike) -> None:
     save_file(tensors, str(path), metadata={"masks": json.dumps(index, separators=(",", ":"))})
 
 
-def save_sparse_packed(model: nn.Module, path: PathLike) -> None:
+def save_sparse_packed(model: nn.Module, path: PathLike, rest_dtype: str = "float16") -> None:
     """A pruned model in the bytes a `.pemn` file would spend on the same content: three tensors and a small
     index, where ``save_sparse`` pays one safetensors entry per tensor and stores BatchNorm's four vectors.
 
@@ -165,6 +166,8 @@ def save_sparse_packed(model: nn.Module, path: PathLike) -> None:
     transform ``x * scale + shift`` (its weight and bias; its running statistics not stored), as
     ``pemn compress`` stores BatchNorm. The metadata ``index`` holds each mask's coding and byte count; the
     loader takes names, shapes and order from the model it is given (``load_artifact(kind="sparse-packed")``).
+    ``rest_dtype="int8"``: the rest as a version 3 `.pemn` file's int8 leftovers store theirs (``fileformat.q8``,
+    the same outlier cap), in four more tensors ``rest.q8*``; ``rest`` then holds what q8 does not (fp16).
     """
     weights = {key: w.detach() for key, w in _weights(model)}
     masks, values, index = [], [], []
@@ -174,8 +177,25 @@ def save_sparse_packed(model: nn.Module, path: PathLike) -> None:
         masks.append(np.asarray(coded.data, dtype=np.uint8))
         values.append(w.reshape(-1)[torch.from_numpy(mask)].half())
         index.append([*dataclasses.astuple(coded.coding), int(masks[-1].size)])
-    rest = [v.detach().half().reshape(-1) for v in _packed_rest(model, set(weights))[0].values()]
+    if rest_dtype not in ("float16", "int8"):
+        raise ConfigError(f"rest_dtype must be float16 or int8, found {rest_dtype!r}")
+    leftovers = [v.detach().float().reshape(-1) for v in _packed_rest(model, set(weights))[0].values()]
+    as_q8: list[Q8Entry | None] = [None] * len(leftovers)
+    if rest_dtype == "int8":
+        allowed = allot_outliers([v.numpy() for v in leftovers])
+        as_q8 = [quantize(v.numpy(), k) for v, k in zip(leftovers, allowed, strict=True)]
+    rest = [v.half() for v, c in zip(leftovers, as_q8, strict=True) if c is None] or [torch.zeros(0).half()]
     tensors = {"masks": torch.from_numpy(np.concatenate(masks)), "values": torch.cat(values), "rest": torch.cat(rest)}
+    if rest_dtype == "int8":
+        q8 = [c for c in as_q8 if c is not None]
+        tensors |= {
+            "rest.q8": torch.from_numpy(np.concatenate([c.codes for c in q8] or [np.zeros(0, np.uint8)])),
+            "rest.q8_range": torch.from_numpy(np.array([x for c in q8 for x in (c.lo, c.step)], np.float16)),
+            "rest.q8_index": torch.from_numpy(np.concatenate([c.index for c in q8] or [np.zeros(0, np.uint16)])
+                                              .astype(np.int16)),  # safetensors in torch has no uint16: same bits
+            "rest.q8_value": torch.from_numpy(np.concatenate([c.values for c in q8] or [np.zeros(0, np.float16)])),
+        }
+        index.append([c.index.size if c is not None else -1 for c in as_q8])  # per rest tensor: outliers, or fp16
     save_file(tensors, str(path), metadata={"index": json.dumps(index, separators=(",", ":"))})
 
 
@@ -201,7 +221,7 @@ def _load_sparse_packed(model: nn.Module, path: PathLike) -> dict[str, torch.Ten
     out: dict[str, torch.Tensor] = {}
     masks, values = stored["masks"].numpy(), stored["values"].float()
     at = kept = 0
-    for key, (codec, ones, rice_k, invert, nbytes) in zip(weights, index, strict=True):
+    for key, (codec, ones, rice_k, invert, nbytes) in zip(weights, index[: len(weights)], strict=True):
         mask = decode_mask(masks[at : at + nbytes], state[key].numel(), MaskCoding(codec, ones, rice_k, invert), key)
         at += nbytes
         w = torch.zeros(state[key].numel())
@@ -211,9 +231,20 @@ def _load_sparse_packed(model: nn.Module, path: PathLike) -> dict[str, torch.Ten
         out[key] = w.view_as(state[key])
     rest, at = stored["rest"].float(), 0
     shapes, folded = _packed_rest(model, set(weights))
-    for key, like in shapes.items():
-        out[key] = rest[at : at + like.numel()].view_as(like)
-        at += like.numel()
+    outliers = index[len(weights)] if "rest.q8" in stored else [-1] * len(shapes)  # per rest tensor (int8 rest)
+    codes_at = entry = k_at = 0
+    for (key, like), k in zip(shapes.items(), outliers, strict=True):
+        if k < 0:
+            out[key] = rest[at : at + like.numel()].view_as(like)
+            at += like.numel()
+            continue
+        n = like.numel() - k
+        lo, step = stored["rest.q8_range"].numpy()[2 * entry : 2 * entry + 2]
+        flat = dequantize(stored["rest.q8"].numpy()[codes_at : codes_at + n], lo, step,
+                          stored["rest.q8_index"].numpy()[k_at : k_at + k].view(np.uint16),
+                          stored["rest.q8_value"].numpy()[k_at : k_at + k], like.numel())
+        out[key] = torch.from_numpy(flat).view_as(like)
+        codes_at, entry, k_at = codes_at + n, entry + 1, k_at + k
     _unfold_batchnorm(model, tuple(folded), out)
     return out
 

@@ -154,6 +154,42 @@ def test_packed_sparse_file_folds_batchnorm_and_holds_three_tensors(tmp_path):
     assert torch.allclose(back(x), model.eval()(x), atol=1e-2)
 
 
+def test_packed_sparse_file_with_int8_rest_holds_each_value_within_half_a_step(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 64, 3), nn.BatchNorm2d(64), nn.Flatten(), nn.Linear(64, 3))
+    with torch.no_grad():
+        model[0].weight.mul_((torch.rand_like(model[0].weight) < 0.1).float())
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2.0)
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-0.5, 0.5)
+    model.eval()
+    save_sparse_packed(model, tmp_path / "f16.safetensors")
+    save_sparse_packed(model, tmp_path / "i8.safetensors", rest_dtype="int8")
+    stored = load_file(str(tmp_path / "i8.safetensors"))
+    # the conv bias and the folded scale and shift (64 values each) are int8, the 3 values of the Linear's bias are
+    # not (7 bytes or more in q8 against 6 in float16)
+    assert stored["rest.q8"].size == 3 * 64 and stored["rest"].size == 3
+    data = [os.path.getsize(tmp_path / f) - 8 - layout(tmp_path / f)[0] for f in ("f16.safetensors", "i8.safetensors")]
+    assert data[0] - data[1] == 3 * 64 - 3 * 4  # a byte instead of two for each of 192 values, less 3 ranges (lo, step)
+    back = load_artifact("sparse-packed", tmp_path / "i8.safetensors", lambda: nn.Sequential(
+        nn.Conv2d(1, 64, 3), nn.BatchNorm2d(64), nn.Flatten(), nn.Linear(64, 3)))
+    model.requires_grad_(False)
+    back.requires_grad_(False)
+    bn = model[1]
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # folded by hand
+    folded = {"0.bias": model[0].bias, "1.weight": scale, "1.bias": bn.bias - bn.running_mean * scale}
+    decoded = {"0.bias": back[0].bias}
+    b2 = back[1]
+    decoded["1.weight"] = b2.weight / torch.sqrt(b2.running_var + b2.eps)
+    decoded["1.bias"] = b2.bias - b2.running_mean * decoded["1.weight"]
+    for key, x in folded.items():
+        step = float((x.max() - x.min()) / 255)
+        error = (decoded[key] - x).abs().max().item()
+        assert error <= step / 2 + 1e-3 * step + 2e-3 * x.abs().max().item() / 255, key  # + float16 lo and step
+    assert back[3].bias.tolist() == model[3].bias.half().float().tolist()
+
+
 @pytest.mark.parametrize("dtype,width", [(torch.float32, 4), (torch.float16, 2)])
 def test_dense_file_size_is_its_header_and_every_value(tmp_path, dtype, width):
     model = tiny()
