@@ -36,6 +36,11 @@ Rows:
   callback installing ``allocation.allocate_`` when training starts: the same training
   (``tests/test_allocation.py``).
 - ``--target-ratio 60``: issue 27's next budget, with the defaults a user gets there.
+- ``--target-ratio 100``: its last budget, where only int8 leftovers fit (format version 3); the row ran when
+  the budget counted one value in 8 of them as a float16 outlier (``q8.OUTLIER_RESERVE``, pinned for the
+  job: ``Point.constants``). ``--target-ratio 100 + outlier reserve 1/32``: the same with one in 32 (the
+  writer keeps no more), the bytes it frees going to the masks; it decides ``q8.OUTLIER_RESERVE``
+  ("Outlier reserve of int8 leftovers").
 - ``previous defaults``: density 0.5, Kaiming-normal values, crop+flip augmentation, weight decay 5e-5
   (the defaults before the recipe benchmark and this report), to show what the changes are worth at
   this budget.
@@ -44,7 +49,8 @@ Rows:
   mask), stored as a coded bitmap + fp16 kept values + fp16 rest; sparsities sized to land near the
   PEMN rows' bytes. ``random pruning ..., packed``: random pruning stored by ``save_sparse_packed`` (three
   tensors, BatchNorm folded, as a `.pemn` file packs its content), at the bytes of the ``--target-ratio 40``
-  and ``60`` files (the per-tensor format cannot go that small on this model).
+  and ``60`` files (the per-tensor format cannot go that small on this model), and of the ``100`` ones with
+  its rest int8 as theirs is (``rest_dtype="int8"``: the float16 rest alone is over that budget).
 
 The headline rows (dense, defaults alone and with annealing or augmentation, ``--density 0.5``,
 ``--target-ratio 40`` alone and with annealing or global allocation) run for every seed of ``--seeds`` (3),
@@ -58,9 +64,9 @@ mean of the seeds) and the PNG (accuracy against on-disk bytes, mean ± sd over 
 and ``--readme README.md`` also refreshes the README's generated block.
 Outputs: ``benchmarks/results/frontier_<task>_<model>_cpu.{csv,json,md,png}``.
 
-Cost: 34 jobs of 10 epochs (``--dry-run`` lists them); at 2.5 to 6 minutes per epoch on one core (the CSV's
-``train_seconds``: more for dense training and pruning, and while other work shares the cores), 21 to 27
-hours of one core, 11 to 14 hours with two processes on the 2 cores.
+Cost: 49 jobs of 10 epochs (``--dry-run`` lists them); at 2.5 to 6 minutes per epoch on one core (the CSV's
+``train_seconds``: more for dense training and pruning, and while other work shares the cores), 20 to 49
+hours of one core, 10 to 25 hours with two processes on the 2 cores.
 
     nohup nice -n 10 python benchmarks/frontier.py --resume --worker 0/2 > a.log 2>&1 &   # even jobs of the plan
     nohup nice -n 10 python benchmarks/frontier.py --resume --worker 1/2 > b.log 2>&1 &   # odd jobs
@@ -73,7 +79,9 @@ hours of one core, 11 to 14 hours with two processes on the 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib
 import math
 import os
 import re
@@ -91,6 +99,7 @@ from pemn_compress.baselines import Pruning, load_artifact, save_dense, save_int
 from pemn_compress.data import BatchLoader, get_dataset
 from pemn_compress.defaults import BY_BUDGET, INT8_UP_TO_DENSITY, by_budget
 from pemn_compress.errors import check_int, check_number
+from pemn_compress.fileformat import q8
 from pemn_compress.nn.topk import kept_count
 from pemn_compress.pipeline import CompressOptions, compress
 from pemn_compress.surgery import ALLOCATOR, config_of, masked_layers, set_density_
@@ -194,7 +203,14 @@ class Point:
     trained: dict = dataclasses.field(default_factory=dict)  # budget rows: the BY_BUDGET options it trained with,
     # and dense_dtype where its leftovers are not float16
     packed: bool = False  # pruning: stored by save_sparse_packed (three tensors, BatchNorm folded)
+    rest_dtype: str = "float16"  # packed pruning: the rest (folded BatchNorm) as save_sparse_packed stores it
     scales: bool = True  # False: a budget only MODEL reaches, left out of a plan at another --target-ratio (--quick)
+    constants: tuple = ()  # ("module.NAME", value) set while the job runs: a constant measured before it changes
+
+    @property
+    def outlier_reserve(self) -> int:
+        """The ``q8.OUTLIER_RESERVE`` an int8 row trained and wrote with."""
+        return int(self.trained.get("outlier_reserve", q8.OUTLIER_RESERVE))
 
     @property
     def flags(self) -> str:
@@ -249,20 +265,49 @@ POINTS = (
     Point("--target-ratio 60 + ERK allocation", "pemn", {"target_ratio": 60.0, "allocation": "erk"}, every_seed=True,
           base="--target-ratio 60", trained={"density_schedule": "anneal", "allocation": "erk"}),
     # --target-ratio 100 with every default: float16 leftovers alone (9,984 B) leave no room in its 10,667 B, so
-    # --dense-dtype auto stores them int8 (format version 3) and the density falls to about 0.0076
+    # --dense-dtype auto stores them int8 (format version 3) and the density falls to about 0.0057, the budget
+    # counting one value in 8 of them as a float16 outlier (2.5 KB; the files kept 40 to 48, under 1%)
     Point("--target-ratio 100", "pemn", {"target_ratio": 100.0}, every_seed=True,
-          trained={"density_schedule": "anneal", "allocation": "erk", "dense_dtype": "int8"}, scales=False),
+          trained={"density_schedule": "anneal", "allocation": "erk", "dense_dtype": "int8", "outlier_reserve": 8},
+          scales=False, constants=(("pemn_compress.fileformat.q8.OUTLIER_RESERVE", 8),),
+          note="--target-ratio 100; its outlier reserve then: q8.OUTLIER_RESERVE = 8"),
     # int8 leftovers where float16 ones fit too: the 4 KB they save go to the masks (density 0.0887 -> 0.116), with
     # the schedule and allocation that won at this budget, paired against what --target-ratio 40 trains today
     Point("--target-ratio 40 + int8 leftovers", "pemn",
           {"target_ratio": 40.0, "dense_dtype": "int8", "density_schedule": "anneal", "allocation": "erk"},
           every_seed=True, base="--target-ratio 40 + ERK allocation",
           trained={"density_schedule": "anneal", "allocation": "erk", "dense_dtype": "int8"}),
+    # the same budget with one value in 32 reserved (and kept at most: the writer caps the outliers at the reserve),
+    # the 1.9 KB it frees going to the masks
+    Point("--target-ratio 100 + outlier reserve 1/32", "pemn", {"target_ratio": 100.0}, every_seed=True,
+          base="--target-ratio 100", scales=False, constants=(("pemn_compress.fileformat.q8.OUTLIER_RESERVE", 32),),
+          note="--target-ratio 100; not a flag: q8.OUTLIER_RESERVE = 32",
+          trained={"density_schedule": "anneal", "allocation": "erk", "dense_dtype": "int8", "outlier_reserve": 32}),
+    # the pruning baseline at the bytes of the --target-ratio 100 files: float16 rest alone (9,984 B) leaves no room
+    # in 10,667 B, so its rest is int8 as the .pemn files' leftovers are (the same q8 code)
+    Point("random pruning 99.45%, packed, int8 rest", "pruning", sparsity=0.9945, how="random", packed=True,
+          rest_dtype="int8"),
 )
 DENSE_FORMATS = (("dense fp32", "safetensors fp32", "fp32"), ("dense fp16", "safetensors fp16", "fp16"),
                  ("int8 weight-only", "int8 per-channel + fp16 rest", "int8"))  # (row, file, file name suffix)
 DENSE_SAVES = (("dense", lambda m, p: save_dense(m, p, torch.float32)),
                ("dense", lambda m, p: save_dense(m, p, torch.float16)), ("int8", save_int8))  # fmt: skip
+
+
+@contextlib.contextmanager
+def pinned(constants: tuple):
+    """Set each ``("module.NAME", value)`` while the block runs, then put the old values back."""
+    saved = []
+    try:
+        for target, value in constants:
+            module_name, name = target.rsplit(".", 1)
+            module = importlib.import_module(module_name)
+            saved.append((module, name, getattr(module, name)))
+            setattr(module, name, value)
+        yield
+    finally:
+        for module, name, value in reversed(saved):
+            setattr(module, name, value)
 
 
 def points(target_ratio: float) -> list[Point]:
@@ -334,7 +379,8 @@ class Runner:
             output = stem.with_suffix(".pemn")
             resume = Path(str(output) + ".ckpt").exists()  # a job stopped mid-training continues
             options = dataclasses.replace(self.options(point, seed), output=str(output), resume=resume)
-            result = compress(options, callbacks=[make() for make in point.callbacks])
+            with pinned(point.constants):
+                result = compress(options, callbacks=[make() for make in point.callbacks])
             density = pemn.read_pemn(output).header["config"]["density"]
             # result.accuracy: the written bytes loaded back as pemn.load does
             return [self.row(j, result.accuracy, output, "pemn", result, density=density)]
@@ -342,9 +388,13 @@ class Runner:
         model, fit, _ = h.train_weights(self.options(point, seed), self.args.model, self.data, callbacks=pruning)
         if point.group == "pruning":
             path = stem.with_suffix(".safetensors")
-            kind, artifact = ("sparse-packed", "sparse packed: coded masks + fp16 values, BN folded") if point.packed \
-                else ("sparse", "sparse: coded bitmap + fp16 values")
-            (save_sparse_packed if point.packed else save_sparse)(model, path)
+            rest = "int8 rest, " if point.rest_dtype == "int8" else ""
+            kind, artifact = ("sparse-packed", f"sparse packed: coded masks + fp16 values, {rest}BN folded") \
+                if point.packed else ("sparse", "sparse: coded bitmap + fp16 values")
+            if point.packed:
+                save_sparse_packed(model, path, rest_dtype=point.rest_dtype)
+            else:
+                save_sparse(model, path)
             return [self.row(j, self.evaluate_file(kind, path), path, artifact, fit, density=1.0 - point.sparsity)]
         rows = []
         for (method, artifact, suffix), (kind, save) in zip(DENSE_FORMATS, DENSE_SAVES, strict=True):
@@ -468,7 +518,7 @@ def default_row(groups: dict[str, dict[int, dict]], label: str) -> str | None:
     """The row of budget ``label`` ("--target-ratio 40") trained with what ``pemn compress`` resolves at that row's
     density today (``defaults.by_budget``: the schedule, the allocation) and with the leftovers ``--dense-dtype
     auto`` stores at that budget (int8 where no float16 row fits it, or where the float16 rows' density is at most
-    ``INT8_UP_TO_DENSITY``); None when no row did."""
+    ``INT8_UP_TO_DENSITY``, with today's ``q8.OUTLIER_RESERVE``); None when no row did."""
     rows = {m: (p, {float(r["density"]) for r in seeds.values()}) for m, seeds in groups.items()
             if (p := point_of(m)) is not None and p.trained and (m == label or m.startswith(label + " + "))}
     float16 = [d for p, densities in rows.values() if p.trained.get("dense_dtype", "float16") == "float16"
@@ -476,6 +526,8 @@ def default_row(groups: dict[str, dict[int, dict]], label: str) -> str | None:
     leftovers = "int8" if not float16 or max(float16) <= INT8_UP_TO_DENSITY else "float16"
     for method, (p, densities) in rows.items():
         if p.trained.get("dense_dtype", "float16") != leftovers:
+            continue
+        if leftovers == "int8" and p.outlier_reserve != q8.OUTLIER_RESERVE:
             continue
         if all({name: p.trained[name] for name in BY_BUDGET} == {name: by_budget(name, d) for name in BY_BUDGET}
                for d in densities):

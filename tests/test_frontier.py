@@ -64,7 +64,8 @@ def test_resume_runs_each_job_once(runs):
                         "--target-ratio 2 + int8 leftovers"}  # fmt: skip  (no --target-ratio 100: the full model's)
     single = {r["method"] for r in second} - headline
     assert single == {"magnitude pruning 98%", "magnitude pruning 99%", "random pruning 98%", "previous defaults",
-                      "random pruning 98%, packed", "random pruning 99.15%, packed"}
+                      "random pruning 98%, packed", "random pruning 99.15%, packed",
+                      "random pruning 99.45%, packed, int8 rest"}
 
 
 def quick_test_set(out):
