@@ -54,7 +54,8 @@ def save(
 
     dense_dtype: "float16" (default: halves the dense leftovers), "float32" (outputs match the
         masked model bit for bit) or "int8" (a quarter of float32, the values far outside a tensor's
-        256-level grid kept in float16; written as format version 3, formats/pemn-v3.md).
+        256-level grid kept in float16, with ``target_size`` at most the one in ``q8.OUTLIER_RESERVE`` that
+        ``MaskConfig.for_target`` counts; written as format version 3, formats/pemn-v3.md).
     fold_batchnorm: store each BatchNorm as one scale and shift per channel (eval-mode deployment
         only: such a file cannot be loaded with ``masked=True``).
     codec: "auto" picks raw or rice per layer, whichever is smaller; "raw" forces packed bits.
@@ -75,7 +76,8 @@ def save(
     """
     budget = None if target_size is None else parse_size(target_size)
     blob = to_bytes(model, dense_dtype=dense_dtype, fold_batchnorm=fold_batchnorm, codec=codec,
-                    architecture=architecture, provenance=provenance, format_version=format_version)
+                    architecture=architecture, provenance=provenance, format_version=format_version,
+                    cap_outliers=budget is not None)
     if budget is not None and len(blob) > budget:
         raise ConfigError(
             f"the file would be {len(blob):,} B, over target_size {budget:,} B; nothing was written: mask the "

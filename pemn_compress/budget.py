@@ -13,8 +13,8 @@ that size is at or under the budget, so that the file meets it whatever the mask
   it is stored in float32, spec section 11: the one case the bound does not cover; the pipeline
   checks the final size again before writing and refuses rather than writing a file over budget).
   int8 leftovers (format version 3) depend on how many outliers training makes: the trial counts one
-  in ``q8.OUTLIER_RESERVE`` values of each ``q8`` entry as an outlier, the most the writer keeps in a file
-  (a candidate over that cap widens its entry's grid instead, ``q8.allot_outliers``);
+  in ``q8.OUTLIER_RESERVE`` values of each ``q8`` entry as an outlier, the most the writer keeps in a
+  budgeted file (``export(cap_outliers=True)``: a candidate over that cap widens its entry's grid instead);
 - header: the same trial encoding with every field that training decides set to its longest form:
   each layer record as a ``rice`` record with ``ones = n``, ``bytes`` = its bound, ``rice_k = 40``,
   ``invert = false``; the masks tensor as long as the sum of the bounds; the provenance values known

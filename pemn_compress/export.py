@@ -69,8 +69,11 @@ def export(
     codec: str = "auto",
     architecture: dict | str | None = None,
     provenance: Json = None,
+    cap_outliers: bool = False,
 ) -> Payload:
     """The payload of a masked model (options as ``pemn_compress.save``; its header's checksums unset).
+    ``cap_outliers``: int8 leftovers keep at most one float16 outlier in ``q8.OUTLIER_RESERVE`` values, the
+    number a size budget counts (``q8.allot_outliers``); otherwise every value far off its grid stays float16.
 
     Raises ConfigError for an invalid option, ModelError for a model that is not masked or whose
     masked layers no longer match its plan.
@@ -92,7 +95,8 @@ def export(
     tensors: dict[str, np.ndarray] = {MASKS_TENSOR: np.concatenate(streams)}
     banks, values = _banks(model)
     tensors.update(values)
-    dense, dense_tensors = _dense_leftovers(model, dense_dtype=dense_dtype, fold_batchnorm=fold_batchnorm)
+    dense, dense_tensors = _dense_leftovers(model, dense_dtype=dense_dtype, fold_batchnorm=fold_batchnorm,
+                                            cap_outliers=cap_outliers)
     tensors.update(dense_tensors)
     header = FileHeader(
         producer={"name": PRODUCER, "version": __version__},
@@ -217,19 +221,19 @@ def _stored_leftover(value: torch.Tensor, float_group: str) -> tuple[str, np.nda
 
 
 def _dense_leftovers(
-    model: nn.Module, *, dense_dtype: str, fold_batchnorm: bool
+    model: nn.Module, *, dense_dtype: str, fold_batchnorm: bool, cap_outliers: bool = False
 ) -> tuple[DenseRecord, dict[str, np.ndarray]]:
     """The ``dense`` record (storage table in sorted key order) and its flat group tensors; ``int8``
     (format version 3): each floating leftover that q8 holds in fewer bytes than float16 in group ``q8``, the
-    file's outliers at most ``q8.OUTLIER_RESERVE``'s share (``allot_outliers``)."""
+    file's outliers at most ``q8.OUTLIER_RESERVE``'s share with ``cap_outliers`` (``allot_outliers``)."""
     state, folded = _leftover_state(model, fold_batchnorm=fold_batchnorm)
     float_group = DENSE_FLOAT_GROUP[dense_dtype]
     groups: dict[str, list[np.ndarray]] = {}
     q8: list[Q8Entry] = []
     table = []
     floats = [key for key in sorted(state) if dense_dtype == "int8" and state[key].dtype.is_floating_point]
-    allowed = dict(zip(floats, allot_outliers([state[key].detach().cpu().float().numpy() for key in floats]),
-                       strict=True))
+    arrays = [state[key].detach().cpu().float().numpy() for key in floats]
+    allowed = dict(zip(floats, allot_outliers(arrays) if cap_outliers else [None] * len(floats), strict=True))
     for key in sorted(state):
         value = state[key].detach().cpu()
         coded = quantize(value.float().numpy(), allowed[key]) if key in allowed else None

@@ -590,8 +590,9 @@ def _dense_dtype(asked: str) -> str:
 
 def _write_options(options: CompressOptions, arch: Architecture, dense_dtype: str) -> dict[str, Any]:
     """How the file is encoded (``export``'s options): the same for the budget's trial and the file
-    (``dense_dtype``: resolved, never ``auto``)."""
-    return {"dense_dtype": dense_dtype, "fold_batchnorm": options.fold_batchnorm,
+    (``dense_dtype``: resolved, never ``auto``; int8 leftovers keep no more float16 outliers than a budget counts)."""
+    budgeted = options.target_size is not None or options.target_ratio is not None
+    return {"dense_dtype": dense_dtype, "fold_batchnorm": options.fold_batchnorm, "cap_outliers": budgeted,
             "architecture": arch.reference, "format_version": options.format_version}
 
 

@@ -122,6 +122,31 @@ def test_int8_files_are_version_3_and_load_to_the_decoded_leftovers(tmp_path):
         assert float(error.max()) <= spread / 255 + 1e-3, key  # within a grid step of the trained value
 
 
+def test_only_a_budgeted_file_caps_its_outliers(tmp_path, monkeypatch):
+    # room for one outlier in 64 values: 1 in each 64-channel tensor, fewer than eight dead channels a norm make
+    monkeypatch.setattr("pemn_compress.fileformat.q8.OUTLIER_RESERVE", 64)
+    model = _folded_model()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_var[:8] = 1e-5
+    state, _ = _leftover_state(model, fold_batchnorm=True)
+    floats = [state[k].detach().float().numpy().ravel() for k in state if state[k].is_floating_point()]
+    candidates = sum(int((np.abs(x) > 16 * np.median(np.abs(x))).sum()) for x in floats)  # the spec's rule, by hand
+    room = sum(-(-x.size // 64) for x in floats)
+    assert candidates > room
+
+    def outliers(path) -> int:
+        return sum(entry.outliers or 0 for entry in pemn.read_pemn(path).file_header.dense.tensors)
+
+    free = pemn.save(model, tmp_path / "free.pemn", dense_dtype="int8", fold_batchnorm=True)
+    assert outliers(free) == candidates  # no budget: every value far off its grid stays float16
+    budgeted = pemn.save(model, tmp_path / "budget.pemn", dense_dtype="int8", fold_batchnorm=True, target_size="1MB")
+    assert outliers(budgeted) == room  # what MaskConfig.for_target counted for a budget, no more
+    dense = [pemn.read_pemn(path).tensor_bytes("dense.") for path in (free, budgeted)]
+    assert dense[0] - dense[1] == 3 * (candidates - room)  # an outlier takes 4 bytes, a code 1
+
+
 def test_format_version_1_cannot_hold_int8_and_version_3_holds_float16(tmp_path):
     model = _folded_model()
     with pytest.raises(ConfigError, match="format version 3"):

@@ -13,9 +13,9 @@ One entry of ``n`` float values is stored as
 The writer's choice (``quantize``), measured by ``benchmarks/leftover_int8.py`` on the full-data
 report's files: an outlier is a value whose magnitude is over ``OUTLIER_FACTOR`` times the entry's
 median magnitude (a folded BatchNorm channel with a tiny running variance); the others are spread over
-256 levels from their minimum to their maximum. A file keeps at most one outlier in ``OUTLIER_RESERVE``
-values (``allot_outliers``: the farthest off their entry's median first), so a size budget can count
-them before training; a candidate over that cap widens its entry's grid instead.
+256 levels from their minimum to their maximum. A file written to a size budget keeps at most one outlier
+in ``OUTLIER_RESERVE`` values (``allot_outliers``: the farthest off their entry's median first), the
+number the budget counts before training; a candidate over that cap widens its entry's grid instead.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ __all__ = ["OUTLIER_FACTOR", "OUTLIER_RESERVE", "Q8Entry", "allot_outliers", "de
            "reserved_outliers", "stored_bytes"]
 
 OUTLIER_FACTOR = 16  # benchmarks/results/leftover_int8_files.md: -0.07 to +0.01 points at 40x and 60x
-# at most one value in this many of a file's q8 entries is an outlier, the cap the size budget counts: the full-data
+# at most one value in this many of a budgeted file's q8 entries is an outlier, what the budget counts: the full-data
 # report's 60x files had 8.5% (422 of 4,992 values, benchmarks/results/leftover_int8_files.md), the 40x ones 0.1%
 OUTLIER_RESERVE = 8
 # the smallest normal float16: a narrower range (values within 255 * 2**-14 of each other) whose step would round to
