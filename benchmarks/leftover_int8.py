@@ -102,6 +102,39 @@ VARIANTS = (  # (label, quantize, bytes per tensor beside a byte per value: a nu
 )
 
 
+# the int8 leftovers pemn.save writes (format version 3: the last variant above in the q8 code, fileformat.q8), with
+# the writer's cap on a file's float16 outliers (q8.OUTLIER_RESERVE) pinned: the file's leftovers as the package
+# quantizes them and its reader decodes them, set into the loaded model (a folded file cannot be loaded masked to
+# be written again)
+WRITTEN = (("q8 as written, outliers <= 1 in 8", 8), ("q8 as written, outliers <= 1 in 32", 32))
+LABELS = [label for label, _, _ in VARIANTS] + [label for label, _ in WRITTEN]
+
+
+def written_row(path: Path, keys: list[tuple[str, int]], reserve: int, test) -> tuple[float, int]:
+    """(accuracy, leftover bytes) of ``path``'s model with its floating leftovers as ``pemn.save(...,
+    dense_dtype="int8")`` stores them when at most one value in ``reserve`` stays float16."""
+    from pemn_compress.fileformat import q8
+
+    model = pemn.load(path, device="cpu")
+    state = model.state_dict()
+    arrays = [state[key].float().numpy() for key, _ in keys]
+    kept, q8.OUTLIER_RESERVE = q8.OUTLIER_RESERVE, reserve
+    try:
+        coded = [q8.quantize(a, k) for a, k in zip(arrays, q8.allot_outliers(arrays), strict=True)]
+    finally:
+        q8.OUTLIER_RESERVE = kept
+    stored = 0
+    with torch.no_grad():
+        for (key, numel), c in zip(keys, coded, strict=True):
+            if c is None:  # stays float16, as loaded
+                stored += 2 * numel
+                continue
+            stored += c.nbytes
+            decoded = q8.dequantize(c.codes, c.lo, c.step, c.index, c.values, numel)
+            state[key].copy_(torch.from_numpy(decoded).view_as(state[key]))
+    return pemn.evaluate(model, test)[1], stored
+
+
 def leftover_keys(path: Path) -> list[tuple[str, int]]:
     """(state-dict key, number of values) of the file's floating dense leftovers."""
     header = pemn.read_pemn(path).file_header
@@ -136,15 +169,16 @@ def worst_tensor(path: Path, keys: list[tuple[str, int]], quantize, test) -> dic
     return worst
 
 
-def file_rows(path: Path, name: str, seed: int, test) -> list[dict]:
-    """Every variant of one `.pemn` file (float16 leftovers, BatchNorm folded): accuracy and bytes."""
+def file_rows(path: Path, name: str, seed: int, test, simulated: bool = True) -> list[dict]:
+    """Every variant of one `.pemn` file (float16 leftovers, BatchNorm folded): accuracy and bytes; without the
+    simulated ones (but float16) when not ``simulated``."""
     file_bytes = path.stat().st_size
     dense_bytes = pemn.read_pemn(path).tensor_bytes(DENSE_PREFIX)
     keys = leftover_keys(path)
     values = sum(n for _, n in keys)
     rows = []
     state = pemn.load(path, device="cpu").state_dict()
-    for label, quantize, per_tensor in VARIANTS:
+    for label, quantize, per_tensor in VARIANTS if simulated else VARIANTS[:1]:
         if quantize is None:
             leftovers = dense_bytes
         elif per_tensor is None:  # a float16 scale per block of 16 values
@@ -170,13 +204,19 @@ def file_rows(path: Path, name: str, seed: int, test) -> list[dict]:
             # more than a point below float16: find the tensor that does it (once a file: 1 evaluation a tensor)
             rows[-1]["worst"] = worst_tensor(path, keys, quantize, test)
         print(rows[-1], flush=True)
+    for label, reserve in WRITTEN:
+        accuracy, leftovers = written_row(path, keys, reserve, test)
+        rows.append({"model": name, "seed": seed, "variant": label, "accuracy": accuracy, "leftover_bytes": leftovers,
+                     "file_bytes": file_bytes - dense_bytes + leftovers})
+        print(rows[-1], flush=True)
     return rows
 
 
 def run(args) -> list[dict]:
     if args.files:  # trained elsewhere (the full-data report's files): the full test set of Fashion-MNIST
         test = BatchLoader.from_dataset(get_dataset("fashion-mnist"), "test", batch_size=1000)
-        return [row for i, path in enumerate(args.files) for row in file_rows(path, path.stem, i, test)]
+        return [row for i, path in enumerate(args.files)
+                for row in file_rows(path, path.stem, i, test, simulated=not args.q8_only)]
     data = get_dataset("fashion-mnist").subset(args.train_samples, None, seed=0)
     test = BatchLoader.from_dataset(data, "test", batch_size=1000)
     rows = []
@@ -192,7 +232,7 @@ def run(args) -> list[dict]:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"{name}.pemn"
                 pemn.save(model, path, dense_dtype="float16", fold_batchnorm=True)
-                rows += file_rows(path, name, seed, test)
+                rows += file_rows(path, name, seed, test, simulated=not args.q8_only)
     return rows
 
 
@@ -201,28 +241,32 @@ def render(rows: list[dict], args, command: str) -> str:
         setup = (
             "The given `.pemn` files (trained elsewhere, float16 leftovers, BatchNorm folded); accuracy on the full "
             "Fashion-MNIST test set of each loaded file, leftovers as stored (float16) or quantized to int8 and back "
-            "(simulated: formats v1 and v2 cannot store int8). Deltas are paired (the same masks); one row per file."
+            "(simulated), and as `pemn.save(dense_dtype=\"int8\")` stores them (format version 3's q8 code, its "
+            "float16 outliers capped as stated, decoded as the reader does). Deltas are paired (the same masks); one "
+            "row per file."
         )
     else:
         setup = (
             f"Strategy onelayer, density 0.5, {args.epochs} epochs on {args.train_samples} Fashion-MNIST images, "
             f"seeds 0..{args.seeds - 1}; accuracy on the full test set of the loaded file, leftovers as stored "
-            "(float16) or quantized to int8 and back (simulated: v1 cannot store int8). Deltas are paired per seed "
-            "(same masks)."
+            "(float16) or quantized to int8 and back (simulated), and as the int8 files pemn.save writes store "
+            "them. Deltas are paired per seed (same masks)."
         )
     lines = [
         "# Leftover precision: float16 vs int8 (folded BatchNorm, biases)",
         "",
         f"Command: `{command}` ({datetime.date.today().isoformat()}). {setup}",
         "",
-        "| model | leftovers | leftover bytes | file bytes | accuracy % (mean of seeds) | change vs float16, pts "
-        "(mean; min to max) |",
+        f"| model | leftovers | leftover bytes | file bytes | accuracy % {'' if args.files else '(mean of seeds) '}"
+        "| change vs float16, pts (mean; min to max) |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for name in dict.fromkeys(r["model"] for r in rows):
         base = {r["seed"]: r["accuracy"] for r in rows if r["model"] == name and r["variant"] == "float16"}
-        for label, _, _ in VARIANTS:
+        for label in LABELS:
             mine = [r for r in rows if r["model"] == name and r["variant"] == label]
+            if not mine:  # --q8-only
+                continue
             deltas = [100 * (r["accuracy"] - base[r["seed"]]) for r in mine]
             lines.append(
                 f"| {name} | {label} | {mine[0]['leftover_bytes']:,} | {mine[0]['file_bytes']:,} | "
@@ -261,6 +305,8 @@ def main(argv=None) -> None:
         "--files", nargs="+", type=Path, metavar="PEMN", default=None,
         help="measure these trained .pemn files (float16 leftovers) instead of training --models",
     )
+    parser.add_argument("--q8-only", action="store_true",
+                        help="float16 and the q8 rows only (the leftovers as pemn.save stores them in int8)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "PYTHONPATH=. python benchmarks/leftover_int8.py " + " ".join(
