@@ -147,6 +147,13 @@ def test_only_a_budgeted_file_caps_its_outliers(tmp_path, monkeypatch):
     assert dense[0] - dense[1] == 3 * (candidates - room)  # an outlier takes 4 bytes, a code 1
 
 
+def test_the_dense_dtype_help_states_the_cap_the_writer_keeps():
+    from pemn_compress.defaults import OPTIONS
+    from pemn_compress.fileformat import q8
+
+    assert f"budget at most one value in {q8.OUTLIER_RESERVE}, the others" in OPTIONS["dense_dtype"].help
+
+
 def test_format_version_1_cannot_hold_int8_and_version_3_holds_float16(tmp_path):
     model = _folded_model()
     with pytest.raises(ConfigError, match="format version 3"):

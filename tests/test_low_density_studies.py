@@ -60,7 +60,8 @@ def test_int8_leftovers_are_measured_on_the_file_as_trained(low_density_file, tm
     report = out.read_text()
     rows = table_rows(report, "low")
     assert [row[1] for row in rows] == [
-        "float16", "int8 symmetric", "int8 affine", "int8, blocks of 16", "int8 affine, outliers float16"]  # fmt: skip
+        "float16", "int8 symmetric", "int8 affine", "int8, blocks of 16", "int8 affine, outliers float16",
+        "q8 as written, outliers <= 1 in 8", "q8 as written, outliers <= 1 in 32"]  # fmt: skip
     float16 = rows[0]
     assert number(float16[2]) == tensor_bytes(low_density_file, "dense.f16")
     assert number(float16[3]) == low_density_file.stat().st_size
