@@ -466,6 +466,9 @@ ONE_ROW_DECISIONS = (
     ("dense_dtype", "--target-ratio 40 + int8 leftovers", "--target-ratio 40 + ERK allocation",
      "Leftovers at the budget of --target-ratio 40", "int8", "float16",
      "`pemn compress --target-ratio 40` stores them so (`--dense-dtype auto`, the default)"),
+    ("outlier_reserve", "--target-ratio 100 + outlier reserve 1/32", "--target-ratio 100",
+     "Outlier reserve of int8 leftovers (one value in N kept float16 at most, and counted by the budget)", "32", "8",
+     "`q8.OUTLIER_RESERVE` is it"),
 )
 
 
@@ -563,8 +566,9 @@ def default_goals(groups: dict[str, dict[int, dict]]) -> list[str]:
 def goals(groups: dict[str, dict[int, dict]]) -> list[str]:
     """The issue-13 goals, met or missed (and by how much), from the rows alone."""
     lines = []
+    # issue 13 set a goal for the 40x budget (the smallest here) only; the larger ones are issue 27's (default_goals)
     targets = sorted((m for m in groups if m.startswith("--target-ratio") and "+" not in m),
-                     key=lambda m: float(m.split()[1])) or ["--target-ratio 40"]
+                     key=lambda m: float(m.split()[1]))[:1] or ["--target-ratio 40"]
     candidates = sorted(m for m in groups if m.startswith("--density"))
     for method in ["defaults", *targets, *candidates]:
         max_gap, min_ratio = GOALS[method.split(" ")[0]]
@@ -573,10 +577,6 @@ def goals(groups: dict[str, dict[int, dict]]) -> list[str]:
             lines.append(f"- `{method}`: not measured yet.")
             continue
         gap, said = gap_text(gaps)
-        if method in targets[1:]:  # issue 13 set a goal for the 40x budget (the smallest here) only
-            lines.append(f"- `{method}`: {said}; {ratio:.1f}x smaller than dense fp32 on disk (no goal of issue 13 "
-                         "at this budget).")
-            continue
         verdict = "met" if gap <= max_gap else f"missed by {gap - max_gap:.2f} points"
         text = f"- `{method}`: {said}, goal <= {max_gap} points: **{verdict}**"
         if min_ratio is not None:
@@ -603,7 +603,9 @@ def row_order(groups: dict[str, dict[int, dict]]) -> list[str]:
     """The methods in report order: as POINTS declares them (the dense row as its three files)."""
     order = [m for p in POINTS for m in ([f for f, _, _ in DENSE_FORMATS] if p.group == "dense" else [p.method])]
     rank = {m: i for i, m in enumerate(order)}
-    rank |= {m: order.index(re.sub(r"--target-ratio [\d.]+", "--target-ratio 40", m)) for m in groups if "target" in m}
+    # a budget row next to its --target-ratio 40 twin where it has one (the --quick plan's rows too)
+    rank |= {m: rank.get(re.sub(r"--target-ratio [\d.]+", "--target-ratio 40", m), rank.get(m, len(order)))
+             for m in groups if "target" in m}
     return sorted(groups, key=lambda m: rank.get(m, len(order)))
 
 
@@ -652,7 +654,7 @@ def render(csv_path: Path, readme: Path | None = None) -> Path:
     paired = paired_lines(groups, ratio)
     if paired:
         body += ["", "Changes measured alone (paired against the row they change, same seeds; annealing, global "
-                 "and ERK allocation and int8 leftovers go beyond the paper):", ""]
+                 "and ERK allocation, int8 leftovers and their outlier reserve go beyond the paper):", ""]
         body += paired
     lines = h.report_head(meta, csv_path.stem, "python benchmarks/frontier.py") + [
         "Every accuracy is that of the file on disk loaded back into a fresh model, on the full test set, after the "

@@ -212,7 +212,7 @@ _OPTIONS = (
            help="Storage of the parameters that stay dense (BatchNorm, biases). float16 halves their bytes (no "
                 "accuracy change measured); int8 quarters them (one byte a value on a 256-level grid per tensor, the "
                 "values far outside it kept in float16; -0.07 to +0.01 points on the full-data report's 40x and 60x "
-                "files; with a --target-size / --target-ratio budget at most one value in 8, the others joining the "
+                "files; with a --target-size / --target-ratio budget at most one value in 32, the others joining the "
                 "grid) and needs format version 3. auto: float16, or int8 where the budget has no room for float16 "
                 "leftovers."),
     Option("fold_batchnorm", True, "switch", section="Output", evidence=_DENSE_DTYPE,

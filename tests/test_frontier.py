@@ -284,6 +284,8 @@ def test_code_defaults_to_the_density_the_committed_report_decides():
      "--target-ratio 60", "erk", "uniform"),
     ("dense_dtype", "Leftovers at the budget of --target-ratio 40", "--target-ratio 40 + int8 leftovers",
      "--target-ratio 40 + ERK allocation", "int8", "float16"),
+    ("outlier_reserve", "Outlier reserve of int8 leftovers (one value in N kept float16 at most, and counted by the "
+     "budget)", "--target-ratio 100 + outlier reserve 1/32", "--target-ratio 100", "32", "8"),
 ])  # fmt: skip
 def test_code_trains_with_what_one_row_of_the_committed_report_decides(option, line, method, base, changed, kept):
     """An option changes only if the row that changes it alone beat the row it changes on every seed (paired,
@@ -302,6 +304,11 @@ def test_code_trains_with_what_one_row_of_the_committed_report_decides(option, l
     assert shown == {True: "on", False: "off"}.get(decided, decided)
     options = CompressOptions(model="convmixer_192_6_p4")
     densities = {float(r["density"]) for r in rows if r["method"] == base}  # what the base row trained at
+    if option == "outlier_reserve":  # the writer's cap and the budget's count of float16 outliers
+        from pemn_compress.fileformat import q8
+
+        assert str(q8.OUTLIER_RESERVE) == decided
+        return
     if option == "dense_dtype":  # auto at a budget: int8 where float16's density is at most INT8_UP_TO_DENSITY
         from pemn_compress.defaults import INT8_UP_TO_DENSITY
 
@@ -322,19 +329,23 @@ def test_the_budget_goals_name_the_row_todays_defaults_train(fmnist_cwd):
     from conftest import run_compress
 
     from pemn_compress.defaults import BY_BUDGET, by_budget
+    from pemn_compress.fileformat import q8
 
     markdown = COMMITTED.with_suffix(".md").read_text()
     recipes = {"--target-ratio 40 + density annealing": {"density_schedule": "anneal", "allocation": "uniform"},
                "--target-ratio 40 + ERK allocation": {"density_schedule": "anneal", "allocation": "erk"},
                "--target-ratio 60": {"density_schedule": "anneal", "allocation": "uniform"},
                "--target-ratio 60 + ERK allocation": {"density_schedule": "anneal", "allocation": "erk"},
-               "--target-ratio 100": {"density_schedule": "anneal", "allocation": "erk"}}
+               "--target-ratio 100": {"density_schedule": "anneal", "allocation": "erk"},
+               "--target-ratio 100 + outlier reserve 1/32": {"density_schedule": "anneal", "allocation": "erk"}}
     for ratio in (100, 60, 40):
         prefix = f"- `pemn compress --target-ratio {ratio}` with its defaults"
         line = next(x for x in markdown.splitlines() if x.startswith(prefix))
         row = re.search(r"\(row `(.+?)`\)", line).group(1)
         rows = [r for r in read_csv(COMMITTED.with_suffix(".csv")) if r["method"] == row]
         assert all({n: by_budget(n, float(r["density"])) for n in BY_BUDGET} == recipes[row] for r in rows)
+        if ratio == 100:  # int8 leftovers: the row's outlier reserve is the writer's and the budget's today
+            assert all(f"q8.OUTLIER_RESERVE = {q8.OUTLIER_RESERVE}" in r["flags"] for r in rows)
     dense = {r["seed"]: float(r["accuracy"]) for r in read_csv(COMMITTED.with_suffix(".csv"))
              if r["method"] == "dense fp32"}  # fmt: skip
     # in whole test images (accuracies are counts out of 10,000), exactly: no float noise at the goal's edge
