@@ -54,7 +54,7 @@ def save(
 
     dense_dtype: "float16" (default: halves the dense leftovers), "float32" (outputs match the
         masked model bit for bit) or "int8" (a quarter of float32, the values far outside a tensor's
-        256-level grid kept in float16, with ``target_size`` at most the one in ``q8.OUTLIER_RESERVE`` that
+        256-level grid kept in float16, with ``target_size`` at most one value in ``q8.OUTLIER_RESERVE``, what
         ``MaskConfig.for_target`` counts; written as format version 3, formats/pemn-v3.md).
     fold_batchnorm: store each BatchNorm as one scale and shift per channel (eval-mode deployment
         only: such a file cannot be loaded with ``masked=True``).

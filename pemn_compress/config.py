@@ -125,8 +125,8 @@ class MaskConfig(JsonDataclass):
         hold ``budget.WORST_FLOAT`` there); ``config_fields``: the other MaskConfig fields (not
         density: the budget chooses it). The density is ``DEFAULT_DENSITY`` when its bound fits, else the largest
         below it that fits; ConfigError when even one kept weight per layer does not fit. With
-        ``dense_dtype="int8"`` the budget counts the most float16 outliers the writer keeps (one value in
-        ``q8.OUTLIER_RESERVE``); ``pemn.save(target_size=...)`` refuses a file that is over all the same.
+        ``dense_dtype="int8"`` the budget counts one float16 outlier in ``q8.OUTLIER_RESERVE`` values, the most
+        ``pemn.save(target_size=...)`` keeps; it refuses a file that is over all the same.
         """
         from .budget import Trial, budget_bytes, choose_density, parse_size
 
