@@ -20,8 +20,10 @@ the library, ``pemn_compress``); scripts import nothing from each other. They ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -316,3 +318,18 @@ def save_figure(fig, plt, path: Path) -> None:
     fig.savefig(path)
     plt.close(fig)
 
+
+@contextlib.contextmanager
+def pinned(constants: tuple):
+    """Set each ``("module.NAME", value)`` while the block runs, then put the old values back."""
+    saved = []
+    try:
+        for target, value in constants:
+            module_name, name = target.rsplit(".", 1)
+            module = importlib.import_module(module_name)
+            saved.append((module, name, getattr(module, name)))
+            setattr(module, name, value)
+        yield
+    finally:
+        for module, name, value in reversed(saved):
+            setattr(module, name, value)

@@ -79,9 +79,7 @@ hours of one core, 10 to 25 hours with two processes on the 2 cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import importlib
 import math
 import os
 import re
@@ -294,22 +292,6 @@ DENSE_SAVES = (("dense", lambda m, p: save_dense(m, p, torch.float32)),
                ("dense", lambda m, p: save_dense(m, p, torch.float16)), ("int8", save_int8))  # fmt: skip
 
 
-@contextlib.contextmanager
-def pinned(constants: tuple):
-    """Set each ``("module.NAME", value)`` while the block runs, then put the old values back."""
-    saved = []
-    try:
-        for target, value in constants:
-            module_name, name = target.rsplit(".", 1)
-            module = importlib.import_module(module_name)
-            saved.append((module, name, getattr(module, name)))
-            setattr(module, name, value)
-        yield
-    finally:
-        for module, name, value in reversed(saved):
-            setattr(module, name, value)
-
-
 def points(target_ratio: float) -> list[Point]:
     """POINTS with the --target-ratio 40 rows at ``target_ratio`` and the other budgets in proportion (--quick:
     ratios its tiny model can reach)."""
@@ -379,7 +361,7 @@ class Runner:
             output = stem.with_suffix(".pemn")
             resume = Path(str(output) + ".ckpt").exists()  # a job stopped mid-training continues
             options = dataclasses.replace(self.options(point, seed), output=str(output), resume=resume)
-            with pinned(point.constants):
+            with h.pinned(point.constants):
                 result = compress(options, callbacks=[make() for make in point.callbacks])
             density = pemn.read_pemn(output).header["config"]["density"]
             # result.accuracy: the written bytes loaded back as pemn.load does

@@ -33,6 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _harness as h
 import torch
 
 import pemn_compress as pemn
@@ -118,11 +119,8 @@ def written_row(path: Path, keys: list[tuple[str, int]], reserve: int, test) -> 
     model = pemn.load(path, device="cpu")
     state = model.state_dict()
     arrays = [state[key].float().numpy() for key, _ in keys]
-    kept, q8.OUTLIER_RESERVE = q8.OUTLIER_RESERVE, reserve
-    try:
+    with h.pinned((("pemn_compress.fileformat.q8.OUTLIER_RESERVE", reserve),)):
         coded = [q8.quantize(a, k) for a, k in zip(arrays, q8.allot_outliers(arrays), strict=True)]
-    finally:
-        q8.OUTLIER_RESERVE = kept
     stored = 0
     with torch.no_grad():
         for (key, numel), c in zip(keys, coded, strict=True):

@@ -187,14 +187,11 @@ def save_sparse_packed(model: nn.Module, path: PathLike, rest_dtype: str = "floa
     rest = [v.half() for v, c in zip(leftovers, as_q8, strict=True) if c is None] or [torch.zeros(0).half()]
     tensors = {"masks": torch.from_numpy(np.concatenate(masks)), "values": torch.cat(values), "rest": torch.cat(rest)}
     if rest_dtype == "int8":
-        q8 = [c for c in as_q8 if c is not None]
-        tensors |= {
-            "rest.q8": torch.from_numpy(np.concatenate([c.codes for c in q8] or [np.zeros(0, np.uint8)])),
-            "rest.q8_range": torch.from_numpy(np.array([x for c in q8 for x in (c.lo, c.step)], np.float16)),
-            "rest.q8_index": torch.from_numpy(np.concatenate([c.index for c in q8] or [np.zeros(0, np.uint16)])
-                                              .astype(np.int16)),  # safetensors in torch has no uint16: same bits
-            "rest.q8_value": torch.from_numpy(np.concatenate([c.values for c in q8] or [np.zeros(0, np.float16)])),
-        }
+        from .export import _q8_tensors
+
+        if q8 := [c for c in as_q8 if c is not None]:  # export's four q8 tensors, named rest.q8*
+            tensors |= {"rest." + name.split(".", 1)[1]: torch.from_numpy(array.view(np.int16) if array.dtype ==
+                        np.uint16 else array) for name, array in _q8_tensors(q8).items()}  # torch has no uint16
         index.append([c.index.size if c is not None else -1 for c in as_q8])  # per rest tensor: outliers, or fp16
     save_file(tensors, str(path), metadata={"index": json.dumps(index, separators=(",", ":"))})
 
